@@ -1,0 +1,160 @@
+//! The control plane: what producers and operators do to batches, shared by the `abridge` CLI
+//! and the HTTP API so both behave the same. Each operation writes Postgres first (the truth),
+//! then Redis (the fast path); if the Redis step fails after the commit, the reconciler
+//! finishes it.
+
+use abridge_core::input::{BatchInput, Rejected};
+use abridge_core::{BatchId, Priority};
+use abridge_queue::{Queue, QueueError, QueueStats};
+use abridge_store::batches::CancelOutcome;
+use abridge_store::{BatchView, NewBatch, SessionView, Store, StoreError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no batch {0}")]
+    NotFound(BatchId),
+    #[error("batch {id} is already {status}")]
+    AlreadyFinished { id: BatchId, status: String },
+    #[error("no valid input: every line was rejected")]
+    NothingToEnqueue { rejected: Vec<Rejected> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What to enqueue besides the inputs.
+#[derive(Clone, Debug, Default)]
+pub struct EnqueueRequest<'a> {
+    pub name: Option<&'a str>,
+    pub priority: Priority,
+    /// Processing options stored with the batch (summarizer backend, length, ...).
+    pub options: serde_json::Value,
+}
+
+/// The result of an enqueue, as `abridge enqueue --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Enqueued {
+    pub batch_id: BatchId,
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Creates a batch from validated input (one Postgres transaction), then makes its items ready
+/// in Redis. Rejected inputs are reported, not fatal; no valid input at all is an error.
+pub async fn enqueue(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+    input: BatchInput,
+    request: EnqueueRequest<'_>,
+) -> Result<Enqueued, ControlError> {
+    if input.items.is_empty() {
+        return Err(ControlError::NothingToEnqueue {
+            rejected: input.rejected,
+        });
+    }
+    let options = if request.options.is_null() {
+        serde_json::json!({})
+    } else {
+        request.options
+    };
+    let created = store
+        .create_batch(
+            NewBatch {
+                id: BatchId::new(),
+                queue: queue_name,
+                name: request.name,
+                priority: request.priority,
+                options,
+            },
+            &input.items,
+        )
+        .await?;
+    // The batch is committed: from here on a Redis failure only delays it (the reconciler
+    // pushes what Redis is missing), so report it without failing the enqueue.
+    if let Err(e) = queue
+        .enqueue(created.id, created.priority, &created.item_ids)
+        .await
+    {
+        tracing::warn!(batch = %created.id, error = %e, "batch saved but not yet queued in Redis; the reconciler will queue it");
+    }
+    Ok(Enqueued {
+        batch_id: created.id,
+        accepted: created.item_ids.len(),
+        duplicates: input.duplicates,
+        rejected: input.rejected,
+    })
+}
+
+/// Cancels a batch: no item of it starts after this returns; running items stop.
+pub async fn cancel(store: &Store, queue: &Queue, id: BatchId) -> Result<u64, ControlError> {
+    match store.cancel_batch(id).await? {
+        CancelOutcome::Cancelled { items, priority } => {
+            if let Err(e) = queue.cancel_batch(id, priority).await {
+                // Postgres already refuses to start or finish its items; workers holding some
+                // will find out when their next write or renewal is refused.
+                tracing::warn!(batch = %id, error = %e, "batch cancelled in Postgres but Redis could not be told");
+            }
+            Ok(items)
+        }
+        CancelOutcome::AlreadyFinished(status) => Err(ControlError::AlreadyFinished {
+            id,
+            status: status.to_string(),
+        }),
+        CancelOutcome::NotFound => Err(ControlError::NotFound(id)),
+    }
+}
+
+pub async fn status(store: &Store, id: BatchId) -> Result<BatchView, ControlError> {
+    store.batch(id).await?.ok_or(ControlError::NotFound(id))
+}
+
+/// The fleet at a glance, as `abridge stats --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FleetStats {
+    pub queue: String,
+    /// Ready items per priority.
+    pub depth: Depth,
+    /// Items waiting to be retried.
+    pub delayed: i64,
+    /// Items claimed by workers right now.
+    pub leased: i64,
+    /// Failed items in unfinished batches.
+    pub failed: i64,
+    pub workers: Vec<SessionView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Depth {
+    pub high: i64,
+    pub normal: i64,
+    pub low: i64,
+}
+
+pub async fn stats(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+) -> Result<FleetStats, ControlError> {
+    let QueueStats {
+        ready,
+        leased,
+        delayed,
+        ..
+    } = queue.stats().await?;
+    Ok(FleetStats {
+        queue: queue_name.to_owned(),
+        depth: Depth {
+            high: ready[0],
+            normal: ready[1],
+            low: ready[2],
+        },
+        delayed,
+        leased,
+        failed: store.failed_in_open_batches(queue_name).await?,
+        workers: store.live_sessions(queue_name).await?,
+    })
+}

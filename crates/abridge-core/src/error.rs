@@ -1,0 +1,101 @@
+//! How an item's processing fails. The variant decides what happens next: a transient error is
+//! retried with backoff until `max_attempts`, a permanent one fails the item at once.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A short machine-readable failure class stored in `items.error_kind` (`rate_limited`,
+/// `video_unavailable`, ...). Open-ended: backends add their own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ErrorKind(Cow<'static, str>);
+
+impl ErrorKind {
+    /// The item ran longer than `item_timeout_ms`.
+    pub const TIMEOUT: ErrorKind = ErrorKind::from_static("timeout");
+    /// Its lease expired (the worker stopped renewing) too many times.
+    pub const LEASE_EXPIRED: ErrorKind = ErrorKind::from_static("lease_expired");
+    /// It was found running in Postgres with no lease in Redis (Redis lost it), too many times.
+    pub const LEASE_LOST: ErrorKind = ErrorKind::from_static("lease_lost");
+    /// Its worker died (missed heartbeats) while holding it, too many times.
+    pub const WORKER_DIED: ErrorKind = ErrorKind::from_static("worker_died");
+    /// A bug or an unexpected condition inside abridge.
+    pub const INTERNAL: ErrorKind = ErrorKind::from_static("internal");
+
+    pub const fn from_static(kind: &'static str) -> Self {
+        Self(Cow::Borrowed(kind))
+    }
+
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self(Cow::Owned(kind.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The failure of one attempt at one item.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ItemError {
+    /// Worth another attempt later (rate limits, timeouts, 5xx, lost connections).
+    #[error("{kind}: {message}")]
+    Transient {
+        kind: ErrorKind,
+        message: String,
+        /// The outside service's own hint (`retry-after`); the backoff never waits less.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (the video is private, the key is wrong, the input is invalid).
+    #[error("{kind}: {message}")]
+    Permanent { kind: ErrorKind, message: String },
+}
+
+impl ItemError {
+    pub fn transient(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Transient {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> &ErrorKind {
+        match self {
+            Self::Transient { kind, .. } | Self::Permanent { kind, .. } => kind,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Transient { message, .. } | Self::Permanent { message, .. } => message,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { retry_after, .. } => *retry_after,
+            Self::Permanent { .. } => None,
+        }
+    }
+}

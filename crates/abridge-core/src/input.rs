@@ -1,0 +1,210 @@
+//! A batch's input: validation, normalisation and de-duplication, shared by `abridge enqueue`
+//! and the HTTP API so that both accept and reject exactly the same things.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::video::{VideoId, parse_video_ref};
+
+/// Titles longer than this are rejected: a title is a label, not a document.
+pub const MAX_TITLE_CHARS: usize = 500;
+/// A producer-supplied transcript larger than this is rejected (bytes of UTF-8).
+pub const MAX_TRANSCRIPT_BYTES: usize = 4 * 1024 * 1024;
+/// Rejected inputs are echoed back shortened to this many characters.
+const ECHO_CHARS: usize = 200;
+
+/// One input as a producer sends it, before validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawItem {
+    pub url: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A transcript the producer already has; the item is summarised without fetching one.
+    #[serde(default)]
+    pub transcript: Option<String>,
+}
+
+/// One accepted, normalised input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemInput {
+    pub video_id: VideoId,
+    /// The canonical watch URL, not the form the producer sent.
+    pub url: String,
+    pub title: Option<String>,
+    pub transcript: Option<String>,
+}
+
+/// One rejected input. `line` is 1-based for files (`abridge enqueue`) and the 0-based array
+/// index for the API; the caller chooses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub line: usize,
+    pub input: String,
+    pub reason: String,
+}
+
+/// The outcome of reading a batch's inputs: the valid ones in first-seen order, how many
+/// repeated an earlier video, and every rejected one with its reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchInput {
+    pub items: Vec<ItemInput>,
+    pub duplicates: usize,
+    pub rejected: Vec<Rejected>,
+    seen: HashSet<VideoId>,
+}
+
+impl BatchInput {
+    /// Reads `abridge enqueue` input: one URL, bare id, or JSON object per line. Blank lines and
+    /// lines starting with `#` are skipped. Line numbers are 1-based.
+    pub fn from_lines(text: &str) -> Self {
+        let mut input = Self::default();
+        for (n, line) in text.lines().enumerate() {
+            let trimmed = line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            input.push_line(n + 1, trimmed);
+        }
+        input
+    }
+
+    /// Adds one input line (a URL, an id, or a JSON object).
+    pub fn push_line(&mut self, line: usize, text: &str) {
+        if text.starts_with('{') {
+            match serde_json::from_str::<RawItem>(text) {
+                Ok(raw) => self.push(line, raw),
+                Err(e) => self.reject(line, text, format!("invalid JSON object: {e}")),
+            }
+        } else {
+            self.push(
+                line,
+                RawItem {
+                    url: text.to_owned(),
+                    ..RawItem::default()
+                },
+            );
+        }
+    }
+
+    /// Adds one structured input.
+    pub fn push(&mut self, line: usize, raw: RawItem) {
+        let video_id = match parse_video_ref(&raw.url) {
+            Ok(id) => id,
+            Err(reason) => return self.reject(line, &raw.url, reason.to_string()),
+        };
+        let title = raw
+            .title
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        if let Some(title) = &title
+            && title.chars().count() > MAX_TITLE_CHARS
+        {
+            return self.reject(
+                line,
+                &raw.url,
+                format!("title is longer than {MAX_TITLE_CHARS} characters"),
+            );
+        }
+        let transcript = raw.transcript.filter(|t| !t.trim().is_empty());
+        if let Some(transcript) = &transcript
+            && transcript.len() > MAX_TRANSCRIPT_BYTES
+        {
+            return self.reject(
+                line,
+                &raw.url,
+                format!(
+                    "transcript is larger than {} MiB",
+                    MAX_TRANSCRIPT_BYTES / 1024 / 1024
+                ),
+            );
+        }
+        if !self.seen.insert(video_id.clone()) {
+            self.duplicates += 1;
+            return;
+        }
+        self.items.push(ItemInput {
+            url: video_id.watch_url(),
+            video_id,
+            title,
+            transcript,
+        });
+    }
+
+    fn reject(&mut self, line: usize, input: &str, reason: String) {
+        let input = match input.char_indices().nth(ECHO_CHARS) {
+            Some((cut, _)) => format!("{}…", &input[..cut]),
+            None => input.to_owned(),
+        };
+        self.rejected.push(Rejected {
+            line,
+            input,
+            reason,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_drops_duplicates_and_reports_rejects_by_line() {
+        let text = "\
+# a comment
+https://www.youtube.com/watch?v=aaaaaaaaaaa
+
+youtu.be/bbbbbbbbbbb?t=3
+https://youtu.be/aaaaaaaaaaa
+https://www.youtube.com/playlist?list=PLxyz
+{\"url\": \"ccccccccccc\", \"title\": \"  Talk  \", \"transcript\": \"Hello there.\"}
+{\"url\": 3}
+not a url
+";
+        let input = BatchInput::from_lines(text);
+        let ids: Vec<&str> = input.items.iter().map(|i| i.video_id.as_str()).collect();
+        assert_eq!(ids, ["aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc"]);
+        assert_eq!(input.duplicates, 1);
+        assert_eq!(input.items[2].title.as_deref(), Some("Talk"));
+        assert_eq!(input.items[2].transcript.as_deref(), Some("Hello there."));
+        assert_eq!(
+            input.items[1].url,
+            "https://www.youtube.com/watch?v=bbbbbbbbbbb"
+        );
+        let lines: Vec<usize> = input.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [6, 8, 9]);
+        assert!(input.rejected[0].reason.contains("playlist"));
+        assert!(
+            input.rejected[1].reason.starts_with("invalid JSON object"),
+            "{}",
+            input.rejected[1].reason
+        );
+        assert_eq!(input.rejected[2].input, "not a url");
+    }
+
+    #[test]
+    fn unknown_json_fields_are_named() {
+        let input = BatchInput::from_lines("{\"url\": \"aaaaaaaaaaa\", \"titel\": \"x\"}");
+        assert!(
+            input.rejected[0].reason.contains("titel"),
+            "{:?}",
+            input.rejected
+        );
+    }
+
+    #[test]
+    fn oversized_fields_are_rejected_not_truncated() {
+        let mut input = BatchInput::default();
+        input.push(
+            0,
+            RawItem {
+                url: "aaaaaaaaaaa".into(),
+                title: Some("t".repeat(MAX_TITLE_CHARS + 1)),
+                transcript: None,
+            },
+        );
+        assert!(input.items.is_empty());
+        assert!(input.rejected[0].reason.contains("title"));
+    }
+}

@@ -1,0 +1,431 @@
+//! Configuration: built-in defaults < an optional TOML file (`--config PATH`, flat keys such as
+//! `lease_ms = 30000`) < `ABRIDGE_*` environment variables (`ABRIDGE_LEASE_MS=30000`).
+//!
+//! [`SettingsSource`] merges the layers and reads typed values with errors that name both the
+//! key and its variable. Each crate builds its own settings struct from it, so a capability's
+//! options live next to its code; [`Settings`] holds the fleet core's.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+
+/// A bad or unreadable configuration value. The message names the key, the environment
+/// variable, what was expected and what was found (never the value of a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("read configuration file {path}: {source}")]
+    File {
+        path: String,
+        source: config::ConfigError,
+    },
+    #[error("configuration {key} ({env}): expected {expected}, got {got}")]
+    Invalid {
+        key: String,
+        env: String,
+        expected: String,
+        got: String,
+    },
+    #[error("configuration {key} ({env}) is required: {why}")]
+    Missing {
+        key: String,
+        env: String,
+        why: String,
+    },
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// For connection URLs: the URL with any password replaced by `***`, safe to log.
+    pub fn redacted_url(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => "***".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The merged configuration layers, read key by key.
+#[derive(Clone, Debug)]
+pub struct SettingsSource {
+    config: Config,
+}
+
+/// Environment variables start with this, then `_` and the upper-cased key.
+pub const ENV_PREFIX: &str = "ABRIDGE";
+
+impl SettingsSource {
+    /// Reads the optional TOML file and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::build(file, None)
+    }
+
+    /// Like [`SettingsSource::load`] without a file, with `vars` in place of the process
+    /// environment (names with the `ABRIDGE_` prefix). For tests.
+    pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let map = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self::build(None, Some(map)).expect("no file to read")
+    }
+
+    fn build(
+        file: Option<&Path>,
+        vars: Option<config::Map<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .ignore_empty(true)
+                .source(vars),
+        );
+        let config = builder.build().map_err(|source| SettingsError::File {
+            path: file.map(|p| p.display().to_string()).unwrap_or_default(),
+            source,
+        })?;
+        Ok(Self { config })
+    }
+
+    /// The environment variable that sets `key`.
+    pub fn env_name(key: &str) -> String {
+        format!("{ENV_PREFIX}_{}", key.to_ascii_uppercase())
+    }
+
+    /// The raw text of `key`, if set in any layer.
+    pub fn text(&self, key: &str) -> Result<Option<String>, SettingsError> {
+        match self.config.get_string(key) {
+            Ok(s) => Ok(Some(s)),
+            Err(config::ConfigError::NotFound(_)) => Ok(None),
+            Err(e) => Err(self.invalid(key, "a single value", &e.to_string())),
+        }
+    }
+
+    /// Parses `key` with `FromStr`; `expected` says what a valid value looks like.
+    pub fn parse<T: FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, SettingsError> {
+        match self.text(key)? {
+            None => Ok(None),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(key, expected, &format!("{raw:?}"))),
+        }
+    }
+
+    /// A whole number of milliseconds, at least `min`.
+    pub fn millis(&self, key: &str, default: u64, min: u64) -> Result<Duration, SettingsError> {
+        let expected = format!("a whole number of milliseconds >= {min}");
+        let ms = self.parse::<u64>(key, &expected)?.unwrap_or(default);
+        if ms < min {
+            return Err(self.invalid(key, &expected, &ms.to_string()));
+        }
+        Ok(Duration::from_millis(ms))
+    }
+
+    /// A whole number in `min..=max`.
+    pub fn number(
+        &self,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, SettingsError> {
+        let expected = format!("a whole number from {min} to {max}");
+        let n = self.parse::<u64>(key, &expected)?.unwrap_or(default);
+        if !(min..=max).contains(&n) {
+            return Err(self.invalid(key, &expected, &n.to_string()));
+        }
+        Ok(n)
+    }
+
+    /// A secret: its value never appears in an error.
+    pub fn secret(&self, key: &str) -> Result<Option<Secret>, SettingsError> {
+        Ok(self
+            .text(key)
+            .map_err(|_| self.invalid(key, "a single text value", "(hidden)"))?
+            .map(Secret::new))
+    }
+
+    /// A comma-separated list; empty entries are dropped.
+    pub fn list(&self, key: &str) -> Result<Option<Vec<String>>, SettingsError> {
+        Ok(self.text(key)?.map(|raw| {
+            raw.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }))
+    }
+
+    pub fn invalid(&self, key: &str, expected: &str, got: &str) -> SettingsError {
+        SettingsError::Invalid {
+            key: key.to_owned(),
+            env: Self::env_name(key),
+            expected: expected.to_owned(),
+            got: got.to_owned(),
+        }
+    }
+
+    pub fn missing(&self, key: &str, why: &str) -> SettingsError {
+        SettingsError::Missing {
+            key: key.to_owned(),
+            env: Self::env_name(key),
+            why: why.to_owned(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, one line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The fleet core's settings. Durations are read from `*_ms` keys.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Postgres, the source of truth. `None` lets `abridge up` start a throwaway server.
+    pub database_url: Option<Secret>,
+    /// Redis, the fast path. `None` lets `abridge up` start a throwaway server.
+    pub redis_url: Option<Secret>,
+    /// The queue this process serves; batches are enqueued into one queue.
+    pub queue: String,
+    /// Every Redis key starts with `{redis_prefix}:{queue}:` (the braces are a cluster hash tag).
+    pub redis_prefix: String,
+    /// How long a claim is valid without renewal.
+    pub lease: Duration,
+    /// How often a worker renews the leases of the items it holds.
+    pub heartbeat: Duration,
+    /// A worker session with no heartbeat for this long is dead and its items are requeued.
+    pub session_ttl: Duration,
+    /// How often Redis is checked against Postgres (and repaired) by the reconciler.
+    pub reconcile_every: Duration,
+    /// How often the reaper looks for expired leases and dead sessions.
+    pub reap_every: Duration,
+    /// Attempts (claims that started work, including expired ones) before an item fails.
+    pub max_attempts: u32,
+    /// The first retry waits about this long; each later one doubles it, with jitter.
+    pub retry_base: Duration,
+    /// No retry waits longer than this.
+    pub retry_max: Duration,
+    /// The summarizer backend name (`noop`, `extractive`, `openai`, `anthropic`).
+    pub summarizer: String,
+    /// The `noop` summarizer sleeps this long per item (benchmarks and fault drills).
+    pub noop_delay: Duration,
+    /// Items a worker process works on at once.
+    pub concurrency: usize,
+    /// Most items claimed in one Redis call.
+    pub claim_batch: usize,
+    /// On SIGTERM, in-flight items get this long to finish before they are released.
+    pub shutdown_grace: Duration,
+    /// An attempt running longer than this fails with a transient `timeout`.
+    pub item_timeout: Duration,
+    /// Postgres connections per process.
+    pub database_pool_size: u32,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    pub fn from_source(src: &SettingsSource) -> Result<Self, SettingsError> {
+        let lease = src.millis("lease_ms", 30_000, 100)?;
+        let heartbeat = src.millis(
+            "heartbeat_ms",
+            u64::try_from(lease.as_millis() / 3).unwrap_or(10_000),
+            10,
+        )?;
+        if heartbeat * 2 > lease {
+            return Err(src.invalid(
+                "heartbeat_ms",
+                &format!(
+                    "at most half of lease_ms ({} ms) so a missed renewal still leaves time",
+                    lease.as_millis()
+                ),
+                &heartbeat.as_millis().to_string(),
+            ));
+        }
+        let retry_base = src.millis("retry_base_ms", 1_000, 1)?;
+        let retry_max = src.millis("retry_max_ms", 300_000, 1)?;
+        if retry_max < retry_base {
+            return Err(src.invalid(
+                "retry_max_ms",
+                "at least retry_base_ms",
+                &retry_max.as_millis().to_string(),
+            ));
+        }
+        let queue = src.text("queue")?.unwrap_or_else(|| "default".to_owned());
+        check_key_part(src, "queue", &queue)?;
+        let redis_prefix = src
+            .text("redis_prefix")?
+            .unwrap_or_else(|| "abridge".to_owned());
+        check_key_part(src, "redis_prefix", &redis_prefix)?;
+        let summarizer = src
+            .text("summarizer")?
+            .unwrap_or_else(|| "noop".to_owned())
+            .to_ascii_lowercase();
+        Ok(Self {
+            database_url: src.secret("database_url")?,
+            redis_url: src.secret("redis_url")?,
+            queue,
+            redis_prefix,
+            lease,
+            heartbeat,
+            session_ttl: src.millis("session_ttl_ms", 10_000, 100)?,
+            reconcile_every: src.millis("reconcile_ms", 30_000, 100)?,
+            reap_every: src.millis("reap_ms", 1_000, 10)?,
+            max_attempts: src.number("max_attempts", 5, 1, 1_000)? as u32,
+            retry_base,
+            retry_max,
+            summarizer,
+            noop_delay: src.millis("noop_delay_ms", 0, 0)?,
+            concurrency: src.number("concurrency", 16, 1, 100_000)? as usize,
+            claim_batch: src.number("claim_batch", 256, 1, 4_096)? as usize,
+            shutdown_grace: src.millis("shutdown_grace_ms", 25_000, 0)?,
+            item_timeout: src.millis("item_timeout_ms", 600_000, 10)?,
+            database_pool_size: src.number("database_pool_size", 8, 1, 1_000)? as u32,
+            log_format: src.parse("log_format", "text or json")?.unwrap_or_default(),
+        })
+    }
+
+    /// The Postgres URL, or an error that says how to set it.
+    pub fn require_database_url(&self) -> Result<&Secret, SettingsError> {
+        self.database_url
+            .as_ref()
+            .ok_or_else(|| SettingsError::Missing {
+                key: "database_url".into(),
+                env: SettingsSource::env_name("database_url"),
+                why: "set it to a postgres:// URL (or run `abridge up`, which starts its own)"
+                    .into(),
+            })
+    }
+
+    /// The Redis URL, or an error that says how to set it.
+    pub fn require_redis_url(&self) -> Result<&Secret, SettingsError> {
+        self.redis_url
+            .as_ref()
+            .ok_or_else(|| SettingsError::Missing {
+                key: "redis_url".into(),
+                env: SettingsSource::env_name("redis_url"),
+                why: "set it to a redis:// URL (or run `abridge up`, which starts its own)".into(),
+            })
+    }
+}
+
+/// Queue names and prefixes become part of Redis key names and the `{...}` hash tag.
+fn check_key_part(src: &SettingsSource, key: &str, value: &str) -> Result<(), SettingsError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(src.invalid(
+            key,
+            "1 to 64 characters of A-Z, a-z, 0-9, '_', '-' and '.'",
+            &format!("{value:?}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_lease() {
+        let s = Settings::from_source(&SettingsSource::from_vars([("ABRIDGE_LEASE_MS", "6000")]))
+            .unwrap();
+        assert_eq!(s.lease, Duration::from_secs(6));
+        assert_eq!(s.heartbeat, Duration::from_secs(2));
+        assert_eq!(s.queue, "default");
+        assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.summarizer, "noop");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_expectation() {
+        let err = Settings::from_source(&SettingsSource::from_vars([("ABRIDGE_LEASE_MS", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "configuration lease_ms (ABRIDGE_LEASE_MS): expected a whole number of milliseconds >= 100, got \"soon\""
+        );
+        let err = Settings::from_source(&SettingsSource::from_vars([("ABRIDGE_QUEUE", "a{b}")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ABRIDGE_QUEUE"), "{err}");
+        let err = Settings::from_source(&SettingsSource::from_vars([
+            ("ABRIDGE_LEASE_MS", "1000"),
+            ("ABRIDGE_HEARTBEAT_MS", "900"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at most half of lease_ms"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::from_source(&SettingsSource::from_vars([(
+            "ABRIDGE_DATABASE_URL",
+            "postgres://app:hunter2@db/abridge",
+        )]))
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(
+            s.database_url.unwrap().redacted_url(),
+            "postgres://app:***@db/abridge"
+        );
+    }
+}

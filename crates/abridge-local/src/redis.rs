@@ -1,0 +1,110 @@
+//! A throwaway `redis-server`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use tempfile::TempDir;
+
+use crate::child::{find_binary, free_port, spawn_tied, wait_for_port};
+
+/// A `redis-server` on a free port with no persistence (like a Redis that can lose
+/// everything, which abridge must survive). Killed on drop.
+pub struct LocalRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl LocalRedis {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("abridge-redis-")
+            .tempdir()
+            .context("create redis directory")?;
+        let port = free_port()?;
+        let mut redis = Self {
+            child: None,
+            port,
+            dir,
+        };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = find_binary("redis-server", &[])?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .args(["--maxclients", "10000"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = spawn_tied(cmd)?;
+        wait_for_port(
+            &mut child,
+            self.port,
+            "redis-server",
+            Duration::from_secs(10),
+        )?;
+        self.child = Some(child);
+        // Accepting connections is not enough while it loads; wait for PONG.
+        for _ in 0..500 {
+            if self.ping() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        anyhow::bail!("redis-server on port {} does not answer PING", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .map(|n| buf[..n].starts_with(b"+PONG"))
+                .unwrap_or(false)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (SIGKILL): everything it held is lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts a new, empty one on the same port.
+    pub fn restart_empty(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,67 @@
+//! Redis key names. The layout is documented once, at the top of `lua/lib.lua`.
+
+use abridge_core::{BatchId, Priority};
+
+/// Every key of one queue. All share the `{queue}` hash tag, so one queue lives in one
+/// Redis Cluster slot and every script's keys are co-located.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    /// `{redis_prefix}:{{queue}}:`; scripts build per-batch keys from it.
+    pub prefix: String,
+    /// Rotation lists of batch ids, by priority rank.
+    pub rotation: [String; 3],
+    pub leases: String,
+    pub lease: String,
+    pub delayed: String,
+    pub dref: String,
+    pub wake: String,
+    pub epoch: String,
+    pub reconcile_lock: String,
+    /// Pub/sub channel for cancellations (channels are not keys; named alike for clarity).
+    pub events: String,
+}
+
+impl Keys {
+    pub fn new(redis_prefix: &str, queue: &str) -> Self {
+        let prefix = format!("{redis_prefix}:{{{queue}}}:");
+        let k = |name: &str| format!("{prefix}{name}");
+        Self {
+            rotation: [k("rr:0"), k("rr:1"), k("rr:2")],
+            leases: k("leases"),
+            lease: k("lease"),
+            delayed: k("delayed"),
+            dref: k("dref"),
+            wake: k("wake"),
+            epoch: k("epoch"),
+            reconcile_lock: k("reconcile-lock"),
+            events: k("events"),
+            prefix,
+        }
+    }
+
+    pub fn ready(&self, batch: BatchId) -> String {
+        format!("{}q:{batch}", self.prefix)
+    }
+
+    pub fn cancelled(&self, batch: BatchId) -> String {
+        format!("{}cancelled:{batch}", self.prefix)
+    }
+
+    pub fn rotation_for(&self, priority: Priority) -> &str {
+        &self.rotation[usize::from(priority.rank())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_queue_hash_tag() {
+        let keys = Keys::new("abridge", "default");
+        assert_eq!(keys.leases, "abridge:{default}:leases");
+        assert_eq!(keys.rotation_for(Priority::Low), "abridge:{default}:rr:2");
+        let batch = BatchId::new();
+        assert_eq!(keys.ready(batch), format!("abridge:{{default}}:q:{batch}"));
+    }
+}

@@ -1,0 +1,693 @@
+//! Redis, abridge's fast path: queue order, leases and wake-ups. Only this crate talks to Redis.
+//!
+//! Redis holds item ids, positions, deadlines and lease records, never payloads or results, so
+//! a queued item costs about 110 bytes and Redis may lose everything without losing work: the
+//! reconciler rebuilds it from Postgres. Each state change is one atomic Lua script
+//! ([`scripts`], files under `src/lua/`); [`Queue`] is their typed front.
+//!
+//! Architecture Invariant: nothing here decides an item's fate. A claim in Redis only lets a
+//! worker *try* to start the item in Postgres; a lease lost or re-created in Redis is settled by
+//! the Postgres compare-and-set on the lease token.
+
+mod keys;
+mod scripts;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use abridge_core::settings::Secret;
+use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
+use chrono::{DateTime, Utc};
+use deadpool_redis::{Manager, Pool, Runtime};
+use futures::{Stream, StreamExt};
+use redis::{AsyncCommands, AsyncConnectionConfig};
+
+pub use keys::Keys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis url {url} is invalid: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{context}: {source}")]
+    Redis {
+        context: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{context}: redis unavailable: {source}")]
+    Pool {
+        context: &'static str,
+        #[source]
+        source: deadpool_redis::PoolError,
+    },
+    #[error("{context}: unexpected reply: {detail}")]
+    Reply {
+        context: &'static str,
+        detail: String,
+    },
+}
+
+impl QueueError {
+    /// True when Redis could not be reached or answered too late: back off and retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            QueueError::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_timeout()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+            }
+            QueueError::Pool { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = QueueError> = std::result::Result<T, E>;
+
+trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> Context<T> for redis::RedisResult<T> {
+    fn context(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| QueueError::Redis { context, source })
+    }
+}
+
+/// A worker's claim: one token for every item it returned.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub token: LeaseToken,
+    pub items: Vec<LeaseRef>,
+    /// False when Redis has lost its data since the last reconcile (FLUSHALL, restart without
+    /// persistence): the caller should reconcile now rather than at its next tick.
+    pub epoch_present: bool,
+    /// How soon the next retry comes due, so an idle worker knows how long it may block.
+    pub next_due: Option<Duration>,
+}
+
+/// A lease a worker holds, with what Redis needs to renew, re-create or requeue it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub item: ItemId,
+    pub token: LeaseToken,
+    pub batch: BatchId,
+    pub priority: Priority,
+    pub position: i32,
+}
+
+/// What a renewal found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed,
+    /// Another claim holds the item, or it was requeued: stop working on it.
+    Lost,
+    /// Its batch was cancelled: stop working on it.
+    Cancelled,
+    /// Redis had lost the lease (and the item was nowhere else); it was re-created.
+    Recreated,
+}
+
+/// What to do with an item when its lease is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterAck {
+    /// Nothing: it is finished, or not ours to place.
+    Drop,
+    /// Make it ready again now.
+    Ready,
+    /// Retry it after this long.
+    Delay(Duration),
+}
+
+/// An item to put back in the queue, as Postgres describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub item: ItemId,
+    pub batch: BatchId,
+    pub priority: Priority,
+    pub position: i32,
+    /// `None` or a past time: ready now. A future time: delayed until then.
+    pub due: Option<DateTime<Utc>>,
+}
+
+/// A lease taken away from its holder (expired, or its worker was buried).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenLease {
+    pub lease: LeaseRef,
+    pub worker: WorkerId,
+}
+
+/// Queue depth as Redis sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Ready items per priority rank (high, normal, low).
+    pub ready: [i64; 3],
+    pub leased: i64,
+    pub delayed: i64,
+    pub batches_in_rotation: i64,
+}
+
+/// The queue: a Redis pool and this queue's key names. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("prefix", &self.keys.prefix)
+            .finish()
+    }
+}
+
+/// Longest a blocking wait for work lasts before the caller looks around again.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Cancel markers outlive any lease by far, so a worker always sees its batch cancelled.
+const CANCEL_MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl Queue {
+    /// Builds the pool; no connection is made until first use.
+    pub fn connect(
+        url: &Secret,
+        redis_prefix: &str,
+        queue: &str,
+        pool_size: usize,
+    ) -> Result<Self> {
+        let bad_url = |source| QueueError::BadUrl {
+            url: url.redacted_url(),
+            source,
+        };
+        let client = redis::Client::open(url.expose()).map_err(bad_url)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            // Scripts over big batches and blocking waits take longer than the 500 ms default.
+            .set_response_timeout(Some(MAX_WAIT + Duration::from_secs(10)));
+        let manager = Manager::new_with_config(url.expose(), config).map_err(bad_url)?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| QueueError::Reply {
+                context: "build redis pool",
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            client,
+            keys: Keys::new(redis_prefix, queue),
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn conn(&self, context: &'static str) -> Result<deadpool_redis::Connection> {
+        self.pool
+            .get()
+            .await
+            .map_err(|source| QueueError::Pool { context, source })
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn("ping redis").await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .context("ping redis")?;
+        Ok(())
+    }
+
+    /// Makes a new batch's items ready, in input order (`item_ids[i]` has position `i`).
+    pub async fn enqueue(
+        &self,
+        batch: BatchId,
+        priority: Priority,
+        item_ids: &[ItemId],
+    ) -> Result<()> {
+        let mut conn = self.conn("enqueue items").await?;
+        for (chunk_no, chunk) in item_ids.chunks(20_000).enumerate() {
+            let mut inv = scripts::ENQUEUE.prepare_invoke();
+            inv.key(self.keys.rotation_for(priority))
+                .key(self.keys.ready(batch))
+                .key(&self.keys.wake)
+                .key(self.keys.cancelled(batch))
+                .arg(batch.to_string());
+            for (i, id) in chunk.iter().enumerate() {
+                inv.arg(chunk_no * 20_000 + i).arg(id.0);
+            }
+            inv.invoke_async::<i64>(&mut conn)
+                .await
+                .context("enqueue items")?;
+        }
+        Ok(())
+    }
+
+    /// Leases up to `n` ready items to `worker` under one fresh token.
+    pub async fn claim(&self, worker: WorkerId, lease: Duration, n: usize) -> Result<Claim> {
+        let token = LeaseToken::random();
+        let mut conn = self.conn("claim items").await?;
+        let mut inv = scripts::CLAIM.prepare_invoke();
+        for key in &self.keys.rotation {
+            inv.key(key);
+        }
+        let reply: Vec<String> = inv
+            .key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .key(&self.keys.delayed)
+            .key(&self.keys.dref)
+            .key(&self.keys.wake)
+            .key(&self.keys.epoch)
+            .arg(&self.keys.prefix)
+            .arg(worker.to_string())
+            .arg(token.0)
+            .arg(millis(lease))
+            .arg(n)
+            .invoke_async(&mut conn)
+            .await
+            .context("claim items")?;
+        let mut reply = reply.into_iter();
+        let epoch_present = reply.next().as_deref() == Some("1");
+        let next_due = reply
+            .next()
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .filter(|ms| *ms >= 0.0)
+            .map(|ms| Duration::from_millis(ms as u64));
+        let rest: Vec<String> = reply.collect();
+        let items = rest
+            .chunks_exact(4)
+            .map(|f| {
+                Ok(LeaseRef {
+                    item: parse_item(&f[0])?,
+                    token,
+                    batch: parse_batch(&f[1])?,
+                    priority: parse_rank(&f[2])?,
+                    position: parse_position(&f[3])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Claim {
+            token,
+            items,
+            epoch_present,
+            next_due,
+        })
+    }
+
+    /// Extends the leases `worker` holds; one [`Renewal`] per lease, in order.
+    pub async fn renew(
+        &self,
+        worker: WorkerId,
+        lease: Duration,
+        leases: &[LeaseRef],
+    ) -> Result<Vec<Renewal>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn("renew leases").await?;
+        let mut inv = scripts::RENEW.prepare_invoke();
+        inv.key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .key(&self.keys.delayed)
+            .arg(&self.keys.prefix)
+            .arg(worker.to_string())
+            .arg(millis(lease));
+        for l in leases {
+            push_lease(&mut inv, l);
+        }
+        let codes: Vec<i64> = inv.invoke_async(&mut conn).await.context("renew leases")?;
+        if codes.len() != leases.len() {
+            return Err(QueueError::Reply {
+                context: "renew leases",
+                detail: format!("{} codes for {} leases", codes.len(), leases.len()),
+            });
+        }
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                1 => Renewal::Renewed,
+                2 => Renewal::Cancelled,
+                3 => Renewal::Recreated,
+                _ => Renewal::Lost,
+            })
+            .collect())
+    }
+
+    /// Lets go of leases (only those still carrying the given token) and places the items as
+    /// asked. Returns how many leases were removed.
+    pub async fn ack(&self, acks: &[(LeaseRef, AfterAck)]) -> Result<i64> {
+        if acks.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn("acknowledge leases").await?;
+        let mut removed = 0;
+        for chunk in acks.chunks(5_000) {
+            let mut inv = scripts::ACK.prepare_invoke();
+            inv.key(&self.keys.leases)
+                .key(&self.keys.lease)
+                .key(&self.keys.delayed)
+                .key(&self.keys.dref)
+                .key(&self.keys.wake)
+                .arg(&self.keys.prefix);
+            for (l, after) in chunk {
+                push_lease(&mut inv, l);
+                inv.arg(match after {
+                    AfterAck::Drop => -1,
+                    AfterAck::Ready => 0,
+                    AfterAck::Delay(d) => millis(*d).max(1) as i64,
+                });
+            }
+            removed += inv
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .context("acknowledge leases")?;
+        }
+        Ok(removed)
+    }
+
+    /// Puts items back where Postgres says they belong (ready, or delayed until `due`).
+    /// Items someone holds a lease on, and items of cancelled batches, are skipped.
+    pub async fn requeue(&self, placements: &[Placement]) -> Result<i64> {
+        let mut conn = self.conn("requeue items").await?;
+        let mut placed = 0;
+        for chunk in placements.chunks(5_000) {
+            let mut inv = scripts::REQUEUE.prepare_invoke();
+            inv.key(&self.keys.leases)
+                .key(&self.keys.delayed)
+                .key(&self.keys.dref)
+                .key(&self.keys.wake)
+                .arg(&self.keys.prefix);
+            for p in chunk {
+                inv.arg(p.item.0)
+                    .arg(p.batch.to_string())
+                    .arg(p.priority.rank())
+                    .arg(p.position)
+                    .arg(p.due.map(|d| d.timestamp_millis().max(0)).unwrap_or(0));
+            }
+            placed += inv
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .context("requeue items")?;
+        }
+        Ok(placed)
+    }
+
+    /// Removes up to `max` expired leases and returns them; of several reapers, exactly one
+    /// gets each.
+    pub async fn take_expired(&self, max: usize) -> Result<Vec<TakenLease>> {
+        let mut conn = self.conn("take expired leases").await?;
+        let reply: Vec<String> = scripts::REAP
+            .key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .context("take expired leases")?;
+        parse_taken(&reply, "take expired leases")
+    }
+
+    /// Removes every lease `worker` holds and returns them.
+    pub async fn take_worker_leases(&self, worker: WorkerId) -> Result<Vec<TakenLease>> {
+        let mut conn = self.conn("take a worker's leases").await?;
+        let reply: Vec<String> = scripts::RELEASE_WORKER
+            .key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .arg(worker.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .context("take a worker's leases")?;
+        parse_taken(&reply, "take a worker's leases")
+    }
+
+    /// Stops handing out a batch's items and tells the workers holding some to stop.
+    pub async fn cancel_batch(&self, batch: BatchId, priority: Priority) -> Result<i64> {
+        let mut conn = self.conn("cancel batch").await?;
+        scripts::CANCEL
+            .key(self.keys.rotation_for(priority))
+            .key(self.keys.ready(batch))
+            .key(self.keys.cancelled(batch))
+            .key(&self.keys.delayed)
+            .key(&self.keys.dref)
+            .arg(batch.to_string())
+            .arg(millis(CANCEL_MARKER_TTL))
+            .arg(&self.keys.events)
+            .invoke_async(&mut conn)
+            .await
+            .context("cancel batch")
+    }
+
+    /// Which of a batch's items Redis holds (ready, delayed or leased); repairs the batch's
+    /// place in its rotation on the way.
+    pub async fn held(
+        &self,
+        batch: BatchId,
+        priority: Priority,
+        items: &[ItemId],
+    ) -> Result<Vec<bool>> {
+        let mut conn = self.conn("check held items").await?;
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(10_000) {
+            let mut inv = scripts::HELD.prepare_invoke();
+            inv.key(self.keys.rotation_for(priority))
+                .key(self.keys.ready(batch))
+                .key(&self.keys.delayed)
+                .key(&self.keys.leases)
+                .arg(batch.to_string());
+            for id in chunk {
+                inv.arg(id.0);
+            }
+            let flags: Vec<i64> = inv
+                .invoke_async(&mut conn)
+                .await
+                .context("check held items")?;
+            out.extend(flags.into_iter().map(|f| f == 1));
+        }
+        Ok(out)
+    }
+
+    /// Ready plus delayed items per batch, as Redis counts them.
+    pub async fn queued_counts(&self, batches: &[BatchId]) -> Result<HashMap<BatchId, i64>> {
+        let mut conn = self.conn("count queued items").await?;
+        let mut pipe = redis::pipe();
+        for b in batches {
+            pipe.zcard(self.keys.ready(*b));
+        }
+        pipe.hvals(&self.keys.dref);
+        let mut replies: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .context("count queued items")?;
+        let refs: Vec<String> = match replies.pop() {
+            Some(redis::Value::Array(values)) => values
+                .into_iter()
+                .filter_map(|v| match v {
+                    redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut counts = HashMap::with_capacity(batches.len());
+        for (b, v) in batches.iter().zip(replies) {
+            let n = match v {
+                redis::Value::Int(n) => n,
+                other => {
+                    return Err(QueueError::Reply {
+                        context: "count queued items",
+                        detail: format!("{other:?}"),
+                    });
+                }
+            };
+            counts.insert(*b, n);
+        }
+        for r in refs {
+            if let Some(b) = r.split('|').next().and_then(|b| b.parse::<BatchId>().ok())
+                && let Some(n) = counts.get_mut(&b)
+            {
+                *n += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Which of these items hold a lease in Redis.
+    pub async fn leased(&self, items: &[ItemId]) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn("check leases").await?;
+        let ids: Vec<i64> = items.iter().map(|i| i.0).collect();
+        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+            .arg(&self.keys.leases)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await
+            .context("check leases")?;
+        Ok(scores.into_iter().map(|s| s.is_some()).collect())
+    }
+
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let mut conn = self.conn("read queue stats").await?;
+        let mut inv = scripts::STATS.prepare_invoke();
+        for key in &self.keys.rotation {
+            inv.key(key);
+        }
+        let v: Vec<i64> = inv
+            .key(&self.keys.leases)
+            .key(&self.keys.delayed)
+            .arg(&self.keys.prefix)
+            .invoke_async(&mut conn)
+            .await
+            .context("read queue stats")?;
+        if v.len() != 6 {
+            return Err(QueueError::Reply {
+                context: "read queue stats",
+                detail: format!("{} values", v.len()),
+            });
+        }
+        Ok(QueueStats {
+            ready: [v[0], v[1], v[2]],
+            leased: v[3],
+            delayed: v[4],
+            batches_in_rotation: v[5],
+        })
+    }
+
+    /// Blocks until a wake-up token arrives or `timeout` passes (at most a few seconds).
+    /// Returns true if woken. No polling: enqueues and requeues push tokens.
+    pub async fn wait_for_work(&self, timeout: Duration) -> Result<bool> {
+        let mut conn = self.conn("wait for work").await?;
+        let secs = timeout.min(MAX_WAIT).as_secs_f64().max(0.01);
+        let popped: Option<(String, String)> = conn
+            .blpop(&self.keys.wake, secs)
+            .await
+            .context("wait for work")?;
+        Ok(popped.is_some())
+    }
+
+    /// Sets the epoch marker; true if it was missing (Redis lost its data, or first run).
+    pub async fn mark_epoch(&self) -> Result<bool> {
+        let mut conn = self.conn("mark epoch").await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.epoch)
+            .arg(Utc::now().timestamp_millis())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .context("mark epoch")?;
+        Ok(set.is_some())
+    }
+
+    /// Takes the reconcile turn for `ttl` if nobody holds it: reconciling from one process at
+    /// a time saves work (running it from several at once would still be correct).
+    pub async fn try_reconcile_turn(&self, worker: WorkerId, ttl: Duration) -> Result<bool> {
+        let mut conn = self.conn("take reconcile turn").await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.reconcile_lock)
+            .arg(worker.to_string())
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .query_async(&mut conn)
+            .await
+            .context("take reconcile turn")?;
+        Ok(set.is_some())
+    }
+
+    /// A stream of cancelled batch ids, from the moment it is subscribed. Ends when the
+    /// connection drops; the caller re-subscribes (renewals catch what was missed).
+    pub async fn cancellations(&self) -> Result<impl Stream<Item = BatchId> + use<>> {
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .context("subscribe to cancellations")?;
+        pubsub
+            .subscribe(&self.keys.events)
+            .await
+            .context("subscribe to cancellations")?;
+        Ok(pubsub.into_on_message().filter_map(|msg| async move {
+            let payload: String = msg.get_payload().ok()?;
+            payload.strip_prefix("cancel ")?.parse().ok()
+        }))
+    }
+}
+
+fn push_lease(inv: &mut redis::ScriptInvocation<'_>, l: &LeaseRef) {
+    inv.arg(l.item.0)
+        .arg(l.token.0)
+        .arg(l.batch.to_string())
+        .arg(l.priority.rank())
+        .arg(l.position);
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn parse_item(s: &str) -> Result<ItemId> {
+    s.parse().map(ItemId).map_err(|_| QueueError::Reply {
+        context: "parse item id",
+        detail: format!("{s:?}"),
+    })
+}
+
+fn parse_batch(s: &str) -> Result<BatchId> {
+    s.parse().map_err(|_| QueueError::Reply {
+        context: "parse batch id",
+        detail: format!("{s:?}"),
+    })
+}
+
+fn parse_rank(s: &str) -> Result<Priority> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(Priority::from_rank)
+        .ok_or_else(|| QueueError::Reply {
+            context: "parse priority rank",
+            detail: format!("{s:?}"),
+        })
+}
+
+fn parse_position(s: &str) -> Result<i32> {
+    // Positions come back as ZSET scores, which Redis may render as "12" or "12.0".
+    s.parse::<i32>()
+        .ok()
+        .or_else(|| s.parse::<f64>().ok().map(|f| f as i32))
+        .ok_or_else(|| QueueError::Reply {
+            context: "parse item position",
+            detail: format!("{s:?}"),
+        })
+}
+
+fn parse_taken(reply: &[String], context: &'static str) -> Result<Vec<TakenLease>> {
+    reply
+        .chunks_exact(6)
+        .map(|f| {
+            let bad = || QueueError::Reply {
+                context,
+                detail: format!("{f:?}"),
+            };
+            Ok(TakenLease {
+                lease: LeaseRef {
+                    item: parse_item(&f[0])?,
+                    token: LeaseToken(f[1].parse().map_err(|_| bad())?),
+                    batch: parse_batch(&f[3])?,
+                    priority: parse_rank(&f[4])?,
+                    position: parse_position(&f[5])?,
+                },
+                worker: f[2].parse().map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}

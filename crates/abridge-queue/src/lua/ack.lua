@@ -1,0 +1,37 @@
+-- ack: a worker lets go of items it claimed (finished, dropped, or to be retried later).
+-- A lease is only removed if it still carries the caller's token.
+--
+-- KEYS[1] leases (ZSET)
+-- KEYS[2] lease (HASH)
+-- KEYS[3] delayed (ZSET)
+-- KEYS[4] dref (HASH)
+-- KEYS[5] wake list
+-- ARGV[1] PREFIX, for per-batch keys
+-- ARGV[2..] groups of 6: item id, token, batch, rank, position, requeue
+--           requeue: -1 to drop the item, 0 to make it ready now, >0 to retry after that many ms
+-- Returns the number of leases removed.
+
+local prefix = ARGV[1]
+local now = now_ms()
+local removed, ready = 0, 0
+for i = 2, #ARGV, 6 do
+  local item, token, batch, rank, pos, requeue =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  local held = redis.call('HGET', KEYS[2], item)
+  if held and split(held)[1] == token then
+    redis.call('ZREM', KEYS[1], item)
+    redis.call('HDEL', KEYS[2], item)
+    removed = removed + 1
+  end
+  if requeue >= 0 then
+    local due = 0
+    if requeue > 0 then
+      due = now + requeue
+    end
+    if place(prefix, KEYS[1], KEYS[3], KEYS[4], item, batch, rank, pos, due, now) == 2 then
+      ready = ready + 1
+    end
+  end
+end
+wake(KEYS[5], ready, 64)
+return removed

@@ -1,0 +1,93 @@
+-- claim: lease up to N ready items to one worker, strictly by priority, round-robin across the
+-- batches of a priority, and in position order within a batch. Promotes due retries first.
+--
+-- KEYS[1..3] rotation lists for ranks 0 (high), 1 (normal), 2 (low)
+-- KEYS[4] leases (ZSET item -> deadline ms)
+-- KEYS[5] lease (HASH item -> "token|worker|batch|rank|position")
+-- KEYS[6] delayed (ZSET item -> due ms)
+-- KEYS[7] dref (HASH delayed item -> "batch|rank|position")
+-- KEYS[8] wake list
+-- KEYS[9] epoch marker
+-- ARGV[1] PREFIX, for per-batch keys
+-- ARGV[2] worker id
+-- ARGV[3] lease token for this claim (shared by the items it returns)
+-- ARGV[4] lease duration ms
+-- ARGV[5] N, the most items to claim
+-- Returns { epoch_present (0|1), ms until the next delayed item is due (-1: none),
+--           then groups of 4: item, batch, rank, position }.
+
+local prefix, worker, token = ARGV[1], ARGV[2], ARGV[3]
+local lease_ms, max_n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+
+-- Promote retries that are due.
+local due = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now, 'LIMIT', 0, 1000)
+for _, item in ipairs(due) do
+  local ref = redis.call('HGET', KEYS[7], item)
+  redis.call('ZREM', KEYS[6], item)
+  redis.call('HDEL', KEYS[7], item)
+  if ref then
+    local f = split(ref)
+    place(prefix, KEYS[4], KEYS[6], KEYS[7], item, f[1], f[2], f[3], 0, now)
+  end
+end
+
+local out = { redis.call('EXISTS', KEYS[9]), -1 }
+local n = 0
+local deadline = now + lease_ms
+local zargs, hargs = {}, {}
+for rank = 0, 2 do
+  local rr = KEYS[1 + rank]
+  while n < max_n do
+    local batches = redis.call('LLEN', rr)
+    if batches == 0 then
+      break
+    end
+    -- One pass over the rotation, each batch giving an equal share of what is left.
+    local share = math.ceil((max_n - n) / batches)
+    for _ = 1, batches do
+      if n >= max_n then
+        break
+      end
+      local batch = redis.call('LMOVE', rr, rr, 'LEFT', 'RIGHT')
+      local q = prefix .. 'q:' .. batch
+      local popped = redis.call('ZPOPMIN', q, math.min(share, max_n - n))
+      if redis.call('EXISTS', q) == 0 then
+        redis.call('LREM', rr, 0, batch)
+      end
+      for i = 1, #popped, 2 do
+        local item, pos = popped[i], popped[i + 1]
+        -- An item can be listed while leased (the reconciler re-added it): skip the copy.
+        if not redis.call('ZSCORE', KEYS[4], item) then
+          zargs[#zargs + 1] = deadline
+          zargs[#zargs + 1] = item
+          hargs[#hargs + 1] = item
+          hargs[#hargs + 1] = token .. '|' .. worker .. '|' .. batch .. '|' .. rank .. '|' .. pos
+          out[#out + 1] = item
+          out[#out + 1] = batch
+          out[#out + 1] = rank
+          out[#out + 1] = pos
+          n = n + 1
+        end
+      end
+    end
+  end
+end
+if n > 0 then
+  call_chunked('ZADD', KEYS[4], zargs, 2)
+  call_chunked('HSET', KEYS[5], hargs, 2)
+end
+-- This worker took all it could carry and work is left: pass the wake-up on to the next one.
+if n >= max_n and redis.call('LLEN', KEYS[8]) == 0 then
+  for rank = 0, 2 do
+    if redis.call('LLEN', KEYS[1 + rank]) > 0 then
+      redis.call('LPUSH', KEYS[8], 1)
+      break
+    end
+  end
+end
+local next_due = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+if next_due[2] then
+  out[2] = math.max(0, tonumber(next_due[2]) - now)
+end
+return out

@@ -1,0 +1,21 @@
+-- release_worker: drop every lease a worker holds (it was buried as dead, or is shutting down).
+--
+-- KEYS[1] leases (ZSET)
+-- KEYS[2] lease (HASH item -> "token|worker|batch|rank|position")
+-- ARGV[1] worker id
+-- Returns groups of 6 for the dropped leases: item, token, worker, batch, rank, position.
+
+local out = {}
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local f = split(all[i + 1])
+  if f[2] == ARGV[1] then
+    redis.call('ZREM', KEYS[1], all[i])
+    redis.call('HDEL', KEYS[2], all[i])
+    out[#out + 1] = all[i]
+    for j = 1, 5 do
+      out[#out + 1] = f[j]
+    end
+  end
+end
+return out

@@ -1,0 +1,30 @@
+//! The queue's transitions, one Lua file each under `lua/`, every one opening with a header
+//! that documents its KEYS, ARGV and reply. `lua/lib.lua` (key layout and shared helpers) is
+//! prepended to each.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/lib.lua"),
+                "\n",
+                include_str!(concat!("lua/", $file))
+            ))
+        })
+    };
+}
+
+pub(crate) static ENQUEUE: LazyLock<Script> = script!("enqueue.lua");
+pub(crate) static CLAIM: LazyLock<Script> = script!("claim.lua");
+pub(crate) static RENEW: LazyLock<Script> = script!("renew.lua");
+pub(crate) static ACK: LazyLock<Script> = script!("ack.lua");
+pub(crate) static REQUEUE: LazyLock<Script> = script!("requeue.lua");
+pub(crate) static REAP: LazyLock<Script> = script!("reap.lua");
+pub(crate) static RELEASE_WORKER: LazyLock<Script> = script!("release_worker.lua");
+pub(crate) static CANCEL: LazyLock<Script> = script!("cancel.lua");
+pub(crate) static HELD: LazyLock<Script> = script!("held.lua");
+pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");

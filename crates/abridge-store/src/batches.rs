@@ -1,0 +1,405 @@
+//! Batches: creation (one transaction, items by `COPY`), status with per-state counts,
+//! cancellation and completion.
+//!
+//! Batch counts are computed from the item rows (an index scan on `(batch_id, status)`), not
+//! kept in counter columns: they cannot drift from the rows, and finishing items never
+//! contends on a hot batch row.
+
+use abridge_core::input::ItemInput;
+use abridge_core::{BatchId, BatchStatus, ItemId, Priority};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{Context, Result, Store, StoreError};
+
+/// A batch to create.
+#[derive(Clone, Debug)]
+pub struct NewBatch<'a> {
+    pub id: BatchId,
+    pub queue: &'a str,
+    pub name: Option<&'a str>,
+    pub priority: Priority,
+    /// Per-batch processing options, stored as given (summarizer backend, length, ...).
+    pub options: serde_json::Value,
+}
+
+/// A created batch and its items' ids in input order, ready to be pushed to Redis.
+#[derive(Clone, Debug)]
+pub struct CreatedBatch {
+    pub id: BatchId,
+    pub priority: Priority,
+    pub item_ids: Vec<ItemId>,
+}
+
+/// Items per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+impl Counts {
+    pub fn total(&self) -> i64 {
+        self.queued + self.running + self.succeeded + self.failed + self.cancelled
+    }
+
+    pub fn terminal(&self) -> i64 {
+        self.succeeded + self.failed + self.cancelled
+    }
+
+    fn add(&mut self, status: &str, n: i64) {
+        match status {
+            "queued" => self.queued += n,
+            "running" => self.running += n,
+            "succeeded" => self.succeeded += n,
+            "failed" => self.failed += n,
+            "cancelled" => self.cancelled += n,
+            _ => {}
+        }
+    }
+}
+
+/// A batch as `abridge status --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchView {
+    pub id: BatchId,
+    pub name: Option<String>,
+    pub queue: String,
+    pub status: BatchStatus,
+    pub priority: Priority,
+    pub total: i64,
+    pub counts: Counts,
+    pub options: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What `cancel_batch` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The batch is now cancelled; this many unfinished items were cancelled with it.
+    Cancelled {
+        items: u64,
+        priority: Priority,
+    },
+    /// Nothing to do: the batch had already finished in this state.
+    AlreadyFinished(BatchStatus),
+    NotFound,
+}
+
+impl Store {
+    /// Creates a batch and its items in one transaction. Items are streamed with `COPY`, so a
+    /// 100,000-item batch commits in well under a second.
+    pub async fn create_batch(
+        &self,
+        batch: NewBatch<'_>,
+        items: &[ItemInput],
+    ) -> Result<CreatedBatch> {
+        let total = i32::try_from(items.len()).map_err(|_| StoreError::Query {
+            context: "create batch",
+            source: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
+        })?;
+        let mut tx = self.pool.begin().await.context("begin batch transaction")?;
+        sqlx::query!(
+            "INSERT INTO batches (id, queue, name, priority, total, options)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            batch.id.0,
+            batch.queue,
+            batch.name,
+            batch.priority.as_str(),
+            total,
+            batch.options,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("insert batch")?;
+
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY items (batch_id, position, url, video_id, title, transcript) FROM STDIN",
+            )
+            .await
+            .context("start copying items")?;
+        let batch_id = batch.id.to_string();
+        let mut buf = String::with_capacity(64 * 1024);
+        for (position, item) in items.iter().enumerate() {
+            buf.push_str(&batch_id);
+            buf.push('\t');
+            buf.push_str(&position.to_string());
+            buf.push('\t');
+            copy_text(&mut buf, Some(&item.url));
+            buf.push('\t');
+            copy_text(&mut buf, Some(item.video_id.as_str()));
+            buf.push('\t');
+            copy_text(&mut buf, item.title.as_deref());
+            buf.push('\t');
+            copy_text(&mut buf, item.transcript.as_deref());
+            buf.push('\n');
+            if buf.len() >= 60 * 1024 {
+                copy.send(buf.as_bytes()).await.context("copy items")?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            copy.send(buf.as_bytes()).await.context("copy items")?;
+        }
+        copy.finish().await.context("finish copying items")?;
+
+        let item_ids = sqlx::query_scalar!(
+            "SELECT id FROM items WHERE batch_id = $1 ORDER BY position",
+            batch.id.0
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("read new item ids")?
+        .into_iter()
+        .map(ItemId)
+        .collect();
+        tx.commit().await.context("commit batch")?;
+        Ok(CreatedBatch {
+            id: batch.id,
+            priority: batch.priority,
+            item_ids,
+        })
+    }
+
+    /// A batch with its per-state counts, or `None` if there is no such batch.
+    pub async fn batch(&self, id: BatchId) -> Result<Option<BatchView>> {
+        let Some(row) = sqlx::query!(
+            "SELECT id, queue, name, priority, status, total, options, created_at, started_at, finished_at
+             FROM batches WHERE id = $1",
+            id.0
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("read batch")?
+        else {
+            return Ok(None);
+        };
+        let counts = self.counts(id).await?;
+        Ok(Some(BatchView {
+            id,
+            name: row.name,
+            queue: row.queue,
+            status: row.status.parse().unwrap_or(BatchStatus::Running),
+            priority: row.priority.parse().unwrap_or_default(),
+            total: i64::from(row.total),
+            counts,
+            options: row.options,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }))
+    }
+
+    /// Items of a batch per state, counted from the rows.
+    pub async fn counts(&self, id: BatchId) -> Result<Counts> {
+        let rows = sqlx::query!(
+            r#"SELECT status, count(*) AS "n!" FROM items WHERE batch_id = $1 GROUP BY status"#,
+            id.0
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count batch items")?;
+        let mut counts = Counts::default();
+        for row in rows {
+            counts.add(&row.status, row.n);
+        }
+        Ok(counts)
+    }
+
+    /// Cancels a batch and every item of it that has not finished, in one transaction.
+    /// Workers holding its items find out through Redis and stop; their writes are fenced.
+    pub async fn cancel_batch(&self, id: BatchId) -> Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await.context("begin cancel")?;
+        let cancelled = sqlx::query!(
+            "UPDATE batches SET status = 'cancelled', finished_at = now()
+             WHERE id = $1 AND status IN ('pending', 'running')
+             RETURNING priority",
+            id.0
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .context("cancel batch")?;
+        let Some(cancelled) = cancelled else {
+            let status = sqlx::query_scalar!("SELECT status FROM batches WHERE id = $1", id.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("read batch status")?;
+            return Ok(match status {
+                Some(s) => {
+                    CancelOutcome::AlreadyFinished(s.parse().unwrap_or(BatchStatus::Completed))
+                }
+                None => CancelOutcome::NotFound,
+            });
+        };
+        let items = sqlx::query!(
+            "UPDATE items SET status = 'cancelled', finished_at = now(), available_at = NULL
+             WHERE batch_id = $1 AND status IN ('queued', 'running')",
+            id.0
+        )
+        .execute(&mut *tx)
+        .await
+        .context("cancel batch items")?
+        .rows_affected();
+        tx.commit().await.context("commit cancel")?;
+        Ok(CancelOutcome::Cancelled {
+            items,
+            priority: cancelled.priority.parse().unwrap_or_default(),
+        })
+    }
+
+    /// Marks `completed` each of these batches whose items are all terminal; returns those.
+    ///
+    /// Run after the transaction that finished items has committed: the last of several
+    /// concurrent finishers then always sees every item terminal, so a batch is never left
+    /// `running` (and the reaper repeats this for batches whose finisher died in between).
+    pub async fn complete_batches_if_done(&self, ids: &[BatchId]) -> Result<Vec<BatchId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<uuid::Uuid> = ids.iter().map(|b| b.0).collect();
+        let done = sqlx::query_scalar!(
+            "UPDATE batches b SET status = 'completed', finished_at = now(),
+                    started_at = coalesce(b.started_at, now())
+             WHERE b.id = ANY($1) AND b.status IN ('pending', 'running')
+               AND NOT EXISTS (SELECT 1 FROM items i
+                               WHERE i.batch_id = b.id AND i.status IN ('queued', 'running'))
+             RETURNING b.id",
+            &ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("complete finished batches")?;
+        Ok(done.into_iter().map(BatchId).collect())
+    }
+
+    /// The unfinished batches of a queue (for the reaper's completion sweep).
+    pub async fn open_batch_ids(&self, queue: &str) -> Result<Vec<BatchId>> {
+        let ids = sqlx::query_scalar!(
+            "SELECT id FROM batches WHERE queue = $1 AND status IN ('pending', 'running')",
+            queue
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("list open batches")?;
+        Ok(ids.into_iter().map(BatchId).collect())
+    }
+
+    /// Failed items across a queue's unfinished batches.
+    pub async fn failed_in_open_batches(&self, queue: &str) -> Result<i64> {
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM items i JOIN batches b ON b.id = i.batch_id
+               WHERE b.queue = $1 AND b.status IN ('pending', 'running') AND i.status = 'failed'"#,
+            queue
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("count failed items")
+    }
+}
+
+/// Appends a value in `COPY ... FROM STDIN` text format (`\N` for NULL, backslash escapes).
+fn copy_text(buf: &mut String, value: Option<&str>) {
+    let Some(value) = value else {
+        buf.push_str("\\N");
+        return;
+    };
+    for c in value.chars() {
+        match c {
+            '\\' => buf.push_str("\\\\"),
+            '\t' => buf.push_str("\\t"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            '\0' => {} // Postgres text cannot hold NUL; drop it rather than fail the batch.
+            c => buf.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_text;
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_misread() {
+        let mut buf = String::new();
+        copy_text(&mut buf, Some("a\tb\nc\\d\r\0e"));
+        buf.push('|');
+        copy_text(&mut buf, None);
+        assert_eq!(buf, "a\\tb\\nc\\\\d\\re|\\N");
+    }
+}
+
+/// One item as `abridge status` and the API show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ItemView {
+    pub id: ItemId,
+    pub batch_id: BatchId,
+    pub position: i32,
+    pub url: String,
+    pub video_id: String,
+    pub title: Option<String>,
+    pub status: abridge_core::ItemStatus,
+    pub attempts: i32,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub summary: Option<String>,
+    pub result_meta: Option<serde_json::Value>,
+    pub worker_id: Option<uuid::Uuid>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Items of a batch in input order, from position `from` on, optionally of one status.
+    pub async fn items_of(
+        &self,
+        batch: BatchId,
+        status: Option<abridge_core::ItemStatus>,
+        from: i32,
+        limit: i64,
+    ) -> Result<Vec<ItemView>> {
+        let rows = sqlx::query!(
+            "SELECT id, batch_id, position, url, video_id, title, status, attempts, error_kind,
+                    error_message, summary, result_meta, worker_id, queued_at, started_at, finished_at
+             FROM items
+             WHERE batch_id = $1 AND position >= $2 AND ($3::text IS NULL OR status = $3)
+             ORDER BY position
+             LIMIT $4",
+            batch.0,
+            from,
+            status.map(|s| s.as_str()),
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("list batch items")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ItemView {
+                id: ItemId(r.id),
+                batch_id: BatchId(r.batch_id),
+                position: r.position,
+                url: r.url,
+                video_id: r.video_id,
+                title: r.title,
+                status: r.status.parse().unwrap_or(abridge_core::ItemStatus::Queued),
+                attempts: r.attempts,
+                error_kind: r.error_kind,
+                error_message: r.error_message,
+                summary: r.summary,
+                result_meta: r.result_meta,
+                worker_id: r.worker_id,
+                queued_at: r.queued_at,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+            })
+            .collect())
+    }
+}

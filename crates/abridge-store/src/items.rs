@@ -1,0 +1,474 @@
+//! The worker's writes to items. Each is one statement over many items (`unnest` arrays), so a
+//! worker's group of claims or results costs one round trip and one commit.
+//!
+//! Every statement that moves an item out of `running` is a compare-and-set on
+//! `lease_token = $token AND status = 'running'`: only the holder of the current claim can
+//! finish, retry or release an item, and only once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use abridge_core::{BatchId, ErrorKind, ItemId, ItemStatus, LeaseToken, Priority, WorkerId};
+use chrono::{DateTime, Utc};
+
+use crate::{Context, Result, Store};
+
+/// An item that this worker has started: its payload, and the batch's options.
+#[derive(Clone, Debug)]
+pub struct StartedItem {
+    pub id: ItemId,
+    pub token: LeaseToken,
+    pub batch_id: BatchId,
+    pub priority: Priority,
+    pub position: i32,
+    pub url: String,
+    pub video_id: String,
+    pub title: Option<String>,
+    pub transcript: Option<String>,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    /// When the item last became ready: enqueue-to-start latency is measured from here.
+    pub queued_at: DateTime<Utc>,
+    pub options: serde_json::Value,
+}
+
+/// The result of one attempt, as the worker reports it.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Succeeded {
+        summary: String,
+        /// A title learned while processing; kept only if the item had none.
+        title: Option<String>,
+        /// How the summary was made (backend, model, tokens, durations).
+        meta: serde_json::Value,
+    },
+    /// A permanent failure: the item fails now.
+    Failed { kind: ErrorKind, message: String },
+    /// A transient failure: the item is retried after `delay`, or fails if this was its last
+    /// allowed attempt.
+    Retry {
+        kind: ErrorKind,
+        message: String,
+        delay: Duration,
+    },
+    /// Give the item back untouched (graceful shutdown): the attempt is refunded.
+    Release,
+    /// Give the item back after losing its lease: the attempt counts.
+    Abandon,
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded { .. } => "succeeded",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Release => "release",
+            Outcome::Abandon => "abandon",
+        }
+    }
+}
+
+/// Where an item stands after a write, with what Redis needs to place it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemRef {
+    pub id: ItemId,
+    pub batch_id: BatchId,
+    pub priority: Priority,
+    pub position: i32,
+    pub status: ItemStatus,
+    /// For a `queued` item waiting to be retried: not before this time.
+    pub available_at: Option<DateTime<Utc>>,
+}
+
+/// One accepted finish write.
+pub type Finished = ItemRef;
+
+/// What a reclaim did: how many running items it took back, and where every item it was
+/// asked about stands now.
+#[derive(Clone, Debug, Default)]
+pub struct Reclaimed {
+    pub reclaimed: u64,
+    pub items: Vec<ItemRef>,
+}
+
+/// What `finish_items` did: the writes that held the lease, and the ones fenced out.
+#[derive(Clone, Debug, Default)]
+pub struct FinishReport {
+    pub accepted: Vec<Finished>,
+    /// Writes refused because the writer no longer held the item: the item and the status
+    /// it was found in. Each is also recorded in `fenced_writes`.
+    pub rejected: Vec<(ItemId, LeaseToken, ItemStatus)>,
+}
+
+impl Store {
+    /// Starts claimed items: `queued` → `running` with this claim's token, one attempt more.
+    /// Returns the items that started; the others were not `queued` any more (cancelled,
+    /// finished, or started by another claim) and must be dropped by the caller.
+    pub async fn start_items(
+        &self,
+        worker: WorkerId,
+        claims: &[(ItemId, LeaseToken)],
+    ) -> Result<Vec<StartedItem>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
+        let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
+        let rows = sqlx::query!(
+            r#"WITH started AS (
+                   UPDATE items i
+                   SET status = 'running', lease_token = t.token, worker_id = $3,
+                       attempts = i.attempts + 1, started_at = now(), available_at = NULL
+                   FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
+                   WHERE i.id = t.id AND i.status = 'queued'
+                   RETURNING i.id, i.lease_token, i.batch_id, i.position, i.url, i.video_id,
+                             i.title, i.transcript, i.attempts, i.queued_at
+               ),
+               flipped AS (
+                   UPDATE batches SET status = 'running', started_at = now()
+                   WHERE id IN (SELECT batch_id FROM started) AND status = 'pending'
+               )
+               SELECT s.id AS "id!", s.lease_token AS "token!", s.batch_id AS "batch_id!",
+                      s.position AS "position!", s.url AS "url!", s.video_id AS "video_id!",
+                      s.title, s.transcript, s.attempts AS "attempts!", s.queued_at AS "queued_at!",
+                      b.priority AS "priority!", b.options AS "options!"
+               FROM started s JOIN batches b ON b.id = s.batch_id"#,
+            &ids,
+            &tokens,
+            worker.0,
+        )
+        .fetch_all(&self.fast_pool)
+        .await
+        .context("start claimed items")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StartedItem {
+                id: ItemId(r.id),
+                token: LeaseToken(r.token),
+                batch_id: BatchId(r.batch_id),
+                priority: r.priority.parse().unwrap_or_default(),
+                position: r.position,
+                url: r.url,
+                video_id: r.video_id,
+                title: r.title,
+                transcript: r.transcript,
+                attempt: r.attempts,
+                queued_at: r.queued_at,
+                options: r.options,
+            })
+            .collect())
+    }
+
+    /// Records attempts' outcomes, fenced by each claim's token, in one durable statement.
+    /// A `Retry` on an item's last allowed attempt fails it instead.
+    pub async fn finish_items(
+        &self,
+        worker: WorkerId,
+        finishes: &[(ItemId, LeaseToken, Outcome)],
+        max_attempts: u32,
+    ) -> Result<FinishReport> {
+        if finishes.is_empty() {
+            return Ok(FinishReport::default());
+        }
+        let n = finishes.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut tokens = Vec::with_capacity(n);
+        let mut outcomes = Vec::with_capacity(n);
+        let mut summaries = Vec::with_capacity(n);
+        let mut titles = Vec::with_capacity(n);
+        let mut metas = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        let mut messages = Vec::with_capacity(n);
+        let mut delays_ms = Vec::with_capacity(n);
+        for (id, token, outcome) in finishes {
+            ids.push(id.0);
+            tokens.push(token.0);
+            outcomes.push(outcome.name());
+            let (title, meta) = match outcome {
+                Outcome::Succeeded { title, meta, .. } => (
+                    title.as_deref().map(clean).unwrap_or_default(),
+                    meta.clone(),
+                ),
+                _ => (String::new(), serde_json::Value::Null),
+            };
+            titles.push(title);
+            metas.push(meta);
+            let (summary, kind, message, delay) = match outcome {
+                Outcome::Succeeded { summary, .. } => (clean(summary), "", String::new(), 0),
+                Outcome::Failed { kind, message } => {
+                    (String::new(), kind.as_str(), clean(message), 0)
+                }
+                Outcome::Retry {
+                    kind,
+                    message,
+                    delay,
+                } => (
+                    String::new(),
+                    kind.as_str(),
+                    clean(message),
+                    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                ),
+                Outcome::Release | Outcome::Abandon => (String::new(), "", String::new(), 0),
+            };
+            summaries.push(summary);
+            kinds.push(kind.to_owned());
+            messages.push(message);
+            delays_ms.push(delay);
+        }
+        let outcomes: Vec<String> = outcomes.into_iter().map(str::to_owned).collect();
+        let rows = sqlx::query!(
+            r#"WITH t AS (
+                   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                                        $5::text[], $6::text[], $7::bigint[], $9::text[], $10::jsonb[])
+                       AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
+                            title, meta)
+               ),
+               decided AS (
+                   SELECT t.*,
+                          CASE
+                              WHEN t.outcome IN ('succeeded', 'failed') THEN t.outcome
+                              WHEN t.outcome = 'retry' AND i.attempts >= $8 THEN 'failed'
+                              ELSE 'queued'
+                          END AS next_status
+                   FROM t JOIN items i ON i.id = t.id
+               )
+               UPDATE items i SET
+                   status = d.next_status,
+                   summary = CASE WHEN d.outcome = 'succeeded' THEN d.summary ELSE i.summary END,
+                   result_meta = CASE WHEN d.outcome = 'succeeded' THEN d.meta ELSE i.result_meta END,
+                   title = coalesce(i.title, nullif(d.title, '')),
+                   error_kind = CASE
+                       WHEN d.outcome IN ('failed', 'retry') THEN d.error_kind
+                       WHEN d.outcome = 'succeeded' THEN NULL
+                       ELSE i.error_kind END,
+                   error_message = CASE
+                       WHEN d.outcome = 'retry' AND d.next_status = 'failed'
+                           THEN 'gave up after ' || i.attempts || ' attempts: ' || d.error_message
+                       WHEN d.outcome IN ('failed', 'retry') THEN d.error_message
+                       WHEN d.outcome = 'succeeded' THEN NULL
+                       ELSE i.error_message END,
+                   attempts = CASE WHEN d.outcome = 'release' THEN greatest(i.attempts - 1, 0)
+                                   ELSE i.attempts END,
+                   lease_token = CASE WHEN d.next_status = 'queued' THEN NULL ELSE i.lease_token END,
+                   finished_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE now() END,
+                   queued_at = CASE WHEN d.next_status = 'queued' THEN now() ELSE i.queued_at END,
+                   available_at = CASE
+                       WHEN d.next_status = 'queued' AND d.delay_ms > 0
+                           THEN now() + d.delay_ms * interval '1 millisecond'
+                       ELSE NULL END
+               FROM decided d, batches b
+               WHERE i.id = d.id AND i.lease_token = d.token AND i.status = 'running'
+                 AND b.id = i.batch_id
+               RETURNING i.id, i.batch_id, b.priority, i.position, i.status, i.available_at"#,
+            &ids,
+            &tokens,
+            &outcomes,
+            &summaries,
+            &kinds,
+            &messages,
+            &delays_ms,
+            i32::try_from(max_attempts).unwrap_or(i32::MAX),
+            &titles,
+            &metas,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("finish items")?;
+        let accepted: Vec<Finished> = rows
+            .into_iter()
+            .map(|r| ItemRef {
+                id: ItemId(r.id),
+                batch_id: BatchId(r.batch_id),
+                priority: r.priority.parse().unwrap_or_default(),
+                position: r.position,
+                status: r.status.parse().unwrap_or(ItemStatus::Queued),
+                available_at: r.available_at,
+            })
+            .collect();
+        let rejected = if accepted.len() == n {
+            Vec::new()
+        } else {
+            self.record_fenced(worker, finishes, &accepted).await?
+        };
+        Ok(FinishReport { accepted, rejected })
+    }
+
+    /// Records the writes of `finishes` that are not in `accepted` in `fenced_writes`, with
+    /// the status each item was found in.
+    async fn record_fenced(
+        &self,
+        worker: WorkerId,
+        finishes: &[(ItemId, LeaseToken, Outcome)],
+        accepted: &[Finished],
+    ) -> Result<Vec<(ItemId, LeaseToken, ItemStatus)>> {
+        let accepted: std::collections::HashSet<ItemId> = accepted.iter().map(|f| f.id).collect();
+        let refused: Vec<&(ItemId, LeaseToken, Outcome)> = finishes
+            .iter()
+            .filter(|(id, _, _)| !accepted.contains(id))
+            .collect();
+        let ids: Vec<i64> = refused.iter().map(|(id, _, _)| id.0).collect();
+        let tokens: Vec<i64> = refused.iter().map(|(_, t, _)| t.0).collect();
+        let attempted: Vec<String> = refused
+            .iter()
+            .map(|(_, _, o)| o.name().to_owned())
+            .collect();
+        let rows = sqlx::query!(
+            r#"INSERT INTO fenced_writes (item_id, worker_id, lease_token, attempted, found)
+               SELECT t.id, $3, t.token, t.attempted, coalesce(i.status, 'missing')
+               FROM unnest($1::bigint[], $2::bigint[], $4::text[]) AS t(id, token, attempted)
+               LEFT JOIN items i ON i.id = t.id
+               RETURNING item_id, lease_token, found"#,
+            &ids,
+            &tokens,
+            worker.0,
+            &attempted,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("record fenced writes")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    ItemId(r.item_id),
+                    LeaseToken(r.lease_token),
+                    r.found.parse().unwrap_or(ItemStatus::Cancelled),
+                )
+            })
+            .collect())
+    }
+
+    /// Takes items back from claims whose holder is gone (lease expired, or found without a
+    /// lease by the reconciler): `running` with that token → `queued`, or `failed` with `kind`
+    /// if that was the last allowed attempt. Returns where every claimed item now stands,
+    /// including ones that never started (still `queued`), so the caller can requeue them.
+    pub async fn reclaim(
+        &self,
+        claims: &[(ItemId, LeaseToken)],
+        max_attempts: u32,
+        kind: &ErrorKind,
+    ) -> Result<Reclaimed> {
+        if claims.is_empty() {
+            return Ok(Reclaimed::default());
+        }
+        let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
+        let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
+        let reclaimed = sqlx::query!(
+            "UPDATE items i SET
+                 status = CASE WHEN i.attempts >= $3 THEN 'failed' ELSE 'queued' END,
+                 lease_token = CASE WHEN i.attempts >= $3 THEN i.lease_token ELSE NULL END,
+                 error_kind = CASE WHEN i.attempts >= $3 THEN $4 ELSE i.error_kind END,
+                 error_message = CASE WHEN i.attempts >= $3
+                     THEN 'gave up after ' || i.attempts || ' attempts: ' || $5
+                     ELSE i.error_message END,
+                 finished_at = CASE WHEN i.attempts >= $3 THEN now() ELSE NULL END,
+                 queued_at = now(), available_at = NULL
+             FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
+             WHERE i.id = t.id AND i.lease_token = t.token AND i.status = 'running'",
+            &ids,
+            &tokens,
+            i32::try_from(max_attempts).unwrap_or(i32::MAX),
+            kind.as_str(),
+            reclaim_message(kind),
+        )
+        .execute(&self.pool)
+        .await
+        .context("reclaim items")?
+        .rows_affected();
+        Ok(Reclaimed {
+            reclaimed,
+            items: self.item_refs(&ids).await?,
+        })
+    }
+
+    /// Takes back every item a dead worker held, whatever the token (the session is buried,
+    /// so none of its claims is current). Same rules as [`Store::reclaim`].
+    pub async fn reclaim_worker_items(
+        &self,
+        worker: WorkerId,
+        max_attempts: u32,
+    ) -> Result<Reclaimed> {
+        let kind = ErrorKind::WORKER_DIED;
+        let ids = sqlx::query_scalar!(
+            "UPDATE items i SET
+                 status = CASE WHEN i.attempts >= $2 THEN 'failed' ELSE 'queued' END,
+                 lease_token = CASE WHEN i.attempts >= $2 THEN i.lease_token ELSE NULL END,
+                 error_kind = CASE WHEN i.attempts >= $2 THEN $3 ELSE i.error_kind END,
+                 error_message = CASE WHEN i.attempts >= $2
+                     THEN 'gave up after ' || i.attempts || ' attempts: ' || $4
+                     ELSE i.error_message END,
+                 finished_at = CASE WHEN i.attempts >= $2 THEN now() ELSE NULL END,
+                 queued_at = now(), available_at = NULL
+             WHERE i.worker_id = $1 AND i.status = 'running'
+             RETURNING i.id",
+            worker.0,
+            i32::try_from(max_attempts).unwrap_or(i32::MAX),
+            kind.as_str(),
+            reclaim_message(&kind),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reclaim a dead worker's items")?;
+        Ok(Reclaimed {
+            reclaimed: ids.len() as u64,
+            items: self.item_refs(&ids).await?,
+        })
+    }
+
+    /// Where these items stand now.
+    pub async fn item_refs(&self, ids: &[i64]) -> Result<Vec<ItemRef>> {
+        let rows = sqlx::query!(
+            "SELECT i.id, i.batch_id, b.priority, i.position, i.status, i.available_at
+             FROM items i JOIN batches b ON b.id = i.batch_id
+             WHERE i.id = ANY($1)",
+            ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read item states")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ItemRef {
+                id: ItemId(r.id),
+                batch_id: BatchId(r.batch_id),
+                priority: r.priority.parse().unwrap_or_default(),
+                position: r.position,
+                status: r.status.parse().unwrap_or(ItemStatus::Queued),
+                available_at: r.available_at,
+            })
+            .collect())
+    }
+
+    /// The number of fenced writes recorded for each item (tests and `abridge stats`).
+    pub async fn fenced_write_counts(&self, ids: &[ItemId]) -> Result<HashMap<ItemId, i64>> {
+        let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        let rows = sqlx::query!(
+            r#"SELECT item_id, count(*) AS "n!" FROM fenced_writes WHERE item_id = ANY($1) GROUP BY item_id"#,
+            &ids
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count fenced writes")?;
+        Ok(rows.into_iter().map(|r| (ItemId(r.item_id), r.n)).collect())
+    }
+}
+
+fn reclaim_message(kind: &ErrorKind) -> &'static str {
+    if *kind == ErrorKind::WORKER_DIED {
+        "its worker stopped heartbeating while holding it"
+    } else if *kind == ErrorKind::LEASE_EXPIRED {
+        "its lease expired without being renewed"
+    } else {
+        "it was found running with no live lease"
+    }
+}
+
+/// Postgres text cannot hold NUL; everything else is kept.
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "")
+    } else {
+        s.to_owned()
+    }
+}

@@ -1,0 +1,181 @@
+//! Postgres, abridge's source of truth. Only this crate writes SQL.
+//!
+//! - [`admin`]: creating and dropping databases (`abridge up`, tests).
+//! - [`Store`]: the connection pools, migrations and the "is this database migrated" check.
+//! - [`batches`]: creating (with `COPY`), reading, counting, cancelling and completing batches.
+//! - [`items`]: the worker's fenced writes: start, finish, reclaim, release.
+//! - [`sessions`]: worker sessions: register, heartbeat, close, bury the dead.
+//! - [`reconcile`]: what Postgres says should be in Redis.
+//!
+//! Architecture Invariant: every write to an item that is `running` is a compare-and-set on
+//! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
+
+pub mod admin;
+pub mod batches;
+pub mod items;
+pub mod reconcile;
+pub mod sessions;
+
+use std::time::Duration;
+
+use abridge_core::settings::Secret;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use batches::{BatchView, Counts, CreatedBatch, ItemView, NewBatch};
+pub use items::{FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
+pub use sessions::{NewSession, SessionView};
+
+/// The migrations, embedded so that `abridge migrate` needs no files at run time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database schema is not migrated (missing {missing}): run `abridge migrate`")]
+    NotMigrated { missing: String },
+    #[error("database {url} is invalid: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrate database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (down, restarting, pool exhausted): the
+    /// caller should back off and try again rather than give up.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::Protocol(_)
+                ) || source
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Extension for attaching a verb phrase to a sqlx error.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError::Query { context, source })
+    }
+}
+
+/// Postgres pools. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// Durable writes (`synchronous_commit` on): enqueues, terminal states, cancels.
+    pool: PgPool,
+    /// Writes that may be lost in a Postgres crash without harm (`synchronous_commit = off`):
+    /// starting an item and heartbeats. A lost start reverts the item to `queued`, which only
+    /// fences out the worker that started it; a durable terminal write flushes the WAL past
+    /// every earlier start, so a committed result never depends on a lost start.
+    fast_pool: PgPool,
+}
+
+impl Store {
+    /// Connects lazily: no connection is made until the first query, so a worker can start
+    /// while Postgres is still coming up and back off on its own.
+    pub fn connect_lazy(url: &Secret, pool_size: u32) -> Result<Self> {
+        let options: PgConnectOptions =
+            url.expose().parse().map_err(|source| StoreError::BadUrl {
+                url: url.redacted_url(),
+                source,
+            })?;
+        let options = options.application_name("abridge");
+        let pool_options = || {
+            PgPoolOptions::new()
+                .acquire_timeout(Duration::from_secs(5))
+                .idle_timeout(Duration::from_secs(300))
+        };
+        let pool = pool_options()
+            .max_connections(pool_size)
+            .connect_lazy_with(options.clone());
+        let fast_pool = pool_options()
+            .max_connections(pool_size.div_ceil(2).max(2))
+            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+        Ok(Self { pool, fast_pool })
+    }
+
+    /// The durable pool, for callers that need a raw connection (the benchmark's counters).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations; safe to run any number of times and from several
+    /// processes at once (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<Vec<String>> {
+        let before = self.applied_versions().await.unwrap_or_default();
+        MIGRATOR.run(&self.pool).await?;
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !before.contains(&m.version))
+            .map(|m| format!("{:04}_{}", m.version, m.description))
+            .collect())
+    }
+
+    /// Fails with [`StoreError::NotMigrated`] unless every embedded migration is applied.
+    pub async fn check_migrated(&self) -> Result<()> {
+        let applied = match self.applied_versions().await {
+            Ok(v) => v,
+            Err(StoreError::Query { source, .. })
+                if source
+                    .as_database_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|c| c == "42P01") =>
+            {
+                Vec::new() // undefined_table: no migration has ever run
+            }
+            Err(e) => return Err(e),
+        };
+        let missing: Vec<String> = MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| format!("{:04}_{}", m.version, m.description))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::NotMigrated {
+                missing: missing.join(", "),
+            })
+        }
+    }
+
+    async fn applied_versions(&self) -> Result<Vec<i64>> {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
+            .await
+            .context("read applied migrations")
+    }
+
+    /// Closes both pools, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.fast_pool.close().await;
+    }
+}

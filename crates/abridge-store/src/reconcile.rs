@@ -1,0 +1,98 @@
+//! What Postgres says Redis should hold, for the reconciler: queued items per open batch, and
+//! running items with their claims.
+
+use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
+use chrono::{DateTime, Utc};
+
+use crate::{Context, Result, Store};
+
+/// An open batch with queued items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedBatch {
+    pub id: BatchId,
+    pub priority: Priority,
+    pub queued: i64,
+}
+
+/// A queued item, as Redis should hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedItem {
+    pub id: ItemId,
+    pub position: i32,
+    pub available_at: Option<DateTime<Utc>>,
+}
+
+/// A running item and the claim Postgres holds for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningItem {
+    pub id: ItemId,
+    pub token: LeaseToken,
+    pub worker: WorkerId,
+    pub batch_id: BatchId,
+}
+
+impl Store {
+    /// Open batches of `queue` that have queued items, with how many.
+    pub async fn queued_batches(&self, queue: &str) -> Result<Vec<QueuedBatch>> {
+        let rows = sqlx::query!(
+            r#"SELECT b.id, b.priority, count(i.id) AS "queued!"
+               FROM batches b JOIN items i ON i.batch_id = b.id AND i.status = 'queued'
+               WHERE b.queue = $1 AND b.status IN ('pending', 'running')
+               GROUP BY b.id, b.priority"#,
+            queue
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count queued items per batch")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueuedBatch {
+                id: BatchId(r.id),
+                priority: r.priority.parse().unwrap_or_default(),
+                queued: r.queued,
+            })
+            .collect())
+    }
+
+    /// A batch's queued items.
+    pub async fn queued_items(&self, batch: BatchId) -> Result<Vec<QueuedItem>> {
+        let rows = sqlx::query!(
+            "SELECT id, position, available_at FROM items WHERE batch_id = $1 AND status = 'queued'
+             ORDER BY position",
+            batch.0
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("list queued items")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| QueuedItem {
+                id: ItemId(r.id),
+                position: r.position,
+                available_at: r.available_at,
+            })
+            .collect())
+    }
+
+    /// Every running item of `queue`'s open batches with its claim.
+    pub async fn running_items(&self, queue: &str) -> Result<Vec<RunningItem>> {
+        let rows = sqlx::query!(
+            r#"SELECT i.id, i.lease_token AS "token!", i.worker_id AS "worker!", i.batch_id
+               FROM batches b JOIN items i ON i.batch_id = b.id AND i.status = 'running'
+               WHERE b.queue = $1 AND b.status IN ('pending', 'running')"#,
+            queue
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("list running items")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunningItem {
+                id: ItemId(r.id),
+                token: LeaseToken(r.token),
+                worker: WorkerId(r.worker),
+                batch_id: BatchId(r.batch_id),
+            })
+            .collect())
+    }
+}

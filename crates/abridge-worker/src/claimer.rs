@@ -1,0 +1,311 @@
+//! The claim loop: take permits, claim that many items from Redis, start them in Postgres
+//! under the claim's token, and run each started item in its own task.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
+use abridge_queue::{AfterAck, LeaseRef};
+use abridge_store::{Outcome, StartedItem};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::backoff::retry_delay;
+use crate::finisher;
+use crate::holdings::{StopReason, StopSignal};
+use crate::session::SessionCtx;
+use crate::{Job, Worker};
+
+/// How long an idle worker blocks waiting for a wake-up before claiming anyway (which also
+/// promotes retries that have come due).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
+    let mut error_delay = Duration::from_millis(50);
+    loop {
+        let first = tokio::select! {
+            p = ctx.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.cancelled() => return,
+        };
+        let mut permit = first;
+        let extra = ctx
+            .permits
+            .available_permits()
+            .min(worker.settings.claim_batch.saturating_sub(1));
+        if extra > 0
+            && let Ok(more) = ctx.permits.clone().try_acquire_many_owned(extra as u32)
+        {
+            permit.merge(more);
+        }
+        let want = permit.num_permits();
+        let sent_at = Instant::now();
+        let claim = tokio::select! {
+            c = worker.queue.claim(ctx.id, worker.settings.lease, want) => c,
+            _ = stop.cancelled() => return,
+        };
+        match claim {
+            Err(e) => {
+                drop(permit);
+                warn!(error = %e, "claim failed; backing off");
+                metrics::counter!("abridge_claim_errors_total").increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(error_delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+                error_delay = (error_delay * 2).min(Duration::from_secs(5));
+            }
+            Ok(claim) => {
+                error_delay = Duration::from_millis(50);
+                if !claim.epoch_present {
+                    ctx.reconcile_now.notify_one();
+                }
+                if claim.items.is_empty() {
+                    drop(permit);
+                    let wait = claim.next_due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
+                    tokio::select! {
+                        _ = worker.queue.wait_for_work(wait) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    continue;
+                }
+                let valid_until = sent_at + worker.settings.lease - worker.lease_margin();
+                let mut held = Vec::with_capacity(claim.items.len());
+                for lease in claim.items {
+                    let Some(one) = permit.split(1) else { break };
+                    let signal = ctx.holdings.add(lease.clone(), valid_until);
+                    held.push((lease, signal, one));
+                }
+                drop(permit); // permits beyond what was claimed go back
+                let w = worker.clone();
+                let c = ctx.clone();
+                ctx.tasks.spawn(start_claimed(w, c, held));
+            }
+        }
+    }
+}
+
+type Held = (LeaseRef, StopSignal, OwnedSemaphorePermit);
+
+/// Starts claimed items in Postgres, then runs each one that started. Items that did not start
+/// (cancelled, finished, or started by another claim meanwhile) are let go in Redis.
+async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
+    let claims: Vec<(ItemId, LeaseToken)> =
+        held.iter().map(|(l, _, _)| (l.item, l.token)).collect();
+    let mut delay = Duration::from_millis(50);
+    let started = loop {
+        match worker.store.start_items(ctx.id, &claims).await {
+            Ok(started) => break started,
+            Err(e) => {
+                // Postgres is down or failing: hold on while the leases are valid, then give
+                // the items back to Redis untouched (Postgres still says queued).
+                let all_stopped = held.iter().all(|(_, s, _)| s.reason().is_some());
+                warn!(error = %e, items = claims.len(), "cannot start claimed items; retrying");
+                if all_stopped || !e.is_unavailable() {
+                    let acks: Vec<(LeaseRef, AfterAck)> = held
+                        .iter()
+                        .map(|(l, _, _)| (l.clone(), AfterAck::Ready))
+                        .collect();
+                    if let Err(e) = worker.queue.ack(&acks).await {
+                        warn!(error = %e, "cannot give claimed items back; their leases will expire");
+                    }
+                    for (l, _, _) in &held {
+                        ctx.holdings.remove(l.item);
+                    }
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    let mut started: HashMap<ItemId, StartedItem> =
+        started.into_iter().map(|s| (s.id, s)).collect();
+    let mut dropped = Vec::new();
+    for (lease, signal, permit) in held {
+        match started.remove(&lease.item) {
+            Some(item) => {
+                let span = info_span!(
+                    "item",
+                    batch = %item.batch_id,
+                    item = %item.id,
+                    video = %item.video_id,
+                    attempt = item.attempt
+                );
+                let lag = (chrono::Utc::now() - item.queued_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!("abridge_enqueue_to_start_seconds").record(lag.as_secs_f64());
+                ctx.tasks.spawn(
+                    run_item(worker.clone(), ctx.clone(), item, lease, signal, permit)
+                        .instrument(span),
+                );
+            }
+            None => {
+                debug!(item = %lease.item, "claimed item was not queued any more; dropping it");
+                ctx.holdings.remove(lease.item);
+                dropped.push((lease, AfterAck::Drop));
+            }
+        }
+    }
+    if !dropped.is_empty()
+        && let Err(e) = worker.queue.ack(&dropped).await
+    {
+        warn!(error = %e, "cannot drop stale claims; their leases will expire");
+    }
+}
+
+/// Runs one started item to an outcome and has it written.
+async fn run_item(
+    worker: Worker,
+    ctx: Arc<SessionCtx>,
+    item: StartedItem,
+    lease: LeaseRef,
+    signal: StopSignal,
+    _permit: OwnedSemaphorePermit,
+) {
+    let attempt = u32::try_from(item.attempt).unwrap_or(1);
+    let job = Job {
+        item_id: item.id,
+        batch_id: item.batch_id,
+        attempt,
+        video_id: item.video_id,
+        url: item.url,
+        title: item.title,
+        transcript: item.transcript,
+        options: item.options,
+    };
+    let started = Instant::now();
+    let work = AssertUnwindSafe(tokio::time::timeout(
+        worker.settings.item_timeout,
+        worker.processor.process(&job),
+    ))
+    .catch_unwind();
+    let result = tokio::select! {
+        biased;
+        reason = signal.stopped() => Err(reason),
+        r = work => Ok(r),
+    };
+    let settings = &worker.settings;
+    let retry = |e: &ItemError| Outcome::Retry {
+        kind: e.kind().clone(),
+        message: e.message().to_owned(),
+        delay: retry_delay(
+            attempt,
+            settings.retry_base,
+            settings.retry_max,
+            e.retry_after(),
+        ),
+    };
+    let outcome = match result {
+        Ok(Ok(Ok(Ok(out)))) => Some(Outcome::Succeeded {
+            summary: out.summary,
+            title: out.title,
+            meta: out.meta,
+        }),
+        Ok(Ok(Ok(Err(e)))) => {
+            if e.is_transient() {
+                info!(error = %e, "attempt failed; will retry");
+                Some(retry(&e))
+            } else {
+                info!(error = %e, "item failed permanently");
+                Some(Outcome::Failed {
+                    kind: e.kind().clone(),
+                    message: e.message().to_owned(),
+                })
+            }
+        }
+        Ok(Ok(Err(_elapsed))) => {
+            let e = ItemError::transient(
+                ErrorKind::TIMEOUT,
+                format!(
+                    "attempt took longer than {} ms",
+                    settings.item_timeout.as_millis()
+                ),
+            );
+            warn!(error = %e, "attempt timed out");
+            Some(retry(&e))
+        }
+        Err(reason) => match reason {
+            StopReason::Shutdown => Some(Outcome::Release),
+            StopReason::Deadline => {
+                warn!(
+                    "lease could not be renewed in time: abandoning the item before anyone else can be given it"
+                );
+                Some(Outcome::Abandon)
+            }
+            StopReason::Lost | StopReason::Cancelled | StopReason::SessionBuried => {
+                info!(
+                    ?reason,
+                    "stopped working on the item; writing nothing for it"
+                );
+                None
+            }
+        },
+        Ok(Err(panic)) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "processor panicked".to_owned());
+            warn!(%message, "processor panicked");
+            Some(retry(&ItemError::transient(
+                ErrorKind::INTERNAL,
+                format!("processor panicked: {message}"),
+            )))
+        }
+    };
+    metrics::histogram!("abridge_item_duration_seconds", "stage" => "process")
+        .record(started.elapsed().as_secs_f64());
+    match outcome {
+        Some(outcome) => finisher::submit(&ctx, lease.clone(), outcome).await,
+        None => {
+            if let Err(e) = worker.queue.ack(&[(lease.clone(), AfterAck::Drop)]).await {
+                debug!(error = %e, "cannot drop lease; it will expire");
+            }
+        }
+    }
+    ctx.holdings.remove(lease.item);
+}
+
+/// Stops held items of cancelled batches as soon as the cancel is published. Renewals catch
+/// any cancel missed while disconnected.
+pub(crate) async fn listen_for_cancellations(
+    worker: Worker,
+    ctx: Arc<SessionCtx>,
+    stop: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        match worker.queue.cancellations().await {
+            Ok(stream) => {
+                delay = Duration::from_millis(100);
+                let mut stream = std::pin::pin!(stream);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        next = stream.next() => match next {
+                            Some(batch) => {
+                                let n = ctx.holdings.stop_batch(batch, StopReason::Cancelled);
+                                if n > 0 {
+                                    info!(%batch, items = n, "batch cancelled: stopping its items");
+                                }
+                            }
+                            None => break,
+                        },
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "cannot subscribe to cancellations; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

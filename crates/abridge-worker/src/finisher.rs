@@ -1,0 +1,183 @@
+//! Outcome writes. Item tasks submit outcomes; a few writer tasks take whatever has queued up
+//! and write it in one fenced statement (group commit), then acknowledge the leases in Redis
+//! in one script call. Under load, batches grow by themselves; when idle, a lone outcome is
+//! written at once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use abridge_core::{ItemStatus, LeaseToken};
+use abridge_queue::{AfterAck, LeaseRef};
+use abridge_store::{FinishReport, Outcome};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::Worker;
+use crate::session::SessionCtx;
+
+/// Writer tasks per process: one writes while the other gathers the next batch.
+pub(crate) const WRITERS: usize = 2;
+/// Most outcomes in one statement.
+const MAX_BATCH: usize = 1_000;
+
+pub(crate) struct FinishOp {
+    lease: LeaseRef,
+    outcome: Outcome,
+    done: oneshot::Sender<()>,
+}
+
+/// Hands an outcome to the writers and waits until it is written (or refused).
+pub(crate) async fn submit(ctx: &SessionCtx, lease: LeaseRef, outcome: Outcome) {
+    let (done, written) = oneshot::channel();
+    if ctx
+        .finish_tx
+        .send(FinishOp {
+            lease,
+            outcome,
+            done,
+        })
+        .await
+        .is_ok()
+    {
+        let _ = written.await;
+    }
+}
+
+pub(crate) async fn run(
+    worker: Worker,
+    ctx: Arc<SessionCtx>,
+    rx: Arc<Mutex<mpsc::Receiver<FinishOp>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let ops = {
+            let mut rx = rx.lock().await;
+            let first = tokio::select! {
+                op = rx.recv() => match op { Some(op) => op, None => return },
+                _ = stop.cancelled() => return,
+            };
+            let mut ops = vec![first];
+            while ops.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            ops
+        };
+        write(&worker, &ctx, ops).await;
+    }
+}
+
+async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
+    let finishes: Vec<_> = ops
+        .iter()
+        .map(|op| (op.lease.item, op.lease.token, op.outcome.clone()))
+        .collect();
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(50);
+    // A finished result is never thrown away while it can still be written: the write is
+    // fenced, so trying again later is always safe.
+    let report = loop {
+        match worker
+            .store
+            .finish_items(ctx.id, &finishes, worker.settings.max_attempts)
+            .await
+        {
+            Ok(report) => break report,
+            Err(e) if e.is_unavailable() => {
+                warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; holding them and retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; their leases will expire and the items will be retried");
+                for op in ops {
+                    let _ = op.done.send(());
+                }
+                return;
+            }
+        }
+    };
+    metrics::histogram!("abridge_item_duration_seconds", "stage" => "store")
+        .record(started.elapsed().as_secs_f64());
+    acknowledge(worker, ctx, &ops, &report).await;
+    for op in ops {
+        let _ = op.done.send(());
+    }
+}
+
+/// Lets go of the leases in Redis, places retried and released items, completes batches.
+async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report: &FinishReport) {
+    let tally = &ctx.tally;
+    let mut acks = Vec::with_capacity(ops.len());
+    let mut finished_batches = HashSet::new();
+    let accepted: std::collections::HashMap<_, _> =
+        report.accepted.iter().map(|f| (f.id, f)).collect();
+    for op in ops {
+        let Some(f) = accepted.get(&op.lease.item) else {
+            acks.push((op.lease.clone(), AfterAck::Drop));
+            continue;
+        };
+        let after = match (f.status, &op.outcome) {
+            (ItemStatus::Queued, Outcome::Retry { delay, .. }) => {
+                tally.retried.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => "retried").increment(1);
+                AfterAck::Delay(*delay)
+            }
+            (ItemStatus::Queued, _) => {
+                tally.released.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => "released").increment(1);
+                AfterAck::Ready
+            }
+            (status, _) => {
+                let counter = if status == ItemStatus::Succeeded {
+                    &tally.succeeded
+                } else {
+                    &tally.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => status.as_str()).increment(1);
+                finished_batches.insert(f.batch_id);
+                AfterAck::Drop
+            }
+        };
+        acks.push((op.lease.clone(), after));
+    }
+    if !report.rejected.is_empty() {
+        tally
+            .fenced
+            .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+        metrics::counter!("abridge_stale_writes_rejected_total")
+            .increment(report.rejected.len() as u64);
+        for (item, token, found) in &report.rejected {
+            log_fenced(*item, *token, *found);
+        }
+    }
+    if let Err(e) = worker.queue.ack(&acks).await {
+        warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
+    }
+    if !finished_batches.is_empty() {
+        let batches: Vec<_> = finished_batches.into_iter().collect();
+        match worker.store.complete_batches_if_done(&batches).await {
+            Ok(done) => {
+                for b in done {
+                    info!(batch = %b, "batch completed");
+                }
+            }
+            Err(e) => debug!(error = %e, "cannot complete batches now; the reconciler will"),
+        }
+    }
+}
+
+fn log_fenced(item: abridge_core::ItemId, token: LeaseToken, found: ItemStatus) {
+    warn!(
+        %item,
+        %token,
+        found = found.as_str(),
+        "outcome refused: this worker no longer holds the item (its lease was taken over or its batch cancelled)"
+    );
+}

@@ -1,0 +1,94 @@
+//! The worker runtime. One worker process runs one [`run`]: it registers a session, claims
+//! items from Redis, starts them in Postgres under the claim's token, hands each to a
+//! [`Processor`], renews leases while they run, and writes outcomes in batches.
+//!
+//! - [`session`]: one session's tasks, wired together, and graceful shutdown.
+//! - [`holdings`]: the items this process holds, with their leases and stop signals.
+//! - [`claimer`]: the claim loop and the start of claimed items.
+//! - [`finisher`]: batched, fenced outcome writes, then Redis acknowledgements.
+//! - [`keeper`]: lease renewal, the local lease deadline, and the session heartbeat.
+//! - [`reaper`]: expired leases and dead sessions (`abridge reap` runs one pass).
+//! - [`reconciler`]: repairs Redis from Postgres (after a FLUSHALL, a failover, a crash).
+//! - [`noop`]: the `noop` processor, for benchmarks and fault drills.
+//!
+//! Architecture Invariant: the worker never holds a Postgres transaction or a lock across a
+//! processor call; processors run with nothing held but a lease.
+
+pub mod backoff;
+pub mod claimer;
+pub mod finisher;
+pub mod holdings;
+pub mod keeper;
+pub mod noop;
+pub mod reaper;
+pub mod reconciler;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abridge_core::{BatchId, ItemError, ItemId, Settings};
+use abridge_queue::Queue;
+use abridge_store::Store;
+use async_trait::async_trait;
+
+pub use session::{RunReport, run};
+
+/// One item handed to a processor.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub item_id: ItemId,
+    pub batch_id: BatchId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub video_id: String,
+    pub url: String,
+    pub title: Option<String>,
+    /// Supplied by the producer: summarise it instead of fetching one.
+    pub transcript: Option<String>,
+    /// The batch's processing options, as given at enqueue (backend, model, length, language).
+    pub options: serde_json::Value,
+}
+
+/// A processor's result for one item.
+#[derive(Clone, Debug, Default)]
+pub struct JobOutput {
+    /// The summary, in markdown.
+    pub summary: String,
+    /// The video's title, if the processor learned it (kept only when the item had none).
+    pub title: Option<String>,
+    /// How the summary was made (backend, model, tokens, durations), stored with the item.
+    pub meta: serde_json::Value,
+}
+
+/// Turns an item into a summary. Implementations must be cancel-safe: when the lease is
+/// lost, the batch cancelled or the worker stops, the future is dropped mid-flight.
+#[async_trait]
+pub trait Processor: Send + Sync + 'static {
+    /// The backend's name, for logs and metrics.
+    fn name(&self) -> &str;
+
+    async fn process(&self, job: &Job) -> Result<JobOutput, ItemError>;
+}
+
+/// Everything one worker process needs.
+#[derive(Clone)]
+pub struct Worker {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub queue: Queue,
+    pub processor: Arc<dyn Processor>,
+}
+
+impl Worker {
+    /// The deadline margin: a worker abandons an item this long before its lease could
+    /// expire in Redis, so it has stopped before anyone else can be given the item.
+    pub(crate) fn lease_margin(&self) -> Duration {
+        self.deadline_check_every() * 2 + self.settings.lease / 10
+    }
+
+    /// How often local lease deadlines are checked.
+    pub(crate) fn deadline_check_every(&self) -> Duration {
+        (self.settings.lease / 10).min(Duration::from_secs(1))
+    }
+}

@@ -1,0 +1,158 @@
+//! The reconciler: Postgres is the truth, Redis a fast copy that may lose anything. At worker
+//! start, every `reconcile_ms` (one worker at a time), and at once when a claim finds Redis's
+//! epoch marker gone, it puts back what Redis should hold:
+//!
+//! - queued items missing from Redis (after a FLUSHALL, a restart without persistence, a
+//!   failover, or a crash between a Postgres commit and the Redis push);
+//! - running items with no lease in Redis on two passes in a row under the same claim (a live
+//!   worker re-creates a lost lease on its next renewal, so only orphans stay missing);
+//! - batches whose items are all terminal but that were never marked completed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use abridge_core::{ErrorKind, ItemId, LeaseToken};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::Worker;
+use crate::reaper::{ReapReport, settle};
+use crate::session::SessionCtx;
+
+/// What one reconcile pass did.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Redis had lost its epoch marker (it lost its data, or this is the first pass ever).
+    pub redis_was_empty: bool,
+    /// Queued items Postgres has that Redis did not hold (`abridge_redis_postgres_drift`).
+    pub drift: u64,
+    /// Of those, items put back.
+    pub requeued: u64,
+    /// Running items taken back because no lease was found for them twice.
+    pub reclaimed: u64,
+    /// Batches found finished and marked completed.
+    pub completed_batches: u64,
+}
+
+/// Running items seen without a lease on the previous pass, with the claim they had.
+pub type Suspects = HashMap<ItemId, LeaseToken>;
+
+pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
+    let mut suspects = Suspects::new();
+    let every = worker.settings.reconcile_every;
+    let mut forced = true; // at worker start
+    loop {
+        let go = forced
+            || worker
+                .queue
+                .try_reconcile_turn(ctx.id, every.mul_f64(0.9))
+                .await
+                .unwrap_or(false);
+        if go {
+            match reconcile_once(&worker, &mut suspects).await {
+                Ok(r) => {
+                    metrics::gauge!("abridge_redis_postgres_drift").set(r.drift as f64);
+                    if r != ReconcileReport::default() {
+                        info!(
+                            redis_was_empty = r.redis_was_empty,
+                            drift = r.drift,
+                            requeued = r.requeued,
+                            reclaimed = r.reclaimed,
+                            completed_batches = r.completed_batches,
+                            "reconciled Redis with Postgres"
+                        );
+                    }
+                }
+                Err(e) => warn!(error = %e, "reconcile pass failed"),
+            }
+        }
+        forced = false;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+            _ = ctx.reconcile_now.notified() => {
+                forced = true;
+                // Let a burst of "epoch missing" claims from this process settle into one pass.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One pass. `suspects` carries lease-less running items from one pass to the next.
+pub async fn reconcile_once(
+    worker: &Worker,
+    suspects: &mut Suspects,
+) -> anyhow::Result<ReconcileReport> {
+    let s = &worker.settings;
+    let mut report = ReconcileReport {
+        redis_was_empty: worker.queue.mark_epoch().await?,
+        ..ReconcileReport::default()
+    };
+
+    // Queued items: compare counts per batch, and look closer only where Redis has fewer.
+    let batches = worker.store.queued_batches(&s.queue).await?;
+    let ids: Vec<_> = batches.iter().map(|b| b.id).collect();
+    let counts = worker.queue.queued_counts(&ids).await?;
+    for batch in &batches {
+        if counts.get(&batch.id).copied().unwrap_or(0) >= batch.queued {
+            continue;
+        }
+        let items = worker.store.queued_items(batch.id).await?;
+        let item_ids: Vec<_> = items.iter().map(|i| i.id).collect();
+        let held = worker
+            .queue
+            .held(batch.id, batch.priority, &item_ids)
+            .await?;
+        let missing: Vec<_> = items
+            .iter()
+            .zip(held)
+            .filter(|(_, held)| !held)
+            .map(|(i, _)| abridge_queue::Placement {
+                item: i.id,
+                batch: batch.id,
+                priority: batch.priority,
+                position: i.position,
+                due: i.available_at,
+            })
+            .collect();
+        report.drift += missing.len() as u64;
+        if !missing.is_empty() {
+            report.requeued += worker.queue.requeue(&missing).await? as u64;
+        }
+    }
+
+    // Running items: a lease missing twice under the same claim means nobody holds it.
+    let running = worker.store.running_items(&s.queue).await?;
+    let running_ids: Vec<_> = running.iter().map(|r| r.id).collect();
+    let leased = worker.queue.leased(&running_ids).await?;
+    let mut next = Suspects::new();
+    let mut orphans = Vec::new();
+    for (item, has_lease) in running.iter().zip(leased) {
+        if has_lease {
+            continue;
+        }
+        if suspects.get(&item.id) == Some(&item.token) {
+            orphans.push((item.id, item.token));
+        } else {
+            next.insert(item.id, item.token);
+        }
+    }
+    *suspects = next;
+    if !orphans.is_empty() {
+        let reclaimed = worker
+            .store
+            .reclaim(&orphans, s.max_attempts, &ErrorKind::LEASE_LOST)
+            .await?;
+        report.reclaimed = reclaimed.reclaimed;
+        metrics::counter!("abridge_reclaimed_total", "reason" => "reconciled")
+            .increment(reclaimed.reclaimed);
+        settle(worker, &reclaimed.items, &mut ReapReport::default()).await?;
+    }
+
+    let open = worker.store.open_batch_ids(&s.queue).await?;
+    report.completed_batches = worker.store.complete_batches_if_done(&open).await?.len() as u64;
+    Ok(report)
+}

@@ -1,0 +1,258 @@
+//! One worker process: sessions, their tasks, and graceful shutdown.
+//!
+//! A session is one registration in `worker_sessions`. It normally lasts until shutdown; if
+//! the process was paused long enough to be declared dead, the session's items have already
+//! been taken back, so the worker lets go of everything and starts a new session.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use abridge_core::WorkerId;
+use abridge_store::NewSession;
+use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::finisher::{self, FinishOp};
+use crate::holdings::{Holdings, StopReason};
+use crate::{Worker, claimer, keeper, reaper, reconciler};
+
+/// What a worker process did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub sessions: u32,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub released: u64,
+    /// Outcome writes refused because this worker no longer held the item.
+    pub fenced: u64,
+}
+
+/// Counters shared by a process's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub released: AtomicU64,
+    pub fenced: AtomicU64,
+}
+
+/// What one session's tasks share.
+pub(crate) struct SessionCtx {
+    pub id: WorkerId,
+    pub holdings: Holdings,
+    /// One permit per item held, from claim to written outcome.
+    pub permits: Arc<Semaphore>,
+    pub finish_tx: mpsc::Sender<FinishOp>,
+    /// Item and start tasks, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Run the reconciler now (Redis lost its data).
+    pub reconcile_now: Notify,
+    /// Cancelled when the session is found buried.
+    pub buried: CancellationToken,
+    pub tally: Arc<Tally>,
+}
+
+/// Runs a worker with `concurrency` items at a time until `shutdown` resolves; then stops
+/// claiming, gives in-flight items `shutdown_grace` to finish, releases the rest to the queue,
+/// closes the session and returns.
+pub async fn run(
+    worker: Worker,
+    concurrency: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunReport> {
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+    let tally = Arc::new(Tally::default());
+    let mut report = RunReport::default();
+    let host = hostname();
+    while !stop.is_cancelled() {
+        let id = WorkerId::new();
+        if !register(&worker, id, &host, concurrency, &stop).await {
+            break;
+        }
+        report.sessions += 1;
+        let span = info_span!("session", worker = %id);
+        let buried = run_session(&worker, id, concurrency, &stop, tally.clone())
+            .instrument(span)
+            .await;
+        if !buried {
+            break;
+        }
+        warn!(worker = %id, "this worker was declared dead (paused or cut off past its session TTL); its items were requeued; starting a new session");
+    }
+    report.succeeded = tally.succeeded.load(Ordering::Relaxed);
+    report.failed = tally.failed.load(Ordering::Relaxed);
+    report.retried = tally.retried.load(Ordering::Relaxed);
+    report.released = tally.released.load(Ordering::Relaxed);
+    report.fenced = tally.fenced.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Registers a session, retrying while Postgres is unavailable. False if stopped first.
+async fn register(
+    worker: &Worker,
+    id: WorkerId,
+    host: &str,
+    concurrency: usize,
+    stop: &CancellationToken,
+) -> bool {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let session = NewSession {
+            id,
+            queue: &worker.settings.queue,
+            host,
+            pid: std::process::id(),
+            concurrency,
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        match worker.store.register_session(session).await {
+            Ok(()) => {
+                info!(worker = %id, concurrency, queue = %worker.settings.queue, summarizer = worker.processor.name(), "worker session started");
+                return true;
+            }
+            Err(e) => warn!(error = %e, "cannot register worker session; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs one session until shutdown (returns false) or until it is found buried (true).
+async fn run_session(
+    worker: &Worker,
+    id: WorkerId,
+    concurrency: usize,
+    stop: &CancellationToken,
+    tally: Arc<Tally>,
+) -> bool {
+    let (finish_tx, finish_rx) = mpsc::channel(concurrency.max(16) * 2);
+    let ctx = Arc::new(SessionCtx {
+        id,
+        holdings: Holdings::default(),
+        permits: Arc::new(Semaphore::new(concurrency)),
+        finish_tx,
+        tasks: TaskTracker::new(),
+        reconcile_now: Notify::new(),
+        buried: CancellationToken::new(),
+        tally,
+    });
+
+    let background_stop = CancellationToken::new();
+    let background = TaskTracker::new();
+    background.spawn(keeper::run(
+        worker.clone(),
+        ctx.clone(),
+        background_stop.clone(),
+    ));
+    background.spawn(reaper::run(worker.clone(), background_stop.clone()));
+    background.spawn(reconciler::run(
+        worker.clone(),
+        ctx.clone(),
+        background_stop.clone(),
+    ));
+    background.spawn(claimer::listen_for_cancellations(
+        worker.clone(),
+        ctx.clone(),
+        background_stop.clone(),
+    ));
+    let finish_rx = Arc::new(Mutex::new(finish_rx));
+    let finish_stop = CancellationToken::new();
+    let finishers = TaskTracker::new();
+    for _ in 0..finisher::WRITERS {
+        finishers.spawn(finisher::run(
+            worker.clone(),
+            ctx.clone(),
+            finish_rx.clone(),
+            finish_stop.clone(),
+        ));
+    }
+
+    let stop_claiming = CancellationToken::new();
+    let claim_loop = tokio::spawn(claimer::run(
+        worker.clone(),
+        ctx.clone(),
+        stop_claiming.clone(),
+    ));
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = ctx.buried.cancelled() => {}
+    }
+    stop_claiming.cancel();
+    let _ = claim_loop.await;
+    let buried = ctx.buried.is_cancelled();
+
+    if buried {
+        ctx.holdings.stop_all(StopReason::SessionBuried);
+    } else {
+        let held = ctx.holdings.len();
+        if held > 0 {
+            info!(
+                held,
+                grace_ms = worker.settings.shutdown_grace.as_millis() as u64,
+                "shutting down: letting in-flight items finish"
+            );
+        }
+        let finished_in_time =
+            tokio::time::timeout(worker.settings.shutdown_grace, ctx.holdings.wait_empty())
+                .await
+                .is_ok();
+        if !finished_in_time {
+            info!(
+                released = ctx.holdings.len(),
+                "grace period over: releasing unfinished items to the queue"
+            );
+            ctx.holdings.stop_all(StopReason::Shutdown);
+        }
+    }
+    ctx.tasks.close();
+    ctx.tasks.wait().await;
+
+    // Every item task waited for its outcome to be written, so the finishers are idle now.
+    finish_stop.cancel();
+    finishers.close();
+    finishers.wait().await;
+    background_stop.cancel();
+    background.close();
+    background.wait().await;
+
+    if !buried {
+        // Anything still marked running under this session (a start whose reply was lost) is
+        // ours to give back: nothing of this session runs any more.
+        reaper::reclaim_own(worker, id).await;
+        if let Err(e) = worker.store.close_session(id, "shutdown").await {
+            warn!(error = %e, "cannot close worker session; the reaper will bury it");
+        } else {
+            info!("worker session closed");
+        }
+    }
+    buried
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,100 @@
+//! Cancel: once `cancel` returns, no item of the batch starts; running ones stop promptly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use abridge_control::ControlError;
+use abridge_core::{BatchStatus, Priority};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn cancel_stops_running_items_and_starts_no_more() {
+    let starts = Arc::new(AtomicUsize::new(0));
+    let stops = Arc::new(AtomicUsize::new(0));
+    let (s, d) = (starts.clone(), stops.clone());
+    let p = processor(move |_| {
+        s.fetch_add(1, Ordering::SeqCst);
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let guard = Count(d.clone());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            ok("never")
+        }
+    });
+    // Long heartbeat: the stop must come from the cancel notification, not a renewal.
+    let (_env, w) = env_and_worker(
+        p,
+        &[
+            ("ABRIDGE_LEASE_MS", "60000"),
+            ("ABRIDGE_HEARTBEAT_MS", "30000"),
+        ],
+    )
+    .await;
+    let batch = enqueue(&w, &video_lines('c', 10), Priority::Normal)
+        .await
+        .batch_id;
+    let other = enqueue(
+        &w,
+        "{\"url\": \"o0000000000\", \"transcript\": \"x\"}",
+        Priority::Low,
+    )
+    .await
+    .batch_id;
+    let running = Running::start(w.clone(), 3);
+    eventually(Duration::from_secs(10), "three items running", || async {
+        starts.load(Ordering::SeqCst) == 3
+    })
+    .await;
+
+    let cancelled = abridge_control::cancel(&w.store, &w.queue, batch)
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 10);
+    eventually(Duration::from_secs(3), "running items stopped", || async {
+        stops.load(Ordering::SeqCst) == 3
+    })
+    .await;
+
+    // The low-priority batch is now the only work: it starts, and nothing of the cancelled one does.
+    eventually(Duration::from_secs(10), "other batch started", || async {
+        starts.load(Ordering::SeqCst) == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        4,
+        "an item of the cancelled batch started"
+    );
+
+    let view = w.store.batch(batch).await.unwrap().unwrap();
+    assert_eq!(view.status, BatchStatus::Cancelled);
+    assert_eq!(view.counts.cancelled, 10);
+    assert!(view.finished_at.is_some());
+    abridge_control::cancel(&w.store, &w.queue, other)
+        .await
+        .unwrap();
+    let report = running.stop().await;
+    assert_eq!(
+        report.succeeded + report.failed + report.fenced,
+        0,
+        "stopped items wrote nothing"
+    );
+
+    match abridge_control::cancel(&w.store, &w.queue, batch).await {
+        Err(ControlError::AlreadyFinished { status, .. }) => assert_eq!(status, "cancelled"),
+        other => panic!("expected AlreadyFinished, got {other:?}"),
+    }
+    match abridge_control::cancel(&w.store, &w.queue, abridge_core::BatchId::new()).await {
+        Err(ControlError::NotFound(_)) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}

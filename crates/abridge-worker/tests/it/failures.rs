@@ -1,0 +1,187 @@
+//! Failures: transient errors retry with growing, jittered delays up to `max_attempts`;
+//! permanent ones fail at once; timeouts and panics count as transient.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abridge_core::{BatchStatus, ErrorKind, ItemError, Priority};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn transient_errors_back_off_then_fail_after_max_attempts() {
+    let calls = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let c = calls.clone();
+    let p = processor(move |_| {
+        c.lock().unwrap().push(Instant::now());
+        async {
+            Err(ItemError::transient(
+                ErrorKind::new("rate_limited"),
+                "429 from upstream",
+            ))
+        }
+    });
+    let (_env, w) = env_and_worker(
+        p,
+        &[
+            ("ABRIDGE_MAX_ATTEMPTS", "4"),
+            ("ABRIDGE_RETRY_BASE_MS", "100"),
+            ("ABRIDGE_RETRY_MAX_MS", "10000"),
+        ],
+    )
+    .await;
+    let batch = enqueue(&w, &video_lines('t', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let running = Running::start(w.clone(), 2);
+    wait_batch_finished(&w, batch, Duration::from_secs(30)).await;
+    let report = running.stop().await;
+
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 4, "one call per attempt");
+    for (k, pair) in calls.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let floor = Duration::from_millis(100 * (1 << k) / 2); // base * 2^k, at least half after jitter
+        assert!(
+            gap >= floor,
+            "retry {} came after {gap:?}, expected at least {floor:?}",
+            k + 1
+        );
+    }
+    assert_eq!(report.retried, 3);
+    assert_eq!(report.failed, 1);
+    let view = w.store.batch(batch).await.unwrap().unwrap();
+    assert_eq!(view.status, BatchStatus::Completed);
+    assert_eq!(view.counts.failed, 1);
+    let detail = item_detail(&w, batch).await;
+    assert_eq!(detail.0, 4);
+    assert_eq!(detail.1.as_deref(), Some("rate_limited"));
+    assert!(
+        detail
+            .2
+            .unwrap()
+            .starts_with("gave up after 4 attempts: 429")
+    );
+}
+
+#[tokio::test]
+async fn permanent_errors_fail_at_once_and_flaky_ones_recover() {
+    let p = processor(|job| async move {
+        if job.video_id.starts_with('p') {
+            Err(ItemError::permanent(
+                ErrorKind::new("video_unavailable"),
+                "this video is private",
+            ))
+        } else if job.attempt <= 2 {
+            Err(ItemError::transient(ErrorKind::new("upstream_5xx"), "502"))
+        } else {
+            ok("third time lucky")
+        }
+    });
+    let (_env, w) = env_and_worker(p, &[]).await;
+    let doomed = enqueue(&w, &video_lines('p', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let flaky = enqueue(&w, &video_lines('f', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let running = Running::start(w.clone(), 2);
+    wait_batch_finished(&w, doomed, Duration::from_secs(20)).await;
+    wait_batch_finished(&w, flaky, Duration::from_secs(20)).await;
+    running.stop().await;
+    let (attempts, kind, message) = item_detail(&w, doomed).await;
+    assert_eq!(
+        (attempts, kind.as_deref(), message.as_deref()),
+        (1, Some("video_unavailable"), Some("this video is private"))
+    );
+    let (attempts, kind, _) = item_detail(&w, flaky).await;
+    assert_eq!((attempts, kind), (3, None));
+    assert_eq!(
+        w.store
+            .batch(flaky)
+            .await
+            .unwrap()
+            .unwrap()
+            .counts
+            .succeeded,
+        1
+    );
+}
+
+#[tokio::test]
+async fn retry_after_hints_are_honoured_and_timeouts_and_panics_are_transient() {
+    let calls = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
+    let c = calls.clone();
+    let p = processor(move |job| {
+        c.lock()
+            .unwrap()
+            .push((job.video_id.clone(), Instant::now()));
+        async move {
+            match (job.video_id.chars().next(), job.attempt) {
+                (Some('a'), 1) => Err(ItemError::Transient {
+                    kind: ErrorKind::new("rate_limited"),
+                    message: "slow down".into(),
+                    retry_after: Some(Duration::from_millis(700)),
+                }),
+                (Some('s'), 1) => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    ok("too late")
+                }
+                (Some('x'), _) => panic!("processor bug"),
+                _ => ok("fine"),
+            }
+        }
+    });
+    let (_env, w) = env_and_worker(
+        p,
+        &[
+            ("ABRIDGE_ITEM_TIMEOUT_MS", "300"),
+            ("ABRIDGE_MAX_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    let hinted = enqueue(&w, &video_lines('a', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let slow = enqueue(&w, &video_lines('s', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let buggy = enqueue(&w, &video_lines('x', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let running = Running::start(w.clone(), 4);
+    for b in [hinted, slow, buggy] {
+        wait_batch_finished(&w, b, Duration::from_secs(30)).await;
+    }
+    running.stop().await;
+    let calls = calls.lock().unwrap().clone();
+    let hinted_calls: Vec<Instant> = calls
+        .iter()
+        .filter(|(v, _)| v.starts_with('a'))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(hinted_calls.len(), 2);
+    assert!(hinted_calls[1] - hinted_calls[0] >= Duration::from_millis(700));
+    assert_eq!(item_detail(&w, slow).await.0, 2);
+    assert_eq!(
+        w.store.batch(slow).await.unwrap().unwrap().counts.succeeded,
+        1
+    );
+    let (attempts, kind, message) = item_detail(&w, buggy).await;
+    assert_eq!((attempts, kind.as_deref()), (2, Some("internal")));
+    assert!(message.unwrap().contains("processor bug"));
+}
+
+/// (attempts, error_kind, error_message) of a one-item batch.
+async fn item_detail(
+    w: &abridge_worker::Worker,
+    batch: abridge_core::BatchId,
+) -> (i32, Option<String>, Option<String>) {
+    let item = w
+        .store
+        .items_of(batch, None, 0, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    (item.attempts, item.error_kind, item.error_message)
+}

@@ -1,0 +1,12 @@
+//! The worker runtime against real Redis and Postgres, in process. Each module covers one of
+//! the queue's promises; the end-to-end fault drills with real processes live in `tests/e2e`.
+
+mod cancel;
+mod failures;
+mod fencing;
+mod leases;
+mod order;
+mod reaper;
+mod reconcile;
+mod shutdown;
+mod support;

@@ -1,0 +1,134 @@
+//! Shared helpers: a processor built from a closure, enqueueing, and running workers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use abridge_control::{EnqueueRequest, Enqueued};
+use abridge_core::input::BatchInput;
+use abridge_core::{BatchId, ItemError, Priority};
+use abridge_testkit::TestEnv;
+use abridge_worker::{Job, JobOutput, Processor, RunReport, Worker};
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A processor made of a closure.
+pub struct FnProcessor<F>(pub F);
+
+#[async_trait]
+impl<F, Fut> Processor for FnProcessor<F>
+where
+    F: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<JobOutput, ItemError>> + Send,
+{
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
+        (self.0)(job.clone()).await
+    }
+}
+
+pub fn processor<F, Fut>(f: F) -> Arc<dyn Processor>
+where
+    F: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<JobOutput, ItemError>> + Send + 'static,
+{
+    Arc::new(FnProcessor(f))
+}
+
+pub fn ok(summary: impl Into<String>) -> Result<JobOutput, ItemError> {
+    Ok(JobOutput {
+        summary: summary.into(),
+        ..JobOutput::default()
+    })
+}
+
+/// `n` distinct video ids, `prefix` (1 char) + 10 digits.
+pub fn video_lines(prefix: char, n: usize) -> String {
+    (0..n).map(|i| format!("{prefix}{i:010}\n")).collect()
+}
+
+pub async fn enqueue(worker: &Worker, lines: &str, priority: Priority) -> Enqueued {
+    abridge_control::enqueue(
+        &worker.store,
+        &worker.queue,
+        &worker.settings.queue,
+        BatchInput::from_lines(lines),
+        EnqueueRequest {
+            name: None,
+            priority,
+            options: serde_json::Value::Null,
+        },
+    )
+    .await
+    .expect("enqueue")
+}
+
+/// A worker running in this process until stopped.
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<RunReport>>,
+}
+
+impl Running {
+    pub fn start(worker: Worker, concurrency: usize) -> Self {
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(abridge_worker::run(worker, concurrency, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    /// Signals shutdown and waits for the worker to finish it.
+    pub async fn stop(mut self) -> RunReport {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .expect("worker stops within a minute")
+            .expect("worker task")
+            .expect("worker run")
+    }
+}
+
+/// Polls `check` until it returns true, or panics after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the batch is completed or cancelled.
+pub async fn wait_batch_finished(worker: &Worker, batch: BatchId, timeout: Duration) {
+    eventually(timeout, "batch finished", || async {
+        worker
+            .store
+            .batch(batch)
+            .await
+            .unwrap()
+            .is_some_and(|b| b.status.is_finished())
+    })
+    .await;
+}
+
+pub async fn env_and_worker(
+    p: Arc<dyn Processor>,
+    overrides: &[(&str, &str)],
+) -> (TestEnv, Worker) {
+    let env = TestEnv::new().await;
+    let worker = env.worker(p, overrides);
+    (env, worker)
+}
