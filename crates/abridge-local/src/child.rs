@@ -50,7 +50,7 @@ fn set_parent_death_signal(cmd: &mut Command) {
 }
 
 /// Spawns `cmd` so that it is killed if this process dies.
-pub(crate) fn spawn_tied(cmd: Command) -> anyhow::Result<Child> {
+pub fn spawn_tied(cmd: Command) -> anyhow::Result<Child> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let (reply_tx, reply_rx) = mpsc::channel();
     spawner()

@@ -10,6 +10,6 @@ mod child;
 mod postgres;
 mod redis;
 
-pub use child::free_port;
+pub use child::{free_port, spawn_tied};
 pub use postgres::LocalPostgres;
 pub use redis::LocalRedis;

@@ -26,23 +26,21 @@ pub use keys::Keys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("redis url {url} is invalid: {source}")]
+    // Causes are part of the message (not `source()`), so a log line shows the whole story.
+    #[error("redis url {url} is invalid: {cause}")]
     BadUrl {
         url: String,
-        #[source]
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Redis {
         context: &'static str,
-        #[source]
-        source: redis::RedisError,
+        cause: redis::RedisError,
     },
-    #[error("{context}: redis unavailable: {source}")]
+    #[error("{context}: redis unavailable: {cause}")]
     Pool {
         context: &'static str,
-        #[source]
-        source: deadpool_redis::PoolError,
+        cause: deadpool_redis::PoolError,
     },
     #[error("{context}: unexpected reply: {detail}")]
     Reply {
@@ -55,11 +53,11 @@ impl QueueError {
     /// True when Redis could not be reached or answered too late: back off and retry.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            QueueError::Redis { source, .. } => {
-                source.is_io_error()
-                    || source.is_timeout()
-                    || source.is_connection_dropped()
-                    || source.is_connection_refusal()
+            QueueError::Redis { cause, .. } => {
+                cause.is_io_error()
+                    || cause.is_timeout()
+                    || cause.is_connection_dropped()
+                    || cause.is_connection_refusal()
             }
             QueueError::Pool { .. } => true,
             _ => false,
@@ -75,7 +73,7 @@ trait Context<T> {
 
 impl<T> Context<T> for redis::RedisResult<T> {
     fn context(self, context: &'static str) -> Result<T> {
-        self.map_err(|source| QueueError::Redis { context, source })
+        self.map_err(|cause| QueueError::Redis { context, cause })
     }
 }
 
@@ -181,9 +179,9 @@ impl Queue {
         queue: &str,
         pool_size: usize,
     ) -> Result<Self> {
-        let bad_url = |source| QueueError::BadUrl {
+        let bad_url = |cause| QueueError::BadUrl {
             url: url.redacted_url(),
-            source,
+            cause,
         };
         let client = redis::Client::open(url.expose()).map_err(bad_url)?;
         let config = AsyncConnectionConfig::new()
@@ -216,7 +214,7 @@ impl Queue {
         self.pool
             .get()
             .await
-            .map_err(|source| QueueError::Pool { context, source })
+            .map_err(|cause| QueueError::Pool { context, cause })
     }
 
     pub async fn ping(&self) -> Result<()> {

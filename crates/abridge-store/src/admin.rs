@@ -52,10 +52,10 @@ pub async fn create_database(admin_url: &Secret, name: &str, template: Option<&s
             {
                 return Ok(()); // duplicate_database: someone else made it
             }
-            Err(source) => {
+            Err(cause) => {
                 return Err(StoreError::Query {
                     context: "create database",
-                    source,
+                    cause,
                 });
             }
         }
@@ -88,7 +88,7 @@ fn check_name(name: &str) -> Result<()> {
     } else {
         Err(StoreError::Query {
             context: "check database name",
-            source: sqlx::Error::Protocol(format!("invalid database name {name:?}")),
+            cause: sqlx::Error::Protocol(format!("invalid database name {name:?}")),
         })
     }
 }

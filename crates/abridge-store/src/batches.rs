@@ -101,7 +101,7 @@ impl Store {
     ) -> Result<CreatedBatch> {
         let total = i32::try_from(items.len()).map_err(|_| StoreError::Query {
             context: "create batch",
-            source: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
+            cause: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
         })?;
         let mut tx = self.pool.begin().await.context("begin batch transaction")?;
         sqlx::query!(

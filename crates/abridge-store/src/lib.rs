@@ -32,20 +32,37 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 pub enum StoreError {
     #[error("database schema is not migrated (missing {missing}): run `abridge migrate`")]
     NotMigrated { missing: String },
-    #[error("database {url} is invalid: {source}")]
-    BadUrl {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("{context}: {source}")]
+    // Causes are part of the message (not `source()`), so a log line shows the whole story.
+    #[error("database {url} is invalid: {cause}")]
+    BadUrl { url: String, cause: sqlx::Error },
+    #[error("{context}: {}", describe(.cause))]
     Query {
         context: &'static str,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     #[error("migrate database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+/// A sqlx error as one readable line: for database errors, Postgres's message (and detail),
+/// without the server-internal source position sqlx appends.
+fn describe(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(db) => match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            Some(pg) => match pg.detail() {
+                Some(detail) => format!("{} ({detail})", pg.message()),
+                None => pg.message().to_owned(),
+            },
+            None => db.message().to_owned(),
+        },
+        None => e.to_string(),
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
 }
 
 impl StoreError {
@@ -53,15 +70,15 @@ impl StoreError {
     /// caller should back off and try again rather than give up.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Query { source, .. } => {
+            StoreError::Query { cause, .. } => {
                 matches!(
-                    source,
+                    cause,
                     sqlx::Error::Io(_)
                         | sqlx::Error::PoolTimedOut
                         | sqlx::Error::PoolClosed
                         | sqlx::Error::Tls(_)
                         | sqlx::Error::Protocol(_)
-                ) || source
+                ) || cause
                     .as_database_error()
                     .and_then(|e| e.code())
                     // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection
@@ -81,7 +98,7 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
     fn context(self, context: &'static str) -> Result<T> {
-        self.map_err(|source| StoreError::Query { context, source })
+        self.map_err(|cause| StoreError::Query { context, cause })
     }
 }
 
@@ -102,9 +119,9 @@ impl Store {
     /// while Postgres is still coming up and back off on its own.
     pub fn connect_lazy(url: &Secret, pool_size: u32) -> Result<Self> {
         let options: PgConnectOptions =
-            url.expose().parse().map_err(|source| StoreError::BadUrl {
+            url.expose().parse().map_err(|cause| StoreError::BadUrl {
                 url: url.redacted_url(),
-                source,
+                cause,
             })?;
         let options = options.application_name("abridge");
         let pool_options = || {
@@ -142,8 +159,8 @@ impl Store {
     pub async fn check_migrated(&self) -> Result<()> {
         let applied = match self.applied_versions().await {
             Ok(v) => v,
-            Err(StoreError::Query { source, .. })
-                if source
+            Err(StoreError::Query { cause, .. })
+                if cause
                     .as_database_error()
                     .and_then(|e| e.code())
                     .is_some_and(|c| c == "42P01") =>

@@ -194,6 +194,50 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// For fault drills: records every transition of an item into a terminal state, so a
+    /// test can prove each item reached one exactly once. (Test-only SQL; the product's SQL
+    /// all lives in abridge-store.)
+    pub async fn install_terminal_audit(&self) {
+        let mut conn = self.connect().await;
+        sqlx::raw_sql(
+            "CREATE TABLE terminal_audit (item_id bigint NOT NULL, status text NOT NULL,
+                                          worker_id uuid, at timestamptz NOT NULL DEFAULT clock_timestamp());
+             CREATE FUNCTION audit_terminal() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO terminal_audit (item_id, status, worker_id) VALUES (NEW.id, NEW.status, NEW.worker_id);
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER audit_terminal AFTER UPDATE OF status ON items FOR EACH ROW
+                 WHEN (OLD.status IN ('queued', 'running') AND NEW.status IN ('succeeded', 'failed', 'cancelled'))
+                 EXECUTE FUNCTION audit_terminal();",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("install terminal audit");
+    }
+
+    /// How many times each item entered a terminal state (see `install_terminal_audit`).
+    pub async fn terminal_writes(&self) -> std::collections::HashMap<i64, i64> {
+        let mut conn = self.connect().await;
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT item_id, count(*) FROM terminal_audit GROUP BY item_id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("read terminal audit")
+        .into_iter()
+        .collect()
+    }
+
+    async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(self.database_url.expose())
+            .await
+            .expect("connect to test database")
+    }
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         if !self.drop_db {

@@ -46,13 +46,13 @@ impl Processor for Noop {
                         ItemError::transient(kind, message)
                     });
                 }
-                (Some("abridge:fail-first"), Some(n), kind) => {
-                    if job.attempt <= n.parse().unwrap_or(0) {
-                        return Err(ItemError::transient(
-                            ErrorKind::new(kind.unwrap_or("drill")),
-                            format!("drill failure on attempt {}", job.attempt),
-                        ));
-                    }
+                (Some("abridge:fail-first"), Some(n), kind)
+                    if job.attempt <= n.parse().unwrap_or(0) =>
+                {
+                    return Err(ItemError::transient(
+                        ErrorKind::new(kind.unwrap_or("drill")),
+                        format!("drill failure on attempt {}", job.attempt),
+                    ));
                 }
                 (Some("abridge:exit"), _, _) => {
                     tracing::error!(item = %job.item_id, "noop drill: exiting the process mid-item");

@@ -111,6 +111,7 @@ pub async fn reap_once(worker: &Worker) -> anyhow::Result<ReapReport> {
         if !leftover.is_empty() {
             items.extend(worker.store.item_refs(&leftover).await?);
         }
+        stagger(&mut items);
         settle(worker, &items, &mut report).await?;
     }
     Ok(report)
@@ -145,6 +146,29 @@ pub(crate) async fn settle(
         worker.store.complete_batches_if_done(&batches).await?;
     }
     Ok(())
+}
+
+/// A dead worker's items come back a little apart, in random order, rather than all at once
+/// at the head of their batch: if one of them killed the worker (a poison item), the others
+/// are then unlikely to be claimed together with it again and die with it a second time.
+fn stagger(items: &mut [ItemRef]) {
+    use rand::seq::SliceRandom;
+    const SPREAD: Duration = Duration::from_secs(2);
+    const MAX_GAP: Duration = Duration::from_millis(100);
+    let mut queued: Vec<&mut ItemRef> = items
+        .iter_mut()
+        .filter(|i| i.status == ItemStatus::Queued)
+        .collect();
+    if queued.len() < 2 {
+        return;
+    }
+    queued.shuffle(&mut rand::rng());
+    let gap = MAX_GAP.min(SPREAD / queued.len() as u32);
+    let now = chrono::Utc::now();
+    for (k, item) in queued.into_iter().enumerate() {
+        let due = now + gap * k as u32;
+        item.available_at = Some(item.available_at.map_or(due, |a| a.max(due)));
+    }
 }
 
 pub(crate) fn placement(i: &ItemRef) -> Placement {

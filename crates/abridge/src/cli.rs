@@ -1,0 +1,101 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use abridge_core::Priority;
+use clap::{Args, Parser, Subcommand};
+
+/// abridge: a fleet of workers that summarizes YouTube videos in batches.
+///
+/// Configuration comes from built-in defaults, then an optional TOML file (--config), then
+/// ABRIDGE_* environment variables (see README.md, "Configuration").
+#[derive(Debug, Parser)]
+#[command(name = "abridge", version, propagate_version = true)]
+pub struct Cli {
+    /// A TOML file of settings (flat keys, e.g. `lease_ms = 30000`).
+    #[arg(long, global = true, value_name = "PATH", env = "ABRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole fleet locally: servers (if none configured), migrations, workers.
+    Up(UpArgs),
+    /// Apply database migrations (idempotent).
+    Migrate,
+    /// Submit a batch: one YouTube URL, video id or JSON object per line.
+    Enqueue(EnqueueArgs),
+    /// Run a worker process.
+    Worker(WorkerArgs),
+    /// Show a batch's progress.
+    Status(StatusArgs),
+    /// Cancel a batch: no item of it starts afterwards; running ones stop.
+    Cancel(BatchArg),
+    /// Run one reaper pass (expired leases, dead workers) and one reconcile pass, and print
+    /// what they did.
+    Reap(JsonFlag),
+    /// Queue depth, retries, leases, failures and live workers.
+    Stats(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Items each worker works on at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// A batch to enqueue once the fleet is up (as for `abridge enqueue`).
+    pub file: Option<PathBuf>,
+    /// Exit (stopping the fleet) once that batch is finished, instead of waiting for Ctrl-C.
+    #[arg(long, requires = "file")]
+    pub exit_when_done: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// A name to recognise the batch by.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, default_value = "normal", value_parser = parse_priority)]
+    pub priority: Priority,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The input file; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Items worked on at once (default: ABRIDGE_CONCURRENCY, else 16).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub batch: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArg {
+    pub batch: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.parse()
+        .map_err(|e: abridge_core::status::ParseEnumError| e.to_string())
+}

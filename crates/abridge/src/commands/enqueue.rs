@@ -1,0 +1,89 @@
+//! `abridge enqueue`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use abridge_control::{ControlError, EnqueueRequest};
+use abridge_core::Settings;
+use abridge_core::input::BatchInput;
+use anyhow::Context;
+
+use crate::cli::EnqueueArgs;
+use crate::context;
+
+pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let text = read_input(args.file.as_deref())?;
+    let input = BatchInput::from_lines(&text);
+    let store = context::store(settings).await?;
+    let queue = context::queue(settings)?;
+    let result = abridge_control::enqueue(
+        &store,
+        &queue,
+        &settings.queue,
+        input,
+        EnqueueRequest {
+            name: args.name.as_deref(),
+            priority: args.priority,
+            options: serde_json::Value::Null,
+        },
+    )
+    .await;
+    match result {
+        Ok(done) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                println!(
+                    "batch {}: {} accepted, {} duplicate{}, {} rejected",
+                    done.batch_id,
+                    done.accepted,
+                    done.duplicates,
+                    if done.duplicates == 1 { "" } else { "s" },
+                    done.rejected.len()
+                );
+                for r in &done.rejected {
+                    eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ControlError::NothingToEnqueue { rejected }) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "batch_id": null, "accepted": 0, "duplicates": 0, "rejected": rejected })
+                );
+            }
+            for r in &rejected {
+                eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
+            }
+            anyhow::bail!(
+                "nothing enqueued: no line held a valid video URL or id ({} rejected)",
+                rejected.len()
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let mut text = String::new();
+    match file {
+        None => {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("read standard input")?;
+        }
+        Some(p) if p.as_os_str() == "-" => {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("read standard input")?;
+        }
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("read {}", p.display()))?;
+            text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8 text", p.display()))?;
+        }
+    }
+    Ok(text)
+}

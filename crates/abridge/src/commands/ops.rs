@@ -1,0 +1,180 @@
+//! The operator commands: `migrate`, `status`, `cancel`, `reap`, `stats`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use abridge_core::Settings;
+use abridge_store::{BatchView, Store};
+use abridge_worker::reconciler::{Suspects, reconcile_once};
+use abridge_worker::{Worker, reaper};
+use serde::Serialize;
+
+use crate::cli::{BatchArg, JsonFlag, StatusArgs};
+use crate::context::{self, Loaded};
+use crate::processors;
+
+pub async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let url = settings.require_database_url()?;
+    let store = Store::connect_lazy(url, 1)?;
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!("database {} is up to date", url.redacted_url());
+    } else {
+        for m in &applied {
+            println!("applied {m}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `abridge status --json`: exactly these keys.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    id: abridge_core::BatchId,
+    name: &'a Option<String>,
+    status: abridge_core::BatchStatus,
+    priority: abridge_core::Priority,
+    total: i64,
+    counts: abridge_store::Counts,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+pub async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let id = context::batch_id(&args.batch)?;
+    let store = context::store(settings).await?;
+    let b = abridge_control::status(&store, id).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&status_json(&b))?);
+    } else {
+        print_status(&b);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_json(b: &BatchView) -> StatusJson<'_> {
+    StatusJson {
+        id: b.id,
+        name: &b.name,
+        status: b.status,
+        priority: b.priority,
+        total: b.total,
+        counts: b.counts,
+        created_at: rfc3339(&b.created_at),
+        started_at: b.started_at.as_ref().map(rfc3339),
+        finished_at: b.finished_at.as_ref().map(rfc3339),
+    }
+}
+
+fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn print_status(b: &BatchView) {
+    let c = &b.counts;
+    println!(
+        "batch {}{}  {}  priority {}",
+        b.id,
+        b.name
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
+        b.status,
+        b.priority
+    );
+    println!(
+        "  {} items: {} queued, {} running, {} succeeded, {} failed, {} cancelled",
+        b.total, c.queued, c.running, c.succeeded, c.failed, c.cancelled
+    );
+    println!(
+        "  created {}  started {}  finished {}",
+        rfc3339(&b.created_at),
+        b.started_at
+            .as_ref()
+            .map(rfc3339)
+            .unwrap_or_else(|| "-".into()),
+        b.finished_at
+            .as_ref()
+            .map(rfc3339)
+            .unwrap_or_else(|| "-".into()),
+    );
+}
+
+pub async fn cancel(settings: &Settings, args: BatchArg) -> anyhow::Result<ExitCode> {
+    let id = context::batch_id(&args.batch)?;
+    let store = context::store(settings).await?;
+    let queue = context::queue(settings)?;
+    let n = abridge_control::cancel(&store, &queue, id).await?;
+    println!(
+        "batch {id} cancelled ({n} unfinished item{} cancelled)",
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn reap(loaded: Loaded, args: JsonFlag) -> anyhow::Result<ExitCode> {
+    let settings = loaded.settings;
+    let worker = Worker {
+        store: context::store(&settings).await?,
+        queue: context::queue(&settings)?,
+        processor: processors::build(&settings, &loaded.source)?,
+        settings: Arc::new(settings),
+    };
+    let reaped = reaper::reap_once(&worker).await?;
+    let reconciled = reconcile_once(&worker, &mut Suspects::new()).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "reap": reaped, "reconcile": reconciled })
+        );
+    } else {
+        println!(
+            "expired leases: {} ({} items reclaimed)",
+            reaped.expired_leases, reaped.reclaimed_expired
+        );
+        println!(
+            "dead workers: {} ({} items reclaimed){}",
+            reaped.dead_sessions.len(),
+            reaped.reclaimed_from_dead,
+            reaped
+                .dead_sessions
+                .iter()
+                .map(|w| format!("\n  {w}"))
+                .collect::<String>()
+        );
+        println!("items failed (out of attempts): {}", reaped.failed);
+        println!("items requeued: {}", reaped.requeued);
+        println!(
+            "reconcile: {} queued items missing from Redis ({} requeued), {} batches completed",
+            reconciled.drift, reconciled.requeued, reconciled.completed_batches
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stats(settings: &Settings, args: JsonFlag) -> anyhow::Result<ExitCode> {
+    let store = context::store(settings).await?;
+    let queue = context::queue(settings)?;
+    let s = abridge_control::stats(&store, &queue, &settings.queue).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("queue {}", s.queue);
+    println!(
+        "  ready:   high {}, normal {}, low {}",
+        s.depth.high, s.depth.normal, s.depth.low
+    );
+    println!("  delayed retries: {}", s.delayed);
+    println!("  leased:  {}", s.leased);
+    println!("  failed (unfinished batches): {}", s.failed);
+    println!("  live workers: {}", s.workers.len());
+    for w in &s.workers {
+        println!(
+            "    {}  {} pid {}  heartbeat {:.1}s ago  {} / {} items in hand",
+            w.id, w.host, w.pid, w.heartbeat_age_s, w.items_in_hand, w.concurrency
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,60 @@
+//! `abridge worker`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use abridge_worker::Worker;
+use tracing::info;
+
+use crate::cli::WorkerArgs;
+use crate::context::{self, Loaded};
+use crate::processors;
+
+pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let settings = loaded.settings;
+    let concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
+    let processor = processors::build(&settings, &loaded.source)?;
+    // Postgres may still be starting (compose, Kubernetes): wait for it rather than crash.
+    let store = wait_for_store(&settings).await?;
+    let worker = Worker {
+        queue: context::queue(&settings)?,
+        store,
+        processor,
+        settings: Arc::new(settings),
+    };
+    let report = abridge_worker::run(worker, concurrency, super::stop_signal()).await?;
+    info!(
+        sessions = report.sessions,
+        succeeded = report.succeeded,
+        failed = report.failed,
+        retried = report.retried,
+        released = report.released,
+        fenced = report.fenced,
+        "worker stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_store(settings: &abridge_core::Settings) -> anyhow::Result<abridge_store::Store> {
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match context::store(settings).await {
+            Ok(store) => return Ok(store),
+            Err(e) => {
+                let unavailable = e
+                    .chain()
+                    .filter_map(|c| c.downcast_ref::<abridge_store::StoreError>())
+                    .any(abridge_store::StoreError::is_unavailable);
+                if !unavailable {
+                    return Err(e);
+                }
+                tracing::warn!(error = %format!("{e:#}"), "database not reachable yet; retrying");
+            }
+        }
+        tokio::select! {
+            _ = super::stop_signal() => anyhow::bail!("stopped before the database was reachable"),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: real `abridge` processes against real Redis and Postgres servers.
+//!
+//! - `cli`: the commands' input, output and errors.
+//! - `faults`: the fault drills of the fleet core (SIGKILL, SIGSTOP/SIGCONT, FLUSHALL,
+//!   Postgres and Redis restarts, SIGTERM, a poison item). Each asserts that every item
+//!   reached a terminal state exactly once, that batch counts equal the rows, and that
+//!   nothing was lost.
+
+mod cli;
+mod faults;
+mod support;
