@@ -173,6 +173,7 @@ async fn run_item(
         item_id: item.id,
         batch_id: item.batch_id,
         attempt,
+        lease_token: item.token,
         video_id: item.video_id,
         url: item.url,
         title: item.title,

@@ -27,7 +27,7 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abridge_core::{BatchId, ItemError, ItemId, Settings};
+use abridge_core::{BatchId, ItemError, ItemId, LeaseToken, Settings};
 use abridge_queue::Queue;
 use abridge_store::Store;
 use async_trait::async_trait;
@@ -41,6 +41,9 @@ pub struct Job {
     pub batch_id: BatchId,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// This attempt's claim token. Any write a processor makes for the item (a checkpoint,
+    /// progress) must be fenced by it, like the worker's own writes.
+    pub lease_token: LeaseToken,
     pub video_id: String,
     pub url: String,
     pub title: Option<String>,
