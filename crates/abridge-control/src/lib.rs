@@ -4,7 +4,7 @@
 //! finishes it.
 
 use abridge_core::input::{BatchInput, Rejected};
-use abridge_core::{BatchId, Priority};
+use abridge_core::{BatchId, BatchOptions, Priority};
 use abridge_queue::{Queue, QueueError, QueueStats};
 use abridge_store::batches::CancelOutcome;
 use abridge_store::{BatchView, NewBatch, SessionView, Store, StoreError};
@@ -30,7 +30,7 @@ pub struct EnqueueRequest<'a> {
     pub name: Option<&'a str>,
     pub priority: Priority,
     /// Processing options stored with the batch (summarizer backend, length, ...).
-    pub options: serde_json::Value,
+    pub options: BatchOptions,
 }
 
 /// The result of an enqueue, as `abridge enqueue --json` prints it.
@@ -56,11 +56,7 @@ pub async fn enqueue(
             rejected: input.rejected,
         });
     }
-    let options = if request.options.is_null() {
-        serde_json::json!({})
-    } else {
-        request.options
-    };
+    let options = serde_json::to_value(&request.options).expect("options serialize");
     let created = store
         .create_batch(
             NewBatch {

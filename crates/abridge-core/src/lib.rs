@@ -4,18 +4,21 @@
 //! - [`status`]: item and batch states and priorities, with their string forms as stored.
 //! - [`video`]: YouTube URL normalisation to an 11-character video id.
 //! - [`input`]: parsing, validating and de-duplicating a batch's input lines.
+//! - [`options`]: per-batch processing options (backend, model, length, language).
 //! - [`error`]: `ItemError`, whose variant decides whether an item is retried.
 //! - [`settings`]: configuration (defaults < `abridge.toml` < `ABRIDGE_*` environment).
 
 pub mod error;
 pub mod ids;
 pub mod input;
+pub mod options;
 pub mod settings;
 pub mod status;
 pub mod video;
 
 pub use error::{ErrorKind, ItemError};
 pub use ids::{BatchId, ItemId, LeaseToken, WorkerId};
+pub use options::{BatchOptions, SummaryLength};
 pub use settings::Settings;
 pub use status::{BatchStatus, ItemStatus, Priority};
 pub use video::VideoId;

@@ -60,7 +60,7 @@ pub async fn enqueue(worker: &Worker, lines: &str, priority: Priority) -> Enqueu
         EnqueueRequest {
             name: None,
             priority,
-            options: serde_json::Value::Null,
+            options: Default::default(),
         },
     )
     .await

@@ -94,7 +94,7 @@ pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow:
                 EnqueueRequest {
                     name: file.file_name().and_then(|n| n.to_str()),
                     priority: Priority::Normal,
-                    options: serde_json::Value::Null,
+                    options: Default::default(),
                 },
             )
             .await?;
