@@ -122,6 +122,14 @@ pub enum AfterAck {
     Delay(Duration),
 }
 
+/// What an acknowledgement did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acked {
+    pub removed: i64,
+    /// Ready items of each batch asked about, in order.
+    pub ready: Vec<i64>,
+}
+
 /// An item to put back in the queue, as Postgres describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -148,6 +156,50 @@ pub struct QueueStats {
     pub leased: i64,
     pub delayed: i64,
     pub batches_in_rotation: i64,
+}
+
+/// Redis server counters (from `INFO`), for benchmarks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerStats {
+    pub used_memory: i64,
+    /// Commands executed, over all command types (commands run inside scripts included).
+    pub calls: i64,
+    /// Microseconds spent in scripts (`EVALSHA`/`EVAL`; inner commands are also counted
+    /// under their own names, so summing every command would count them twice).
+    pub script_usec: i64,
+    /// CPU seconds of the server process (user + system).
+    pub cpu_seconds: f64,
+}
+
+impl ServerStats {
+    fn parse(info: &str) -> Self {
+        let mut stats = Self::default();
+        for line in info.lines() {
+            let line = line.trim();
+            if let Some(v) = line.strip_prefix("used_memory:") {
+                stats.used_memory = v.parse().unwrap_or(0);
+            } else if let Some(v) = line
+                .strip_prefix("used_cpu_sys:")
+                .or_else(|| line.strip_prefix("used_cpu_user:"))
+            {
+                stats.cpu_seconds += v.parse::<f64>().unwrap_or(0.0);
+            } else if let Some(rest) = line.strip_prefix("cmdstat_") {
+                // cmdstat_evalsha:calls=10,usec=123,usec_per_call=12.3,...
+                let (name, fields) = rest.split_once(':').unwrap_or((rest, ""));
+                let script = name == "evalsha" || name == "eval";
+                for field in fields.split(',') {
+                    match field.split_once('=') {
+                        Some(("calls", v)) => stats.calls += v.parse::<i64>().unwrap_or(0),
+                        Some(("usec", v)) if script => {
+                            stats.script_usec += v.parse::<i64>().unwrap_or(0)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        stats
+    }
 }
 
 /// The queue: a Redis pool and this queue's key names. Cheap to clone.
@@ -342,21 +394,37 @@ impl Queue {
     }
 
     /// Lets go of leases (only those still carrying the given token) and places the items as
-    /// asked. Returns how many leases were removed.
-    pub async fn ack(&self, acks: &[(LeaseRef, AfterAck)]) -> Result<i64> {
-        if acks.is_empty() {
-            return Ok(0);
+    /// asked. Returns how many leases were removed and, for each of `report`, how many of its
+    /// items are ready in Redis.
+    pub async fn ack(&self, acks: &[(LeaseRef, AfterAck)], report: &[BatchId]) -> Result<Acked> {
+        let mut acked = Acked {
+            removed: 0,
+            ready: vec![0; report.len()],
+        };
+        if acks.is_empty() && report.is_empty() {
+            return Ok(acked);
         }
         let mut conn = self.conn("acknowledge leases").await?;
-        let mut removed = 0;
-        for chunk in acks.chunks(5_000) {
+        let chunks: Vec<&[(LeaseRef, AfterAck)]> = if acks.is_empty() {
+            vec![&[]]
+        } else {
+            acks.chunks(5_000).collect()
+        };
+        let last = chunks.len() - 1;
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            // Ready counts are read once, after the last chunk.
+            let reported: &[BatchId] = if n == last { report } else { &[] };
             let mut inv = scripts::ACK.prepare_invoke();
             inv.key(&self.keys.leases)
                 .key(&self.keys.lease)
                 .key(&self.keys.delayed)
                 .key(&self.keys.dref)
                 .key(&self.keys.wake)
-                .arg(&self.keys.prefix);
+                .arg(&self.keys.prefix)
+                .arg(reported.len());
+            for b in reported {
+                inv.arg(b.to_string());
+            }
             for (l, after) in chunk {
                 push_lease(&mut inv, l);
                 inv.arg(match after {
@@ -365,12 +433,18 @@ impl Queue {
                     AfterAck::Delay(d) => millis(*d).max(1) as i64,
                 });
             }
-            removed += inv
-                .invoke_async::<i64>(&mut conn)
+            let reply: Vec<i64> = inv
+                .invoke_async(&mut conn)
                 .await
                 .context("acknowledge leases")?;
+            acked.removed += reply.first().copied().unwrap_or(0);
+            if n == last {
+                for (slot, v) in acked.ready.iter_mut().zip(reply.into_iter().skip(1)) {
+                    *slot = v;
+                }
+            }
         }
-        Ok(removed)
+        Ok(acked)
     }
 
     /// Puts items back where Postgres says they belong (ready, or delayed until `due`).
@@ -473,43 +547,52 @@ impl Queue {
         Ok(out)
     }
 
-    /// Ready plus delayed items per batch, as Redis counts them.
-    pub async fn queued_counts(&self, batches: &[BatchId]) -> Result<HashMap<BatchId, i64>> {
-        let mut conn = self.conn("count queued items").await?;
+    /// Items Redis holds per batch: ready, delayed and leased. In a steady state this equals
+    /// the batch's queued plus running items in Postgres.
+    pub async fn held_counts(&self, batches: &[BatchId]) -> Result<HashMap<BatchId, i64>> {
+        let mut conn = self.conn("count held items").await?;
         let mut pipe = redis::pipe();
         for b in batches {
             pipe.zcard(self.keys.ready(*b));
         }
-        pipe.hvals(&self.keys.dref);
+        pipe.hvals(&self.keys.dref).hvals(&self.keys.lease);
         let mut replies: Vec<redis::Value> = pipe
             .query_async(&mut conn)
             .await
-            .context("count queued items")?;
-        let refs: Vec<String> = match replies.pop() {
-            Some(redis::Value::Array(values)) => values
-                .into_iter()
-                .filter_map(|v| match v {
-                    redis::Value::BulkString(b) => String::from_utf8(b).ok(),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
+            .context("count held items")?;
+        let strings = |v: Option<redis::Value>| -> Vec<String> {
+            match v {
+                Some(redis::Value::Array(values)) => values
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
         };
+        let leases = strings(replies.pop()); // "token|worker|batch|rank|position"
+        let delayed = strings(replies.pop()); // "batch|rank|position"
         let mut counts = HashMap::with_capacity(batches.len());
         for (b, v) in batches.iter().zip(replies) {
             let n = match v {
                 redis::Value::Int(n) => n,
                 other => {
                     return Err(QueueError::Reply {
-                        context: "count queued items",
+                        context: "count held items",
                         detail: format!("{other:?}"),
                     });
                 }
             };
             counts.insert(*b, n);
         }
-        for r in refs {
-            if let Some(b) = r.split('|').next().and_then(|b| b.parse::<BatchId>().ok())
+        let batch_fields = delayed
+            .iter()
+            .filter_map(|r| r.split('|').next())
+            .chain(leases.iter().filter_map(|r| r.split('|').nth(2)));
+        for field in batch_fields {
+            if let Ok(b) = field.parse::<BatchId>()
                 && let Some(n) = counts.get_mut(&b)
             {
                 *n += 1;
@@ -559,6 +642,18 @@ impl Queue {
             delayed: v[4],
             batches_in_rotation: v[5],
         })
+    }
+
+    /// Server-wide counters for benchmarks: memory in use, and command calls and CPU
+    /// microseconds summed over every command (`INFO commandstats`).
+    pub async fn server_stats(&self) -> Result<ServerStats> {
+        let mut conn = self.conn("read redis server stats").await?;
+        let info: String = redis::cmd("INFO")
+            .arg("all")
+            .query_async(&mut conn)
+            .await
+            .context("read redis server stats")?;
+        Ok(ServerStats::parse(&info))
     }
 
     /// Blocks until a wake-up token arrives or `timeout` passes (at most a few seconds).

@@ -217,48 +217,50 @@ impl Store {
             delays_ms.push(delay);
         }
         let outcomes: Vec<String> = outcomes.into_iter().map(str::to_owned).collect();
+        // The outcome decides the new status; a retry on the last allowed attempt fails.
         let rows = sqlx::query!(
-            r#"WITH t AS (
-                   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                        $5::text[], $6::text[], $7::bigint[], $9::text[], $10::jsonb[])
-                       AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
-                            title, meta)
-               ),
-               decided AS (
-                   SELECT t.*,
-                          CASE
-                              WHEN t.outcome IN ('succeeded', 'failed') THEN t.outcome
-                              WHEN t.outcome = 'retry' AND i.attempts >= $8 THEN 'failed'
-                              ELSE 'queued'
-                          END AS next_status
-                   FROM t JOIN items i ON i.id = t.id
-               )
-               UPDATE items i SET
-                   status = d.next_status,
-                   summary = CASE WHEN d.outcome = 'succeeded' THEN d.summary ELSE i.summary END,
-                   result_meta = CASE WHEN d.outcome = 'succeeded' THEN d.meta ELSE i.result_meta END,
-                   title = coalesce(i.title, nullif(d.title, '')),
+            r#"UPDATE items i SET
+                   status = CASE
+                       WHEN t.outcome IN ('succeeded', 'failed') THEN t.outcome
+                       WHEN t.outcome = 'retry' AND i.attempts >= $8 THEN 'failed'
+                       ELSE 'queued' END,
+                   summary = CASE WHEN t.outcome = 'succeeded' THEN t.summary ELSE i.summary END,
+                   result_meta = CASE WHEN t.outcome = 'succeeded' THEN t.meta ELSE i.result_meta END,
+                   title = coalesce(i.title, nullif(t.title, '')),
                    error_kind = CASE
-                       WHEN d.outcome IN ('failed', 'retry') THEN d.error_kind
-                       WHEN d.outcome = 'succeeded' THEN NULL
+                       WHEN t.outcome IN ('failed', 'retry') THEN t.error_kind
+                       WHEN t.outcome = 'succeeded' THEN NULL
                        ELSE i.error_kind END,
                    error_message = CASE
-                       WHEN d.outcome = 'retry' AND d.next_status = 'failed'
-                           THEN 'gave up after ' || i.attempts || ' attempts: ' || d.error_message
-                       WHEN d.outcome IN ('failed', 'retry') THEN d.error_message
-                       WHEN d.outcome = 'succeeded' THEN NULL
+                       WHEN t.outcome = 'retry' AND i.attempts >= $8
+                           THEN 'gave up after ' || i.attempts || ' attempts: ' || t.error_message
+                       WHEN t.outcome IN ('failed', 'retry') THEN t.error_message
+                       WHEN t.outcome = 'succeeded' THEN NULL
                        ELSE i.error_message END,
-                   attempts = CASE WHEN d.outcome = 'release' THEN greatest(i.attempts - 1, 0)
+                   attempts = CASE WHEN t.outcome = 'release' THEN greatest(i.attempts - 1, 0)
                                    ELSE i.attempts END,
-                   lease_token = CASE WHEN d.next_status = 'queued' THEN NULL ELSE i.lease_token END,
-                   finished_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE now() END,
-                   queued_at = CASE WHEN d.next_status = 'queued' THEN now() ELSE i.queued_at END,
+                   lease_token = CASE
+                       WHEN t.outcome IN ('succeeded', 'failed') THEN i.lease_token
+                       WHEN t.outcome = 'retry' AND i.attempts >= $8 THEN i.lease_token
+                       ELSE NULL END,
+                   finished_at = CASE
+                       WHEN t.outcome IN ('succeeded', 'failed') THEN now()
+                       WHEN t.outcome = 'retry' AND i.attempts >= $8 THEN now()
+                       ELSE NULL END,
+                   queued_at = CASE
+                       WHEN t.outcome IN ('release', 'abandon') THEN now()
+                       WHEN t.outcome = 'retry' AND i.attempts < $8 THEN now()
+                       ELSE i.queued_at END,
                    available_at = CASE
-                       WHEN d.next_status = 'queued' AND d.delay_ms > 0
-                           THEN now() + d.delay_ms * interval '1 millisecond'
+                       WHEN t.outcome = 'retry' AND i.attempts < $8 AND t.delay_ms > 0
+                           THEN now() + t.delay_ms * interval '1 millisecond'
                        ELSE NULL END
-               FROM decided d, batches b
-               WHERE i.id = d.id AND i.lease_token = d.token AND i.status = 'running'
+               FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::bigint[], $9::text[], $10::jsonb[])
+                        AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
+                             title, meta),
+                    batches b
+               WHERE i.id = t.id AND i.lease_token = t.token AND i.status = 'running'
                  AND b.id = i.batch_id
                RETURNING i.id, i.batch_id, b.priority, i.position, i.status, i.available_at"#,
             &ids,

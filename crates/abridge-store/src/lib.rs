@@ -190,6 +190,16 @@ impl Store {
             .context("read applied migrations")
     }
 
+    /// Transactions committed in this database so far (`pg_stat_database`), for benchmarks.
+    pub async fn commit_count(&self) -> Result<i64> {
+        sqlx::query_scalar!(
+            r#"SELECT xact_commit AS "n!" FROM pg_stat_database WHERE datname = current_database()"#
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("read commit count")
+    }
+
     /// Closes both pools, waiting for checked-out connections to come back.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -33,6 +33,16 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
             _ = stop.cancelled() => return,
         };
         let mut permit = first;
+        // Under load, permits come back in bursts as the writers finish groups of items: give
+        // a burst a moment to arrive so that one claim (and one start statement) covers it.
+        // When the worker is idle every permit is already free and nothing waits.
+        let worth_claiming = (worker.settings.claim_batch / 4).clamp(1, 64);
+        for _ in 0..16 {
+            if ctx.permits.available_permits() + 1 >= worth_claiming {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         let extra = ctx
             .permits
             .available_permits()
@@ -73,6 +83,14 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                     }
                     continue;
                 }
+                ctx.tally
+                    .claims
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.tally.claimed.fetch_add(
+                    claim.items.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                metrics::histogram!("abridge_claim_size").record(claim.items.len() as f64);
                 let valid_until = sent_at + worker.settings.lease - worker.lease_margin();
                 let mut held = Vec::with_capacity(claim.items.len());
                 for lease in claim.items {
@@ -110,7 +128,7 @@ async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
                         .iter()
                         .map(|(l, _, _)| (l.clone(), AfterAck::Ready))
                         .collect();
-                    if let Err(e) = worker.queue.ack(&acks).await {
+                    if let Err(e) = worker.queue.ack(&acks, &[]).await {
                         warn!(error = %e, "cannot give claimed items back; their leases will expire");
                     }
                     for (l, _, _) in &held {
@@ -153,7 +171,7 @@ async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
         }
     }
     if !dropped.is_empty()
-        && let Err(e) = worker.queue.ack(&dropped).await
+        && let Err(e) = worker.queue.ack(&dropped, &[]).await
     {
         warn!(error = %e, "cannot drop stale claims; their leases will expire");
     }
@@ -265,7 +283,11 @@ async fn run_item(
     match outcome {
         Some(outcome) => finisher::submit(&ctx, lease.clone(), outcome).await,
         None => {
-            if let Err(e) = worker.queue.ack(&[(lease.clone(), AfterAck::Drop)]).await {
+            if let Err(e) = worker
+                .queue
+                .ack(&[(lease.clone(), AfterAck::Drop)], &[])
+                .await
+            {
                 debug!(error = %e, "cannot drop lease; it will expire");
             }
         }

@@ -104,6 +104,11 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
     };
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "store")
         .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("abridge_write_size").record(finishes.len() as f64);
+    ctx.tally.writes.fetch_add(1, Ordering::Relaxed);
+    ctx.tally
+        .written
+        .fetch_add(finishes.len() as u64, Ordering::Relaxed);
     acknowledge(worker, ctx, &ops, &report).await;
     for op in ops {
         let _ = op.done.send(());
@@ -157,12 +162,23 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             log_fenced(*item, *token, *found);
         }
     }
-    if let Err(e) = worker.queue.ack(&acks).await {
-        warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
-    }
-    if !finished_batches.is_empty() {
-        let batches: Vec<_> = finished_batches.into_iter().collect();
-        match worker.store.complete_batches_if_done(&batches).await {
+    let batches: Vec<_> = finished_batches.into_iter().collect();
+    let ready = match worker.queue.ack(&acks, &batches).await {
+        Ok(acked) => acked.ready,
+        Err(e) => {
+            warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
+            vec![0; batches.len()]
+        }
+    };
+    // A batch with items still ready in Redis cannot be complete: check the others only.
+    let candidates: Vec<_> = batches
+        .into_iter()
+        .zip(ready)
+        .filter(|(_, ready)| *ready == 0)
+        .map(|(b, _)| b)
+        .collect();
+    if !candidates.is_empty() {
+        match worker.store.complete_batches_if_done(&candidates).await {
             Ok(done) => {
                 for b in done {
                     info!(batch = %b, "batch completed");

@@ -92,12 +92,15 @@ pub async fn reconcile_once(
         ..ReconcileReport::default()
     };
 
-    // Queued items: compare counts per batch, and look closer only where Redis has fewer.
-    let batches = worker.store.queued_batches(&s.queue).await?;
+    // Queued items: compare per batch what Postgres says is unfinished (queued or running)
+    // with what Redis holds (ready, delayed or leased), and look closer only where Redis has
+    // fewer. Items in flight between the two are counted on both sides, so a busy batch does
+    // not look short.
+    let batches = worker.store.open_batches(&s.queue).await?;
     let ids: Vec<_> = batches.iter().map(|b| b.id).collect();
-    let counts = worker.queue.queued_counts(&ids).await?;
+    let counts = worker.queue.held_counts(&ids).await?;
     for batch in &batches {
-        if counts.get(&batch.id).copied().unwrap_or(0) >= batch.queued {
+        if counts.get(&batch.id).copied().unwrap_or(0) >= batch.open {
             continue;
         }
         let items = worker.store.queued_items(batch.id).await?;

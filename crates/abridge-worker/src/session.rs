@@ -30,6 +30,12 @@ pub struct RunReport {
     pub released: u64,
     /// Outcome writes refused because this worker no longer held the item.
     pub fenced: u64,
+    /// Claim calls that returned items, and the items they returned.
+    pub claims: u64,
+    pub claimed: u64,
+    /// Outcome write statements, and the outcomes they carried.
+    pub writes: u64,
+    pub written: u64,
 }
 
 /// Counters shared by a process's tasks.
@@ -40,6 +46,10 @@ pub(crate) struct Tally {
     pub retried: AtomicU64,
     pub released: AtomicU64,
     pub fenced: AtomicU64,
+    pub claims: AtomicU64,
+    pub claimed: AtomicU64,
+    pub writes: AtomicU64,
+    pub written: AtomicU64,
 }
 
 /// What one session's tasks share.
@@ -97,6 +107,10 @@ pub async fn run(
     report.retried = tally.retried.load(Ordering::Relaxed);
     report.released = tally.released.load(Ordering::Relaxed);
     report.fenced = tally.fenced.load(Ordering::Relaxed);
+    report.claims = tally.claims.load(Ordering::Relaxed);
+    report.claimed = tally.claimed.load(Ordering::Relaxed);
+    report.writes = tally.writes.load(Ordering::Relaxed);
+    report.written = tally.written.load(Ordering::Relaxed);
     Ok(report)
 }
 

@@ -39,6 +39,48 @@ pub enum Command {
     Reap(JsonFlag),
     /// Queue depth, retries, leases, failures and live workers.
     Stats(JsonFlag),
+    /// Measure throughput, latency and cost (see BENCHMARKS.md). Uses the configured Redis
+    /// and Postgres, or throwaway ones.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run: burndown, enqueue, latency, scale (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "burndown,enqueue,latency,scale"
+    )]
+    pub scenario: Vec<String>,
+    /// Items pre-filled for the burn-down.
+    #[arg(long, default_value_t = 100_000)]
+    pub items: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Items per worker at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Lines in the enqueue scenario's batch.
+    #[arg(long, default_value_t = 100_000)]
+    pub enqueue_items: usize,
+    /// Open-loop arrival rates for the latency scenario (items/s, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,1000,5000,10000,20000"
+    )]
+    pub rates: Vec<u32>,
+    /// Seconds per arrival rate.
+    #[arg(long, default_value_t = 3.0)]
+    pub rate_seconds: f64,
+    /// Items in the scale scenario's big backlog.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// Print only the JSON lines (no table).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod enqueue;
 mod ops;
 mod up;
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => ops::cancel(&loaded.settings, args).await,
         Command::Reap(args) => ops::reap(loaded, args).await,
         Command::Stats(args) => ops::stats(&loaded.settings, args).await,
+        Command::Bench(args) => bench::run(&loaded.settings, args).await,
     }
 }
 

@@ -30,6 +30,10 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         retried = report.retried,
         released = report.released,
         fenced = report.fenced,
+        claims = report.claims,
+        claimed = report.claimed,
+        writes = report.writes,
+        written = report.written,
         "worker stopped"
     );
     Ok(ExitCode::SUCCESS)
