@@ -22,7 +22,7 @@ use abridge_core::settings::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use batches::{BatchView, Counts, CreatedBatch, ItemView, NewBatch};
-pub use items::{FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
+pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
 
 /// The migrations, embedded so that `abridge migrate` needs no files at run time.

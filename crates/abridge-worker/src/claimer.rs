@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
-use abridge_store::{Outcome, StartedItem};
+use abridge_store::{Finish, Outcome, StartedItem};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backoff::retry_delay;
-use crate::finisher;
 use crate::holdings::{StopReason, StopSignal};
 use crate::session::SessionCtx;
 use crate::{Job, Worker};
+use crate::{finisher, starter};
 
 /// How long an idle worker blocks waiting for a wake-up before claiming anyway (which also
 /// promotes retries that have come due).
@@ -109,20 +109,20 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
 
 type Held = (LeaseRef, StopSignal, OwnedSemaphorePermit);
 
-/// Starts claimed items in Postgres, then runs each one that started. Items that did not start
-/// (cancelled, finished, or started by another claim meanwhile) are let go in Redis.
+/// Reads claimed items from Postgres and runs each one that is still queued there. The others
+/// (cancelled, finished, or taken by another claim meanwhile) are let go in Redis.
 async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
     let claims: Vec<(ItemId, LeaseToken)> =
         held.iter().map(|(l, _, _)| (l.item, l.token)).collect();
     let mut delay = Duration::from_millis(50);
     let started = loop {
-        match worker.store.start_items(ctx.id, &claims).await {
+        match worker.store.read_claimed(&claims).await {
             Ok(started) => break started,
             Err(e) => {
                 // Postgres is down or failing: hold on while the leases are valid, then give
                 // the items back to Redis untouched (Postgres still says queued).
                 let all_stopped = held.iter().all(|(_, s, _)| s.reason().is_some());
-                warn!(error = %e, items = claims.len(), "cannot start claimed items; retrying");
+                warn!(error = %e, items = claims.len(), "cannot read claimed items; retrying");
                 if all_stopped || !e.is_unavailable() {
                     let acks: Vec<(LeaseRef, AfterAck)> = held
                         .iter()
@@ -177,7 +177,12 @@ async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
     }
 }
 
-/// Runs one started item to an outcome and has it written.
+/// Runs one claimed item to an outcome and has it written.
+///
+/// The item is marked `running` in Postgres only once it has run for `start_after` (a
+/// deferred start): an item that finishes sooner is written once, straight from `queued` to
+/// its outcome. A start that Postgres refuses means another claim owns the item: the work
+/// stops and nothing is written.
 async fn run_item(
     worker: Worker,
     ctx: Arc<SessionCtx>,
@@ -198,17 +203,46 @@ async fn run_item(
         transcript: item.transcript,
         options: item.options,
     };
-    let started = Instant::now();
-    let work = AssertUnwindSafe(tokio::time::timeout(
-        worker.settings.item_timeout,
-        worker.processor.process(&job),
-    ))
-    .catch_unwind();
-    let result = tokio::select! {
-        biased;
-        reason = signal.stopped() => Err(reason),
-        r = work => Ok(r),
+    let began = Instant::now();
+    let mut work = Box::pin(
+        AssertUnwindSafe(tokio::time::timeout(
+            worker.settings.item_timeout,
+            worker.processor.process(&job),
+        ))
+        .catch_unwind(),
+    );
+    let mut start_due = std::pin::pin!(tokio::time::sleep(worker.settings.start_after));
+    let mut start_asked = false;
+    let mut start_reply = None;
+    let mut started = false;
+    let mut result = loop {
+        tokio::select! {
+            biased;
+            reason = signal.stopped() => break Err(reason),
+            r = &mut work => break Ok(r),
+            _ = &mut start_due, if !start_asked => {
+                start_asked = true;
+                start_reply = Some(starter::request(&ctx, &lease).await);
+            }
+            reply = async { start_reply.as_mut().expect("guarded").await }, if start_reply.is_some() => {
+                start_reply = None;
+                match reply {
+                    Ok(Some(true)) => started = true,
+                    Ok(Some(false)) => signal.stop(StopReason::Lost),
+                    _ => {} // not written (Postgres trouble): finish from `queued` later
+                }
+            }
+        }
     };
+    // The work ended while its start was being written: the start's fate decides the write.
+    if let Some(reply) = start_reply.take() {
+        match reply.await {
+            Ok(Some(true)) => started = true,
+            Ok(Some(false)) => result = Err(StopReason::Lost),
+            _ => {}
+        }
+    }
+    drop(work);
     let settings = &worker.settings;
     let retry = |e: &ItemError| Outcome::Retry {
         kind: e.kind().clone(),
@@ -278,10 +312,40 @@ async fn run_item(
             )))
         }
     };
+    let took = began.elapsed();
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "process")
-        .record(started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     match outcome {
-        Some(outcome) => finisher::submit(&ctx, lease.clone(), outcome).await,
+        // Giving back an item that was never marked running needs no Postgres write: it is
+        // still `queued` there. Put it back in Redis.
+        Some(Outcome::Release | Outcome::Abandon) if !started => {
+            if let Err(e) = worker
+                .queue
+                .ack(&[(lease.clone(), AfterAck::Ready)], &[])
+                .await
+            {
+                debug!(error = %e, "cannot give the item back; its lease will expire");
+            }
+            if matches!(signal.reason(), Some(StopReason::Shutdown)) {
+                ctx.tally
+                    .released
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Some(outcome) => {
+            finisher::submit(
+                &ctx,
+                Finish {
+                    item: lease.item,
+                    token: lease.token,
+                    outcome,
+                    started,
+                    took,
+                },
+                lease.clone(),
+            )
+            .await
+        }
         None => {
             if let Err(e) = worker
                 .queue

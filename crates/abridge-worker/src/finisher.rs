@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use abridge_core::{ItemStatus, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
-use abridge_store::{FinishReport, Outcome};
+use abridge_store::{Finish, FinishReport, Outcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,18 +25,18 @@ const MAX_BATCH: usize = 1_000;
 
 pub(crate) struct FinishOp {
     lease: LeaseRef,
-    outcome: Outcome,
+    finish: Finish,
     done: oneshot::Sender<()>,
 }
 
 /// Hands an outcome to the writers and waits until it is written (or refused).
-pub(crate) async fn submit(ctx: &SessionCtx, lease: LeaseRef, outcome: Outcome) {
+pub(crate) async fn submit(ctx: &SessionCtx, finish: Finish, lease: LeaseRef) {
     let (done, written) = oneshot::channel();
     if ctx
         .finish_tx
         .send(FinishOp {
             lease,
-            outcome,
+            finish,
             done,
         })
         .await
@@ -73,10 +73,7 @@ pub(crate) async fn run(
 }
 
 async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
-    let finishes: Vec<_> = ops
-        .iter()
-        .map(|op| (op.lease.item, op.lease.token, op.outcome.clone()))
-        .collect();
+    let finishes: Vec<_> = ops.iter().map(|op| op.finish.clone()).collect();
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     // A finished result is never thrown away while it can still be written: the write is
@@ -127,7 +124,7 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             acks.push((op.lease.clone(), AfterAck::Drop));
             continue;
         };
-        let after = match (f.status, &op.outcome) {
+        let after = match (f.status, &op.finish.outcome) {
             (ItemStatus::Queued, Outcome::Retry { delay, .. }) => {
                 tally.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("abridge_items_total", "outcome" => "retried").increment(1);

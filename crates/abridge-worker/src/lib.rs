@@ -5,6 +5,7 @@
 //! - [`session`]: one session's tasks, wired together, and graceful shutdown.
 //! - [`holdings`]: the items this process holds, with their leases and stop signals.
 //! - [`claimer`]: the claim loop and the start of claimed items.
+//! - [`starter`]: deferred, batched "running" marks for items that run a while.
 //! - [`finisher`]: batched, fenced outcome writes, then Redis acknowledgements.
 //! - [`keeper`]: lease renewal, the local lease deadline, and the session heartbeat.
 //! - [`reaper`]: expired leases and dead sessions (`abridge reap` runs one pass).
@@ -23,6 +24,7 @@ pub mod noop;
 pub mod reaper;
 pub mod reconciler;
 pub mod session;
+pub mod starter;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -94,11 +94,11 @@ pub async fn reconcile_once(
 
     // Queued items: compare per batch what Postgres says is unfinished (queued or running)
     // with what Redis holds (ready, delayed or leased), and look closer only where Redis has
-    // fewer. Items in flight between the two are counted on both sides, so a busy batch does
-    // not look short.
-    let batches = worker.store.open_batches(&s.queue).await?;
-    let ids: Vec<_> = batches.iter().map(|b| b.id).collect();
+    // fewer. Items in flight between the two are counted on both sides, and Redis is read
+    // before Postgres, so items finished in between make Redis look fuller, never shorter.
+    let ids = worker.store.open_batch_ids(&s.queue).await?;
     let counts = worker.queue.held_counts(&ids).await?;
+    let batches = worker.store.open_batches(&s.queue).await?;
     for batch in &batches {
         if counts.get(&batch.id).copied().unwrap_or(0) >= batch.open {
             continue;
@@ -109,17 +109,24 @@ pub async fn reconcile_once(
             .queue
             .held(batch.id, batch.priority, &item_ids)
             .await?;
-        let missing: Vec<_> = items
+        let not_held: Vec<i64> = items
             .iter()
             .zip(held)
             .filter(|(_, held)| !held)
-            .map(|(i, _)| abridge_queue::Placement {
-                item: i.id,
-                batch: batch.id,
-                priority: batch.priority,
-                position: i.position,
-                due: i.available_at,
-            })
+            .map(|(i, _)| i.id.0)
+            .collect();
+        if not_held.is_empty() {
+            continue;
+        }
+        // Read Postgres again: an item claimed, finished and acknowledged between the first
+        // read and the Redis check is no longer queued, and must not be put back.
+        let missing: Vec<_> = worker
+            .store
+            .item_refs(&not_held)
+            .await?
+            .iter()
+            .filter(|i| i.status == abridge_core::ItemStatus::Queued)
+            .map(crate::reaper::placement)
             .collect();
         report.drift += missing.len() as u64;
         if !missing.is_empty() {

@@ -18,6 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::finisher::{self, FinishOp};
 use crate::holdings::{Holdings, StopReason};
+use crate::starter::{self, StartOp};
 use crate::{Worker, claimer, keeper, reaper, reconciler};
 
 /// What a worker process did, for logs and tests.
@@ -59,6 +60,7 @@ pub(crate) struct SessionCtx {
     /// One permit per item held, from claim to written outcome.
     pub permits: Arc<Semaphore>,
     pub finish_tx: mpsc::Sender<FinishOp>,
+    pub start_tx: mpsc::Sender<StartOp>,
     /// Item and start tasks, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Run the reconciler now (Redis lost its data).
@@ -156,11 +158,13 @@ async fn run_session(
     tally: Arc<Tally>,
 ) -> bool {
     let (finish_tx, finish_rx) = mpsc::channel(concurrency.max(16) * 2);
+    let (start_tx, start_rx) = mpsc::channel(concurrency.max(16) * 2);
     let ctx = Arc::new(SessionCtx {
         id,
         holdings: Holdings::default(),
         permits: Arc::new(Semaphore::new(concurrency)),
         finish_tx,
+        start_tx,
         tasks: TaskTracker::new(),
         reconcile_now: Notify::new(),
         buried: CancellationToken::new(),
@@ -193,6 +197,16 @@ async fn run_session(
             worker.clone(),
             ctx.clone(),
             finish_rx.clone(),
+            finish_stop.clone(),
+        ));
+    }
+
+    let start_rx = Arc::new(Mutex::new(start_rx));
+    for _ in 0..2 {
+        finishers.spawn(starter::run(
+            worker.clone(),
+            ctx.clone(),
+            start_rx.clone(),
             finish_stop.clone(),
         ));
     }
