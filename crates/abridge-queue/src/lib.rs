@@ -601,6 +601,23 @@ impl Queue {
         Ok(counts)
     }
 
+    /// Leases held per worker: the items each worker has in hand right now.
+    pub async fn leases_by_worker(&self) -> Result<HashMap<WorkerId, i64>> {
+        let mut conn = self.conn("count leases per worker").await?;
+        let values: Vec<String> = conn
+            .hvals(&self.keys.lease)
+            .await
+            .context("count leases per worker")?;
+        let mut counts = HashMap::new();
+        for v in values {
+            // "token|worker|batch|rank|position"
+            if let Some(w) = v.split('|').nth(1).and_then(|w| w.parse::<WorkerId>().ok()) {
+                *counts.entry(w).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Which of these items hold a lease in Redis.
     pub async fn leased(&self, items: &[ItemId]) -> Result<Vec<bool>> {
         if items.is_empty() {
