@@ -15,14 +15,11 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Worker;
 use crate::session::SessionCtx;
+use crate::{Worker, batching};
 
 /// Writer tasks per process: one writes while the other gathers the next batch.
 pub(crate) const WRITERS: usize = 2;
-/// Most outcomes in one statement.
-const MAX_BATCH: usize = 1_000;
-
 pub(crate) struct FinishOp {
     lease: LeaseRef,
     finish: Finish,
@@ -52,22 +49,7 @@ pub(crate) async fn run(
     rx: Arc<Mutex<mpsc::Receiver<FinishOp>>>,
     stop: CancellationToken,
 ) {
-    loop {
-        let ops = {
-            let mut rx = rx.lock().await;
-            let first = tokio::select! {
-                op = rx.recv() => match op { Some(op) => op, None => return },
-                _ = stop.cancelled() => return,
-            };
-            let mut ops = vec![first];
-            while ops.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
-            ops
-        };
+    while let Some(ops) = batching::next_batch(&rx, &stop).await {
         write(&worker, &ctx, ops).await;
     }
 }

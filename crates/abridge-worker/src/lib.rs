@@ -16,6 +16,7 @@
 //! processor call; processors run with nothing held but a lease.
 
 pub mod backoff;
+mod batching;
 pub mod claimer;
 pub mod finisher;
 pub mod holdings;

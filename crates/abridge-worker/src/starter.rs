@@ -12,11 +12,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::Worker;
 use crate::session::SessionCtx;
-
-/// Most starts in one statement.
-const MAX_BATCH: usize = 1_000;
+use crate::{Worker, batching};
 
 /// `Some(true)`: started; `Some(false)`: refused (the item is no longer ours); `None`: not
 /// written (Postgres refused the statement itself; the item carries on unstarted).
@@ -48,22 +45,7 @@ pub(crate) async fn run(
     rx: Arc<Mutex<mpsc::Receiver<StartOp>>>,
     stop: CancellationToken,
 ) {
-    loop {
-        let ops = {
-            let mut rx = rx.lock().await;
-            let first = tokio::select! {
-                op = rx.recv() => match op { Some(op) => op, None => return },
-                _ = stop.cancelled() => return,
-            };
-            let mut ops = vec![first];
-            while ops.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
-            ops
-        };
+    while let Some(ops) = batching::next_batch(&rx, &stop).await {
         let claims: Vec<_> = ops.iter().map(|op| (op.item, op.token)).collect();
         let mut delay = Duration::from_millis(50);
         let started = loop {
