@@ -5,7 +5,8 @@
 //! from the `[mm:ss] text` lines of the request (`TL;DR: ...` then `KEY POINTS:` and up to five
 //! `- [mm:ss] ...` bullets). A request over the context window (estimated at 4 characters per
 //! token) gets the provider's context-length error. Tests queue failures with
-//! [`LlmStandin::push_failure`]; they are served first, in order.
+//! [`LlmStandin::push_failure`] (served first, in order) or pin one to a request number with
+//! [`LlmStandin::fail_nth`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -96,6 +97,8 @@ struct Inner {
     /// Largest request (estimated tokens: characters / 4) the model accepts.
     context_tokens: usize,
     failures: VecDeque<Failure>,
+    /// Failures for given request numbers (1-based, counting every request received).
+    nth: std::collections::HashMap<usize, Failure>,
     received: Vec<Received>,
 }
 
@@ -110,6 +113,7 @@ impl LlmStandin {
             provider,
             context_tokens: 1_000_000,
             failures: VecDeque::new(),
+            nth: std::collections::HashMap::new(),
             received: Vec::new(),
         }));
         let s = state.clone();
@@ -133,6 +137,11 @@ impl LlmStandin {
 
     pub fn push_failure(&self, failure: Failure) {
         self.state.lock().unwrap().failures.push_back(failure);
+    }
+
+    /// Fails the `n`-th request this server receives (1-based), whatever it is.
+    pub fn fail_nth(&self, n: usize, failure: Failure) {
+        self.state.lock().unwrap().nth.insert(n, failure);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -227,6 +236,10 @@ async fn complete(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, bo
     if !authorized {
         let f = Failure::new(provider, 401, "missing or malformed credentials");
         return respond(&mut inner, 401, Vec::new(), f.body);
+    }
+    let number = inner.received.len() + 1;
+    if let Some(f) = inner.nth.remove(&number) {
+        return respond(&mut inner, f.status, f.headers, f.body);
     }
     if let Some(f) = inner.failures.pop_front() {
         return respond(&mut inner, f.status, f.headers, f.body);

@@ -38,7 +38,8 @@ fn parse_json3(body: &str) -> Result<Vec<Segment>, String> {
         .filter_map(|event| {
             let segs = event["segs"].as_array()?;
             let text: String = segs.iter().filter_map(|s| s["utf8"].as_str()).collect();
-            let text = clean(&text);
+            // Plain text as a rule, but entities and markup turn up; decode them as for XML.
+            let text = clean(&unescape_html(&strip_tags(&unescape_html(&text))));
             (!text.is_empty()).then(|| Segment {
                 start_ms: event["tStartMs"].as_u64().unwrap_or(0),
                 dur_ms: event["dDurationMs"].as_u64().unwrap_or(0),
