@@ -201,8 +201,7 @@ impl LlmBackend {
                     max_tokens: answer_tokens(length),
                     temperature: 0.2,
                 };
-                let response = self.call(queue, &request).await?;
-                usage.add(&response);
+                let response = self.call(queue, &request, &mut usage).await?;
                 let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
                 let Some((mut tldr, points)) = parse_answer(&response.text, duration) else {
                     return Err(ItemError::transient(
@@ -259,8 +258,7 @@ impl LlmBackend {
                     max_tokens: MAP_ANSWER_TOKENS,
                     temperature: 0.2,
                 };
-                let response = self.call(queue, &request).await?;
-                usage.add(&response);
+                let response = self.call(queue, &request, &mut usage).await?;
                 let chunk_notes: Vec<(u64, String)> = match parse_answer(&response.text, None) {
                     Some((_, points)) if !points.is_empty() => points
                         .into_iter()
@@ -288,7 +286,12 @@ impl LlmBackend {
 
     /// One request: through the breaker and the budgets, with bounded in-process retries of
     /// transient failures (honouring `retry-after`); longer waits go back to the queue.
-    async fn call(&self, queue: &Queue, request: &ChatRequest) -> Result<ChatResponse, ItemError> {
+    async fn call(
+        &self,
+        queue: &Queue,
+        request: &ChatRequest,
+        usage: &mut Usage,
+    ) -> Result<ChatResponse, ItemError> {
         let cost = estimate(&request.system) + estimate(&request.user) + u64::from(request.max_tokens);
         let mut retry = 0;
         loop {
@@ -299,9 +302,13 @@ impl LlmBackend {
             if let Some(bucket) = &self.tokens {
                 fleet::take(queue, bucket, cost as f64, self.budget_max_wait).await?;
             }
+            usage.requests += 1;
             match self.client.complete(request).await {
                 Ok(response) => {
                     self.breaker.report(queue, true).await;
+                    usage.input_tokens += response.input_tokens;
+                    usage.output_tokens += response.output_tokens;
+                    usage.truncated |= response.truncated;
                     return Ok(response);
                 }
                 Err(e) => {
@@ -330,15 +337,6 @@ impl LlmBackend {
                 }
             }
         }
-    }
-}
-
-impl Usage {
-    fn add(&mut self, r: &ChatResponse) {
-        self.input_tokens += r.input_tokens;
-        self.output_tokens += r.output_tokens;
-        self.requests += 1;
-        self.truncated |= r.truncated;
     }
 }
 

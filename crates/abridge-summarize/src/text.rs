@@ -196,14 +196,14 @@ pub fn prompt_lines(segments: &[Segment], timed: bool) -> Vec<(u64, String)> {
     let mut current: Vec<&str> = Vec::new();
     let mut start = 0;
     for seg in segments {
+        if !current.is_empty() && (current.len() >= 40 || seg.start_ms.saturating_sub(start) >= 30_000) {
+            lines.push((start / 1000, current.join(" ")));
+            current.clear();
+        }
         if current.is_empty() {
             start = seg.start_ms;
         }
         current.extend(seg.text.split_whitespace());
-        if current.len() >= 40 || seg.start_ms.saturating_sub(start) >= 30_000 {
-            lines.push((start / 1000, current.join(" ")));
-            current.clear();
-        }
     }
     if !current.is_empty() {
         lines.push((start / 1000, current.join(" ")));
@@ -266,6 +266,18 @@ mod tests {
         assert!(s.len() >= 4, "{}", s.len());
         assert!(s.iter().all(|x| x.text.split_whitespace().count() <= 60));
         assert_eq!(s[1].start_ms, 12000);
+    }
+
+    #[test]
+    fn prompt_lines_span_at_most_30_seconds_and_start_at_segments() {
+        let segs: Vec<Segment> = (0..7).map(|i| seg(i * 20_000, "a b c")).collect();
+        let lines = prompt_lines(&segs, true);
+        assert_eq!(
+            lines.iter().map(|(at, _)| *at).collect::<Vec<_>>(),
+            [0, 40, 80, 120]
+        );
+        assert_eq!(lines[0].1, "a b c a b c");
+        assert!(prompt_lines(&segs, false).iter().all(|(at, _)| *at == 0));
     }
 
     #[test]
