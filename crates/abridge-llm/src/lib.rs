@@ -408,7 +408,12 @@ impl LlmClient {
     }
 
     /// Classifies a non-2xx answer from its status and the provider's error body.
-    fn status_error(&self, status: StatusCode, body: &str, retry_after: Option<Duration>) -> LlmError {
+    fn status_error(
+        &self,
+        status: StatusCode,
+        body: &str,
+        retry_after: Option<Duration>,
+    ) -> LlmError {
         let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         let error = &parsed["error"];
         let message = error["message"]
@@ -471,7 +476,12 @@ impl LlmClient {
 
 /// `retry-after-ms` (milliseconds), else `retry-after` (seconds or an HTTP date).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
@@ -523,11 +533,38 @@ mod tests {
             c.status_error(StatusCode::from_u16(status).unwrap(), body, None)
                 .kind
         };
-        assert_eq!(kind(429, r#"{"error":{"code":"rate_limit_exceeded","message":"slow down"}}"#), LlmErrorKind::RateLimited);
-        assert_eq!(kind(429, r#"{"error":{"code":"insufficient_quota","type":"insufficient_quota","message":"quota"}}"#), LlmErrorKind::InsufficientQuota);
-        assert_eq!(kind(400, r#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#), LlmErrorKind::ContextLength);
-        assert_eq!(kind(400, r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#), LlmErrorKind::ContextLength);
-        assert_eq!(kind(400, r#"{"error":{"message":"bad"}}"#), LlmErrorKind::BadRequest);
+        assert_eq!(
+            kind(
+                429,
+                r#"{"error":{"code":"rate_limit_exceeded","message":"slow down"}}"#
+            ),
+            LlmErrorKind::RateLimited
+        );
+        assert_eq!(
+            kind(
+                429,
+                r#"{"error":{"code":"insufficient_quota","type":"insufficient_quota","message":"quota"}}"#
+            ),
+            LlmErrorKind::InsufficientQuota
+        );
+        assert_eq!(
+            kind(
+                400,
+                r#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#
+            ),
+            LlmErrorKind::ContextLength
+        );
+        assert_eq!(
+            kind(
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#
+            ),
+            LlmErrorKind::ContextLength
+        );
+        assert_eq!(
+            kind(400, r#"{"error":{"message":"bad"}}"#),
+            LlmErrorKind::BadRequest
+        );
         assert_eq!(kind(401, ""), LlmErrorKind::Auth);
         assert_eq!(kind(403, ""), LlmErrorKind::Forbidden);
         assert_eq!(kind(404, ""), LlmErrorKind::NotFound);
@@ -535,11 +572,30 @@ mod tests {
         assert_eq!(kind(409, ""), LlmErrorKind::Conflict);
         assert_eq!(kind(500, "<html>oops</html>"), LlmErrorKind::Server);
         assert_eq!(kind(503, ""), LlmErrorKind::Server);
-        assert_eq!(kind(529, r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#), LlmErrorKind::Overloaded);
-        for k in [LlmErrorKind::RateLimited, LlmErrorKind::Overloaded, LlmErrorKind::Server, LlmErrorKind::Timeout, LlmErrorKind::Conflict] {
+        assert_eq!(
+            kind(
+                529,
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            ),
+            LlmErrorKind::Overloaded
+        );
+        for k in [
+            LlmErrorKind::RateLimited,
+            LlmErrorKind::Overloaded,
+            LlmErrorKind::Server,
+            LlmErrorKind::Timeout,
+            LlmErrorKind::Conflict,
+        ] {
             assert!(k.is_transient(), "{k:?}");
         }
-        for k in [LlmErrorKind::BadRequest, LlmErrorKind::Auth, LlmErrorKind::Forbidden, LlmErrorKind::NotFound, LlmErrorKind::ContextLength, LlmErrorKind::InsufficientQuota] {
+        for k in [
+            LlmErrorKind::BadRequest,
+            LlmErrorKind::Auth,
+            LlmErrorKind::Forbidden,
+            LlmErrorKind::NotFound,
+            LlmErrorKind::ContextLength,
+            LlmErrorKind::InsufficientQuota,
+        ] {
             assert!(!k.is_transient(), "{k:?}");
         }
     }
@@ -553,7 +609,10 @@ mod tests {
             None,
         );
         assert!(!e.to_string().contains("sk-secret-123"), "{e}");
-        assert!(e.to_string().contains("Incorrect API key provided: ***"), "{e}");
+        assert!(
+            e.to_string().contains("Incorrect API key provided: ***"),
+            "{e}"
+        );
         assert!(!format!("{c:?}").contains("sk-secret-123"));
     }
 
@@ -565,7 +624,10 @@ mod tests {
         h.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         let mut h = HeaderMap::new();
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }

@@ -62,14 +62,27 @@ mod tests {
         };
         for _ in 0..50 {
             let w1 = p.wait(1, None).unwrap();
-            assert!((Duration::from_millis(50)..=Duration::from_millis(100)).contains(&w1), "{w1:?}");
+            assert!(
+                (Duration::from_millis(50)..=Duration::from_millis(100)).contains(&w1),
+                "{w1:?}"
+            );
             let w2 = p.wait(2, None).unwrap();
-            assert!((Duration::from_millis(100)..=Duration::from_millis(200)).contains(&w2), "{w2:?}");
+            assert!(
+                (Duration::from_millis(100)..=Duration::from_millis(200)).contains(&w2),
+                "{w2:?}"
+            );
             let w5 = p.wait(5, None).unwrap();
             assert!(w5 <= Duration::from_millis(350), "capped: {w5:?}");
         }
-        assert_eq!(p.wait(1, Some(Duration::from_millis(1500))), Some(Duration::from_millis(1500)));
-        assert_eq!(p.wait(1, Some(Duration::from_secs(3))), None, "too long to wait in process");
+        assert_eq!(
+            p.wait(1, Some(Duration::from_millis(1500))),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            p.wait(1, Some(Duration::from_secs(3))),
+            None,
+            "too long to wait in process"
+        );
         assert_eq!(p.wait(6, None), None, "out of retries");
     }
 }

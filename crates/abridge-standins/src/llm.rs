@@ -202,7 +202,11 @@ fn answer(prompt: &str) -> String {
     out
 }
 
-async fn complete(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: String) -> Response {
+async fn complete(
+    State(state): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mut inner = state.lock().unwrap();
     let provider = inner.provider;
@@ -230,7 +234,10 @@ async fn complete(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, bo
             .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7),
         Provider::Anthropic => {
             headers.contains_key("x-api-key")
-                && headers.get("anthropic-version").and_then(|v| v.to_str().ok()) == Some("2023-06-01")
+                && headers
+                    .get("anthropic-version")
+                    .and_then(|v| v.to_str().ok())
+                    == Some("2023-06-01")
         }
     };
     if !authorized {
@@ -246,7 +253,9 @@ async fn complete(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, bo
     }
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let max_tokens = match provider {
-        Provider::OpenAi => body["max_tokens"].as_u64().or(body["max_completion_tokens"].as_u64()),
+        Provider::OpenAi => body["max_tokens"]
+            .as_u64()
+            .or(body["max_completion_tokens"].as_u64()),
         Provider::Anthropic => body["max_tokens"].as_u64(),
     };
     if model.is_empty() || (provider == Provider::Anthropic && max_tokens.is_none()) {
@@ -262,8 +271,10 @@ async fn complete(State(state): State<Arc<Mutex<Inner>>>, headers: HeaderMap, bo
             Provider::OpenAi => json!({"error": {
                 "message": format!("This model's maximum context length is {window} tokens. However, you requested {} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion.", prompt_tokens + max_tokens),
                 "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}),
-            Provider::Anthropic => json!({"type": "error", "error": {"type": "invalid_request_error",
-                "message": format!("prompt is too long: {} tokens > {window} maximum", prompt_tokens + max_tokens)}}),
+            Provider::Anthropic => {
+                json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": format!("prompt is too long: {} tokens > {window} maximum", prompt_tokens + max_tokens)}})
+            }
         };
         return respond(&mut inner, 400, Vec::new(), payload);
     }

@@ -171,12 +171,26 @@ impl YoutubeStandin {
     }
 
     pub fn counts(&self, video: &str) -> Counts {
-        self.state.0.lock().unwrap().counts.get(video).copied().unwrap_or_default()
+        self.state
+            .0
+            .lock()
+            .unwrap()
+            .counts
+            .get(video)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Every request to every video.
     pub fn total(&self) -> u32 {
-        self.state.0.lock().unwrap().counts.values().map(Counts::total).sum()
+        self.state
+            .0
+            .lock()
+            .unwrap()
+            .counts
+            .values()
+            .map(Counts::total)
+            .sum()
     }
 
     pub fn bad_player_requests(&self) -> Vec<String> {
@@ -209,7 +223,10 @@ async fn watch(
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.contains("CONSENT=YES+cb.20210328-17-p0.en+FX+417"));
-    let title = video.as_ref().map(|v| v.title.clone()).unwrap_or_else(|| "YouTube".into());
+    let title = video
+        .as_ref()
+        .map(|v| v.title.clone())
+        .unwrap_or_else(|| "YouTube".into());
     match video.as_ref().map(|v| &v.behaviour) {
         Some(Behaviour::Consent) if !consented => html(
             r#"<html><body><form action="https://consent.youtube.com/s" method="POST">
@@ -252,7 +269,9 @@ async fn player(
     let video = count(&state, &id, |c| c.player += 1);
     if q.get("key").map(String::as_str) != Some(API_KEY)
         || request["context"]["client"]["clientName"] != "ANDROID"
-        || request["context"]["client"]["clientVersion"].as_str().is_none()
+        || request["context"]["client"]["clientVersion"]
+            .as_str()
+            .is_none()
     {
         state.0.lock().unwrap().bad_player_requests.push(body);
         return (
@@ -270,8 +289,12 @@ async fn player(
     let status = match video.behaviour {
         Behaviour::Unavailable => json!({"status": "ERROR", "reason": "This video is unavailable"}),
         Behaviour::Private => json!({"status": "UNPLAYABLE", "reason": "This video is private"}),
-        Behaviour::AgeRestricted => json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm your age"}),
-        Behaviour::BotCheck => json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm you’re not a bot"}),
+        Behaviour::AgeRestricted => {
+            json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm your age"})
+        }
+        Behaviour::BotCheck => {
+            json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm you’re not a bot"})
+        }
         _ => json!({"status": "OK", "playableInEmbed": true}),
     };
     let base = &state.1;
@@ -317,18 +340,27 @@ async fn player(
     Json(response).into_response()
 }
 
-async fn timedtext(State(state): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn timedtext(
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let id = q.get("v").cloned().unwrap_or_default();
     let video = count(&state, &id, |c| c.timedtext += 1);
     let asr = q.get("kind").map(String::as_str) == Some("asr");
     let lang = q.get("lang").cloned().unwrap_or_default();
-    let Some(track) = video
-        .and_then(|v| v.tracks.into_iter().find(|t| t.language == lang && t.asr == asr))
-    else {
+    let Some(track) = video.and_then(|v| {
+        v.tracks
+            .into_iter()
+            .find(|t| t.language == lang && t.asr == asr)
+    }) else {
         return (StatusCode::NOT_FOUND, "").into_response();
     };
     match q.get("fmt").map(String::as_str) {
-        Some("srv3") => (StatusCode::BAD_REQUEST, "srv3 needs a proof-of-origin token").into_response(),
+        Some("srv3") => (
+            StatusCode::BAD_REQUEST,
+            "srv3 needs a proof-of-origin token",
+        )
+            .into_response(),
         Some("json3") => {
             let events: Vec<Value> = track
                 .lines
@@ -346,7 +378,9 @@ async fn timedtext(State(state): State<Shared>, Query(q): Query<HashMap<String, 
         _ => {
             let mut xml = String::from(r#"<?xml version="1.0" encoding="utf-8" ?><transcript>"#);
             for (start, dur, text) in &track.lines {
-                xml.push_str(&format!(r#"<text start="{start}" dur="{dur}">{text}</text>"#));
+                xml.push_str(&format!(
+                    r#"<text start="{start}" dur="{dur}">{text}</text>"#
+                ));
             }
             xml.push_str("</transcript>");
             ([(header::CONTENT_TYPE, "text/xml; charset=UTF-8")], xml).into_response()

@@ -14,7 +14,11 @@ pub struct Checkpoints<'a> {
 }
 
 impl<'a> Checkpoints<'a> {
-    pub async fn load(store: &'a Store, item: ItemId, token: LeaseToken) -> Result<Self, ItemError> {
+    pub async fn load(
+        store: &'a Store,
+        item: ItemId,
+        token: LeaseToken,
+    ) -> Result<Self, ItemError> {
         let saved = store
             .checkpoints(item)
             .await
@@ -54,5 +58,8 @@ impl<'a> Checkpoints<'a> {
 
 /// A Postgres failure inside the summarizer: retried later.
 pub fn store_error(e: abridge_store::StoreError) -> ItemError {
-    ItemError::transient(ErrorKind::from_static("database_unavailable"), e.to_string())
+    ItemError::transient(
+        ErrorKind::from_static("database_unavailable"),
+        e.to_string(),
+    )
 }

@@ -88,7 +88,8 @@ impl SummarizeConfig {
         let languages = src.list("languages")?.unwrap_or_else(|| vec!["en".into()]);
         if languages.is_empty()
             || languages.iter().any(|l| {
-                !(2..=12).contains(&l.len()) || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !(2..=12).contains(&l.len())
+                    || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
         {
             return Err(src.invalid(
@@ -103,12 +104,22 @@ impl SummarizeConfig {
         let base_url = url::Url::parse(&base_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| src.invalid("youtube_base_url", "an http(s) URL", &format!("{base_url:?}")))?;
+            .ok_or_else(|| {
+                src.invalid(
+                    "youtube_base_url",
+                    "an http(s) URL",
+                    &format!("{base_url:?}"),
+                )
+            })?;
         let proxy = src.secret("youtube_proxy")?;
         if let Some(p) = &proxy
             && url::Url::parse(p.expose()).is_err()
         {
-            return Err(src.invalid("youtube_proxy", "a proxy URL such as http://host:3128", "(hidden)"));
+            return Err(src.invalid(
+                "youtube_proxy",
+                "a proxy URL such as http://host:3128",
+                "(hidden)",
+            ));
         }
         let rps = rate(src, "youtube_requests_per_second", 5.0)?;
         let youtube = YoutubeSettings {
@@ -122,8 +133,24 @@ impl SummarizeConfig {
                 .max(1.0),
         };
         let llm_timeout = src.millis("llm_timeout_ms", 120_000, 100)?;
-        let openai = llm(src, Provider::OpenAi, "gpt-4.1-mini", 128_000, 500.0, 200_000.0, llm_timeout)?;
-        let anthropic = llm(src, Provider::Anthropic, "claude-haiku-4-5", 200_000, 50.0, 30_000.0, llm_timeout)?;
+        let openai = llm(
+            src,
+            Provider::OpenAi,
+            "gpt-4.1-mini",
+            128_000,
+            500.0,
+            200_000.0,
+            llm_timeout,
+        )?;
+        let anthropic = llm(
+            src,
+            Provider::Anthropic,
+            "claude-haiku-4-5",
+            200_000,
+            50.0,
+            30_000.0,
+            llm_timeout,
+        )?;
         for settings in [&openai, &anthropic] {
             if default_backend == settings.provider.name() && settings.missing_key() {
                 return Err(src.missing(
@@ -169,7 +196,11 @@ fn rate(src: &SettingsSource, key: &str, default: f64) -> Result<f64, SettingsEr
         .parse::<f64>(key, "a number >= 0 (0 turns the budget off)")?
         .unwrap_or(default);
     if !v.is_finite() || v < 0.0 {
-        return Err(src.invalid(key, "a number >= 0 (0 turns the budget off)", &v.to_string()));
+        return Err(src.invalid(
+            key,
+            "a number >= 0 (0 turns the budget off)",
+            &v.to_string(),
+        ));
     }
     Ok(v)
 }
@@ -199,7 +230,9 @@ fn llm(
         provider,
         base_url,
         api_key: src.secret(&key("api_key"))?,
-        model: src.text(&key("model"))?.unwrap_or_else(|| default_model.into()),
+        model: src
+            .text(&key("model"))?
+            .unwrap_or_else(|| default_model.into()),
         context_tokens: src.number(&key("context_tokens"), default_context, 1_000, 100_000_000)?,
         requests_per_minute: rate(src, &key("requests_per_minute"), default_rpm)?,
         tokens_per_minute: rate(src, &key("tokens_per_minute"), default_tpm)?,
@@ -236,7 +269,10 @@ mod tests {
         .unwrap();
         assert!(!c.openai.missing_key());
         let err = SummarizeConfig::from_source(
-            &SettingsSource::from_vars([("ABRIDGE_OPENAI_API_KEY", "sk-hunter2"), ("ABRIDGE_YOUTUBE_REQUESTS_PER_SECOND", "-1")]),
+            &SettingsSource::from_vars([
+                ("ABRIDGE_OPENAI_API_KEY", "sk-hunter2"),
+                ("ABRIDGE_YOUTUBE_REQUESTS_PER_SECOND", "-1"),
+            ]),
             "openai",
         )
         .unwrap_err()

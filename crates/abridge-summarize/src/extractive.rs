@@ -59,7 +59,10 @@ pub fn summarize(doc: &Doc, length: SummaryLength) -> Summary {
         if chosen.len() == n_tldr {
             break;
         }
-        if chosen.iter().all(|&j| cosine(&vectors[i], &vectors[j]) <= 0.5) {
+        if chosen
+            .iter()
+            .all(|&j| cosine(&vectors[i], &vectors[j]) <= 0.5)
+        {
             chosen.push(i);
         }
     }
@@ -86,7 +89,11 @@ pub fn summarize(doc: &Doc, length: SummaryLength) -> Summary {
         let pick = ranked
             .iter()
             .copied()
-            .find(|&i| points.iter().all(|&j| cosine(&vectors[i], &vectors[j]) <= 0.5))
+            .find(|&i| {
+                points
+                    .iter()
+                    .all(|&j| cosine(&vectors[i], &vectors[j]) <= 0.5)
+            })
             .or_else(|| ranked.first().copied());
         if let Some(i) = pick
             && !points.contains(&i)
@@ -267,21 +274,169 @@ fn stem(word: &str) -> String {
 }
 
 const STOP_WORDS: &[&str] = &[
-    "a", "about", "above", "actually", "after", "again", "against", "all", "also", "am", "an",
-    "and", "any", "are", "aren't", "as", "at", "be", "because", "been", "before", "being",
-    "below", "between", "both", "but", "by", "can", "can't", "could", "did", "didn't", "do",
-    "does", "doesn't", "doing", "don't", "down", "during", "each", "even", "few", "for", "from",
-    "further", "get", "gets", "getting", "go", "going", "gonna", "got", "had", "has", "have",
-    "having", "he", "her", "here", "hers", "him", "his", "how", "i", "i'm", "if", "in", "into",
-    "is", "isn't", "it", "it's", "its", "itself", "just", "kind", "know", "let's", "like",
-    "lot", "me", "more", "most", "much", "my", "no", "nor", "not", "now", "of", "off", "oh",
-    "okay", "on", "once", "one", "only", "or", "other", "our", "ours", "out", "over", "own",
-    "really", "right", "same", "say", "see", "she", "should", "so", "some", "something", "such",
-    "than", "that", "that's", "the", "their", "them", "then", "there", "there's", "these",
-    "they", "they're", "thing", "things", "think", "this", "those", "through", "to", "too",
-    "uh", "um", "under", "until", "up", "very", "want", "was", "we", "we're", "well", "were",
-    "what", "when", "where", "which", "while", "who", "why", "will", "with", "would", "yeah",
-    "yes", "you", "you're", "your", "yours",
+    "a",
+    "about",
+    "above",
+    "actually",
+    "after",
+    "again",
+    "against",
+    "all",
+    "also",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "aren't",
+    "as",
+    "at",
+    "be",
+    "because",
+    "been",
+    "before",
+    "being",
+    "below",
+    "between",
+    "both",
+    "but",
+    "by",
+    "can",
+    "can't",
+    "could",
+    "did",
+    "didn't",
+    "do",
+    "does",
+    "doesn't",
+    "doing",
+    "don't",
+    "down",
+    "during",
+    "each",
+    "even",
+    "few",
+    "for",
+    "from",
+    "further",
+    "get",
+    "gets",
+    "getting",
+    "go",
+    "going",
+    "gonna",
+    "got",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "him",
+    "his",
+    "how",
+    "i",
+    "i'm",
+    "if",
+    "in",
+    "into",
+    "is",
+    "isn't",
+    "it",
+    "it's",
+    "its",
+    "itself",
+    "just",
+    "kind",
+    "know",
+    "let's",
+    "like",
+    "lot",
+    "me",
+    "more",
+    "most",
+    "much",
+    "my",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "oh",
+    "okay",
+    "on",
+    "once",
+    "one",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "out",
+    "over",
+    "own",
+    "really",
+    "right",
+    "same",
+    "say",
+    "see",
+    "she",
+    "should",
+    "so",
+    "some",
+    "something",
+    "such",
+    "than",
+    "that",
+    "that's",
+    "the",
+    "their",
+    "them",
+    "then",
+    "there",
+    "there's",
+    "these",
+    "they",
+    "they're",
+    "thing",
+    "things",
+    "think",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "uh",
+    "um",
+    "under",
+    "until",
+    "up",
+    "very",
+    "want",
+    "was",
+    "we",
+    "we're",
+    "well",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "why",
+    "will",
+    "with",
+    "would",
+    "yeah",
+    "yes",
+    "you",
+    "you're",
+    "your",
+    "yours",
 ];
 
 #[cfg(test)]
@@ -331,20 +486,39 @@ mod tests {
             let (n_tldr, n_points) = shape(length);
             assert_eq!(s.title, "Ownership in Rust");
             assert!(!s.tldr.is_empty());
-            assert!(s.tldr.matches(". ").count() + 1 <= n_tldr, "{length:?}: {}", s.tldr);
-            assert!(s.points.len() <= n_points && s.points.len() >= n_points.min(3), "{length:?}: {:?}", s.points);
+            assert!(
+                s.tldr.matches(". ").count() + 1 <= n_tldr,
+                "{length:?}: {}",
+                s.tldr
+            );
+            assert!(
+                s.points.len() <= n_points && s.points.len() >= n_points.min(3),
+                "{length:?}: {:?}",
+                s.points
+            );
             // Key points are in spoken order, timed, and are sentences of the transcript.
             let times: Vec<u64> = s.points.iter().map(|p| p.at_s.unwrap()).collect();
             assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
             for p in &s.points {
-                assert!(TALK.iter().any(|l| l.contains(p.text.trim_end_matches('.'))), "{}", p.text);
-                assert!(!s.tldr.contains(&p.text), "TL;DR repeats a key point: {}", p.text);
+                assert!(
+                    TALK.iter()
+                        .any(|l| l.contains(p.text.trim_end_matches('.'))),
+                    "{}",
+                    p.text
+                );
+                assert!(
+                    !s.tldr.contains(&p.text),
+                    "TL;DR repeats a key point: {}",
+                    p.text
+                );
             }
             let md = render("abcdefghijk", &s);
             assert!(md.starts_with("# Ownership in Rust\n\n**TL;DR:** "), "{md}");
             assert!(md.contains("\n\n## Key points\n\n- ["), "{md}");
             for line in md.lines().filter(|l| l.starts_with("- ")) {
-                let (stamp, rest) = line[3..].split_once("](https://youtu.be/abcdefghijk?t=").unwrap();
+                let (stamp, rest) = line[3..]
+                    .split_once("](https://youtu.be/abcdefghijk?t=")
+                    .unwrap();
                 let secs: u64 = rest.split(')').next().unwrap().parse().unwrap();
                 assert_eq!(crate::text::stamp(secs), stamp);
             }
@@ -365,7 +539,10 @@ mod tests {
 
     #[test]
     fn handles_tiny_and_empty_transcripts() {
-        let s = summarize(&doc(&["Hello world, this is a very short clip about cats."]), SummaryLength::Standard);
+        let s = summarize(
+            &doc(&["Hello world, this is a very short clip about cats."]),
+            SummaryLength::Standard,
+        );
         assert_eq!(s.points.len(), 1);
         assert!(s.tldr.contains("cats"));
         let s = summarize(&doc(&[]), SummaryLength::Standard);

@@ -160,7 +160,9 @@ impl Breaker {
                 self.threshold
             ),
             Ok(false) => {}
-            Err(e) => tracing::warn!(breaker = %self.name, error = %e, "circuit breaker unavailable"),
+            Err(e) => {
+                tracing::warn!(breaker = %self.name, error = %e, "circuit breaker unavailable")
+            }
         }
     }
 }

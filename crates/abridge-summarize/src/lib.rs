@@ -118,7 +118,10 @@ impl Summarizer {
                     timeout: settings.timeout,
                 })?,
                 settings: settings.clone(),
-                requests: Bucket::per_minute(&format!("{name}:requests"), settings.requests_per_minute),
+                requests: Bucket::per_minute(
+                    &format!("{name}:requests"),
+                    settings.requests_per_minute,
+                ),
                 tokens: Bucket::per_minute(&format!("{name}:tokens"), settings.tokens_per_minute),
                 breaker: Breaker {
                     name: name.to_owned(),
@@ -189,7 +192,11 @@ impl Summarizer {
         let fallback_title = || format!("Video {}", job.video_id);
         if let Some(text) = &job.transcript {
             let (segments, timed) = supplied_segments(text);
-            let language = request.languages.first().cloned().unwrap_or_else(|| "en".into());
+            let language = request
+                .languages
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "en".into());
             let hash: String = Sha256::digest(text.as_bytes())
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -232,13 +239,20 @@ impl Summarizer {
                     .and_then(|track| cached.iter().find(|t| t.language == track.language));
                 match hit {
                     Some(row) => (row.clone(), "cache"),
-                    None => (self.fetch_and_cache(&job.video_id, &request.languages).await?, "youtube"),
+                    None => (
+                        self.fetch_and_cache(&job.video_id, &request.languages)
+                            .await?,
+                        "youtube",
+                    ),
                 }
             }
         };
         if source != "checkpoint" {
             checkpoints
-                .put("transcript", json!({ "language": row.language, "source": source }))
+                .put(
+                    "transcript",
+                    json!({ "language": row.language, "source": source }),
+                )
                 .await?;
         }
         let segments: Vec<Segment> = serde_json::from_value(row.segments.clone()).map_err(|e| {
@@ -266,7 +280,11 @@ impl Summarizer {
         ))
     }
 
-    async fn fetch_and_cache(&self, video_id: &str, languages: &[String]) -> Result<CachedTranscript, ItemError> {
+    async fn fetch_and_cache(
+        &self,
+        video_id: &str,
+        languages: &[String],
+    ) -> Result<CachedTranscript, ItemError> {
         let t = self.youtube.fetch_transcript(video_id, languages).await?;
         let row = CachedTranscript {
             video_id: t.video_id.clone(),
@@ -279,7 +297,10 @@ impl Summarizer {
             tracks: serde_json::to_value(&t.tracks).expect("tracks serialize"),
             fetched_at: chrono::Utc::now(),
         };
-        self.store.save_transcript(&row).await.map_err(store_error)?;
+        self.store
+            .save_transcript(&row)
+            .await
+            .map_err(store_error)?;
         Ok(row)
     }
 }
@@ -301,7 +322,9 @@ impl Processor for Summarizer {
             other => {
                 return Err(ItemError::permanent(
                     ErrorKind::from_static("unknown_backend"),
-                    format!("unknown summarizer backend {other:?}: expected one of extractive, openai, anthropic, noop"),
+                    format!(
+                        "unknown summarizer backend {other:?}: expected one of extractive, openai, anthropic, noop"
+                    ),
                 ));
             }
         };
@@ -310,13 +333,20 @@ impl Processor for Summarizer {
         {
             return Err(ItemError::permanent(
                 ErrorKind::from_static("backend_not_configured"),
-                format!("the {} backend has no API key: set {}", b.name(), b.settings.key_variable()),
+                format!(
+                    "the {} backend has no API key: set {}",
+                    b.name(),
+                    b.settings.key_variable()
+                ),
             ));
         }
         let (model, prompt_version) = match llm {
             None => (String::new(), extractive::ALGORITHM_VERSION),
             Some(b) => (
-                request.model.clone().unwrap_or_else(|| b.settings.model.clone()),
+                request
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| b.settings.model.clone()),
                 llm::PROMPT_VERSION,
             ),
         };
@@ -351,7 +381,10 @@ impl Processor for Summarizer {
             Some(hit) => (hit.summary, Usage::default(), "hit"),
             None => {
                 let (summary, usage) = match llm {
-                    None => (extractive::summarize(&doc, request.length), Usage::default()),
+                    None => (
+                        extractive::summarize(&doc, request.length),
+                        Usage::default(),
+                    ),
                     Some(b) => {
                         b.summarize(&self.queue, &mut checkpoints, &doc, &model, request.length)
                             .await?

@@ -77,7 +77,8 @@ fn system_prompt(language: &str) -> String {
     )
 }
 
-const FORMAT: &str = "TL;DR: <one paragraph>\nKEY POINTS:\n- [mm:ss] <one key point in one sentence>";
+const FORMAT: &str =
+    "TL;DR: <one paragraph>\nKEY POINTS:\n- [mm:ss] <one key point in one sentence>";
 
 fn final_prompt(doc: &Doc, length: SummaryLength, body: &str, from_notes: bool) -> String {
     let (tldr, points) = shape_words(length);
@@ -96,8 +97,19 @@ fn final_prompt(doc: &Doc, length: SummaryLength, body: &str, from_notes: bool) 
     )
 }
 
-fn map_prompt(doc: &Doc, part: usize, parts: usize, span: (u64, u64), body: &str, from_notes: bool) -> String {
-    let what = if from_notes { "notes on" } else { "the transcript of" };
+fn map_prompt(
+    doc: &Doc,
+    part: usize,
+    parts: usize,
+    span: (u64, u64),
+    body: &str,
+    from_notes: bool,
+) -> String {
+    let what = if from_notes {
+        "notes on"
+    } else {
+        "the transcript of"
+    };
     format!(
         "This is part {part} of {parts} of {what} the video \"{title}\", from {from} to {to}. Each \
          line starts with the [mm:ss] time it is spoken.\n\nList the important points of this part \
@@ -183,7 +195,14 @@ impl LlmBackend {
         length: SummaryLength,
     ) -> Result<(Summary, Usage), ItemError> {
         let budget = self.body_budget(doc, length)?;
-        let run = run_id(&[self.name(), model, length.as_str(), PROMPT_VERSION, &doc.language, &budget.to_string()]);
+        let run = run_id(&[
+            self.name(),
+            model,
+            length.as_str(),
+            PROMPT_VERSION,
+            &doc.language,
+            &budget.to_string(),
+        ]);
         let mut usage = Usage::default();
         let mut lines = prompt_lines(&doc.segments, doc.timed);
         let system = system_prompt(&doc.language);
@@ -217,7 +236,12 @@ impl LlmBackend {
                     })
                     .collect();
                 if tldr.is_empty() {
-                    tldr = points.iter().take(2).map(|p| p.text.as_str()).collect::<Vec<_>>().join(" ");
+                    tldr = points
+                        .iter()
+                        .take(2)
+                        .map(|p| p.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
                 }
                 return Ok((
                     Summary {
@@ -254,7 +278,14 @@ impl LlmBackend {
                 let request = ChatRequest {
                     model: model.to_owned(),
                     system: system.clone(),
-                    user: map_prompt(doc, i + 1, chunks.len(), span, &format_lines(chunk), level > 0),
+                    user: map_prompt(
+                        doc,
+                        i + 1,
+                        chunks.len(),
+                        span,
+                        &format_lines(chunk),
+                        level > 0,
+                    ),
                     max_tokens: MAP_ANSWER_TOKENS,
                     temperature: 0.2,
                 };
@@ -262,10 +293,22 @@ impl LlmBackend {
                 let chunk_notes: Vec<(u64, String)> = match parse_answer(&response.text, None) {
                     Some((_, points)) if !points.is_empty() => points
                         .into_iter()
-                        .map(|p| (p.at_s.unwrap_or(span.0).clamp(span.0, span.1.max(span.0)), p.text))
+                        .map(|p| {
+                            (
+                                p.at_s.unwrap_or(span.0).clamp(span.0, span.1.max(span.0)),
+                                p.text,
+                            )
+                        })
                         .collect(),
                     // Notes without bullets still carry the content; time them at the chunk.
-                    _ => vec![(span.0, response.text.split_whitespace().collect::<Vec<_>>().join(" "))],
+                    _ => vec![(
+                        span.0,
+                        response
+                            .text
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )],
                 };
                 checkpoints
                     .put(
@@ -292,7 +335,8 @@ impl LlmBackend {
         request: &ChatRequest,
         usage: &mut Usage,
     ) -> Result<ChatResponse, ItemError> {
-        let cost = estimate(&request.system) + estimate(&request.user) + u64::from(request.max_tokens);
+        let cost =
+            estimate(&request.system) + estimate(&request.user) + u64::from(request.max_tokens);
         let mut retry = 0;
         loop {
             self.breaker.pass(queue).await?;
@@ -348,7 +392,10 @@ fn run_id(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    h.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

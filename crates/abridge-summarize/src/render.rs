@@ -146,9 +146,18 @@ mod tests {
                 title: "A talk".into(),
                 tldr: "It is about\nthings.".into(),
                 points: vec![
-                    KeyPoint { at_s: Some(83), text: "First.".into() },
-                    KeyPoint { at_s: Some(3723), text: "Later.".into() },
-                    KeyPoint { at_s: None, text: "Untimed.".into() },
+                    KeyPoint {
+                        at_s: Some(83),
+                        text: "First.".into(),
+                    },
+                    KeyPoint {
+                        at_s: Some(3723),
+                        text: "Later.".into(),
+                    },
+                    KeyPoint {
+                        at_s: None,
+                        text: "Untimed.".into(),
+                    },
                 ],
             },
         );
@@ -170,10 +179,22 @@ mod tests {
         assert_eq!(
             points,
             vec![
-                KeyPoint { at_s: Some(10), text: "Point one".into() },
-                KeyPoint { at_s: Some(62), text: "Point two".into() },
-                KeyPoint { at_s: Some(600), text: "Past the end".into() },
-                KeyPoint { at_s: None, text: "no stamp here".into() },
+                KeyPoint {
+                    at_s: Some(10),
+                    text: "Point one".into()
+                },
+                KeyPoint {
+                    at_s: Some(62),
+                    text: "Point two".into()
+                },
+                KeyPoint {
+                    at_s: Some(600),
+                    text: "Past the end".into()
+                },
+                KeyPoint {
+                    at_s: None,
+                    text: "no stamp here".into()
+                },
             ]
         );
         assert_eq!(parse_answer("I cannot help with that.", None), None);

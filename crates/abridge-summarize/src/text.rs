@@ -196,7 +196,9 @@ pub fn prompt_lines(segments: &[Segment], timed: bool) -> Vec<(u64, String)> {
     let mut current: Vec<&str> = Vec::new();
     let mut start = 0;
     for seg in segments {
-        if !current.is_empty() && (current.len() >= 40 || seg.start_ms.saturating_sub(start) >= 30_000) {
+        if !current.is_empty()
+            && (current.len() >= 40 || seg.start_ms.saturating_sub(start) >= 30_000)
+        {
             lines.push((start / 1000, current.join(" ")));
             current.clear();
         }
@@ -250,9 +252,18 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                Sentence { start_ms: 0, text: "Hello everyone.".into() },
-                Sentence { start_ms: 0, text: "Today we talk about Dr. Smith's rust compiler!".into() },
-                Sentence { start_ms: 4000, text: "It is fast.".into() },
+                Sentence {
+                    start_ms: 0,
+                    text: "Hello everyone.".into()
+                },
+                Sentence {
+                    start_ms: 0,
+                    text: "Today we talk about Dr. Smith's rust compiler!".into()
+                },
+                Sentence {
+                    start_ms: 4000,
+                    text: "It is fast.".into()
+                },
             ]
         );
     }
@@ -284,7 +295,10 @@ mod tests {
     fn supplied_transcripts_may_carry_timestamps() {
         let (segs, timed) = supplied_segments("[00:05] First point.\n\n1:02 - Second\nthird");
         assert!(timed);
-        assert_eq!(segs.iter().map(|s| s.start_ms).collect::<Vec<_>>(), [5000, 62000, 62000]);
+        assert_eq!(
+            segs.iter().map(|s| s.start_ms).collect::<Vec<_>>(),
+            [5000, 62000, 62000]
+        );
         assert_eq!(segs[1].text, "Second");
         let (_, timed) = supplied_segments("Just text. More text.");
         assert!(!timed);

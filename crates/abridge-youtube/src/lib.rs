@@ -307,8 +307,8 @@ impl YoutubeClient {
                     .into(),
             });
         }
-        let segments =
-            timedtext::parse(&body).map_err(|detail| YoutubeError::Unexpected { what: WHAT, detail })?;
+        let segments = timedtext::parse(&body)
+            .map_err(|detail| YoutubeError::Unexpected { what: WHAT, detail })?;
         if segments.is_empty() {
             return Err(YoutubeError::NoTranscript {
                 video: video_id.to_owned(),
@@ -377,7 +377,11 @@ impl YoutubeClient {
         unreachable!("the loop returns on its second pass")
     }
 
-    async fn player(&self, video_id: &str, api_key: &str) -> Result<serde_json::Value, YoutubeError> {
+    async fn player(
+        &self,
+        video_id: &str,
+        api_key: &str,
+    ) -> Result<serde_json::Value, YoutubeError> {
         const WHAT: &str = "innertube player";
         let mut url = self.base.join("youtubei/v1/player").expect("valid path");
         url.query_pairs_mut().append_pair("key", api_key);
@@ -456,8 +460,7 @@ fn no_transcript(info: &VideoInfo, languages: &[String]) -> YoutubeError {
 /// True for an 11-character id of `[A-Za-z0-9_-]`.
 pub fn is_video_id(s: &str) -> bool {
     s.len() == 11
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 

@@ -9,7 +9,9 @@ use crate::timedtext::unescape_html;
 pub enum PageRead {
     Page(WatchPage),
     /// The EU cookie-consent form: answer it with the cookie `CONSENT=YES+{value}`.
-    Consent { value: String },
+    Consent {
+        value: String,
+    },
     /// The "unusual traffic" captcha: this address is blocked for now.
     Recaptcha,
     /// Neither a page we understand nor a known interstitial.

@@ -41,7 +41,12 @@ pub struct CaptionTrack {
 pub fn read_player(video_id: &str, response: &Value) -> Result<VideoInfo, YoutubeError> {
     check_playability(video_id, &response["playabilityStatus"])?;
     let details = &response["videoDetails"];
-    let text = |v: &Value| v.as_str().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let tracks = response["captions"]["playerCaptionsTracklistRenderer"]["captionTracks"]
         .as_array()
         .map(|tracks| tracks.iter().filter_map(read_track).collect())
@@ -53,7 +58,11 @@ pub fn read_player(video_id: &str, response: &Value) -> Result<VideoInfo, Youtub
         duration_s: details["lengthSeconds"]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .or_else(|| details["lengthSeconds"].as_i64().and_then(|n| i32::try_from(n).ok())),
+            .or_else(|| {
+                details["lengthSeconds"]
+                    .as_i64()
+                    .and_then(|n| i32::try_from(n).ok())
+            }),
         tracks,
     })
 }
@@ -119,7 +128,10 @@ fn check_playability(video: &str, status: &Value) -> Result<(), YoutubeError> {
 
 /// The track `languages` (most preferred first) picks: for each language in turn, a manual
 /// track before an auto-generated one, an exact code (`en`) before a regional one (`en-GB`).
-pub fn choose_track<'a>(tracks: &'a [CaptionTrack], languages: &[String]) -> Option<&'a CaptionTrack> {
+pub fn choose_track<'a>(
+    tracks: &'a [CaptionTrack],
+    languages: &[String],
+) -> Option<&'a CaptionTrack> {
     for wanted in languages {
         let wanted = wanted.trim();
         let exact = |t: &&CaptionTrack| t.language.eq_ignore_ascii_case(wanted);
@@ -173,15 +185,34 @@ mod tests {
     #[test]
     fn classifies_playability() {
         let cases = [
-            (json!({"status": "ERROR", "reason": "This video is unavailable"}), "video_unavailable"),
-            (json!({"status": "UNPLAYABLE", "reason": "This video is private"}), "video_unavailable"),
-            (json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm you’re not a bot"}), "request_blocked"),
-            (json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm your age"}), "age_restricted"),
-            (json!({"status": "LOGIN_REQUIRED", "reason": "This video may be inappropriate for some users."}), "age_restricted"),
-            (json!({"status": "ERROR", "reason": "Invalid parameters."}), "invalid_video"),
+            (
+                json!({"status": "ERROR", "reason": "This video is unavailable"}),
+                "video_unavailable",
+            ),
+            (
+                json!({"status": "UNPLAYABLE", "reason": "This video is private"}),
+                "video_unavailable",
+            ),
+            (
+                json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm you’re not a bot"}),
+                "request_blocked",
+            ),
+            (
+                json!({"status": "LOGIN_REQUIRED", "reason": "Sign in to confirm your age"}),
+                "age_restricted",
+            ),
+            (
+                json!({"status": "LOGIN_REQUIRED", "reason": "This video may be inappropriate for some users."}),
+                "age_restricted",
+            ),
+            (
+                json!({"status": "ERROR", "reason": "Invalid parameters."}),
+                "invalid_video",
+            ),
         ];
         for (status, kind) in cases {
-            let err = read_player("abcdefghijk", &json!({ "playabilityStatus": status })).unwrap_err();
+            let err =
+                read_player("abcdefghijk", &json!({ "playabilityStatus": status })).unwrap_err();
             assert_eq!(err.kind(), kind, "{status}");
         }
     }

@@ -76,7 +76,10 @@ fn parse_xml(body: &str) -> Vec<Segment> {
         let (start, dur) = if seconds {
             (time("start"), time("dur"))
         } else {
-            (time("t").map(|ms| ms / 1000.0), time("d").map(|ms| ms / 1000.0))
+            (
+                time("t").map(|ms| ms / 1000.0),
+                time("d").map(|ms| ms / 1000.0),
+            )
         };
         let text = clean(&unescape_html(&strip_tags(&unescape_html(inner))));
         if text.is_empty() {
@@ -251,10 +254,26 @@ mod tests {
         assert_eq!(
             segs,
             vec![
-                Segment { start_ms: 500, dur_ms: 2250, text: "Hey there, it's Rust".into() },
-                Segment { start_ms: 2750, dur_ms: 250, text: "I <3 it".into() },
-                Segment { start_ms: 3000, dur_ms: 1000, text: "Tom & Jerry \"quoted\"".into() },
-                Segment { start_ms: 61234, dur_ms: 2000, text: "[Music] next line".into() },
+                Segment {
+                    start_ms: 500,
+                    dur_ms: 2250,
+                    text: "Hey there, it's Rust".into()
+                },
+                Segment {
+                    start_ms: 2750,
+                    dur_ms: 250,
+                    text: "I <3 it".into()
+                },
+                Segment {
+                    start_ms: 3000,
+                    dur_ms: 1000,
+                    text: "Tom & Jerry \"quoted\"".into()
+                },
+                Segment {
+                    start_ms: 61234,
+                    dur_ms: 2000,
+                    text: "[Music] next line".into()
+                },
             ]
         );
     }
@@ -263,7 +282,14 @@ mod tests {
     fn srv3_and_json3() {
         let srv3 = r#"<timedtext format="3"><body><p t="1200" d="800"><s>hello</s><s t="300"> world</s></p><p t="2000" d="10">x</p></body></timedtext>"#;
         let segs = parse(srv3).unwrap();
-        assert_eq!(segs[0], Segment { start_ms: 1200, dur_ms: 800, text: "hello world".into() });
+        assert_eq!(
+            segs[0],
+            Segment {
+                start_ms: 1200,
+                dur_ms: 800,
+                text: "hello world".into()
+            }
+        );
         assert_eq!(segs.len(), 2);
 
         let json3 = r#"{"wireMagic":"pb3","events":[{"tStartMs":0,"dDurationMs":5000},
@@ -271,13 +297,20 @@ mod tests {
             {"tStartMs":4000,"segs":[{"utf8":"\n"}]}]}"#;
         assert_eq!(
             parse(json3).unwrap(),
-            vec![Segment { start_ms: 1500, dur_ms: 2000, text: "café time".into() }]
+            vec![Segment {
+                start_ms: 1500,
+                dur_ms: 2000,
+                text: "café time".into()
+            }]
         );
         assert!(parse("garbage").is_err());
     }
 
     #[test]
     fn unescapes_named_and_numeric_references() {
-        assert_eq!(unescape_html("a &amp; b &#39;c&#x27; &unknown; & d"), "a & b 'c' &unknown; & d");
+        assert_eq!(
+            unescape_html("a &amp; b &#39;c&#x27; &unknown; & d"),
+            "a & b 'c' &unknown; & d"
+        );
     }
 }

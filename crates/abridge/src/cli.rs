@@ -120,9 +120,12 @@ fn parse_language(s: &str) -> Result<String, String> {
         language: Some(s.to_owned()),
         ..BatchOptions::default()
     };
-    options.validate().map(|()| s.replace(' ', "")).map_err(|_| {
-        format!("{s:?} is not a list of language codes such as \"en\" or \"pt-BR,en\"")
-    })
+    options
+        .validate()
+        .map(|()| s.replace(' ', ""))
+        .map_err(|_| {
+            format!("{s:?} is not a list of language codes such as \"en\" or \"pt-BR,en\"")
+        })
 }
 
 #[derive(Debug, Args)]

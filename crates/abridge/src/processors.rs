@@ -19,5 +19,9 @@ pub fn build(
     queue: &Queue,
 ) -> anyhow::Result<Arc<dyn Processor>> {
     let config = SummarizeConfig::from_source(source, &settings.summarizer)?;
-    Ok(Arc::new(Summarizer::new(config, store.clone(), queue.clone())?))
+    Ok(Arc::new(Summarizer::new(
+        config,
+        store.clone(),
+        queue.clone(),
+    )?))
 }

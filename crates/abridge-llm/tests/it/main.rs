@@ -31,12 +31,22 @@ fn request() -> ChatRequest {
 #[tokio::test]
 async fn openai_chat_completions() {
     let s = LlmStandin::start(Standin::OpenAi);
-    let r = client(Provider::OpenAi, &s.url()).complete(&request()).await.unwrap();
-    assert!(r.text.contains("KEY POINTS:\n- [00:05] Hello there."), "{}", r.text);
+    let r = client(Provider::OpenAi, &s.url())
+        .complete(&request())
+        .await
+        .unwrap();
+    assert!(
+        r.text.contains("KEY POINTS:\n- [00:05] Hello there."),
+        "{}",
+        r.text
+    );
     assert_eq!(r.model, "test-model");
     assert!(r.input_tokens > 0 && r.output_tokens > 0);
     let got = &s.received()[0];
-    assert_eq!(got.headers["authorization"], format!("Bearer {KEY}").as_str());
+    assert_eq!(
+        got.headers["authorization"],
+        format!("Bearer {KEY}").as_str()
+    );
     assert_eq!(got.body["messages"][0]["role"], "system");
     assert_eq!(got.body["messages"][1]["role"], "user");
     assert_eq!(got.body["max_tokens"], 300);
@@ -73,7 +83,11 @@ async fn failures_are_classified_with_retry_hints() {
         s.push_failure(Failure::new(standin, 503, "unavailable"));
         s.push_failure(Failure::new(standin, 408, "timeout"));
         s.push_failure(Failure::new(standin, 409, "conflict"));
-        s.push_failure(Failure::new(standin, 401, &format!("Incorrect API key provided: {KEY}")));
+        s.push_failure(Failure::new(
+            standin,
+            401,
+            &format!("Incorrect API key provided: {KEY}"),
+        ));
         s.push_failure(Failure::new(standin, 403, "forbidden"));
         s.push_failure(Failure::new(standin, 404, "model: nope"));
         s.push_failure(Failure::new(standin, 400, "bad"));
@@ -91,7 +105,11 @@ async fn failures_are_classified_with_retry_hints() {
         ];
         for (kind, retry_after) in expect {
             let e = c.complete(&request()).await.unwrap_err();
-            assert_eq!((e.kind, e.retry_after), (kind, retry_after), "{provider}: {e}");
+            assert_eq!(
+                (e.kind, e.retry_after),
+                (kind, retry_after),
+                "{provider}: {e}"
+            );
             assert!(!e.to_string().contains(KEY), "{e}");
         }
         // The context window: the stand-in refuses a prompt that does not fit.
@@ -103,7 +121,10 @@ async fn failures_are_classified_with_retry_hints() {
     }
     let s = LlmStandin::start(Standin::OpenAi);
     s.push_failure(Failure::insufficient_quota());
-    let e = client(Provider::OpenAi, &s.url()).complete(&request()).await.unwrap_err();
+    let e = client(Provider::OpenAi, &s.url())
+        .complete(&request())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, LlmErrorKind::InsufficientQuota);
     assert!(!e.kind.is_transient());
 }
@@ -113,7 +134,10 @@ async fn unreachable_provider_is_a_transient_connection_failure() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let e = client(Provider::OpenAi, &url).complete(&request()).await.unwrap_err();
+    let e = client(Provider::OpenAi, &url)
+        .complete(&request())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, LlmErrorKind::Connection, "{e}");
     assert!(e.kind.is_transient() && e.kind.means_provider_down());
 }

@@ -77,7 +77,11 @@ impl Setup {
 
     /// Enqueues `lines` with `options`, runs a worker until the batch is finished, and
     /// returns the batch and its items.
-    pub async fn run_batch(&self, lines: &str, options: BatchOptions) -> (BatchView, Vec<ItemView>) {
+    pub async fn run_batch(
+        &self,
+        lines: &str,
+        options: BatchOptions,
+    ) -> (BatchView, Vec<ItemView>) {
         let worker = self.worker();
         let done = abridge_control::enqueue(
             &worker.store,
@@ -112,7 +116,11 @@ async fn wait_finished(store: &abridge_store::Store, id: BatchId, timeout: Durat
         if b.status.is_finished() {
             return b;
         }
-        assert!(Instant::now() < deadline, "batch not finished: {:?}", b.counts);
+        assert!(
+            Instant::now() < deadline,
+            "batch not finished: {:?}",
+            b.counts
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -167,16 +175,25 @@ pub fn normal_video(id: &str, title: &str) -> Video {
 /// points linking to the video at their second. Returns the key points' seconds.
 pub fn assert_shape(summary: &str, video: &str, title: &str) -> Vec<u64> {
     let mut lines = summary.lines();
-    assert_eq!(lines.next(), Some(format!("# {title}").as_str()), "{summary}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("# {title}").as_str()),
+        "{summary}"
+    );
     assert_eq!(lines.next(), Some(""), "{summary}");
     let tldr = lines.next().unwrap();
-    assert!(tldr.starts_with("**TL;DR:** ") && tldr.len() > 20, "{summary}");
+    assert!(
+        tldr.starts_with("**TL;DR:** ") && tldr.len() > 20,
+        "{summary}"
+    );
     assert_eq!(lines.next(), Some(""));
     assert_eq!(lines.next(), Some("## Key points"));
     assert_eq!(lines.next(), Some(""));
     let mut seconds = Vec::new();
     for point in lines {
-        let rest = point.strip_prefix("- [").unwrap_or_else(|| panic!("{point:?} in {summary}"));
+        let rest = point
+            .strip_prefix("- [")
+            .unwrap_or_else(|| panic!("{point:?} in {summary}"));
         let (stamp, rest) = rest.split_once("](").unwrap();
         let (url, text) = rest.split_once(") ").unwrap();
         let secs: u64 = url
@@ -184,7 +201,11 @@ pub fn assert_shape(summary: &str, video: &str, title: &str) -> Vec<u64> {
             .unwrap_or_else(|| panic!("{url}"))
             .parse()
             .unwrap();
-        assert_eq!(stamp, format!("{:02}:{:02}", secs / 60, secs % 60), "{point}");
+        assert_eq!(
+            stamp,
+            format!("{:02}:{:02}", secs / 60, secs % 60),
+            "{point}"
+        );
         assert!(!text.trim().is_empty());
         seconds.push(secs);
     }

@@ -10,7 +10,11 @@ const VIDEO: &str = "vid_Normal1";
 fn lines(prefix: &str) -> Vec<(f64, f64, String)> {
     vec![
         (0.0, 2.5, format!("{prefix} welcome &amp;amp; hello")),
-        (2.5, 3.0, format!("{prefix} it&amp;#39;s &lt;b&gt;bold&lt;/b&gt;")),
+        (
+            2.5,
+            3.0,
+            format!("{prefix} it&amp;#39;s &lt;b&gt;bold&lt;/b&gt;"),
+        ),
         (65.25, 2.0, format!("{prefix} a minute in")),
     ]
 }
@@ -54,19 +58,45 @@ async fn fetches_the_preferred_track_manual_before_auto_generated() {
     assert_eq!(
         t.segments,
         vec![
-            Segment { start_ms: 0, dur_ms: 2500, text: "manual-en welcome & hello".into() },
-            Segment { start_ms: 2500, dur_ms: 3000, text: "manual-en it's bold".into() },
-            Segment { start_ms: 65250, dur_ms: 2000, text: "manual-en a minute in".into() },
+            Segment {
+                start_ms: 0,
+                dur_ms: 2500,
+                text: "manual-en welcome & hello".into()
+            },
+            Segment {
+                start_ms: 2500,
+                dur_ms: 3000,
+                text: "manual-en it's bold".into()
+            },
+            Segment {
+                start_ms: 65250,
+                dur_ms: 2000,
+                text: "manual-en a minute in".into()
+            },
         ]
     );
     assert_eq!(t.tracks.len(), 4);
-    assert_eq!(yt.counts(VIDEO).total(), 3, "watch page, player, timed text");
-    assert!(yt.bad_player_requests().is_empty(), "{:?}", yt.bad_player_requests());
+    assert_eq!(
+        yt.counts(VIDEO).total(),
+        3,
+        "watch page, player, timed text"
+    );
+    assert!(
+        yt.bad_player_requests().is_empty(),
+        "{:?}",
+        yt.bad_player_requests()
+    );
 
     // Preference order across languages; asr when a language has no manual track; json3.
-    let t = c.fetch_transcript(VIDEO, &langs(&["fr", "de"])).await.unwrap();
+    let t = c
+        .fetch_transcript(VIDEO, &langs(&["fr", "de"]))
+        .await
+        .unwrap();
     assert_eq!((t.language.as_str(), t.kind), ("fr", TrackKind::Asr));
-    let t = c.fetch_transcript(VIDEO, &langs(&["es", "de"])).await.unwrap();
+    let t = c
+        .fetch_transcript(VIDEO, &langs(&["es", "de"]))
+        .await
+        .unwrap();
     assert_eq!((t.language.as_str(), t.kind), ("de", TrackKind::Manual));
     assert_eq!(t.segments[1].text, "manual-de it's bold");
 }
@@ -79,7 +109,11 @@ async fn answers_the_consent_page() {
         .await
         .unwrap();
     assert_eq!(t.segments.len(), 3);
-    assert_eq!(yt.counts(VIDEO).watch, 2, "consent page, then the page with the cookie");
+    assert_eq!(
+        yt.counts(VIDEO).watch,
+        2,
+        "consent page, then the page with the cookie"
+    );
 }
 
 #[tokio::test]
@@ -106,12 +140,19 @@ async fn classifies_permanent_failures() {
         assert_eq!(e.kind(), kind, "{video}: {e}");
         assert!(!e.is_transient(), "{video}: {e}");
     }
-    let e = c.fetch_transcript(VIDEO, &langs(&["es"])).await.unwrap_err();
+    let e = c
+        .fetch_transcript(VIDEO, &langs(&["es"]))
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "video vid_Normal1 has no transcript in es; it has: en (auto-generated), en, de, fr (auto-generated)"
     );
-    assert_eq!(yt.counts("not-an-id").total(), 0, "an invalid id is never requested");
+    assert_eq!(
+        yt.counts("not-an-id").total(),
+        0,
+        "an invalid id is never requested"
+    );
 }
 
 #[tokio::test]
@@ -126,10 +167,23 @@ async fn classifies_transient_failures() {
     let en = langs(&["en"]);
 
     let e = c.fetch_transcript("vid_Limited", &en).await.unwrap_err();
-    assert_eq!(e, YoutubeError::RateLimited { what: "watch page", retry_after: Some(Duration::from_secs(1)) });
+    assert_eq!(
+        e,
+        YoutubeError::RateLimited {
+            what: "watch page",
+            retry_after: Some(Duration::from_secs(1))
+        }
+    );
     assert!(e.is_transient());
     // 429 then success.
-    assert_eq!(c.fetch_transcript("vid_Limited", &en).await.unwrap().segments.len(), 3);
+    assert_eq!(
+        c.fetch_transcript("vid_Limited", &en)
+            .await
+            .unwrap()
+            .segments
+            .len(),
+        3
+    );
 
     for (video, kind) in [
         ("vid_BotChck", "request_blocked"),
@@ -152,7 +206,9 @@ async fn classifies_transient_failures() {
     // A server that accepts but never answers: a timeout.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let c = YoutubeClient::new(&YoutubeConfig {
-        base_url: format!("http://{}", silent.local_addr().unwrap()).parse().unwrap(),
+        base_url: format!("http://{}", silent.local_addr().unwrap())
+            .parse()
+            .unwrap(),
         proxy: None,
         timeout: Duration::from_millis(300),
     })
