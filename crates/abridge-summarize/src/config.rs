@@ -1,6 +1,9 @@
 //! The summarizer's settings (`ABRIDGE_*`), read through `SettingsSource` so every error names
 //! the key and its variable. See README.md, "Configuration".
 
+// `SettingsError` is the core's error type, built once at start-up: its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use abridge_core::settings::{Secret, SettingsError, SettingsSource};
