@@ -5,7 +5,10 @@
 //!   Postgres and Redis restarts, SIGTERM, a poison item). Each asserts that every item
 //!   reached a terminal state exactly once, that batch counts equal the rows, and that
 //!   nothing was lost.
+//! - `summaries`: real summaries from workers against local YouTube and LLM stand-ins: every
+//!   URL form, every failure's `error_kind`, and caches that stop refetching.
 
 mod cli;
 mod faults;
+mod summaries;
 mod support;

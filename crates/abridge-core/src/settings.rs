@@ -257,7 +257,7 @@ pub struct Settings {
     pub retry_base: Duration,
     /// No retry waits longer than this.
     pub retry_max: Duration,
-    /// The summarizer backend name (`noop`, `extractive`, `openai`, `anthropic`).
+    /// The summarizer backend name (`extractive`, the default; `openai`, `anthropic`, `noop`).
     pub summarizer: String,
     /// The `noop` summarizer sleeps this long per item (benchmarks and fault drills).
     pub noop_delay: Duration,
@@ -312,7 +312,7 @@ impl Settings {
         check_key_part(src, "redis_prefix", &redis_prefix)?;
         let summarizer = src
             .text("summarizer")?
-            .unwrap_or_else(|| "noop".to_owned())
+            .unwrap_or_else(|| "extractive".to_owned())
             .to_ascii_lowercase();
         Ok(Self {
             database_url: src.secret("database_url")?,
@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(s.heartbeat, Duration::from_secs(2));
         assert_eq!(s.queue, "default");
         assert_eq!(s.max_attempts, 5);
-        assert_eq!(s.summarizer, "noop");
+        assert_eq!(s.summarizer, "extractive");
     }
 
     #[test]

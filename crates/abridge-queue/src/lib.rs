@@ -714,6 +714,67 @@ impl Queue {
         Ok(set.is_some())
     }
 
+    /// Takes `cost` from the fleet-wide token bucket `name`, which refills at `per_second` up
+    /// to `capacity`. `None`: taken. `Some(wait)`: not enough yet; ask again after `wait`.
+    pub async fn take_budget(
+        &self,
+        name: &str,
+        per_second: f64,
+        capacity: f64,
+        cost: f64,
+    ) -> Result<Option<Duration>> {
+        let mut conn = self.conn("take from budget").await?;
+        let wait_ms: i64 = scripts::BUDGET
+            .prepare_invoke()
+            .key(self.keys.budget(name))
+            .arg(per_second)
+            .arg(capacity)
+            .arg(cost)
+            .invoke_async(&mut conn)
+            .await
+            .context("take from budget")?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))
+    }
+
+    /// Asks the fleet-wide circuit breaker `name` whether a request may go now. `None`: go
+    /// (closed, or this caller holds the half-open probe for `probe`). `Some(wait)`: open.
+    pub async fn breaker_pass(&self, name: &str, probe: Duration) -> Result<Option<Duration>> {
+        let mut conn = self.conn("ask circuit breaker").await?;
+        let wait_ms: i64 = scripts::BREAKER_PASS
+            .prepare_invoke()
+            .key(self.keys.breaker(name))
+            .arg(millis(probe).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .context("ask circuit breaker")?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))
+    }
+
+    /// Records a request's outcome with the breaker `name`: a success closes it; `threshold`
+    /// failures in a row (each within `decay` of the last) open it for `open_for`. Returns true
+    /// if this failure opened it.
+    pub async fn breaker_report(
+        &self,
+        name: &str,
+        success: bool,
+        threshold: u32,
+        open_for: Duration,
+        decay: Duration,
+    ) -> Result<bool> {
+        let mut conn = self.conn("report to circuit breaker").await?;
+        let opened: i64 = scripts::BREAKER_REPORT
+            .prepare_invoke()
+            .key(self.keys.breaker(name))
+            .arg(if success { 1 } else { 0 })
+            .arg(threshold.max(1))
+            .arg(millis(open_for).max(1))
+            .arg(millis(decay).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .context("report to circuit breaker")?;
+        Ok(opened == 1)
+    }
+
     /// A stream of cancelled batch ids, from the moment it is subscribed. Ends when the
     /// connection drops; the caller re-subscribes (renewals catch what was missed).
     pub async fn cancellations(&self) -> Result<impl Stream<Item = BatchId> + use<>> {

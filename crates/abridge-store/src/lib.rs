@@ -6,6 +6,7 @@
 //! - [`items`]: the worker's fenced writes: start, finish, reclaim, release.
 //! - [`sessions`]: worker sessions: register, heartbeat, close, bury the dead.
 //! - [`reconcile`]: what Postgres says should be in Redis.
+//! - [`summaries`]: the transcript and summary caches, and fenced per-item checkpoints.
 //!
 //! Architecture Invariant: every write to an item that is `running` is a compare-and-set on
 //! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
@@ -15,6 +16,7 @@ pub mod batches;
 pub mod items;
 pub mod reconcile;
 pub mod sessions;
+pub mod summaries;
 
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use batches::{BatchView, Counts, CreatedBatch, ItemView, NewBatch};
 pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
+pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};
 
 /// The migrations, embedded so that `abridge migrate` needs no files at run time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backoff::retry_delay;
+use crate::finisher;
 use crate::holdings::{StopReason, StopSignal};
 use crate::session::SessionCtx;
+use crate::starter::{StartHandle, StartResult};
 use crate::{Job, Worker};
-use crate::{finisher, starter};
 
 /// How long an idle worker blocks waiting for a wake-up before claiming anyway (which also
 /// promotes retries that have come due).
@@ -192,6 +193,7 @@ async fn run_item(
     _permit: OwnedSemaphorePermit,
 ) {
     let attempt = u32::try_from(item.attempt).unwrap_or(1);
+    let start = StartHandle::new(&ctx, &lease);
     let job = Job {
         item_id: item.id,
         batch_id: item.batch_id,
@@ -202,6 +204,7 @@ async fn run_item(
         title: item.title,
         transcript: item.transcript,
         options: item.options,
+        start: start.clone(),
     };
     let began = Instant::now();
     let mut work = Box::pin(
@@ -212,36 +215,33 @@ async fn run_item(
         .catch_unwind(),
     );
     let mut start_due = std::pin::pin!(tokio::time::sleep(worker.settings.start_after));
-    let mut start_asked = false;
-    let mut start_reply = None;
-    let mut started = false;
+    let mut starting: Option<futures::future::BoxFuture<'static, StartResult>> = None;
     let mut result = loop {
         tokio::select! {
             biased;
             reason = signal.stopped() => break Err(reason),
             r = &mut work => break Ok(r),
-            _ = &mut start_due, if !start_asked => {
-                start_asked = true;
-                start_reply = Some(starter::request(&ctx, &lease).await);
+            _ = &mut start_due, if starting.is_none() && start.result().is_none() => {
+                let start = start.clone();
+                starting = Some(Box::pin(async move { start.ensure().await }));
             }
-            reply = async { start_reply.as_mut().expect("guarded").await }, if start_reply.is_some() => {
-                start_reply = None;
-                match reply {
-                    Ok(Some(true)) => started = true,
-                    Ok(Some(false)) => signal.stop(StopReason::Lost),
-                    _ => {} // not written (Postgres trouble): finish from `queued` later
+            r = async { starting.as_mut().expect("guarded").await }, if starting.is_some() => {
+                starting = None;
+                if r == StartResult::Refused {
+                    signal.stop(StopReason::Lost);
                 }
             }
         }
     };
     // The work ended while its start was being written: the start's fate decides the write.
-    if let Some(reply) = start_reply.take() {
-        match reply.await {
-            Ok(Some(true)) => started = true,
-            Ok(Some(false)) => result = Err(StopReason::Lost),
-            _ => {}
-        }
+    // (So does a start the processor asked for itself.)
+    if let Some(pending) = starting.take() {
+        pending.await;
     }
+    if start.result() == Some(StartResult::Refused) {
+        result = Err(StopReason::Lost);
+    }
+    let started = start.result() == Some(StartResult::Started);
     drop(work);
     let settings = &worker.settings;
     let retry = |e: &ItemError| Outcome::Retry {

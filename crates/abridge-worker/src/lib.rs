@@ -36,6 +36,7 @@ use abridge_store::Store;
 use async_trait::async_trait;
 
 pub use session::{RunReport, run};
+pub use starter::{StartHandle, StartResult};
 
 /// One item handed to a processor.
 #[derive(Clone, Debug)]
@@ -54,6 +55,10 @@ pub struct Job {
     pub transcript: Option<String>,
     /// The batch's processing options, as given at enqueue (backend, model, length, language).
     pub options: serde_json::Value,
+    /// Marks the item `running` in Postgres. A processor that writes anything fenced on the
+    /// item running (a checkpoint) must call `start.ensure()` first; otherwise the worker
+    /// does it once the item has run for `start_after`.
+    pub start: StartHandle,
 }
 
 /// A processor's result for one item.

@@ -15,28 +15,85 @@ use tracing::warn;
 use crate::session::SessionCtx;
 use crate::{Worker, batching};
 
-/// `Some(true)`: started; `Some(false)`: refused (the item is no longer ours); `None`: not
-/// written (Postgres refused the statement itself; the item carries on unstarted).
-pub(crate) type StartReply = oneshot::Receiver<Option<bool>>;
+/// What marking an item `running` came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartResult {
+    /// The item is `running` under this claim's token.
+    Started,
+    /// The item was no longer `queued`: another claim owns it, or it was cancelled. The
+    /// attempt must stop and write nothing.
+    Refused,
+    /// Postgres could not take the statement; the item carries on unstarted.
+    NotWritten,
+}
+
+type StartRequest = Box<dyn Fn() -> futures::future::BoxFuture<'static, StartResult> + Send + Sync>;
+
+/// An item's deferred start (ARCHITECTURE.md, "Deferred starts"), shared by the worker and
+/// the processor. The worker asks once the item has run for `start_after`; a processor asks
+/// before any write of its own that is fenced on the item running (a checkpoint). Either way
+/// the start is written once, and both see the same result.
+#[derive(Clone)]
+pub struct StartHandle(Arc<StartState>);
+
+struct StartState {
+    result: tokio::sync::OnceCell<StartResult>,
+    request: StartRequest,
+}
+
+impl std::fmt::Debug for StartHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StartHandle")
+            .field(&self.0.result.get())
+            .finish()
+    }
+}
+
+impl StartHandle {
+    /// Marks the item running unless that was already done; returns the result.
+    pub async fn ensure(&self) -> StartResult {
+        *self.0.result.get_or_init(|| (self.0.request)()).await
+    }
+
+    /// The result, if the start was asked for and has been written.
+    pub fn result(&self) -> Option<StartResult> {
+        self.0.result.get().copied()
+    }
+
+    /// A handle for an item already marked running by other means (tests, tools).
+    pub fn already_started() -> Self {
+        Self(Arc::new(StartState {
+            result: tokio::sync::OnceCell::new_with(Some(StartResult::Started)),
+            request: Box::new(|| Box::pin(async { StartResult::Started })),
+        }))
+    }
+
+    pub(crate) fn new(ctx: &Arc<SessionCtx>, lease: &LeaseRef) -> Self {
+        let (tx, item, token) = (ctx.start_tx.clone(), lease.item, lease.token);
+        Self(Arc::new(StartState {
+            result: tokio::sync::OnceCell::new(),
+            request: Box::new(move || {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let (done, reply) = oneshot::channel();
+                    if tx.send(StartOp { item, token, done }).await.is_err() {
+                        return StartResult::NotWritten;
+                    }
+                    match reply.await {
+                        Ok(Some(true)) => StartResult::Started,
+                        Ok(Some(false)) => StartResult::Refused,
+                        _ => StartResult::NotWritten,
+                    }
+                })
+            }),
+        }))
+    }
+}
 
 pub(crate) struct StartOp {
     item: ItemId,
     token: LeaseToken,
     done: oneshot::Sender<Option<bool>>,
-}
-
-/// Asks for `lease`'s item to be marked running; the reply comes when it is written.
-pub(crate) async fn request(ctx: &SessionCtx, lease: &LeaseRef) -> StartReply {
-    let (done, reply) = oneshot::channel();
-    let _ = ctx
-        .start_tx
-        .send(StartOp {
-            item: lease.item,
-            token: lease.token,
-            done,
-        })
-        .await;
-    reply
 }
 
 pub(crate) async fn run(

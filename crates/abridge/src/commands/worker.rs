@@ -13,11 +13,14 @@ use crate::processors;
 pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = loaded.settings;
     let concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
-    let processor = processors::build(&settings, &loaded.source)?;
+    // Check the summarizer's settings before waiting for anything.
+    abridge_summarize::config::SummarizeConfig::from_source(&loaded.source, &settings.summarizer)?;
     // Postgres may still be starting (compose, Kubernetes): wait for it rather than crash.
     let store = wait_for_store(&settings).await?;
+    let queue = context::queue(&settings)?;
+    let processor = processors::build(&settings, &loaded.source, &store, &queue)?;
     let worker = Worker {
-        queue: context::queue(&settings)?,
+        queue,
         store,
         processor,
         settings: Arc::new(settings),
