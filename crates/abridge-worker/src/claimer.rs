@@ -261,7 +261,19 @@ async fn run_item(
             meta: out.meta,
         }),
         Ok(Ok(Ok(Err(e)))) => {
-            if e.is_transient() {
+            if let ItemError::Deferred {
+                kind,
+                message,
+                retry_after,
+            } = &e
+            {
+                info!(error = %e, "not attempted now; waiting without using up an attempt");
+                Some(Outcome::Defer {
+                    kind: kind.clone(),
+                    message: message.clone(),
+                    delay: (*retry_after).max(settings.retry_base),
+                })
+            } else if e.is_transient() {
                 info!(error = %e, "attempt failed; will retry");
                 Some(retry(&e))
             } else {
