@@ -28,6 +28,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
     let mut error_delay = Duration::from_millis(50);
+    let mut redis = worker.queue.claim_connection();
     loop {
         let first = tokio::select! {
             p = ctx.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -56,7 +57,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         let want = permit.num_permits();
         let sent_at = Instant::now();
         let claim = tokio::select! {
-            c = worker.queue.claim(ctx.id, worker.settings.lease, want) => c,
+            c = redis.claim(ctx.id, worker.settings.lease, want) => c,
             _ = stop.cancelled() => return,
         };
         match claim {
@@ -79,7 +80,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                     drop(permit);
                     let wait = claim.next_due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
                     tokio::select! {
-                        _ = worker.queue.wait_for_work(wait) => {}
+                        _ = redis.wait_for_work(wait) => {}
                         _ = stop.cancelled() => return,
                     }
                     continue;
