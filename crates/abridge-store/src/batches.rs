@@ -21,6 +21,33 @@ pub struct NewBatch<'a> {
     pub priority: Priority,
     /// Per-batch processing options, stored as given (summarizer backend, length, ...).
     pub options: serde_json::Value,
+    /// The API tenant that owns the batch; `None` for batches made with the CLI.
+    pub tenant: Option<&'a str>,
+    /// Where to POST the final status once the batch finishes (API batches only).
+    pub webhook_url: Option<&'a str>,
+}
+
+/// An `Idempotency-Key` to record with a new batch, so that a retried request finds it.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    /// SHA-256 of the canonical request: the same key with another request is refused.
+    pub request_hash: &'a [u8],
+    /// What the first request answered, replayed to retries.
+    pub response: serde_json::Value,
+}
+
+/// What `create_batch_once` did.
+#[derive(Clone, Debug)]
+pub enum CreateOnce {
+    Created(CreatedBatch),
+    /// The tenant already used this key: nothing was created.
+    Existing {
+        batch_id: BatchId,
+        /// False when the key came with a different request body.
+        same_request: bool,
+        response: serde_json::Value,
+    },
 }
 
 /// A created batch and its items' ids in input order, ready to be pushed to Redis.
@@ -73,6 +100,9 @@ pub struct BatchView {
     pub total: i64,
     pub counts: Counts,
     pub options: serde_json::Value,
+    /// The API tenant that owns the batch (`None`: made with the CLI).
+    pub tenant: Option<String>,
+    pub webhook_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -99,24 +129,86 @@ impl Store {
         batch: NewBatch<'_>,
         items: &[ItemInput],
     ) -> Result<CreatedBatch> {
+        match self.create_batch_once(batch, items, None).await? {
+            CreateOnce::Created(created) => Ok(created),
+            CreateOnce::Existing { .. } => unreachable!("no idempotency key was given"),
+        }
+    }
+
+    /// Like [`Store::create_batch`], recording `idempotency` (for the batch's tenant) in the
+    /// same transaction. If the tenant already used the key, nothing is created and the first
+    /// batch is returned. Two concurrent requests with one key create one batch: the second
+    /// waits on the key's unique index until the first commits.
+    pub async fn create_batch_once(
+        &self,
+        batch: NewBatch<'_>,
+        items: &[ItemInput],
+        idempotency: Option<IdempotencyKey<'_>>,
+    ) -> Result<CreateOnce> {
         let total = i32::try_from(items.len()).map_err(|_| StoreError::Query {
             context: "create batch",
             cause: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
         })?;
         let mut tx = self.pool.begin().await.context("begin batch transaction")?;
         sqlx::query!(
-            "INSERT INTO batches (id, queue, name, priority, total, options)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             batch.id.0,
             batch.queue,
             batch.name,
             batch.priority.as_str(),
             total,
             batch.options,
+            batch.tenant,
+            batch.webhook_url,
         )
         .execute(&mut *tx)
         .await
         .context("insert batch")?;
+        if let (Some(idem), Some(tenant)) = (&idempotency, batch.tenant) {
+            let inserted = sqlx::query_scalar!(
+                "INSERT INTO idempotency_keys (tenant, key, request_hash, batch_id, response)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, key) DO NOTHING
+                 RETURNING batch_id",
+                tenant,
+                idem.key,
+                idem.request_hash,
+                batch.id.0,
+                idem.response,
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .context("record idempotency key")?;
+            if inserted.is_none() {
+                tx.rollback().await.context("roll back duplicate batch")?;
+                let first = sqlx::query!(
+                    "SELECT batch_id, request_hash, response FROM idempotency_keys
+                     WHERE tenant = $1 AND key = $2",
+                    tenant,
+                    idem.key
+                )
+                .fetch_one(&self.pool)
+                .await
+                .context("read idempotency key")?;
+                return Ok(CreateOnce::Existing {
+                    batch_id: BatchId(first.batch_id),
+                    same_request: first.request_hash == idem.request_hash,
+                    response: first.response,
+                });
+            }
+        }
+        if let Some(url) = batch.webhook_url {
+            sqlx::query!(
+                "INSERT INTO webhook_deliveries (batch_id, url, event_id) VALUES ($1, $2, $3)",
+                batch.id.0,
+                url,
+                uuid::Uuid::new_v4(),
+            )
+            .execute(&mut *tx)
+            .await
+            .context("arm batch webhook")?;
+        }
 
         let mut copy = tx
             .copy_in_raw(
@@ -160,17 +252,18 @@ impl Store {
         .map(ItemId)
         .collect();
         tx.commit().await.context("commit batch")?;
-        Ok(CreatedBatch {
+        Ok(CreateOnce::Created(CreatedBatch {
             id: batch.id,
             priority: batch.priority,
             item_ids,
-        })
+        }))
     }
 
     /// A batch with its per-state counts, or `None` if there is no such batch.
     pub async fn batch(&self, id: BatchId) -> Result<Option<BatchView>> {
         let Some(row) = sqlx::query!(
-            "SELECT id, queue, name, priority, status, total, options, created_at, started_at, finished_at
+            "SELECT id, queue, name, priority, status, total, options, tenant, webhook_url,
+                    created_at, started_at, finished_at
              FROM batches WHERE id = $1",
             id.0
         )
@@ -190,6 +283,8 @@ impl Store {
             total: i64::from(row.total),
             counts,
             options: row.options,
+            tenant: row.tenant,
+            webhook_url: row.webhook_url,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
