@@ -196,7 +196,7 @@ impl BatchStatusView {
 
 /// Remaining items at the recent rate, rounded up; `None` without a usable rate.
 fn eta(remaining: i64, rate: FinishRate) -> Option<u64> {
-    if rate.finished <= 0 || rate.window < Duration::from_millis(500) {
+    if rate.finished <= 0 || rate.window < Duration::from_millis(250) {
         return None;
     }
     let per_second = rate.finished as f64 / rate.window.as_secs_f64();
