@@ -45,6 +45,9 @@ pub struct WebhookSettings {
 }
 
 impl ApiSettings {
+    /// `SettingsError` is the core's error for every setting; read once at start, its size
+    /// does not matter.
+    #[allow(clippy::result_large_err)]
     pub fn from_source(src: &SettingsSource) -> Result<Self, SettingsError> {
         let listen = src
             .parse::<SocketAddr>("api_listen", "an address and port such as 0.0.0.0:8080")?
