@@ -32,6 +32,8 @@ use crate::views::BatchStatusView;
 const MAX_URL_LEN: usize = 2048;
 /// Deliveries claimed per dispatcher round.
 const CLAIM_BATCH: i64 = 16;
+/// Shortest pause between two dispatcher rounds that found little to do.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(100);
 
 /// True for addresses a tenant must not make abridge call: this host, private networks,
 /// link-local (cloud metadata at 169.254.169.254 and fd00:ec2::254), shared/CGNAT, multicast,
@@ -272,6 +274,8 @@ pub async fn dispatch(state: ApiState, stop: CancellationToken) {
             _ = state.hub.dispatcher_wakeup.notified() => {}
             _ = tokio::time::sleep(settings.poll) => {}
         }
+        // Notices can come by the dozen a second under load: at most ten rounds a second.
+        tokio::time::sleep(MIN_ROUND_GAP.min(settings.poll)).await;
     }
 }
 
