@@ -37,7 +37,14 @@ async fn progress_events_follow_the_batch_until_completed_on_any_replica() {
         "the current state comes first: {first}"
     );
 
-    app.start_worker(4);
+    // Items are marked running at once (not after ABRIDGE_START_AFTER_MS), so starts show.
+    app.start_worker_configured(
+        std::sync::Arc::new(abridge_worker::noop::Noop {
+            delay: Duration::ZERO,
+        }),
+        4,
+        &[("ABRIDGE_START_AFTER_MS", "0")],
+    );
     let events = reader.collect(Duration::from_secs(30)).await;
     let (last_name, last_id, last) = events.last().cloned().expect("a final event");
     assert_eq!(last_name, "completed", "{events:?}");

@@ -127,7 +127,17 @@ impl App {
     }
 
     pub fn start_worker_with(&mut self, processor: Arc<dyn Processor>, concurrency: usize) {
-        let worker = self.env.worker(processor, &[]);
+        self.start_worker_configured(processor, concurrency, &[]);
+    }
+
+    /// A worker with settings `overrides` (such as `ABRIDGE_START_AFTER_MS`).
+    pub fn start_worker_configured(
+        &mut self,
+        processor: Arc<dyn Processor>,
+        concurrency: usize,
+        overrides: &[(&str, &str)],
+    ) {
+        let worker = self.env.worker(processor, overrides);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(abridge_worker::run(worker, concurrency, async move {
             let _ = rx.await;
