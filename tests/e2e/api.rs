@@ -69,7 +69,19 @@ ccccccccccc
 ";
     let (code, out, err) = fleet.run(
         &[
-            "enqueue", "--api", &url, "--token", &token, "--wait", "--json", "--name", "via api",
+            "enqueue",
+            "--api",
+            &url,
+            "--token",
+            &token,
+            "--wait",
+            "--json",
+            "--name",
+            "via api",
+            "--length",
+            "short",
+            "--language",
+            "en",
         ],
         Some(input),
     );
@@ -97,6 +109,11 @@ ccccccccccc
     let b = fleet.batch(id.parse().unwrap()).await;
     assert_eq!(b.tenant.as_deref(), Some("e2e"));
     assert_eq!(b.name.as_deref(), Some("via api"));
+    assert_eq!(
+        b.options,
+        serde_json::json!({"length": "short", "language": "en"}),
+        "summary flags travel as the batch's summarizer options"
+    );
     let items = fleet.store.items_of(b.id, None, 0, 10).await.unwrap();
     assert_eq!(items[1].title.as_deref(), Some("A talk"));
     assert_eq!(items[1].summary.as_deref(), Some("Hello world."));

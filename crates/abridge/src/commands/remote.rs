@@ -62,6 +62,10 @@ pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> 
     if let Some(name) = &args.name {
         body["name"] = serde_json::json!(name);
     }
+    let options = args.summary.options();
+    if !options.is_empty() {
+        body["summarizer"] = serde_json::to_value(&options)?;
+    }
     let created = if items.is_empty() {
         Err(ClientError::Api {
             status: 422,
