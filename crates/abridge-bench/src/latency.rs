@@ -121,6 +121,8 @@ async fn enqueue_items(
                 name: None,
                 priority: Priority::Normal,
                 options: serde_json::json!({}),
+                tenant: None,
+                webhook_url: None,
             },
             &input.items,
         )

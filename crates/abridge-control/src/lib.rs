@@ -5,10 +5,14 @@
 
 use abridge_core::input::{BatchInput, Rejected};
 use abridge_core::{BatchId, BatchOptions, Priority};
+use abridge_queue::Placement;
 use abridge_queue::{Queue, QueueError, QueueStats};
+use abridge_store::batch_api::RetryOutcome;
 use abridge_store::batches::CancelOutcome;
-use abridge_store::{BatchView, NewBatch, SessionView, Store, StoreError};
-use serde::Serialize;
+use abridge_store::{
+    BatchView, CreateOnce, IdempotencyKey, NewBatch, SessionView, Store, StoreError,
+};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -18,6 +22,10 @@ pub enum ControlError {
     AlreadyFinished { id: BatchId, status: String },
     #[error("no valid input: every line was rejected")]
     NothingToEnqueue { rejected: Vec<Rejected> },
+    #[error("batch {0} is cancelled: its items cannot be retried")]
+    Cancelled(BatchId),
+    #[error("read the first result of an idempotency key: {0}")]
+    StoredResult(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -34,7 +42,7 @@ pub struct EnqueueRequest<'a> {
 }
 
 /// The result of an enqueue, as `abridge enqueue --json` prints it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Enqueued {
     pub batch_id: BatchId,
     pub accepted: usize,
@@ -51,24 +59,91 @@ pub async fn enqueue(
     input: BatchInput,
     request: EnqueueRequest<'_>,
 ) -> Result<Enqueued, ControlError> {
+    match enqueue_once(store, queue, queue_name, input, request, None).await? {
+        EnqueueOnce::Created(done) | EnqueueOnce::Replayed { done, .. } => Ok(done),
+    }
+}
+
+/// Who owns an API batch, and what the API records with it.
+#[derive(Clone, Debug)]
+pub struct Owner<'a> {
+    pub tenant: &'a str,
+    /// POSTed the final status when the batch finishes (already checked by the caller).
+    pub webhook_url: Option<&'a str>,
+    /// The request's `Idempotency-Key` and the SHA-256 of its canonical body.
+    pub idempotency: Option<(&'a str, &'a [u8])>,
+}
+
+/// What `enqueue_once` did.
+#[derive(Clone, Debug)]
+pub enum EnqueueOnce {
+    Created(Enqueued),
+    /// The owner had used this idempotency key before: this is the first result, and
+    /// nothing new was created. `same_request` is false if the key came with another body.
+    Replayed {
+        done: Enqueued,
+        same_request: bool,
+    },
+}
+
+/// [`enqueue`] for the API: the batch belongs to `owner`'s tenant, and an idempotency key,
+/// if given, makes a retried request return the first batch instead of creating another.
+pub async fn enqueue_once(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+    input: BatchInput,
+    request: EnqueueRequest<'_>,
+    owner: Option<Owner<'_>>,
+) -> Result<EnqueueOnce, ControlError> {
     if input.items.is_empty() {
         return Err(ControlError::NothingToEnqueue {
             rejected: input.rejected,
         });
     }
     let options = serde_json::to_value(&request.options).expect("options serialize");
-    let created = store
-        .create_batch(
+    let id = BatchId::new();
+    let done = Enqueued {
+        batch_id: id,
+        accepted: input.items.len(),
+        duplicates: input.duplicates,
+        rejected: input.rejected,
+    };
+    let idempotency = owner
+        .as_ref()
+        .and_then(|o| o.idempotency)
+        .map(|(key, request_hash)| IdempotencyKey {
+            key,
+            request_hash,
+            response: serde_json::to_value(&done).expect("enqueue result serializes"),
+        });
+    let outcome = store
+        .create_batch_once(
             NewBatch {
-                id: BatchId::new(),
+                id,
                 queue: queue_name,
                 name: request.name,
                 priority: request.priority,
                 options,
+                tenant: owner.as_ref().map(|o| o.tenant),
+                webhook_url: owner.as_ref().and_then(|o| o.webhook_url),
             },
             &input.items,
+            idempotency,
         )
         .await?;
+    let created = match outcome {
+        CreateOnce::Created(created) => created,
+        CreateOnce::Existing {
+            same_request,
+            response,
+            ..
+        } => {
+            let done = serde_json::from_value(response)
+                .map_err(|e| ControlError::StoredResult(e.to_string()))?;
+            return Ok(EnqueueOnce::Replayed { done, same_request });
+        }
+    };
     // The batch is committed: from here on a Redis failure only delays it (the reconciler
     // pushes what Redis is missing), so report it without failing the enqueue.
     if let Err(e) = queue
@@ -77,12 +152,7 @@ pub async fn enqueue(
     {
         tracing::warn!(batch = %created.id, error = %e, "batch saved but not yet queued in Redis; the reconciler will queue it");
     }
-    Ok(Enqueued {
-        batch_id: created.id,
-        accepted: created.item_ids.len(),
-        duplicates: input.duplicates,
-        rejected: input.rejected,
-    })
+    Ok(EnqueueOnce::Created(done))
 }
 
 /// Cancels a batch: no item of it starts after this returns; running items stop.
@@ -94,6 +164,7 @@ pub async fn cancel(store: &Store, queue: &Queue, id: BatchId) -> Result<u64, Co
                 // will find out when their next write or renewal is refused.
                 tracing::warn!(batch = %id, error = %e, "batch cancelled in Postgres but Redis could not be told");
             }
+            notify_progress(queue, id).await;
             Ok(items)
         }
         CancelOutcome::AlreadyFinished(status) => Err(ControlError::AlreadyFinished {
@@ -101,6 +172,46 @@ pub async fn cancel(store: &Store, queue: &Queue, id: BatchId) -> Result<u64, Co
             status: status.to_string(),
         }),
         CancelOutcome::NotFound => Err(ControlError::NotFound(id)),
+    }
+}
+
+/// Puts a batch's failed items back in the queue (attempts reset) and reopens the batch if it
+/// had completed; returns how many items were requeued. A cancelled batch cannot be retried.
+pub async fn retry_failed(
+    store: &Store,
+    queue: &Queue,
+    id: BatchId,
+) -> Result<usize, ControlError> {
+    let items = match store.retry_failed(id).await? {
+        RetryOutcome::Retried(items) => items,
+        RetryOutcome::Cancelled => return Err(ControlError::Cancelled(id)),
+        RetryOutcome::NotFound => return Err(ControlError::NotFound(id)),
+    };
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let placements: Vec<Placement> = items
+        .iter()
+        .map(|i| Placement {
+            item: i.id,
+            batch: i.batch_id,
+            priority: i.priority,
+            position: i.position,
+            due: None,
+        })
+        .collect();
+    // Committed in Postgres: if Redis cannot take them now, the reconciler will.
+    if let Err(e) = queue.requeue(&placements).await {
+        tracing::warn!(batch = %id, error = %e, "failed items requeued in Postgres but not yet in Redis; the reconciler will queue them");
+    }
+    notify_progress(queue, id).await;
+    Ok(items.len())
+}
+
+/// Tells API processes the batch changed; a lost notice only delays a progress event.
+async fn notify_progress(queue: &Queue, id: BatchId) {
+    if let Err(e) = queue.publish_progress(&[id]).await {
+        tracing::debug!(batch = %id, error = %e, "cannot publish progress");
     }
 }
 

@@ -38,7 +38,7 @@ pub struct ItemInput {
 
 /// One rejected input. `line` is 1-based for files (`abridge enqueue`) and the 0-based array
 /// index for the API; the caller chooses.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
     pub line: usize,
     pub input: String,

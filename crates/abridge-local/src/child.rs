@@ -9,6 +9,41 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// A temporary directory for a throwaway server, named with this process's id so that later
+/// runs can tell it is orphaned. Servers kept for a process's whole life (the test kit's
+/// shared ones live in statics, which Rust never drops) leave their directory behind; the next
+/// process to start a server removes the directories of processes that no longer exist.
+pub(crate) fn server_dir(kind: &str) -> anyhow::Result<tempfile::TempDir> {
+    sweep_orphans();
+    tempfile::Builder::new()
+        .prefix(&format!("abridge-{kind}-{}-", std::process::id()))
+        .tempdir()
+        .with_context(|| format!("create {kind} directory"))
+}
+
+/// Removes `abridge-{pg,redis}-PID-*` directories whose process is gone.
+fn sweep_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .strip_prefix("abridge-pg-")
+            .or_else(|| name.strip_prefix("abridge-redis-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("find a free port")?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tempfile::TempDir;
 
-use crate::child::{find_binary, free_port, spawn_tied, wait_for_port};
+use crate::child::{find_binary, free_port, server_dir, spawn_tied, wait_for_port};
 
 /// A `postgres` on a free port, its cluster in a temporary directory. Killed on drop.
 ///
@@ -33,10 +33,7 @@ impl LocalPostgres {
         let initdb = std::fs::canonicalize(&initdb).unwrap_or(initdb);
         let bin_dir = initdb.parent().map(Path::to_path_buf).unwrap_or_default();
         let run_as = run_as_postgres_user()?;
-        let dir = tempfile::Builder::new()
-            .prefix("abridge-pg-")
-            .tempdir()
-            .context("create postgres directory")?;
+        let dir = server_dir("pg")?;
         let data = dir.path().join("data");
         std::fs::create_dir(&data).context("create postgres data directory")?;
         if let Some((uid, gid)) = run_as {

@@ -5,10 +5,9 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::Context;
 use tempfile::TempDir;
 
-use crate::child::{find_binary, free_port, spawn_tied, wait_for_port};
+use crate::child::{find_binary, free_port, server_dir, spawn_tied, wait_for_port};
 
 /// A `redis-server` on a free port with no persistence (like a Redis that can lose
 /// everything, which abridge must survive). Killed on drop.
@@ -20,10 +19,7 @@ pub struct LocalRedis {
 
 impl LocalRedis {
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("abridge-redis-")
-            .tempdir()
-            .context("create redis directory")?;
+        let dir = server_dir("redis")?;
         let port = free_port()?;
         let mut redis = Self {
             child: None,

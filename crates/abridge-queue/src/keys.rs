@@ -19,6 +19,9 @@ pub struct Keys {
     pub reconcile_lock: String,
     /// Pub/sub channel for cancellations (channels are not keys; named alike for clarity).
     pub events: String,
+    /// Pub/sub channel for "these batches changed" notices, which the API turns into progress
+    /// events. Separate from `events` so workers are not sent every progress notice.
+    pub progress: String,
 }
 
 impl Keys {
@@ -35,6 +38,7 @@ impl Keys {
             epoch: k("epoch"),
             reconcile_lock: k("reconcile-lock"),
             events: k("events"),
+            progress: k("progress"),
             prefix,
         }
     }

@@ -21,6 +21,33 @@ pub struct NewBatch<'a> {
     pub priority: Priority,
     /// Per-batch processing options, stored as given (summarizer backend, length, ...).
     pub options: serde_json::Value,
+    /// The API tenant that owns the batch; `None` for batches made with the CLI.
+    pub tenant: Option<&'a str>,
+    /// Where to POST the final status once the batch finishes (API batches only).
+    pub webhook_url: Option<&'a str>,
+}
+
+/// An `Idempotency-Key` to record with a new batch, so that a retried request finds it.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    /// SHA-256 of the canonical request: the same key with another request is refused.
+    pub request_hash: &'a [u8],
+    /// What the first request answered, replayed to retries.
+    pub response: serde_json::Value,
+}
+
+/// What `create_batch_once` did.
+#[derive(Clone, Debug)]
+pub enum CreateOnce {
+    Created(CreatedBatch),
+    /// The tenant already used this key: nothing was created.
+    Existing {
+        batch_id: BatchId,
+        /// False when the key came with a different request body.
+        same_request: bool,
+        response: serde_json::Value,
+    },
 }
 
 /// A created batch and its items' ids in input order, ready to be pushed to Redis.
@@ -73,6 +100,9 @@ pub struct BatchView {
     pub total: i64,
     pub counts: Counts,
     pub options: serde_json::Value,
+    /// The API tenant that owns the batch (`None`: made with the CLI).
+    pub tenant: Option<String>,
+    pub webhook_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -101,56 +131,127 @@ impl Store {
         batch: NewBatch<'_>,
         items: &[ItemInput],
     ) -> Result<CreatedBatch> {
+        match self.create_batch_once(batch, items, None).await? {
+            CreateOnce::Created(created) => Ok(created),
+            CreateOnce::Existing { .. } => unreachable!("no idempotency key was given"),
+        }
+    }
+
+    /// Like [`Store::create_batch`], recording `idempotency` (for the batch's tenant) in the
+    /// same transaction. If the tenant already used the key, nothing is created and the first
+    /// batch is returned. Two concurrent requests with one key create one batch: the second
+    /// waits on the key's unique index until the first commits.
+    pub async fn create_batch_once(
+        &self,
+        batch: NewBatch<'_>,
+        items: &[ItemInput],
+        idempotency: Option<IdempotencyKey<'_>>,
+    ) -> Result<CreateOnce> {
         let total = i32::try_from(items.len()).map_err(|_| StoreError::Query {
             context: "create batch",
             cause: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
         })?;
-        let item_ids = if items.len() <= SMALL_BATCH {
-            self.create_small_batch(&batch, total, items).await?
-        } else {
-            self.create_large_batch(&batch, total, items).await?
+        let created = |item_ids| {
+            CreateOnce::Created(CreatedBatch {
+                id: batch.id,
+                priority: batch.priority,
+                item_ids,
+            })
         };
-        Ok(CreatedBatch {
-            id: batch.id,
-            priority: batch.priority,
-            item_ids,
-        })
+        // The common case needs no transaction: one statement writes the batch and its items.
+        let simple = idempotency.is_none() && batch.webhook_url.is_none();
+        if simple && items.len() <= SMALL_BATCH {
+            return Ok(created(
+                self.insert_small_batch(&batch, total, items).await?,
+            ));
+        }
+
+        let mut tx = self.pool.begin().await.context("begin batch transaction")?;
+        sqlx::query!(
+            "INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            batch.id.0,
+            batch.queue,
+            batch.name,
+            batch.priority.as_str(),
+            total,
+            batch.options,
+            batch.tenant,
+            batch.webhook_url,
+        )
+        .execute(&mut *tx)
+        .await
+        .context("insert batch")?;
+        if let (Some(idem), Some(tenant)) = (&idempotency, batch.tenant) {
+            let inserted = sqlx::query_scalar!(
+                "INSERT INTO idempotency_keys (tenant, key, request_hash, batch_id, response)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, key) DO NOTHING
+                 RETURNING batch_id",
+                tenant,
+                idem.key,
+                idem.request_hash,
+                batch.id.0,
+                idem.response,
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .context("record idempotency key")?;
+            if inserted.is_none() {
+                tx.rollback().await.context("roll back duplicate batch")?;
+                let first = sqlx::query!(
+                    "SELECT batch_id, request_hash, response FROM idempotency_keys
+                     WHERE tenant = $1 AND key = $2",
+                    tenant,
+                    idem.key
+                )
+                .fetch_one(&self.pool)
+                .await
+                .context("read idempotency key")?;
+                return Ok(CreateOnce::Existing {
+                    batch_id: BatchId(first.batch_id),
+                    same_request: first.request_hash == idem.request_hash,
+                    response: first.response,
+                });
+            }
+        }
+        if let Some(url) = batch.webhook_url {
+            sqlx::query!(
+                "INSERT INTO webhook_deliveries (batch_id, url, event_id) VALUES ($1, $2, $3)",
+                batch.id.0,
+                url,
+                uuid::Uuid::new_v4(),
+            )
+            .execute(&mut *tx)
+            .await
+            .context("arm batch webhook")?;
+        }
+        let item_ids = if items.len() <= SMALL_BATCH {
+            insert_small_items(&mut tx, batch.id, items).await?
+        } else {
+            copy_items(&mut tx, batch.id, items).await?
+        };
+        tx.commit().await.context("commit batch")?;
+        Ok(created(item_ids))
     }
 
-    async fn create_small_batch(
+    /// A batch and its items in one statement.
+    async fn insert_small_batch(
         &self,
         batch: &NewBatch<'_>,
         total: i32,
         items: &[ItemInput],
     ) -> Result<Vec<ItemId>> {
-        let n = items.len();
-        let (mut urls, mut videos, mut titles, mut transcripts) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for item in items {
-            urls.push(item.url.clone());
-            videos.push(item.video_id.as_str().to_owned());
-            // Empty means none: NULL elements cannot be typed by the query macros.
-            titles.push(item.title.clone().unwrap_or_default());
-            transcripts.push(
-                item.transcript
-                    .as_deref()
-                    .map(strip_nul)
-                    .unwrap_or_default(),
-            );
-        }
+        let cols = SmallItems::new(items);
         let ids = sqlx::query_scalar!(
             r#"WITH b AS (
-                   INSERT INTO batches (id, queue, name, priority, total, options)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                   INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                ),
                ins AS (
                    INSERT INTO items (batch_id, position, url, video_id, title, transcript)
                    SELECT $1, (t.n - 1)::int4, t.url, t.video_id, nullif(t.title, ''), nullif(t.transcript, '')
-                   FROM unnest($7::text[], $8::text[], $9::text[], $10::text[])
+                   FROM unnest($9::text[], $10::text[], $11::text[], $12::text[])
                         WITH ORDINALITY AS t(url, video_id, title, transcript, n)
                    RETURNING id, position
                )
@@ -161,10 +262,12 @@ impl Store {
             batch.priority.as_str(),
             total,
             batch.options,
-            &urls,
-            &videos,
-            &titles,
-            &transcripts,
+            batch.tenant,
+            batch.webhook_url,
+            &cols.urls,
+            &cols.videos,
+            &cols.titles,
+            &cols.transcripts,
         )
         .fetch_all(&self.pool)
         .await
@@ -172,76 +275,11 @@ impl Store {
         Ok(ids.into_iter().map(ItemId).collect())
     }
 
-    async fn create_large_batch(
-        &self,
-        batch: &NewBatch<'_>,
-        total: i32,
-        items: &[ItemInput],
-    ) -> Result<Vec<ItemId>> {
-        let mut tx = self.pool.begin().await.context("begin batch transaction")?;
-        sqlx::query!(
-            "INSERT INTO batches (id, queue, name, priority, total, options)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            batch.id.0,
-            batch.queue,
-            batch.name,
-            batch.priority.as_str(),
-            total,
-            batch.options,
-        )
-        .execute(&mut *tx)
-        .await
-        .context("insert batch")?;
-
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY items (batch_id, position, url, video_id, title, transcript) FROM STDIN",
-            )
-            .await
-            .context("start copying items")?;
-        let batch_id = batch.id.to_string();
-        let mut buf = String::with_capacity(64 * 1024);
-        for (position, item) in items.iter().enumerate() {
-            buf.push_str(&batch_id);
-            buf.push('\t');
-            buf.push_str(&position.to_string());
-            buf.push('\t');
-            copy_text(&mut buf, Some(&item.url));
-            buf.push('\t');
-            copy_text(&mut buf, Some(item.video_id.as_str()));
-            buf.push('\t');
-            copy_text(&mut buf, item.title.as_deref());
-            buf.push('\t');
-            copy_text(&mut buf, item.transcript.as_deref());
-            buf.push('\n');
-            if buf.len() >= 60 * 1024 {
-                copy.send(buf.as_bytes()).await.context("copy items")?;
-                buf.clear();
-            }
-        }
-        if !buf.is_empty() {
-            copy.send(buf.as_bytes()).await.context("copy items")?;
-        }
-        copy.finish().await.context("finish copying items")?;
-
-        let item_ids = sqlx::query_scalar!(
-            "SELECT id FROM items WHERE batch_id = $1 ORDER BY position",
-            batch.id.0
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .context("read new item ids")?
-        .into_iter()
-        .map(ItemId)
-        .collect();
-        tx.commit().await.context("commit batch")?;
-        Ok(item_ids)
-    }
-
     /// A batch with its per-state counts, or `None` if there is no such batch.
     pub async fn batch(&self, id: BatchId) -> Result<Option<BatchView>> {
         let Some(row) = sqlx::query!(
-            "SELECT id, queue, name, priority, status, total, options, created_at, started_at, finished_at
+            "SELECT id, queue, name, priority, status, total, options, tenant, webhook_url,
+                    created_at, started_at, finished_at
              FROM batches WHERE id = $1",
             id.0
         )
@@ -261,6 +299,8 @@ impl Store {
             total: i64::from(row.total),
             counts,
             options: row.options,
+            tenant: row.tenant,
+            webhook_url: row.webhook_url,
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -385,8 +425,111 @@ impl Store {
     }
 }
 
-/// Batches up to this size are written with one `INSERT` statement, larger ones with `COPY`.
+/// Batches up to this size are written with `INSERT ... unnest`, larger ones with `COPY`.
+/// (`COPY` ends with two small writes that can meet Nagle's algorithm and a delayed ACK, a
+/// 40 ms stall that only matters for small batches.)
 const SMALL_BATCH: usize = 1_000;
+
+/// A small batch's items as column arrays. Empty text means none: NULL array elements cannot
+/// be typed by the query macros, and `nullif` turns them back into NULL.
+struct SmallItems {
+    urls: Vec<String>,
+    videos: Vec<String>,
+    titles: Vec<String>,
+    transcripts: Vec<String>,
+}
+
+impl SmallItems {
+    fn new(items: &[ItemInput]) -> Self {
+        Self {
+            urls: items.iter().map(|i| i.url.clone()).collect(),
+            videos: items
+                .iter()
+                .map(|i| i.video_id.as_str().to_owned())
+                .collect(),
+            titles: items
+                .iter()
+                .map(|i| i.title.as_deref().map(strip_nul).unwrap_or_default())
+                .collect(),
+            transcripts: items
+                .iter()
+                .map(|i| i.transcript.as_deref().map(strip_nul).unwrap_or_default())
+                .collect(),
+        }
+    }
+}
+
+/// A small batch's items, inside the batch's transaction.
+async fn insert_small_items(
+    tx: &mut sqlx::PgConnection,
+    batch: BatchId,
+    items: &[ItemInput],
+) -> Result<Vec<ItemId>> {
+    let cols = SmallItems::new(items);
+    let ids = sqlx::query_scalar!(
+        r#"WITH ins AS (
+               INSERT INTO items (batch_id, position, url, video_id, title, transcript)
+               SELECT $1, (t.n - 1)::int4, t.url, t.video_id, nullif(t.title, ''), nullif(t.transcript, '')
+               FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+                    WITH ORDINALITY AS t(url, video_id, title, transcript, n)
+               RETURNING id, position
+           )
+           SELECT id AS "id!" FROM ins ORDER BY position"#,
+        batch.0,
+        &cols.urls,
+        &cols.videos,
+        &cols.titles,
+        &cols.transcripts,
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("insert items")?;
+    Ok(ids.into_iter().map(ItemId).collect())
+}
+
+/// A large batch's items streamed with `COPY`, inside the batch's transaction.
+async fn copy_items(
+    tx: &mut sqlx::PgConnection,
+    batch: BatchId,
+    items: &[ItemInput],
+) -> Result<Vec<ItemId>> {
+    let mut copy = tx
+        .copy_in_raw("COPY items (batch_id, position, url, video_id, title, transcript) FROM STDIN")
+        .await
+        .context("start copying items")?;
+    let batch_id = batch.to_string();
+    let mut buf = String::with_capacity(64 * 1024);
+    for (position, item) in items.iter().enumerate() {
+        buf.push_str(&batch_id);
+        buf.push('\t');
+        buf.push_str(&position.to_string());
+        buf.push('\t');
+        copy_text(&mut buf, Some(&item.url));
+        buf.push('\t');
+        copy_text(&mut buf, Some(item.video_id.as_str()));
+        buf.push('\t');
+        copy_text(&mut buf, item.title.as_deref());
+        buf.push('\t');
+        copy_text(&mut buf, item.transcript.as_deref());
+        buf.push('\n');
+        if buf.len() >= 60 * 1024 {
+            copy.send(buf.as_bytes()).await.context("copy items")?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(buf.as_bytes()).await.context("copy items")?;
+    }
+    copy.finish().await.context("finish copying items")?;
+    let ids = sqlx::query_scalar!(
+        "SELECT id FROM items WHERE batch_id = $1 ORDER BY position",
+        batch.0
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("read new item ids")?;
+    Ok(ids.into_iter().map(ItemId).collect())
+}
 
 fn strip_nul(s: &str) -> String {
     s.replace('\0', "")

@@ -7,23 +7,31 @@
 //! - [`sessions`]: worker sessions: register, heartbeat, close, bury the dead.
 //! - [`reconcile`]: what Postgres says should be in Redis.
 //! - [`summaries`]: the transcript and summary caches, and fenced per-item checkpoints.
+//! - [`tenants`]: API tenants and their (hashed) bearer tokens.
+//! - [`batch_api`]: the producer API's batch queries: pages, completion rate, retry, export.
+//! - [`webhooks`]: webhook deliveries, claimed by dispatchers and recorded per attempt.
 //!
 //! Architecture Invariant: every write to an item that is `running` is a compare-and-set on
 //! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
 
 pub mod admin;
+pub mod batch_api;
 pub mod batches;
 pub mod items;
 pub mod reconcile;
 pub mod sessions;
 pub mod summaries;
+pub mod tenants;
+pub mod webhooks;
 
 use std::time::Duration;
 
 use abridge_core::settings::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-pub use batches::{BatchView, Counts, CreatedBatch, ItemView, NewBatch};
+pub use batches::{
+    BatchView, Counts, CreateOnce, CreatedBatch, IdempotencyKey, ItemView, NewBatch,
+};
 pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
 pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};

@@ -99,6 +99,7 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
     let tally = &ctx.tally;
     let mut acks = Vec::with_capacity(ops.len());
     let mut finished_batches = HashSet::new();
+    let touched: HashSet<_> = report.accepted.iter().map(|f| f.batch_id).collect();
     let accepted: std::collections::HashMap<_, _> =
         report.accepted.iter().map(|f| (f.id, f)).collect();
     for op in ops {
@@ -170,6 +171,21 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             Err(e) => debug!(error = %e, "cannot complete batches now; the reconciler will"),
         }
     }
+    notify_progress(worker, touched.into_iter().collect());
+}
+
+/// Tells API processes that these batches' items moved: one PUBLISH per write group, sent
+/// after the writes (and completions) above so a reader sees them, and off the hot path.
+pub(crate) fn notify_progress(worker: &Worker, batches: Vec<abridge_core::BatchId>) {
+    if batches.is_empty() {
+        return;
+    }
+    let queue = worker.queue.clone();
+    tokio::spawn(async move {
+        if let Err(e) = queue.publish_progress(&batches).await {
+            debug!(error = %e, "cannot publish progress; API listeners will re-read on their own");
+        }
+    });
 }
 
 fn log_fenced(item: abridge_core::ItemId, token: LeaseToken, found: ItemStatus) {

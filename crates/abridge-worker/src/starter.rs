@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use abridge_core::{ItemId, LeaseToken};
+use abridge_core::{BatchId, ItemId, LeaseToken};
 use abridge_queue::LeaseRef;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -69,14 +69,20 @@ impl StartHandle {
     }
 
     pub(crate) fn new(ctx: &Arc<SessionCtx>, lease: &LeaseRef) -> Self {
-        let (tx, item, token) = (ctx.start_tx.clone(), lease.item, lease.token);
+        let (tx, item, token, batch) = (ctx.start_tx.clone(), lease.item, lease.token, lease.batch);
         Self(Arc::new(StartState {
             result: tokio::sync::OnceCell::new(),
             request: Box::new(move || {
                 let tx = tx.clone();
                 Box::pin(async move {
                     let (done, reply) = oneshot::channel();
-                    if tx.send(StartOp { item, token, done }).await.is_err() {
+                    let op = StartOp {
+                        item,
+                        token,
+                        batch,
+                        done,
+                    };
+                    if tx.send(op).await.is_err() {
                         return StartResult::NotWritten;
                     }
                     match reply.await {
@@ -93,6 +99,8 @@ impl StartHandle {
 pub(crate) struct StartOp {
     item: ItemId,
     token: LeaseToken,
+    /// For the progress notice once the item is marked running.
+    batch: BatchId,
     done: oneshot::Sender<Option<bool>>,
 }
 
@@ -121,6 +129,14 @@ pub(crate) async fn run(
         };
         let started: Option<std::collections::HashSet<ItemId>> =
             started.map(|ids| ids.into_iter().collect());
+        if let Some(started) = &started {
+            let batches: std::collections::HashSet<BatchId> = ops
+                .iter()
+                .filter(|op| started.contains(&op.item))
+                .map(|op| op.batch)
+                .collect();
+            crate::finisher::notify_progress(&worker, batches.into_iter().collect());
+        }
         for op in ops {
             let _ = op.done.send(started.as_ref().map(|s| s.contains(&op.item)));
         }

@@ -42,6 +42,11 @@ pub enum Command {
     /// Measure throughput, latency and cost (see BENCHMARKS.md). Uses the configured Redis
     /// and Postgres, or throwaway ones.
     Bench(BenchArgs),
+    /// Serve the producer API over HTTP (batches, live progress, export, webhooks).
+    Api(ApiArgs),
+    /// Manage the API's bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +117,59 @@ pub struct EnqueueArgs {
     pub summary: SummaryArgs,
     /// The input file; `-` or nothing reads standard input.
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// With --api: follow the batch with a progress bar until it completes or is cancelled.
+    #[arg(long, requires = "api")]
+    pub wait: bool,
+    /// With --api: an Idempotency-Key, so that running the command again returns the first
+    /// batch instead of creating another.
+    #[arg(long, value_name = "KEY", requires = "api")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Talk to the producer API instead of the databases (for producers without database
+/// credentials).
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The API's base URL, such as https://abridge.example.com.
+    #[arg(long, value_name = "URL", env = "ABRIDGE_API_URL")]
+    pub api: Option<String>,
+    /// A token from `abridge token create`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ABRIDGE_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on (default: ABRIDGE_API_LISTEN, else 0.0.0.0:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a tenant (making the tenant if new) and print it, once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token, given by its id or by the token itself.
+    Revoke { token: String },
+    /// List tokens (ids and tenants; never the tokens).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How a batch's videos are summarized (the fleet's settings when not given).
@@ -182,6 +240,8 @@ pub struct StatusArgs {
     pub batch: String,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,8 @@
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
 --   PREFIX.."budget:"..name   HASH  a fleet-wide token bucket: tokens, at (budget.lua)
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
+-- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and
+-- PREFIX.."progress" (batch ids whose items changed state, to API processes).
 -- Invariant: a batch id is in its rotation list exactly when its "q:" set is non-empty.
 -- Per-batch keys are built from PREFIX inside scripts; they share the queue's hash slot.
 

@@ -13,6 +13,9 @@ use crate::context;
 
 pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     let text = read_input(args.file.as_deref())?;
+    if args.remote.api.is_some() {
+        return super::remote::enqueue(args, &text).await;
+    }
     let input = BatchInput::from_lines(&text);
     let store = context::store(settings).await?;
     let queue = context::queue(settings)?;

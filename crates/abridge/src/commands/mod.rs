@@ -1,8 +1,11 @@
 //! One module per subcommand.
 
+mod api;
 mod bench;
 mod enqueue;
 mod ops;
+mod remote;
+mod token;
 mod up;
 mod worker;
 
@@ -24,6 +27,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reap(args) => ops::reap(loaded, args).await,
         Command::Stats(args) => ops::stats(&loaded.settings, args).await,
         Command::Bench(args) => bench::run(&loaded.settings, args).await,
+        Command::Api(args) => api::run(loaded, args).await,
+        Command::Token(command) => token::run(&loaded.settings, command).await,
     }
 }
 

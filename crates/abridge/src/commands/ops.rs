@@ -43,6 +43,9 @@ struct StatusJson<'a> {
 
 pub async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let id = context::batch_id(&args.batch)?;
+    if args.remote.api.is_some() {
+        return super::remote::status(args, id).await;
+    }
     let store = context::store(settings).await?;
     let b = abridge_control::status(&store, id).await?;
     if args.json {

@@ -1,0 +1,557 @@
+//! The batch endpoints: create, list, read, items, cancel, retry; and fleet stats.
+//!
+//! Creation goes through `abridge_control::enqueue_once` with the same `BatchInput` that
+//! `abridge enqueue` uses, so both accept, normalise and de-duplicate exactly the same inputs.
+
+use std::collections::HashMap;
+
+use abridge_control::{EnqueueOnce, EnqueueRequest, Owner};
+use abridge_core::input::{BatchInput, RawItem, Rejected};
+use abridge_core::{BatchId, BatchStatus, ItemStatus};
+use abridge_store::BatchView;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::views::{
+    BatchPage, BatchStatusView, CreateBatch, Created, ItemPage, ItemStatusView, RejectedInput,
+    Retried,
+};
+use crate::webhooks;
+
+/// Longest `name` accepted.
+const MAX_NAME_CHARS: usize = 200;
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Default page size of the lists.
+const DEFAULT_PAGE: i64 = 50;
+
+#[utoipa::path(
+    post, path = "/v1/batches", tag = "batches",
+    request_body = CreateBatch,
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "Makes a retried request return the first batch instead of creating another (1 to 255 printable characters)")),
+    responses(
+        (status = 201, description = "Batch created (or, with a known Idempotency-Key, the first one; then `Idempotent-Replayed: true`)", body = Created),
+        (status = 400, description = "Malformed JSON or header", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token", body = ErrorBody),
+        (status = 413, description = "Body or item count over the limit", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Wrong types, unknown fields or values, no valid input (every reason in `details.rejected`), refused webhook URL, reused Idempotency-Key", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_batch(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_json_content_type(&headers)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge {
+                code: "body_too_large",
+                message: format!(
+                    "request body is larger than {} bytes (ABRIDGE_API_MAX_BODY_BYTES)",
+                    state.settings.max_body_bytes
+                ),
+            }
+        } else {
+            ApiError::bad_request("unreadable_body", format!("read request body: {e}"))
+        }
+    })?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    // The canonical body (object keys sorted) identifies the request for idempotency.
+    let request_hash = Sha256::digest(serde_json::to_vec(&value).unwrap_or_default()).to_vec();
+    let request: CreateBatch = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "request body".to_owned()
+        } else {
+            path
+        };
+        ApiError::invalid(format!("{field}: {}", e.inner()))
+    })?;
+
+    let urls = request.urls.unwrap_or_default();
+    let items = request.items.unwrap_or_default();
+    let n_inputs = urls.len() + items.len();
+    if n_inputs == 0 {
+        return Err(ApiError::invalid(
+            "no inputs: send `urls` (video URLs or ids) or `items` (objects with a `url`)",
+        ));
+    }
+    if n_inputs > state.settings.max_items {
+        return Err(ApiError::TooLarge {
+            code: "too_many_items",
+            message: format!(
+                "{n_inputs} inputs is more than the {} a batch may have (ABRIDGE_API_MAX_ITEMS)",
+                state.settings.max_items
+            ),
+        });
+    }
+    let name = match request.name.as_deref().map(str::trim) {
+        Some("") | None => None,
+        Some(n) if n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) => {
+            return Err(ApiError::invalid(format!(
+                "name: must be at most {MAX_NAME_CHARS} printable characters"
+            )));
+        }
+        Some(n) => Some(n.to_owned()),
+    };
+    let options = request.summarizer.unwrap_or_default();
+    options.validate().map_err(ApiError::invalid)?;
+    let webhook_url = match request.webhook_url.as_deref() {
+        None => None,
+        Some(raw) => Some(webhooks::check_url(raw, &state.settings.webhooks).await?),
+    };
+
+    // Inputs are numbered across both arrays (urls first), then mapped back to each array.
+    let n_urls = urls.len();
+    let mut input = BatchInput::default();
+    for (i, url) in urls.into_iter().enumerate() {
+        input.push(
+            i,
+            RawItem {
+                url,
+                ..RawItem::default()
+            },
+        );
+    }
+    for (i, item) in items.into_iter().enumerate() {
+        input.push(
+            n_urls + i,
+            RawItem {
+                url: item.url,
+                title: item.title,
+                transcript: item.transcript,
+            },
+        );
+    }
+    let outcome = abridge_control::enqueue_once(
+        &state.store,
+        &state.queue,
+        &state.queue_name,
+        input,
+        EnqueueRequest {
+            name: name.as_deref(),
+            priority: request.priority.unwrap_or_default(),
+            options,
+        },
+        Some(Owner {
+            tenant: &caller.tenant,
+            webhook_url: webhook_url.as_ref().map(|u| u.as_str()),
+            idempotency: idempotency_key
+                .as_deref()
+                .map(|k| (k, request_hash.as_slice())),
+        }),
+    )
+    .await;
+    let (done, replayed) = match outcome {
+        Ok(EnqueueOnce::Created(done)) => (done, false),
+        Ok(EnqueueOnce::Replayed {
+            same_request: false,
+            ..
+        }) => {
+            return Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was already used with a different request body"
+                    .into(),
+                details: None,
+            });
+        }
+        Ok(EnqueueOnce::Replayed { done, .. }) => (done, true),
+        Err(abridge_control::ControlError::NothingToEnqueue { rejected }) => {
+            return Err(no_valid_input(&rejected, n_urls));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = if replayed {
+        state
+            .store
+            .batch(done.batch_id)
+            .await?
+            .map_or(BatchStatus::Pending, |b| b.status)
+    } else {
+        BatchStatus::Pending
+    };
+    let body = Created {
+        id: done.batch_id,
+        status,
+        total: done.accepted,
+        accepted: done.accepted,
+        duplicates: done.duplicates,
+        rejected: done
+            .rejected
+            .iter()
+            .map(|r| rejected_input(r, n_urls))
+            .collect(),
+    };
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/batches/{}", done.batch_id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn rejected_input(r: &Rejected, n_urls: usize) -> RejectedInput {
+    let (field, index) = if r.line < n_urls {
+        ("urls", r.line)
+    } else {
+        ("items", r.line - n_urls)
+    };
+    RejectedInput {
+        field: field.to_owned(),
+        index,
+        input: r.input.clone(),
+        reason: r.reason.clone(),
+    }
+}
+
+/// 422 with every reason in `details.rejected` and the first few in the message.
+fn no_valid_input(rejected: &[Rejected], n_urls: usize) -> ApiError {
+    let all: Vec<RejectedInput> = rejected.iter().map(|r| rejected_input(r, n_urls)).collect();
+    let mut message = format!(
+        "no valid video URL or id in the request ({} rejected): ",
+        all.len()
+    );
+    let shown: Vec<String> = all
+        .iter()
+        .take(5)
+        .map(|r| format!("{}[{}]: {}", r.field, r.index, r.reason))
+        .collect();
+    message.push_str(&shown.join("; "));
+    if all.len() > 5 {
+        message.push_str(&format!("; and {} more", all.len() - 5));
+    }
+    ApiError::Unprocessable {
+        code: "no_valid_input",
+        message,
+        details: Some(serde_json::json!({ "rejected": all })),
+    }
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(()); // curl -d without -H: accept and parse as JSON
+    };
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "content type {essence:?} is not supported: send application/json"
+        )))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = raw.to_str().ok().map(str::trim).filter(|k| {
+        !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.chars().all(|c| c.is_ascii_graphic())
+    });
+    match key {
+        Some(k) => Ok(Some(k.to_owned())),
+        None => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            ),
+        )),
+    }
+}
+
+/// Query parameters, parsed leniently (unknown ones are ignored) and checked one by one.
+#[derive(Debug, Default)]
+pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or("");
+        Ok(Params(
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+}
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn limit(&self, max: i64) -> Result<i64, ApiError> {
+        match self.get("limit") {
+            None => Ok(DEFAULT_PAGE.min(max)),
+            Some(raw) => raw
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("limit: expected a whole number from 1 to {max}, got {raw:?}"),
+                    )
+                }),
+        }
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(name)
+            .map(|raw| {
+                raw.parse::<T>()
+                    .map_err(|e| ApiError::bad_request("invalid_query", format!("{name}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+pub fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_batch_id",
+            format!("{raw:?} is not a batch id (a UUID such as 0193a1b2-...)"),
+        )
+    })
+}
+
+/// The caller's batch `raw`, or 404 — also when another tenant owns it, so ids leak nothing.
+pub async fn owned_batch(
+    state: &ApiState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<BatchView, ApiError> {
+    let id = parse_batch_id(raw)?;
+    state
+        .store
+        .tenant_batch(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no batch {id}")))
+}
+
+/// The status view with its ETA (one more query while the batch runs).
+pub async fn status_view(state: &ApiState, b: &BatchView) -> Result<BatchStatusView, ApiError> {
+    let rate = if b.status.is_finished() {
+        None
+    } else {
+        Some(
+            state
+                .store
+                .finish_rate(b.id, state.settings.eta_window)
+                .await?,
+        )
+    };
+    Ok(BatchStatusView::new(b, rate))
+}
+
+#[utoipa::path(
+    get, path = "/v1/batches", tag = "batches",
+    params(
+        ("status" = Option<String>, Query, description = "Only batches in this state: pending, running, completed, cancelled"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "The caller's batches, newest first", body = BatchPage),
+        (status = 400, description = "Bad query parameter", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_batches(
+    State(state): State<ApiState>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<BatchPage>, ApiError> {
+    let limit = params.limit(state.settings.max_page)?;
+    let status = params.parsed::<BatchStatus>("status")?;
+    let before = match params.get("cursor") {
+        None => None,
+        Some(raw) => Some(raw.parse::<BatchId>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("cursor: {raw:?} is not a cursor from a previous page"),
+            )
+        })?),
+    };
+    let rows = state
+        .store
+        .list_batches(&caller.tenant, status, before, limit + 1)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let mut batches = Vec::with_capacity(rows.len());
+    for b in rows.iter().take(limit as usize) {
+        batches.push(status_view(&state, b).await?);
+    }
+    let next_cursor = if more {
+        batches.last().map(|b| b.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(BatchPage {
+        batches,
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/batches/{id}", tag = "batches",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, body = BatchStatusView),
+        (status = 400, description = "Not a batch id", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such batch for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_batch(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchStatusView>, ApiError> {
+    let b = owned_batch(&state, &caller, &id).await?;
+    Ok(Json(status_view(&state, &b).await?))
+}
+
+#[utoipa::path(
+    get, path = "/v1/batches/{id}/items", tag = "batches",
+    params(
+        ("id" = String, Path, description = "Batch id"),
+        ("status" = Option<String>, Query, description = "Only items in this state: queued, running, succeeded, failed, cancelled"),
+        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Items in input order", body = ItemPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_items(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<ItemPage>, ApiError> {
+    let b = owned_batch(&state, &caller, &id).await?;
+    let limit = params.limit(state.settings.max_page)?;
+    let status = params.parsed::<ItemStatus>("status")?;
+    let from = match params.get("cursor") {
+        None => 0,
+        Some(raw) => raw.parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("cursor: {raw:?} is not a cursor from a previous page"),
+            )
+        })?,
+    };
+    let mut rows = state.store.items_of(b.id, status, from, limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.pop().map(|next| next.position.to_string())
+    } else {
+        None
+    };
+    Ok(Json(ItemPage {
+        items: rows.into_iter().map(ItemStatusView::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/batches/{id}/cancel", tag = "batches",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "Cancelled: no item starts any more, running ones stop", body = BatchStatusView),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The batch had already finished", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_batch(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchStatusView>, ApiError> {
+    let b = owned_batch(&state, &caller, &id).await?;
+    abridge_control::cancel(&state.store, &state.queue, b.id).await?;
+    let b = owned_batch(&state, &caller, &id).await?;
+    Ok(Json(status_view(&state, &b).await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/batches/{id}/retry", tag = "batches",
+    params(("id" = String, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "Failed items are queued again (attempts reset); a completed batch runs again and its webhook is re-armed", body = Retried),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The batch is cancelled", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retry_batch(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Retried>, ApiError> {
+    let b = owned_batch(&state, &caller, &id).await?;
+    let requeued = abridge_control::retry_failed(&state.store, &state.queue, b.id).await?;
+    let b = owned_batch(&state, &caller, &id).await?;
+    Ok(Json(Retried {
+        requeued,
+        batch: status_view(&state, &b).await?,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/stats", tag = "fleet",
+    responses(
+        (status = 200, description = "The fleet at a glance, as `abridge stats --json` prints it: queue depth per priority, delayed retries, leased items, failed items in unfinished batches, live workers", body = Object),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fleet_stats(
+    State(state): State<ApiState>,
+    _caller: Caller,
+) -> Result<Json<abridge_control::FleetStats>, ApiError> {
+    Ok(Json(
+        abridge_control::stats(&state.store, &state.queue, &state.queue_name).await?,
+    ))
+}

@@ -1,0 +1,304 @@
+//! Live progress: `GET /v1/batches/{id}/events` (Server-Sent Events).
+//!
+//! Workers (and cancel/retry) publish tiny "batch X changed" notices on a Redis channel. Each
+//! API process subscribes once ([`listen`]) and keeps one *feed* per batch that someone is
+//! watching: the feed re-reads the batch from Postgres when noticed (at most once per
+//! `events_min_interval`, which coalesces bursts), and every `events_refresh` anyway (pub/sub
+//! is lossy), and hands the snapshot to all of that batch's streams through a `watch`
+//! channel. Any replica serves any batch: the state comes from Postgres, not from the notice.
+//!
+//! Events: `progress` (the batch status view) whenever the counts change, then one final
+//! `completed` or `cancelled`, after which the stream ends. Event ids are state fingerprints;
+//! a reconnect with `Last-Event-ID` gets the current state at once (skipped if it is what the
+//! client saw last) and the final event if the batch has finished; a client that already has
+//! the final event is answered `204 No Content`, which tells `EventSource` to stop.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abridge_core::BatchId;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::ApiState;
+use crate::auth::Caller;
+use crate::batches::{owned_batch, status_view};
+use crate::error::{ApiError, ErrorBody};
+use crate::views::BatchStatusView;
+
+/// The latest snapshot of a watched batch (`None` until first read).
+type Snapshot = Option<Arc<BatchStatusView>>;
+
+/// The per-process fan-out of progress notices.
+#[derive(Default)]
+pub struct Hub {
+    feeds: Mutex<HashMap<BatchId, Arc<Feed>>>,
+    /// Woken by every notice: a batch may have finished, so its webhook may be due.
+    pub dispatcher_wakeup: Notify,
+}
+
+struct Feed {
+    /// Set when a notice names the batch.
+    noticed: Notify,
+    snapshot: watch::Sender<Snapshot>,
+}
+
+impl Hub {
+    /// Marks the named batches changed, for the feeds that exist.
+    pub fn notice(&self, batches: &[BatchId]) {
+        {
+            let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+            for b in batches {
+                if let Some(feed) = feeds.get(b) {
+                    feed.noticed.notify_one();
+                }
+            }
+        }
+        self.dispatcher_wakeup.notify_one();
+    }
+
+    /// Marks every watched batch changed (after notices may have been missed).
+    fn notice_all(&self) {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        for feed in feeds.values() {
+            feed.noticed.notify_one();
+        }
+        self.dispatcher_wakeup.notify_one();
+    }
+
+    /// Subscribes to a batch's snapshots, starting its feed if nobody watched it yet.
+    fn watch(&self, state: &ApiState, id: BatchId) -> watch::Receiver<Snapshot> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(&id) {
+            return feed.snapshot.subscribe();
+        }
+        let (tx, rx) = watch::channel(None);
+        let feed = Arc::new(Feed {
+            noticed: Notify::new(),
+            snapshot: tx,
+        });
+        feeds.insert(id, feed.clone());
+        tokio::spawn(run_feed(state.clone(), id, feed));
+        rx
+    }
+
+    /// Removes a feed unless someone subscribed meanwhile (checked under the lock).
+    fn retire(&self, id: BatchId, feed: &Arc<Feed>, finished: bool) -> bool {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if finished || feed.snapshot.receiver_count() == 0 {
+            if feeds.get(&id).is_some_and(|f| Arc::ptr_eq(f, feed)) {
+                feeds.remove(&id);
+            }
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Reads one batch whenever noticed (coalesced) or every `events_refresh`, until it has
+/// finished (its final snapshot stays with the receivers) or nobody watches.
+async fn run_feed(state: ApiState, id: BatchId, feed: Arc<Feed>) {
+    let min_gap = state.settings.events_min_interval;
+    let refresh = state.settings.events_refresh;
+    loop {
+        let read_at = Instant::now();
+        let finished = match read(&state, id).await {
+            Ok(Some(view)) => {
+                let finished = view.status.is_finished();
+                feed.snapshot.send_if_modified(|current| {
+                    if current.as_deref() == Some(&view) {
+                        false
+                    } else {
+                        *current = Some(Arc::new(view));
+                        true
+                    }
+                });
+                finished
+            }
+            Ok(None) => true, // deleted: nothing more will happen
+            Err(e) => {
+                debug!(batch = %id, error = %e, "cannot read batch progress; trying again");
+                false
+            }
+        };
+        if finished && state.hub.retire(id, &feed, true) {
+            return;
+        }
+        tokio::select! {
+            _ = feed.noticed.notified() => {}
+            _ = tokio::time::sleep(refresh) => {}
+            _ = feed.snapshot.closed() => {}
+            _ = state.shutdown.cancelled() => {
+                state.hub.retire(id, &feed, true);
+                return;
+            }
+        }
+        if state.hub.retire(id, &feed, false) {
+            return;
+        }
+        // Coalesce: whatever else arrives before the gap is over is covered by the next read.
+        tokio::time::sleep_until(read_at + min_gap).await;
+    }
+}
+
+async fn read(state: &ApiState, id: BatchId) -> Result<Option<BatchStatusView>, ApiError> {
+    match state.store.batch(id).await? {
+        Some(b) => Ok(Some(status_view(state, &b).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Subscribes to progress notices until `stop`, re-subscribing after a drop (and then
+/// re-reading every watched batch, since notices may have been missed).
+pub async fn listen(state: ApiState, stop: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    let mut first = true;
+    while !stop.is_cancelled() {
+        match state.queue.progress_notices().await {
+            Ok(stream) => {
+                if !first {
+                    state.hub.notice_all();
+                }
+                first = false;
+                delay = Duration::from_millis(100);
+                let mut stream = std::pin::pin!(stream);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        next = stream.next() => match next {
+                            Some(batches) => state.hub.notice(&batches),
+                            None => break,
+                        },
+                    }
+                }
+                warn!("progress subscription dropped; re-subscribing");
+            }
+            Err(e) => debug!(error = %e, "cannot subscribe to progress notices; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The event id of a snapshot: a fingerprint of its state.
+fn event_id(view: &BatchStatusView) -> String {
+    if view.status.is_finished() {
+        format!(
+            "{}-{}",
+            view.status,
+            view.finished_at.as_deref().unwrap_or("")
+        )
+    } else {
+        let c = &view.counts;
+        format!(
+            "{}.{}.{}.{}.{}",
+            c.queued, c.running, c.succeeded, c.failed, c.cancelled
+        )
+    }
+}
+
+fn to_event(view: &BatchStatusView) -> Event {
+    let name = if view.status.is_finished() {
+        view.status.as_str()
+    } else {
+        "progress"
+    };
+    Event::default()
+        .event(name)
+        .id(event_id(view))
+        .json_data(view)
+        .unwrap_or_else(|_| Event::default().comment("unencodable snapshot"))
+}
+
+#[utoipa::path(
+    get, path = "/v1/batches/{id}/events", tag = "batches",
+    params(
+        ("id" = String, Path, description = "Batch id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, when reconnecting"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream: `progress` events (data: the batch status view) at item transitions, at most a few per second, then one `completed` or `cancelled` event, then the stream ends", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The client already received the final event"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn batch_events(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let batch = owned_batch(&state, &caller, &id).await?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if batch.status.is_finished() {
+        let view = status_view(&state, &batch).await?;
+        if last_seen.as_deref() == Some(event_id(&view).as_str()) {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+    let rx = state.hub.watch(&state, batch.id);
+    let shutdown = state.shutdown.clone();
+    let stream = futures::stream::unfold(
+        (rx, last_seen, false, shutdown),
+        |(mut rx, mut last, done, shutdown)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let current = rx.borrow_and_update().clone();
+                if let Some(view) = current {
+                    let id = event_id(&view);
+                    if last.as_deref() != Some(id.as_str()) {
+                        let finished = view.status.is_finished();
+                        last = Some(id);
+                        let event = to_event(&view);
+                        return Some((Ok::<_, Infallible>(event), (rx, last, finished, shutdown)));
+                    }
+                    if view.status.is_finished() {
+                        return None;
+                    }
+                }
+                tokio::select! {
+                    changed = rx.changed() => if changed.is_err() {
+                        // The feed is gone; its last value may still be unsent.
+                        let view = rx.borrow().clone()?;
+                        let id = event_id(&view);
+                        if last.as_deref() == Some(id.as_str()) {
+                            return None;
+                        }
+                        return Some((Ok(to_event(&view)), (rx, Some(id), true, shutdown)));
+                    },
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        },
+    );
+    let first = futures::stream::once(async {
+        Ok::<_, Infallible>(
+            Event::default()
+                .retry(Duration::from_secs(2))
+                .comment("abridge progress"),
+        )
+    });
+    Ok(Sse::new(first.chain(stream))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

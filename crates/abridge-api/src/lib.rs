@@ -1,0 +1,167 @@
+//! The producer API: `abridge api` serves batches over HTTP (axum), reading and writing the
+//! same Postgres and Redis as the workers through `abridge-control`, and never summarizing.
+//!
+//! - [`router`] / [`serve`]: the routes, and the server with its background tasks (the
+//!   progress listener and the webhook dispatcher); tests bind port 0.
+//! - [`auth`]: bearer tokens (hashed at rest) and the [`auth::Caller`] extractor.
+//! - [`batches`]: create (idempotent), list, read, items, cancel, retry, fleet stats.
+//! - [`events`]: Server-Sent Events fed by Redis progress notices, coalesced per batch.
+//! - [`export`]: the streamed ZIP of a batch's summaries, `index.csv` and `batch.json`.
+//! - [`webhooks`]: SSRF guard, HMAC signature, and the at-least-once dispatcher.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
+//! - [`client`]: a typed client of this API (used by `abridge enqueue --api` and tests).
+//! - [`error`], [`views`], [`settings`]: the error shape, the JSON shapes, the settings.
+//!
+//! Architecture Invariant: every `/v1` route resolves its caller's tenant first, and a batch
+//! of another tenant is answered exactly like a batch that does not exist (404).
+
+pub mod auth;
+pub mod batches;
+pub mod client;
+pub mod error;
+pub mod events;
+pub mod export;
+pub mod openapi;
+pub mod settings;
+pub mod views;
+pub mod webhooks;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use abridge_queue::Queue;
+use abridge_store::Store;
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use settings::ApiSettings;
+
+use crate::error::ApiError;
+use crate::events::Hub;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub queue: Queue,
+    /// The queue batches are enqueued into (`ABRIDGE_QUEUE`).
+    pub queue_name: String,
+    pub settings: Arc<ApiSettings>,
+    pub hub: Arc<Hub>,
+    /// Cancelled when the server shuts down, so open event streams end and let it.
+    pub shutdown: CancellationToken,
+}
+
+impl ApiState {
+    pub fn new(store: Store, queue: Queue, queue_name: &str, settings: ApiSettings) -> Self {
+        Self {
+            store,
+            queue,
+            queue_name: queue_name.to_owned(),
+            settings: Arc::new(settings),
+            hub: Arc::new(Hub::default()),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// Every route. `/` is left free for the dashboard.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/batches",
+            post(batches::create_batch).get(batches::list_batches),
+        )
+        .route("/batches/{id}", get(batches::get_batch))
+        .route("/batches/{id}/items", get(batches::list_items))
+        .route("/batches/{id}/cancel", post(batches::cancel_batch))
+        .route("/batches/{id}/retry", post(batches::retry_batch))
+        .route("/batches/{id}/export", get(export::export_batch))
+        .route("/batches/{id}/events", get(events::batch_events))
+        .route("/stats", get(batches::fleet_stats));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, with the progress listener and the
+/// webhook dispatcher running beside it. Open event streams end at shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = state.shutdown.clone();
+    let background = tokio_util::task::TaskTracker::new();
+    background.spawn(events::listen(state.clone(), stop.clone()));
+    background.spawn(webhooks::dispatch(state.clone(), stop.clone()));
+    let app = router(state);
+    let stopping = stop.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stopping.cancelled() => {}
+            }
+            stopping.cancel();
+        })
+        .await;
+    stop.cancel();
+    background.close();
+    background.wait().await;
+    served
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Postgres and Redis answer"),
+        (status = 503, description = "Postgres or Redis does not answer; the body says which"),
+    ))]
+pub async fn readyz(State(state): State<ApiState>) -> Response {
+    let (postgres, redis) = tokio::join!(state.store.ping(), state.queue.ping());
+    let status = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let postgres = postgres.map_err(|e| e.to_string());
+    let redis = redis.map_err(|e| e.to_string());
+    let ready = postgres.is_ok() && redis.is_ok();
+    if !ready {
+        tracing::warn!(postgres = %status(&postgres), redis = %status(&redis), "not ready");
+    }
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "postgres": if postgres.is_ok() { "ok" } else { "unreachable" },
+        "redis": if redis.is_ok() { "ok" } else { "unreachable" },
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}

@@ -1,0 +1,268 @@
+//! What the API sends and accepts, with their OpenAPI schemas. Timestamps are RFC 3339 in UTC
+//! with milliseconds, as `abridge status --json` prints them.
+
+use std::time::Duration;
+
+use abridge_core::{BatchId, BatchOptions, BatchStatus, ItemStatus, Priority};
+use abridge_store::batch_api::FinishRate;
+use abridge_store::{BatchView, ItemView};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// `POST /v1/batches`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatch {
+    /// A name to recognise the batch by (at most 200 characters).
+    pub name: Option<String>,
+    #[schema(value_type = Option<PriorityName>)]
+    pub priority: Option<Priority>,
+    /// Video URLs or bare 11-character ids.
+    pub urls: Option<Vec<String>>,
+    /// Videos with an optional title and transcript (a supplied transcript is summarized
+    /// without fetching one). Positions continue after `urls`.
+    pub items: Option<Vec<ItemSpec>>,
+    #[schema(value_type = Option<Summarizer>)]
+    pub summarizer: Option<BatchOptions>,
+    /// POSTed the final status, signed, when the batch completes or is cancelled.
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemSpec {
+    pub url: String,
+    pub title: Option<String>,
+    pub transcript: Option<String>,
+}
+
+/// The batch's summarizer options; unset fields use the fleet's defaults.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[allow(dead_code)] // documents BatchOptions in the OpenAPI document
+pub struct Summarizer {
+    /// `extractive`, `openai`, `anthropic`, `noop`, ...
+    pub backend: Option<String>,
+    pub model: Option<String>,
+    pub length: Option<LengthName>,
+    /// Transcript language preference, most preferred first (`de` or `pt-BR,en`).
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum LengthName {
+    Short,
+    Standard,
+    Detailed,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum PriorityName {
+    High,
+    Normal,
+    Low,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum BatchStatusName {
+    Pending,
+    Running,
+    Completed,
+    Cancelled,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ItemStatusName {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// One rejected input.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RejectedInput {
+    /// The array it came from: `urls` or `items`.
+    pub field: String,
+    /// Its index in that array (0-based).
+    pub index: usize,
+    /// The input, shortened to 200 characters.
+    pub input: String,
+    pub reason: String,
+}
+
+/// The answer to `POST /v1/batches`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Created {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: BatchId,
+    #[schema(value_type = BatchStatusName)]
+    pub status: BatchStatus,
+    /// Items in the batch (= `accepted`).
+    pub total: usize,
+    pub accepted: usize,
+    /// Inputs that repeated an earlier video (the first is kept).
+    pub duplicates: usize,
+    pub rejected: Vec<RejectedInput>,
+}
+
+/// Items per state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CountsView {
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+}
+
+/// A batch: the shape of `abridge status --json`, plus progress, ETA and API fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchStatusView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: BatchId,
+    pub name: Option<String>,
+    #[schema(value_type = BatchStatusName)]
+    pub status: BatchStatus,
+    #[schema(value_type = PriorityName)]
+    pub priority: Priority,
+    pub total: i64,
+    pub counts: CountsView,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Finished items (succeeded, failed or cancelled) as a share of all, 0 to 100.
+    pub progress_percent: f64,
+    /// Seconds until every item is finished at the recent completion rate; `null` while no
+    /// rate is known, 0 once finished.
+    pub eta_seconds: Option<u64>,
+    #[schema(value_type = Object)]
+    pub summarizer: serde_json::Value,
+    pub webhook_url: Option<String>,
+}
+
+impl BatchStatusView {
+    pub fn new(b: &BatchView, rate: Option<FinishRate>) -> Self {
+        let c = b.counts;
+        let total = b.total.max(c.total());
+        let finished = c.terminal();
+        let progress_percent = if total == 0 {
+            100.0
+        } else {
+            (finished as f64 * 1000.0 / total as f64).floor() / 10.0
+        };
+        let remaining = c.queued + c.running;
+        let eta_seconds = if b.status.is_finished() || remaining == 0 {
+            Some(0)
+        } else {
+            rate.and_then(|r| eta(remaining, r))
+        };
+        Self {
+            id: b.id,
+            name: b.name.clone(),
+            status: b.status,
+            priority: b.priority,
+            total: b.total,
+            counts: CountsView {
+                queued: c.queued,
+                running: c.running,
+                succeeded: c.succeeded,
+                failed: c.failed,
+                cancelled: c.cancelled,
+            },
+            created_at: rfc3339(&b.created_at),
+            started_at: b.started_at.as_ref().map(rfc3339),
+            finished_at: b.finished_at.as_ref().map(rfc3339),
+            progress_percent,
+            eta_seconds,
+            summarizer: b.options.clone(),
+            webhook_url: b.webhook_url.clone(),
+        }
+    }
+}
+
+/// Remaining items at the recent rate, rounded up; `None` without a usable rate.
+fn eta(remaining: i64, rate: FinishRate) -> Option<u64> {
+    if rate.finished <= 0 || rate.window < Duration::from_millis(250) {
+        return None;
+    }
+    let per_second = rate.finished as f64 / rate.window.as_secs_f64();
+    Some((remaining as f64 / per_second).ceil() as u64)
+}
+
+/// A page of batches.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchPage {
+    pub batches: Vec<BatchStatusView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One item of a batch.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ItemStatusView {
+    pub id: i64,
+    /// 0-based input order.
+    pub position: i32,
+    pub url: String,
+    pub video_id: String,
+    pub title: Option<String>,
+    #[schema(value_type = ItemStatusName)]
+    pub status: ItemStatus,
+    /// Attempts started so far.
+    pub attempts: i32,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    /// The summary (markdown), once succeeded.
+    pub summary: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl From<ItemView> for ItemStatusView {
+    fn from(i: ItemView) -> Self {
+        Self {
+            id: i.id.0,
+            position: i.position,
+            url: i.url,
+            video_id: i.video_id,
+            title: i.title,
+            status: i.status,
+            attempts: i.attempts,
+            error_kind: i.error_kind,
+            error_message: i.error_message,
+            summary: i.summary,
+            started_at: i.started_at.as_ref().map(rfc3339),
+            finished_at: i.finished_at.as_ref().map(rfc3339),
+        }
+    }
+}
+
+/// A page of items.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ItemPage {
+    pub items: Vec<ItemStatusView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The answer to `POST /v1/batches/{id}/retry`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Retried {
+    /// Failed items put back in the queue.
+    pub requeued: usize,
+    pub batch: BatchStatusView,
+}

@@ -1,0 +1,21 @@
+//! The API end to end, in process: real Redis and Postgres (a fresh database and key prefix
+//! per test), real workers (`abridge_worker::run`), the API on port 0, and a real HTTP client.
+//!
+//! - `create`: creation, normalisation and dedup, idempotent retries, lists and pagination.
+//! - `bad_input`: every kind of bad request gets a 4xx with a message that names the problem.
+//! - `progress`: SSE progress until completion, across replicas, reconnects with Last-Event-ID.
+//! - `lifecycle`: cancel mid-batch, retry failed items.
+//! - `export`: the ZIP, unzipped and checked file by file.
+//! - `tenancy`: another tenant's batch is a 404 everywhere; revoked tokens.
+//! - `webhooks`: signed deliveries retried until a 2xx; SSRF refusal.
+//! - `health`: `/healthz`, `/readyz`, `/openapi.json`.
+
+mod bad_input;
+mod create;
+mod export;
+mod health;
+mod lifecycle;
+mod progress;
+mod support;
+mod tenancy;
+mod webhooks;

@@ -1,0 +1,33 @@
+//! `abridge api`: the producer API.
+
+use std::process::ExitCode;
+
+use abridge_api::{ApiSettings, ApiState};
+use anyhow::Context;
+
+use crate::cli::ApiArgs;
+use crate::context::{self, Loaded};
+
+pub async fn run(loaded: Loaded, args: ApiArgs) -> anyhow::Result<ExitCode> {
+    let settings = &loaded.settings;
+    let mut api = ApiSettings::from_source(&loaded.source)?;
+    if let Some(listen) = args.listen {
+        api.listen = listen;
+    }
+    let store = context::store(settings).await?;
+    let queue = context::queue(settings)?;
+    let listener = tokio::net::TcpListener::bind(api.listen)
+        .await
+        .with_context(|| format!("listen on {}", api.listen))?;
+    let address = listener
+        .local_addr()
+        .context("read the listening address")?;
+    tracing::info!(%address, queue = %settings.queue, "abridge api listening");
+    let state = ApiState::new(store.clone(), queue, &settings.queue, api);
+    abridge_api::serve(listener, state, super::stop_signal())
+        .await
+        .context("serve the api")?;
+    store.close().await;
+    tracing::info!("abridge api stopped");
+    Ok(ExitCode::SUCCESS)
+}
