@@ -21,6 +21,9 @@ pub struct NewBatch<'a> {
     pub priority: Priority,
     /// Per-batch processing options, stored as given (summarizer backend, length, ...).
     pub options: serde_json::Value,
+    /// The W3C `traceparent` of the enqueueing span, continued by the workers (`None` when
+    /// traces are off).
+    pub traceparent: Option<&'a str>,
 }
 
 /// A created batch and its items' ids in input order, ready to be pushed to Redis.
@@ -50,7 +53,7 @@ impl Counts {
         self.succeeded + self.failed + self.cancelled
     }
 
-    fn add(&mut self, status: &str, n: i64) {
+    pub(crate) fn add(&mut self, status: &str, n: i64) {
         match status {
             "queued" => self.queued += n,
             "running" => self.running += n,
@@ -105,14 +108,15 @@ impl Store {
         })?;
         let mut tx = self.pool.begin().await.context("begin batch transaction")?;
         sqlx::query!(
-            "INSERT INTO batches (id, queue, name, priority, total, options)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO batches (id, queue, name, priority, total, options, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             batch.id.0,
             batch.queue,
             batch.name,
             batch.priority.as_str(),
             total,
             batch.options,
+            batch.traceparent,
         )
         .execute(&mut *tx)
         .await

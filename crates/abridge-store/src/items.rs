@@ -30,6 +30,9 @@ pub struct StartedItem {
     /// When the item last became ready: enqueue-to-start latency is measured from here.
     pub queued_at: DateTime<Utc>,
     pub options: serde_json::Value,
+    /// The W3C `traceparent` stored with the batch at enqueue: the item's work continues
+    /// that trace.
+    pub traceparent: Option<String>,
 }
 
 /// The result of one attempt, as the worker reports it.
@@ -132,7 +135,7 @@ impl Store {
                SELECT s.id AS "id!", s.lease_token AS "token!", s.batch_id AS "batch_id!",
                       s.position AS "position!", s.url AS "url!", s.video_id AS "video_id!",
                       s.title, s.transcript, s.attempts AS "attempts!", s.queued_at AS "queued_at!",
-                      b.priority AS "priority!", b.options AS "options!"
+                      b.priority AS "priority!", b.options AS "options!", b.traceparent
                FROM started s JOIN batches b ON b.id = s.batch_id"#,
             &ids,
             &tokens,
@@ -156,6 +159,7 @@ impl Store {
                 attempt: r.attempts,
                 queued_at: r.queued_at,
                 options: r.options,
+                traceparent: r.traceparent,
             })
             .collect())
     }

@@ -6,12 +6,15 @@
 //! - [`items`]: the worker's fenced writes: start, finish, reclaim, release.
 //! - [`sessions`]: worker sessions: register, heartbeat, close, bury the dead.
 //! - [`reconcile`]: what Postgres says should be in Redis.
+//! - [`fleet`]: what operators watch: the fleet gauges' Postgres half, recent batches,
+//!   throughput.
 //!
 //! Architecture Invariant: every write to an item that is `running` is a compare-and-set on
 //! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
 
 pub mod admin;
 pub mod batches;
+pub mod fleet;
 pub mod items;
 pub mod reconcile;
 pub mod sessions;
@@ -22,6 +25,7 @@ use abridge_core::settings::Secret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use batches::{BatchView, Counts, CreatedBatch, ItemView, NewBatch};
+pub use fleet::{BatchHeader, FleetSnapshot, MinuteThroughput};
 pub use items::{FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
 

@@ -10,6 +10,8 @@
 --   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on
 --   PREFIX.."cancelled:"..b   STRING present while batch b is cancelled (expires)
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
+--   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)
+--   PREFIX.."reconciled"      HASH  the last reconcile pass: drift, requeued, at_ms (fleet gauges)
 -- Invariant: a batch id is in its rotation list exactly when its "q:" set is non-empty.
 -- Per-batch keys are built from PREFIX inside scripts; they share the queue's hash slot.
 
