@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+pub use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 

@@ -27,6 +27,9 @@ pub(crate) struct FinishOp {
     lease: LeaseRef,
     outcome: Outcome,
     done: oneshot::Sender<()>,
+    /// The submitting item's span: what the writer logs about the item goes there, so the
+    /// line carries the item's batch, video and attempt.
+    span: tracing::Span,
 }
 
 /// Hands an outcome to the writers and waits until it is written (or refused).
@@ -38,6 +41,7 @@ pub(crate) async fn submit(ctx: &SessionCtx, lease: LeaseRef, outcome: Outcome) 
             lease,
             outcome,
             done,
+            span: tracing::Span::current(),
         })
         .await
         .is_ok()
@@ -123,6 +127,13 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             continue;
         };
         let after = match (f.status, &op.outcome) {
+            (ItemStatus::Queued, Outcome::Abandon) => {
+                // The run report counts it with releases, as before; the metric tells them
+                // apart (a release is routine at shutdown, an abandon means Redis trouble).
+                tally.released.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => "abandoned").increment(1);
+                AfterAck::Ready
+            }
             (ItemStatus::Queued, Outcome::Retry { delay, .. }) => {
                 tally.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("abridge_items_total", "outcome" => "retried").increment(1);
@@ -154,7 +165,10 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
         metrics::counter!("abridge_stale_writes_rejected_total")
             .increment(report.rejected.len() as u64);
         for (item, token, found) in &report.rejected {
-            log_fenced(*item, *token, *found);
+            match ops.iter().find(|op| op.lease.item == *item) {
+                Some(op) => op.span.in_scope(|| log_fenced(*item, *token, *found)),
+                None => log_fenced(*item, *token, *found),
+            }
         }
     }
     if let Err(e) = worker.queue.ack(&acks).await {
