@@ -2,6 +2,10 @@
 //! and the HTTP API so both behave the same. Each operation writes Postgres first (the truth),
 //! then Redis (the fast path); if the Redis step fails after the commit, the reconciler
 //! finishes it.
+//!
+//! - [`fleet`]: the fleet gauges (queue depth, leases, the oldest waiting item, live workers,
+//!   drift), read from Redis and Postgres at scrape time by `abridge exporter`.
+//! - [`watch`]: the fleet at a glance for people (`abridge top`).
 
 use abridge_core::input::{BatchInput, Rejected};
 use abridge_core::{BatchId, BatchOptions, Priority};
@@ -9,6 +13,10 @@ use abridge_queue::{Queue, QueueError, QueueStats};
 use abridge_store::batches::CancelOutcome;
 use abridge_store::{BatchView, NewBatch, SessionView, Store, StoreError};
 use serde::Serialize;
+use tracing::Instrument as _;
+
+pub mod fleet;
+pub mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -44,7 +52,29 @@ pub struct Enqueued {
 
 /// Creates a batch from validated input (one Postgres transaction), then makes its items ready
 /// in Redis. Rejected inputs are reported, not fatal; no valid input at all is an error.
+///
+/// Runs in an `enqueue` span, child of the caller's (the API request's, the CLI command's).
+/// When traces are exported, that span's context is stored with the batch, and every item's
+/// work continues the trace from it.
 pub async fn enqueue(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+    input: BatchInput,
+    request: EnqueueRequest<'_>,
+) -> Result<Enqueued, ControlError> {
+    let span = tracing::info_span!(
+        "enqueue",
+        queue = queue_name,
+        items = input.items.len(),
+        batch = tracing::field::Empty
+    );
+    enqueue_in_span(store, queue, queue_name, input, request)
+        .instrument(span)
+        .await
+}
+
+async fn enqueue_in_span(
     store: &Store,
     queue: &Queue,
     queue_name: &str,
@@ -57,6 +87,7 @@ pub async fn enqueue(
         });
     }
     let options = serde_json::to_value(&request.options).expect("options serialize");
+    let traceparent = abridge_telemetry::trace::current_traceparent();
     let created = store
         .create_batch(
             NewBatch {
@@ -65,10 +96,12 @@ pub async fn enqueue(
                 name: request.name,
                 priority: request.priority,
                 options,
+                traceparent: traceparent.as_deref(),
             },
             &input.items,
         )
         .await?;
+    tracing::Span::current().record("batch", tracing::field::display(created.id));
     // The batch is committed: from here on a Redis failure only delays it (the reconciler
     // pushes what Redis is missing), so report it without failing the enqueue.
     if let Err(e) = queue
