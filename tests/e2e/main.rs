@@ -5,7 +5,12 @@
 //!   Postgres and Redis restarts, SIGTERM, a poison item). Each asserts that every item
 //!   reached a terminal state exactly once, that batch counts equal the rows, and that
 //!   nothing was lost.
+//! - `operating`: `/metrics` on workers and on the exporter (checked by promtool and against
+//!   the metric catalogue), JSON logs, `abridge top`.
+//! - `traces`: trace propagation from enqueue to outcome write, with an in-test OTLP receiver.
 
 mod cli;
 mod faults;
+mod operating;
 mod support;
+mod traces;

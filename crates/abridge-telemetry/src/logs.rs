@@ -69,17 +69,25 @@ impl Drop for Telemetry {
 pub fn init(format: LogFormat, service: &str) -> Result<Telemetry, TelemetryError> {
     let provider = otel::provider_from_env(service)?;
     let dispatch_cell = Arc::new(OnceLock::new());
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![fmt_layer(
-        format,
-        std::io::stderr,
-        provider.as_ref().map(|_| dispatch_cell.clone()),
-    )];
+    // Each layer has its own filter: `RUST_LOG=warn` quiets the logs without losing traces.
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![
+        fmt_layer(
+            format,
+            std::io::stderr,
+            provider.as_ref().map(|_| dispatch_cell.clone()),
+        )
+        .with_filter(default_filter())
+        .boxed(),
+    ];
     if let Some(provider) = &provider {
-        layers.push(otel::layer(provider));
+        layers.push(
+            otel::layer(provider)
+                .with_filter(otel::span_filter())
+                .boxed(),
+        );
     }
     let installed = tracing_subscriber::registry()
         .with(layers)
-        .with(default_filter())
         .try_init()
         .is_ok();
     if !installed {

@@ -11,6 +11,7 @@
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -39,21 +40,26 @@ pub fn provider_from_env(service: &str) -> Result<Option<SdkTracerProvider>, Tel
     if !export_requested() {
         return Ok(None);
     }
+    let mut protocol_set = false;
     for var in [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
     ] {
-        if let Ok(p) = std::env::var(var)
-            && p.trim().eq_ignore_ascii_case("grpc")
-        {
+        let Ok(p) = std::env::var(var) else { continue };
+        protocol_set |= !p.trim().is_empty();
+        if p.trim().eq_ignore_ascii_case("grpc") {
             return Err(TelemetryError::Otel(format!(
                 "{var}=grpc is not supported: abridge exports OTLP over HTTP; use http/protobuf \
                  or http/json and the collector's HTTP port (usually 4318)"
             )));
         }
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+    if !protocol_set {
+        // The specification's default; the crate would pick JSON, since both are built in.
+        builder = builder.with_protocol(Protocol::HttpBinary);
+    }
+    let exporter = builder
         .build()
         .map_err(|e| TelemetryError::Otel(format!("build the OTLP span exporter: {e}")))?;
     let mut resource = Resource::builder()
@@ -70,6 +76,15 @@ pub fn provider_from_env(service: &str) -> Result<Option<SdkTracerProvider>, Tel
     opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok(Some(provider))
+}
+
+/// Which spans become OpenTelemetry spans: abridge's own at `info` and above (the enqueue,
+/// each item, its stages and writes), whatever `RUST_LOG` says about log lines; libraries'
+/// spans (HTTP clients, the database driver) at `warn` and above, so practically none.
+pub fn span_filter() -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("abridge", tracing::Level::INFO)
 }
 
 /// The `tracing` layer that turns spans into OpenTelemetry spans of `provider`.
