@@ -7,9 +7,12 @@
 //!   nothing was lost.
 //! - `operating`: `/metrics` on workers and on the exporter (checked by promtool and against
 //!   the metric catalogue), JSON logs, `abridge top`.
+//! - `deploy`: docker-compose.yml, the Dockerfile, Prometheus rules and alerts, the Grafana
+//!   dashboard and the Kubernetes manifests, checked without Docker or a cluster.
 //! - `traces`: trace propagation from enqueue to outcome write, with an in-test OTLP receiver.
 
 mod cli;
+mod deploy;
 mod faults;
 mod operating;
 mod support;
