@@ -301,7 +301,11 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
     )
     .unwrap();
     // No database or Redis configured: `up` starts its own, then stops them.
-    let vars = vec![("ABRIDGE_SHUTDOWN_GRACE_MS".to_owned(), "2000".to_owned())];
+    let vars = vec![
+        ("ABRIDGE_SHUTDOWN_GRACE_MS".to_owned(), "2000".to_owned()),
+        // The default summarizer (extractive) would fetch these made-up videos from YouTube.
+        ("ABRIDGE_SUMMARIZER".to_owned(), "noop".to_owned()),
+    ];
     let (code, _, err) = run_with(
         &vars,
         &[

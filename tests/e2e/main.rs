@@ -10,10 +10,13 @@
 //! - `deploy`: docker-compose.yml, the Dockerfile, Prometheus rules and alerts, the Grafana
 //!   dashboard and the Kubernetes manifests, checked without Docker or a cluster.
 //! - `traces`: trace propagation from enqueue to outcome write, with an in-test OTLP receiver.
+//! - `summaries`: real summaries from workers against local YouTube and LLM stand-ins: every
+//!   URL form, every failure's `error_kind`, and caches that stop refetching.
 
 mod cli;
 mod deploy;
 mod faults;
 mod operating;
+mod summaries;
 mod support;
 mod traces;

@@ -174,6 +174,13 @@ pub async fn stats(
         delayed,
         ..
     } = queue.stats().await?;
+    // Items in hand come from the leases in Redis: Postgres only marks an item running once
+    // it has run for a while (deferred starts), so its count would miss short items.
+    let in_hand = queue.leases_by_worker().await?;
+    let mut workers = store.live_sessions(queue_name).await?;
+    for w in &mut workers {
+        w.items_in_hand = in_hand.get(&w.id).copied().unwrap_or(0);
+    }
     Ok(FleetStats {
         queue: queue_name.to_owned(),
         depth: Depth {
@@ -184,6 +191,6 @@ pub async fn stats(
         delayed,
         leased,
         failed: store.failed_in_open_batches(queue_name).await?,
-        workers: store.live_sessions(queue_name).await?,
+        workers,
     })
 }

@@ -257,7 +257,7 @@ pub struct Settings {
     pub retry_base: Duration,
     /// No retry waits longer than this.
     pub retry_max: Duration,
-    /// The summarizer backend name (`noop`, `extractive`, `openai`, `anthropic`).
+    /// The summarizer backend name (`extractive`, the default; `openai`, `anthropic`, `noop`).
     pub summarizer: String,
     /// The `noop` summarizer sleeps this long per item (benchmarks and fault drills).
     pub noop_delay: Duration,
@@ -269,6 +269,9 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// An attempt running longer than this fails with a transient `timeout`.
     pub item_timeout: Duration,
+    /// An item is marked `running` in Postgres once it has run this long; one that finishes
+    /// sooner is written once, from `queued` straight to its outcome (0: mark at once).
+    pub start_after: Duration,
     /// Postgres connections per process.
     pub database_pool_size: u32,
     pub log_format: LogFormat,
@@ -309,7 +312,7 @@ impl Settings {
         check_key_part(src, "redis_prefix", &redis_prefix)?;
         let summarizer = src
             .text("summarizer")?
-            .unwrap_or_else(|| "noop".to_owned())
+            .unwrap_or_else(|| "extractive".to_owned())
             .to_ascii_lowercase();
         Ok(Self {
             database_url: src.secret("database_url")?,
@@ -330,6 +333,7 @@ impl Settings {
             claim_batch: src.number("claim_batch", 256, 1, 4_096)? as usize,
             shutdown_grace: src.millis("shutdown_grace_ms", 25_000, 0)?,
             item_timeout: src.millis("item_timeout_ms", 600_000, 10)?,
+            start_after: src.millis("start_after_ms", 200, 0)?,
             database_pool_size: src.number("database_pool_size", 8, 1, 1_000)? as u32,
             log_format: src.parse("log_format", "text or json")?.unwrap_or_default(),
         })
@@ -389,7 +393,7 @@ mod tests {
         assert_eq!(s.heartbeat, Duration::from_secs(2));
         assert_eq!(s.queue, "default");
         assert_eq!(s.max_attempts, 5);
-        assert_eq!(s.summarizer, "noop");
+        assert_eq!(s.summarizer, "extractive");
     }
 
     #[test]

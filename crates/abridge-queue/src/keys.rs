@@ -50,6 +50,16 @@ impl Keys {
         format!("{}cancelled:{batch}", self.prefix)
     }
 
+    /// A fleet-wide token bucket (`youtube`, `openai:tokens`, ...).
+    pub fn budget(&self, name: &str) -> String {
+        format!("{}budget:{name}", self.prefix)
+    }
+
+    /// A fleet-wide circuit breaker for one backend.
+    pub fn breaker(&self, name: &str) -> String {
+        format!("{}breaker:{name}", self.prefix)
+    }
+
     pub fn rotation_for(&self, priority: Priority) -> &str {
         &self.rotation[usize::from(priority.rank())]
     }

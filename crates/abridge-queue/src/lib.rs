@@ -122,6 +122,14 @@ pub enum AfterAck {
     Delay(Duration),
 }
 
+/// What an acknowledgement did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acked {
+    pub removed: i64,
+    /// Ready items of each batch asked about, in order.
+    pub ready: Vec<i64>,
+}
+
 /// An item to put back in the queue, as Postgres describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -159,6 +167,50 @@ pub struct ReconcileMark {
     pub requeued: u64,
     /// When the pass ran, in Unix milliseconds on the reconciling worker's clock.
     pub at_ms: i64,
+}
+
+/// Redis server counters (from `INFO`), for benchmarks.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerStats {
+    pub used_memory: i64,
+    /// Commands executed, over all command types (commands run inside scripts included).
+    pub calls: i64,
+    /// Microseconds spent in scripts (`EVALSHA`/`EVAL`; inner commands are also counted
+    /// under their own names, so summing every command would count them twice).
+    pub script_usec: i64,
+    /// CPU seconds of the server process (user + system).
+    pub cpu_seconds: f64,
+}
+
+impl ServerStats {
+    fn parse(info: &str) -> Self {
+        let mut stats = Self::default();
+        for line in info.lines() {
+            let line = line.trim();
+            if let Some(v) = line.strip_prefix("used_memory:") {
+                stats.used_memory = v.parse().unwrap_or(0);
+            } else if let Some(v) = line
+                .strip_prefix("used_cpu_sys:")
+                .or_else(|| line.strip_prefix("used_cpu_user:"))
+            {
+                stats.cpu_seconds += v.parse::<f64>().unwrap_or(0.0);
+            } else if let Some(rest) = line.strip_prefix("cmdstat_") {
+                // cmdstat_evalsha:calls=10,usec=123,usec_per_call=12.3,...
+                let (name, fields) = rest.split_once(':').unwrap_or((rest, ""));
+                let script = name == "evalsha" || name == "eval";
+                for field in fields.split(',') {
+                    match field.split_once('=') {
+                        Some(("calls", v)) => stats.calls += v.parse::<i64>().unwrap_or(0),
+                        Some(("usec", v)) if script => {
+                            stats.script_usec += v.parse::<i64>().unwrap_or(0)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        stats
+    }
 }
 
 /// The queue: a Redis pool and this queue's key names. Cheap to clone.
@@ -353,21 +405,37 @@ impl Queue {
     }
 
     /// Lets go of leases (only those still carrying the given token) and places the items as
-    /// asked. Returns how many leases were removed.
-    pub async fn ack(&self, acks: &[(LeaseRef, AfterAck)]) -> Result<i64> {
-        if acks.is_empty() {
-            return Ok(0);
+    /// asked. Returns how many leases were removed and, for each of `report`, how many of its
+    /// items are ready in Redis.
+    pub async fn ack(&self, acks: &[(LeaseRef, AfterAck)], report: &[BatchId]) -> Result<Acked> {
+        let mut acked = Acked {
+            removed: 0,
+            ready: vec![0; report.len()],
+        };
+        if acks.is_empty() && report.is_empty() {
+            return Ok(acked);
         }
         let mut conn = self.conn("acknowledge leases").await?;
-        let mut removed = 0;
-        for chunk in acks.chunks(5_000) {
+        let chunks: Vec<&[(LeaseRef, AfterAck)]> = if acks.is_empty() {
+            vec![&[]]
+        } else {
+            acks.chunks(5_000).collect()
+        };
+        let last = chunks.len() - 1;
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            // Ready counts are read once, after the last chunk.
+            let reported: &[BatchId] = if n == last { report } else { &[] };
             let mut inv = scripts::ACK.prepare_invoke();
             inv.key(&self.keys.leases)
                 .key(&self.keys.lease)
                 .key(&self.keys.delayed)
                 .key(&self.keys.dref)
                 .key(&self.keys.wake)
-                .arg(&self.keys.prefix);
+                .arg(&self.keys.prefix)
+                .arg(reported.len());
+            for b in reported {
+                inv.arg(b.to_string());
+            }
             for (l, after) in chunk {
                 push_lease(&mut inv, l);
                 inv.arg(match after {
@@ -376,12 +444,18 @@ impl Queue {
                     AfterAck::Delay(d) => millis(*d).max(1) as i64,
                 });
             }
-            removed += inv
-                .invoke_async::<i64>(&mut conn)
+            let reply: Vec<i64> = inv
+                .invoke_async(&mut conn)
                 .await
                 .context("acknowledge leases")?;
+            acked.removed += reply.first().copied().unwrap_or(0);
+            if n == last {
+                for (slot, v) in acked.ready.iter_mut().zip(reply.into_iter().skip(1)) {
+                    *slot = v;
+                }
+            }
         }
-        Ok(removed)
+        Ok(acked)
     }
 
     /// Puts items back where Postgres says they belong (ready, or delayed until `due`).
@@ -484,46 +558,72 @@ impl Queue {
         Ok(out)
     }
 
-    /// Ready plus delayed items per batch, as Redis counts them.
-    pub async fn queued_counts(&self, batches: &[BatchId]) -> Result<HashMap<BatchId, i64>> {
-        let mut conn = self.conn("count queued items").await?;
+    /// Items Redis holds per batch: ready, delayed and leased. In a steady state this equals
+    /// the batch's queued plus running items in Postgres.
+    pub async fn held_counts(&self, batches: &[BatchId]) -> Result<HashMap<BatchId, i64>> {
+        let mut conn = self.conn("count held items").await?;
         let mut pipe = redis::pipe();
         for b in batches {
             pipe.zcard(self.keys.ready(*b));
         }
-        pipe.hvals(&self.keys.dref);
+        pipe.hvals(&self.keys.dref).hvals(&self.keys.lease);
         let mut replies: Vec<redis::Value> = pipe
             .query_async(&mut conn)
             .await
-            .context("count queued items")?;
-        let refs: Vec<String> = match replies.pop() {
-            Some(redis::Value::Array(values)) => values
-                .into_iter()
-                .filter_map(|v| match v {
-                    redis::Value::BulkString(b) => String::from_utf8(b).ok(),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
+            .context("count held items")?;
+        let strings = |v: Option<redis::Value>| -> Vec<String> {
+            match v {
+                Some(redis::Value::Array(values)) => values
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            }
         };
+        let leases = strings(replies.pop()); // "token|worker|batch|rank|position"
+        let delayed = strings(replies.pop()); // "batch|rank|position"
         let mut counts = HashMap::with_capacity(batches.len());
         for (b, v) in batches.iter().zip(replies) {
             let n = match v {
                 redis::Value::Int(n) => n,
                 other => {
                     return Err(QueueError::Reply {
-                        context: "count queued items",
+                        context: "count held items",
                         detail: format!("{other:?}"),
                     });
                 }
             };
             counts.insert(*b, n);
         }
-        for r in refs {
-            if let Some(b) = r.split('|').next().and_then(|b| b.parse::<BatchId>().ok())
+        let batch_fields = delayed
+            .iter()
+            .filter_map(|r| r.split('|').next())
+            .chain(leases.iter().filter_map(|r| r.split('|').nth(2)));
+        for field in batch_fields {
+            if let Ok(b) = field.parse::<BatchId>()
                 && let Some(n) = counts.get_mut(&b)
             {
                 *n += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Leases held per worker: the items each worker has in hand right now.
+    pub async fn leases_by_worker(&self) -> Result<HashMap<WorkerId, i64>> {
+        let mut conn = self.conn("count leases per worker").await?;
+        let values: Vec<String> = conn
+            .hvals(&self.keys.lease)
+            .await
+            .context("count leases per worker")?;
+        let mut counts = HashMap::new();
+        for v in values {
+            // "token|worker|batch|rank|position"
+            if let Some(w) = v.split('|').nth(1).and_then(|w| w.parse::<WorkerId>().ok()) {
+                *counts.entry(w).or_insert(0) += 1;
             }
         }
         Ok(counts)
@@ -570,6 +670,18 @@ impl Queue {
             delayed: v[4],
             batches_in_rotation: v[5],
         })
+    }
+
+    /// Server-wide counters for benchmarks: memory in use, and command calls and CPU
+    /// microseconds summed over every command (`INFO commandstats`).
+    pub async fn server_stats(&self) -> Result<ServerStats> {
+        let mut conn = self.conn("read redis server stats").await?;
+        let info: String = redis::cmd("INFO")
+            .arg("all")
+            .query_async(&mut conn)
+            .await
+            .context("read redis server stats")?;
+        Ok(ServerStats::parse(&info))
     }
 
     /// Blocks until a wake-up token arrives or `timeout` passes (at most a few seconds).
@@ -649,6 +761,67 @@ impl Queue {
             .await
             .context("take reconcile turn")?;
         Ok(set.is_some())
+    }
+
+    /// Takes `cost` from the fleet-wide token bucket `name`, which refills at `per_second` up
+    /// to `capacity`. `None`: taken. `Some(wait)`: not enough yet; ask again after `wait`.
+    pub async fn take_budget(
+        &self,
+        name: &str,
+        per_second: f64,
+        capacity: f64,
+        cost: f64,
+    ) -> Result<Option<Duration>> {
+        let mut conn = self.conn("take from budget").await?;
+        let wait_ms: i64 = scripts::BUDGET
+            .prepare_invoke()
+            .key(self.keys.budget(name))
+            .arg(per_second)
+            .arg(capacity)
+            .arg(cost)
+            .invoke_async(&mut conn)
+            .await
+            .context("take from budget")?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))
+    }
+
+    /// Asks the fleet-wide circuit breaker `name` whether a request may go now. `None`: go
+    /// (closed, or this caller holds the half-open probe for `probe`). `Some(wait)`: open.
+    pub async fn breaker_pass(&self, name: &str, probe: Duration) -> Result<Option<Duration>> {
+        let mut conn = self.conn("ask circuit breaker").await?;
+        let wait_ms: i64 = scripts::BREAKER_PASS
+            .prepare_invoke()
+            .key(self.keys.breaker(name))
+            .arg(millis(probe).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .context("ask circuit breaker")?;
+        Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms as u64)))
+    }
+
+    /// Records a request's outcome with the breaker `name`: a success closes it; `threshold`
+    /// failures in a row (each within `decay` of the last) open it for `open_for`. Returns true
+    /// if this failure opened it.
+    pub async fn breaker_report(
+        &self,
+        name: &str,
+        success: bool,
+        threshold: u32,
+        open_for: Duration,
+        decay: Duration,
+    ) -> Result<bool> {
+        let mut conn = self.conn("report to circuit breaker").await?;
+        let opened: i64 = scripts::BREAKER_REPORT
+            .prepare_invoke()
+            .key(self.keys.breaker(name))
+            .arg(if success { 1 } else { 0 })
+            .arg(threshold.max(1))
+            .arg(millis(open_for).max(1))
+            .arg(millis(decay).max(1))
+            .invoke_async(&mut conn)
+            .await
+            .context("report to circuit breaker")?;
+        Ok(opened == 1)
     }
 
     /// A stream of cancelled batch ids, from the moment it is subscribed. Ends when the

@@ -200,6 +200,17 @@ impl Store {
         }))
     }
 
+    /// Just a batch's status (one row, no counting).
+    pub async fn batch_status(&self, id: BatchId) -> Result<Option<BatchStatus>> {
+        Ok(
+            sqlx::query_scalar!("SELECT status FROM batches WHERE id = $1", id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .context("read batch status")?
+                .and_then(|s| s.parse().ok()),
+        )
+    }
+
     /// Items of a batch per state, counted from the rows.
     pub async fn counts(&self, id: BatchId) -> Result<Counts> {
         let rows = sqlx::query!(
@@ -339,6 +350,15 @@ mod tests {
     }
 }
 
+/// When a batch's items started and finished, for benchmarks.
+#[derive(Clone, Debug)]
+pub struct BatchTimes {
+    pub first_start: Option<DateTime<Utc>>,
+    pub last_finish: Option<DateTime<Utc>>,
+    /// Every item's start time, in position order.
+    pub starts: Vec<Option<DateTime<Utc>>>,
+}
+
 /// One item as `abridge status` and the API show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ItemView {
@@ -361,6 +381,41 @@ pub struct ItemView {
 }
 
 impl Store {
+    /// Start and finish times of a batch's items.
+    pub async fn batch_times(&self, batch: BatchId) -> Result<BatchTimes> {
+        let rows = sqlx::query!(
+            "SELECT started_at, finished_at FROM items WHERE batch_id = $1 ORDER BY position",
+            batch.0
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read item times")?;
+        Ok(BatchTimes {
+            first_start: rows.iter().filter_map(|r| r.started_at).min(),
+            last_finish: rows.iter().filter_map(|r| r.finished_at).max(),
+            starts: rows.into_iter().map(|r| r.started_at).collect(),
+        })
+    }
+
+    /// Every item of a queue's batches with its start time, for benchmarks.
+    pub async fn queue_item_starts(
+        &self,
+        queue: &str,
+    ) -> Result<Vec<(BatchId, Option<DateTime<Utc>>)>> {
+        let rows = sqlx::query!(
+            "SELECT i.batch_id, i.started_at FROM items i JOIN batches b ON b.id = i.batch_id
+             WHERE b.queue = $1",
+            queue
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read item start times")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (BatchId(r.batch_id), r.started_at))
+            .collect())
+    }
+
     /// Items of a batch in input order, from position `from` on, optionally of one status.
     pub async fn items_of(
         &self,

@@ -72,6 +72,20 @@ impl Outcome {
     }
 }
 
+/// One outcome to write.
+#[derive(Clone, Debug)]
+pub struct Finish {
+    pub item: ItemId,
+    /// The claim's token.
+    pub token: LeaseToken,
+    pub outcome: Outcome,
+    /// Whether this claim marked the item `running` ([`Store::start_items`]). If not, the
+    /// write applies only while the item is still `queued`, and counts the attempt.
+    pub started: bool,
+    /// How long the attempt ran (for `started_at` of an item never marked running).
+    pub took: Duration,
+}
+
 /// Where an item stands after a write, with what Redis needs to place it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemRef {
@@ -105,50 +119,39 @@ pub struct FinishReport {
 }
 
 impl Store {
-    /// Starts claimed items: `queued` → `running` with this claim's token, one attempt more.
-    /// Returns the items that started; the others were not `queued` any more (cancelled,
-    /// finished, or started by another claim) and must be dropped by the caller.
-    pub async fn start_items(
-        &self,
-        worker: WorkerId,
-        claims: &[(ItemId, LeaseToken)],
-    ) -> Result<Vec<StartedItem>> {
+    /// Reads the payload of claimed items that are still `queued`, so a worker can begin
+    /// work on them; the others (cancelled, finished, or started under another claim) must be
+    /// dropped. Writes nothing except flipping a `pending` batch to `running` once.
+    ///
+    /// The item is not marked `running` here: see [`Store::start_items`] and
+    /// ARCHITECTURE.md ("Deferred starts").
+    pub async fn read_claimed(&self, claims: &[(ItemId, LeaseToken)]) -> Result<Vec<StartedItem>> {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
-        let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
+        let tokens: std::collections::HashMap<ItemId, LeaseToken> =
+            claims.iter().copied().collect();
         let rows = sqlx::query!(
-            r#"WITH started AS (
-                   UPDATE items i
-                   SET status = 'running', lease_token = t.token, worker_id = $3,
-                       attempts = i.attempts + 1, started_at = now(), available_at = NULL
-                   FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
-                   WHERE i.id = t.id AND i.status = 'queued'
-                   RETURNING i.id, i.lease_token, i.batch_id, i.position, i.url, i.video_id,
-                             i.title, i.transcript, i.attempts, i.queued_at
-               ),
-               flipped AS (
+            r#"WITH flipped AS (
                    UPDATE batches SET status = 'running', started_at = now()
-                   WHERE id IN (SELECT batch_id FROM started) AND status = 'pending'
+                   WHERE status = 'pending'
+                     AND id IN (SELECT batch_id FROM items WHERE id = ANY($1) AND status = 'queued')
                )
-               SELECT s.id AS "id!", s.lease_token AS "token!", s.batch_id AS "batch_id!",
-                      s.position AS "position!", s.url AS "url!", s.video_id AS "video_id!",
-                      s.title, s.transcript, s.attempts AS "attempts!", s.queued_at AS "queued_at!",
-                      b.priority AS "priority!", b.options AS "options!", b.traceparent
-               FROM started s JOIN batches b ON b.id = s.batch_id"#,
+               SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
+                      i.attempts, i.queued_at, b.priority, b.options, b.traceparent
+               FROM items i JOIN batches b ON b.id = i.batch_id
+               WHERE i.id = ANY($1) AND i.status = 'queued'"#,
             &ids,
-            &tokens,
-            worker.0,
         )
         .fetch_all(&self.fast_pool)
         .await
-        .context("start claimed items")?;
+        .context("read claimed items")?;
         Ok(rows
             .into_iter()
             .map(|r| StartedItem {
                 id: ItemId(r.id),
-                token: LeaseToken(r.token),
+                token: tokens[&ItemId(r.id)],
                 batch_id: BatchId(r.batch_id),
                 priority: r.priority.parse().unwrap_or_default(),
                 position: r.position,
@@ -156,7 +159,7 @@ impl Store {
                 video_id: r.video_id,
                 title: r.title,
                 transcript: r.transcript,
-                attempt: r.attempts,
+                attempt: r.attempts + 1,
                 queued_at: r.queued_at,
                 options: r.options,
                 traceparent: r.traceparent,
@@ -164,12 +167,78 @@ impl Store {
             .collect())
     }
 
+    /// Marks claimed items `running` under their claim's token (`queued` → `running`, one
+    /// attempt more). Returns the ids that started; the others are no longer `queued` (taken
+    /// by another claim, finished, or cancelled) and their worker must stop.
+    pub async fn start_items(
+        &self,
+        worker: WorkerId,
+        claims: &[(ItemId, LeaseToken)],
+    ) -> Result<Vec<ItemId>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
+        let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
+        let started = sqlx::query_scalar!(
+            r#"UPDATE items i
+               SET status = 'running', lease_token = t.token, worker_id = $3,
+                   attempts = i.attempts + 1, started_at = now(), available_at = NULL
+               FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
+               WHERE i.id = t.id AND i.status = 'queued'
+               RETURNING i.id"#,
+            &ids,
+            &tokens,
+            worker.0,
+        )
+        .fetch_all(&self.fast_pool)
+        .await
+        .context("start claimed items")?;
+        Ok(started.into_iter().map(ItemId).collect())
+    }
+
+    /// Counts an attempt for claimed items that never started and whose claim is gone (lease
+    /// expired, worker dead): `queued` → `queued` with one attempt more, or `failed` with
+    /// `kind` once out of attempts. So a poison item that kills its worker before its start
+    /// is written still runs out of attempts. Returns how many items it counted.
+    pub async fn count_unstarted_attempts(
+        &self,
+        ids: &[ItemId],
+        max_attempts: u32,
+        kind: &ErrorKind,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        Ok(sqlx::query!(
+            "UPDATE items i SET
+                 attempts = i.attempts + 1,
+                 status = CASE WHEN i.attempts + 1 >= $2 THEN 'failed' ELSE 'queued' END,
+                 error_kind = CASE WHEN i.attempts + 1 >= $2 THEN $3 ELSE i.error_kind END,
+                 error_message = CASE WHEN i.attempts + 1 >= $2
+                     THEN 'gave up after ' || (i.attempts + 1) || ' attempts: ' || $4
+                     ELSE i.error_message END,
+                 finished_at = CASE WHEN i.attempts + 1 >= $2 THEN now() ELSE NULL END,
+                 queued_at = now()
+             WHERE i.id = ANY($1) AND i.status = 'queued'",
+            &ids,
+            i32::try_from(max_attempts).unwrap_or(i32::MAX),
+            kind.as_str(),
+            reclaim_message(kind),
+        )
+        .execute(&self.pool)
+        .await
+        .context("count attempts of unstarted items")?
+        .rows_affected())
+    }
+
     /// Records attempts' outcomes, fenced by each claim's token, in one durable statement.
     /// A `Retry` on an item's last allowed attempt fails it instead.
     pub async fn finish_items(
         &self,
         worker: WorkerId,
-        finishes: &[(ItemId, LeaseToken, Outcome)],
+        finishes: &[Finish],
         max_attempts: u32,
     ) -> Result<FinishReport> {
         if finishes.is_empty() {
@@ -179,15 +248,27 @@ impl Store {
         let mut ids = Vec::with_capacity(n);
         let mut tokens = Vec::with_capacity(n);
         let mut outcomes = Vec::with_capacity(n);
+        let mut bumps = Vec::with_capacity(n);
+        let mut took_ms = Vec::with_capacity(n);
         let mut summaries = Vec::with_capacity(n);
         let mut titles = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
         let mut kinds = Vec::with_capacity(n);
         let mut messages = Vec::with_capacity(n);
         let mut delays_ms = Vec::with_capacity(n);
-        for (id, token, outcome) in finishes {
+        for Finish {
+            item: id,
+            token,
+            outcome,
+            started,
+            took,
+        } in finishes
+        {
             ids.push(id.0);
             tokens.push(token.0);
+            // An item that was never marked running gets its attempt counted here.
+            bumps.push(i32::from(!*started));
+            took_ms.push(i64::try_from(took.as_millis()).unwrap_or(i64::MAX));
             outcomes.push(outcome.name());
             let (title, meta) = match outcome {
                 Outcome::Succeeded { title, meta, .. } => (
@@ -221,50 +302,67 @@ impl Store {
             delays_ms.push(delay);
         }
         let outcomes: Vec<String> = outcomes.into_iter().map(str::to_owned).collect();
+        // The outcome decides the new status; a retry on the last allowed attempt fails.
+        // `a` is the attempt being finished: the stored count, plus one for an item that
+        // finishes without having been marked running (`bump`).
         let rows = sqlx::query!(
-            r#"WITH t AS (
-                   SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                        $5::text[], $6::text[], $7::bigint[], $9::text[], $10::jsonb[])
-                       AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
-                            title, meta)
+            r#"WITH done AS (
+                   UPDATE items i SET
+                       status = CASE
+                           WHEN t.outcome IN ('succeeded', 'failed') THEN t.outcome
+                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN 'failed'
+                           ELSE 'queued' END,
+                       summary = CASE WHEN t.outcome = 'succeeded' THEN t.summary ELSE i.summary END,
+                       result_meta = CASE WHEN t.outcome = 'succeeded' THEN t.meta ELSE i.result_meta END,
+                       title = coalesce(i.title, nullif(t.title, '')),
+                       error_kind = CASE
+                           WHEN t.outcome IN ('failed', 'retry') THEN t.error_kind
+                           WHEN t.outcome = 'succeeded' THEN NULL
+                           ELSE i.error_kind END,
+                       error_message = CASE
+                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8
+                               THEN 'gave up after ' || (i.attempts + t.bump) || ' attempts: ' || t.error_message
+                           WHEN t.outcome IN ('failed', 'retry') THEN t.error_message
+                           WHEN t.outcome = 'succeeded' THEN NULL
+                           ELSE i.error_message END,
+                       attempts = CASE WHEN t.outcome = 'release' THEN greatest(i.attempts - 1, 0)
+                                       ELSE i.attempts + t.bump END,
+                       lease_token = CASE
+                           WHEN t.outcome IN ('succeeded', 'failed') THEN t.token
+                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN t.token
+                           ELSE NULL END,
+                       worker_id = CASE WHEN t.bump = 1 THEN $11 ELSE i.worker_id END,
+                       started_at = CASE WHEN t.bump = 1 THEN now() - t.took_ms * interval '1 millisecond'
+                                         ELSE i.started_at END,
+                       finished_at = CASE
+                           WHEN t.outcome IN ('succeeded', 'failed') THEN now()
+                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN now()
+                           ELSE NULL END,
+                       queued_at = CASE
+                           WHEN t.outcome IN ('release', 'abandon') THEN now()
+                           WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 THEN now()
+                           ELSE i.queued_at END,
+                       available_at = CASE
+                           WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 AND t.delay_ms > 0
+                               THEN now() + t.delay_ms * interval '1 millisecond'
+                           ELSE NULL END
+                   FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                               $6::text[], $7::bigint[], $9::text[], $10::jsonb[], $12::int4[],
+                               $13::bigint[])
+                            AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
+                                 title, meta, bump, took_ms)
+                   WHERE i.id = t.id
+                     AND ((t.bump = 0 AND i.lease_token = t.token AND i.status = 'running')
+                          OR (t.bump = 1 AND i.status = 'queued'))
+                   RETURNING i.id, i.batch_id, i.position, i.status, i.available_at
                ),
-               decided AS (
-                   SELECT t.*,
-                          CASE
-                              WHEN t.outcome IN ('succeeded', 'failed') THEN t.outcome
-                              WHEN t.outcome = 'retry' AND i.attempts >= $8 THEN 'failed'
-                              ELSE 'queued'
-                          END AS next_status
-                   FROM t JOIN items i ON i.id = t.id
+               flipped AS (
+                   UPDATE batches SET status = 'running', started_at = now()
+                   WHERE id IN (SELECT batch_id FROM done) AND status = 'pending'
                )
-               UPDATE items i SET
-                   status = d.next_status,
-                   summary = CASE WHEN d.outcome = 'succeeded' THEN d.summary ELSE i.summary END,
-                   result_meta = CASE WHEN d.outcome = 'succeeded' THEN d.meta ELSE i.result_meta END,
-                   title = coalesce(i.title, nullif(d.title, '')),
-                   error_kind = CASE
-                       WHEN d.outcome IN ('failed', 'retry') THEN d.error_kind
-                       WHEN d.outcome = 'succeeded' THEN NULL
-                       ELSE i.error_kind END,
-                   error_message = CASE
-                       WHEN d.outcome = 'retry' AND d.next_status = 'failed'
-                           THEN 'gave up after ' || i.attempts || ' attempts: ' || d.error_message
-                       WHEN d.outcome IN ('failed', 'retry') THEN d.error_message
-                       WHEN d.outcome = 'succeeded' THEN NULL
-                       ELSE i.error_message END,
-                   attempts = CASE WHEN d.outcome = 'release' THEN greatest(i.attempts - 1, 0)
-                                   ELSE i.attempts END,
-                   lease_token = CASE WHEN d.next_status = 'queued' THEN NULL ELSE i.lease_token END,
-                   finished_at = CASE WHEN d.next_status = 'queued' THEN NULL ELSE now() END,
-                   queued_at = CASE WHEN d.next_status = 'queued' THEN now() ELSE i.queued_at END,
-                   available_at = CASE
-                       WHEN d.next_status = 'queued' AND d.delay_ms > 0
-                           THEN now() + d.delay_ms * interval '1 millisecond'
-                       ELSE NULL END
-               FROM decided d, batches b
-               WHERE i.id = d.id AND i.lease_token = d.token AND i.status = 'running'
-                 AND b.id = i.batch_id
-               RETURNING i.id, i.batch_id, b.priority, i.position, i.status, i.available_at"#,
+               SELECT d.id AS "id!", d.batch_id AS "batch_id!", b.priority AS "priority!",
+                      d.position AS "position!", d.status AS "status!", d.available_at
+               FROM done d JOIN batches b ON b.id = d.batch_id"#,
             &ids,
             &tokens,
             &outcomes,
@@ -275,6 +373,9 @@ impl Store {
             i32::try_from(max_attempts).unwrap_or(i32::MAX),
             &titles,
             &metas,
+            worker.0,
+            &bumps,
+            &took_ms,
         )
         .fetch_all(&self.pool)
         .await
@@ -303,19 +404,19 @@ impl Store {
     async fn record_fenced(
         &self,
         worker: WorkerId,
-        finishes: &[(ItemId, LeaseToken, Outcome)],
+        finishes: &[Finish],
         accepted: &[Finished],
     ) -> Result<Vec<(ItemId, LeaseToken, ItemStatus)>> {
         let accepted: std::collections::HashSet<ItemId> = accepted.iter().map(|f| f.id).collect();
-        let refused: Vec<&(ItemId, LeaseToken, Outcome)> = finishes
+        let refused: Vec<&Finish> = finishes
             .iter()
-            .filter(|(id, _, _)| !accepted.contains(id))
+            .filter(|f| !accepted.contains(&f.item))
             .collect();
-        let ids: Vec<i64> = refused.iter().map(|(id, _, _)| id.0).collect();
-        let tokens: Vec<i64> = refused.iter().map(|(_, t, _)| t.0).collect();
+        let ids: Vec<i64> = refused.iter().map(|f| f.item.0).collect();
+        let tokens: Vec<i64> = refused.iter().map(|f| f.token.0).collect();
         let attempted: Vec<String> = refused
             .iter()
-            .map(|(_, _, o)| o.name().to_owned())
+            .map(|f| f.outcome.name().to_owned())
             .collect();
         let rows = sqlx::query!(
             r#"INSERT INTO fenced_writes (item_id, worker_id, lease_token, attempted, found)

@@ -8,6 +8,7 @@
 //! - [`reconcile`]: what Postgres says should be in Redis.
 //! - [`fleet`]: what operators watch: the fleet gauges' Postgres half, recent batches,
 //!   throughput.
+//! - [`summaries`]: the transcript and summary caches, and fenced per-item checkpoints.
 //!
 //! Architecture Invariant: every write to an item that is `running` is a compare-and-set on
 //! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
@@ -18,6 +19,7 @@ pub mod fleet;
 pub mod items;
 pub mod reconcile;
 pub mod sessions;
+pub mod summaries;
 
 use std::time::Duration;
 
@@ -26,8 +28,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use batches::{BatchView, Counts, CreatedBatch, ItemView, NewBatch};
 pub use fleet::{BatchHeader, FleetSnapshot, MinuteThroughput};
-pub use items::{FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
+pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
+pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};
 
 /// The migrations, embedded so that `abridge migrate` needs no files at run time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -192,6 +195,16 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .context("read applied migrations")
+    }
+
+    /// Transactions committed in this database so far (`pg_stat_database`), for benchmarks.
+    pub async fn commit_count(&self) -> Result<i64> {
+        sqlx::query_scalar!(
+            r#"SELECT xact_commit AS "n!" FROM pg_stat_database WHERE datname = current_database()"#
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("read commit count")
     }
 
     /// Closes both pools, waiting for checked-out connections to come back.

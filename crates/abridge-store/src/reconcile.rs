@@ -6,12 +6,13 @@ use chrono::{DateTime, Utc};
 
 use crate::{Context, Result, Store};
 
-/// An open batch with queued items.
+/// An open batch with unfinished items.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedBatch {
+pub struct OpenBatch {
     pub id: BatchId,
     pub priority: Priority,
-    pub queued: i64,
+    /// Items queued or running: each should be in Redis, ready, delayed or leased.
+    pub open: i64,
 }
 
 /// A queued item, as Redis should hold it.
@@ -32,24 +33,24 @@ pub struct RunningItem {
 }
 
 impl Store {
-    /// Open batches of `queue` that have queued items, with how many.
-    pub async fn queued_batches(&self, queue: &str) -> Result<Vec<QueuedBatch>> {
+    /// Open batches of `queue` that have unfinished items, with how many.
+    pub async fn open_batches(&self, queue: &str) -> Result<Vec<OpenBatch>> {
         let rows = sqlx::query!(
-            r#"SELECT b.id, b.priority, count(i.id) AS "queued!"
-               FROM batches b JOIN items i ON i.batch_id = b.id AND i.status = 'queued'
+            r#"SELECT b.id, b.priority, count(i.id) AS "open!"
+               FROM batches b JOIN items i ON i.batch_id = b.id AND i.status IN ('queued', 'running')
                WHERE b.queue = $1 AND b.status IN ('pending', 'running')
                GROUP BY b.id, b.priority"#,
             queue
         )
         .fetch_all(&self.pool)
         .await
-        .context("count queued items per batch")?;
+        .context("count unfinished items per batch")?;
         Ok(rows
             .into_iter()
-            .map(|r| QueuedBatch {
+            .map(|r| OpenBatch {
                 id: BatchId(r.id),
                 priority: r.priority.parse().unwrap_or_default(),
-                queued: r.queued,
+                open: r.open,
             })
             .collect())
     }

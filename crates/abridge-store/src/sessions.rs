@@ -32,7 +32,8 @@ pub struct SessionView {
     pub last_seen_at: DateTime<Utc>,
     /// Seconds since the last heartbeat, on Postgres's clock.
     pub heartbeat_age_s: f64,
-    /// Items this worker is running now, according to Postgres.
+    /// Items this worker holds now. Postgres counts the items it marked running;
+    /// `abridge_control::stats` replaces this with the worker's leases in Redis.
     pub items_in_hand: i64,
 }
 

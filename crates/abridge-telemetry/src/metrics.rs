@@ -70,6 +70,8 @@ pub const SUMMARIZER_TOKENS: &str = "abridge_summarizer_tokens_total";
 pub const WORKER_ITEMS_IN_HAND: &str = "abridge_worker_items_in_hand";
 pub const WORKER_CONCURRENCY: &str = "abridge_worker_concurrency";
 pub const BUILD_INFO: &str = "abridge_build_info";
+pub const CLAIM_SIZE: &str = "abridge_claim_size";
+pub const WRITE_SIZE: &str = "abridge_write_size";
 
 pub const QUEUE_DEPTH: &str = "abridge_queue_depth";
 pub const QUEUE_DELAYED: &str = "abridge_queue_delayed";
@@ -184,6 +186,20 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &["version"],
     },
     MetricDef {
+        name: CLAIM_SIZE,
+        kind: Histogram,
+        scope: Process,
+        help: "Items per claim (one Redis call); small claims under load mean the worker is starved of permits.",
+        labels: &[],
+    },
+    MetricDef {
+        name: WRITE_SIZE,
+        kind: Histogram,
+        scope: Process,
+        help: "Outcomes per write (one Postgres statement): the writers' group commit at work.",
+        labels: &[],
+    },
+    MetricDef {
         name: QUEUE_DEPTH,
         kind: Gauge,
         scope: Fleet,
@@ -264,6 +280,10 @@ pub fn def(name: &str) -> Option<&'static MetricDef> {
 const STAGE_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
+/// Bucket bounds for group sizes (claims, writes): powers of two up to the largest claim.
+const SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 /// Bucket bounds for queue waits: 10 ms to a day (a big batch drains for hours).
 const WAIT_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
@@ -282,6 +302,8 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(ENQUEUE_TO_START.into()), WAIT_BUCKETS)
                 })
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CLAIM_SIZE.into()), SIZE_BUCKETS))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WRITE_SIZE.into()), SIZE_BUCKETS))
                 .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -338,6 +360,8 @@ pub fn preregister_worker(backend: &str, concurrency: usize) {
         let _ = metrics::histogram!(ITEM_DURATION, "stage" => *stage);
     }
     let _ = metrics::histogram!(ENQUEUE_TO_START);
+    let _ = metrics::histogram!(CLAIM_SIZE);
+    let _ = metrics::histogram!(WRITE_SIZE);
     for outcome in SUMMARIZER_OUTCOMES {
         metrics::counter!(SUMMARIZER_REQUESTS, "backend" => backend.to_owned(), "outcome" => *outcome)
             .absolute(0);

@@ -3,8 +3,8 @@
 //! Export is on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
 //! set (and `OTEL_SDK_DISABLED` is not `true`, and `OTEL_TRACES_EXPORTER` is not `none`); off
 //! otherwise, at no cost. The exporter speaks OTLP over HTTP: `http/protobuf` (the default) or
-//! `http/json` (`OTEL_EXPORTER_OTLP_PROTOCOL`), to the collector's HTTP port (4318), plain HTTP
-//! only. The exporter itself reads `OTEL_EXPORTER_OTLP_{,TRACES_}{ENDPOINT,HEADERS,TIMEOUT,
+//! `http/json` (`OTEL_EXPORTER_OTLP_PROTOCOL`), to the collector's HTTP port (4318); the
+//! tests cover plain `http://` endpoints. The exporter itself reads `OTEL_EXPORTER_OTLP_{,TRACES_}{ENDPOINT,HEADERS,TIMEOUT,
 //! PROTOCOL}`; the SDK reads `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER(_ARG)` and `OTEL_BSP_*`. The sampler defaults to parent-based
 //! always-on, so a worker follows the sampling decision of the request that enqueued the item.
@@ -54,6 +54,9 @@ pub fn provider_from_env(service: &str) -> Result<Option<SdkTracerProvider>, Tel
             )));
         }
     }
+    // The workspace builds reqwest with rustls but no default crypto provider (ring is
+    // installed by whoever builds a client first); the exporter's client needs one too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
     if !protocol_set {
         // The specification's default; the crate would pick JSON, since both are built in.

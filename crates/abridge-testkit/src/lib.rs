@@ -142,7 +142,8 @@ impl TestEnv {
     }
 
     /// `ABRIDGE_*` variables pointing at this environment, with timings short enough for
-    /// tests (3 s leases, 2 s session TTL, fast retries), then `overrides`.
+    /// tests (3 s leases, 2 s session TTL, fast retries) and the `noop` summarizer (the
+    /// fleet's default, `extractive`, would fetch from YouTube), then `overrides`.
     pub fn vars(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = [
             ("ABRIDGE_DATABASE_URL", self.database_url.expose()),
@@ -156,6 +157,7 @@ impl TestEnv {
             ("ABRIDGE_RETRY_BASE_MS", "50"),
             ("ABRIDGE_RETRY_MAX_MS", "400"),
             ("ABRIDGE_SHUTDOWN_GRACE_MS", "5000"),
+            ("ABRIDGE_SUMMARIZER", "noop"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

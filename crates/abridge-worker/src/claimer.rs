@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
-use abridge_store::{Outcome, StartedItem};
+use abridge_store::{Finish, Outcome, StartedItem};
 use abridge_telemetry::trace::{self, KeyValue};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
@@ -20,6 +20,7 @@ use crate::backoff::retry_delay;
 use crate::finisher;
 use crate::holdings::{StopReason, StopSignal};
 use crate::session::SessionCtx;
+use crate::starter::{StartHandle, StartResult};
 use crate::{Job, Worker};
 
 /// How long an idle worker blocks waiting for a wake-up before claiming anyway (which also
@@ -34,6 +35,16 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
             _ = stop.cancelled() => return,
         };
         let mut permit = first;
+        // Under load, permits come back in bursts as the writers finish groups of items: give
+        // a burst a moment to arrive so that one claim (and one start statement) covers it.
+        // When the worker is idle every permit is already free and nothing waits.
+        let worth_claiming = (worker.settings.claim_batch / 4).clamp(1, 64);
+        for _ in 0..16 {
+            if ctx.permits.available_permits() + 1 >= worth_claiming {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
         let extra = ctx
             .permits
             .available_permits()
@@ -75,6 +86,14 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                     }
                     continue;
                 }
+                ctx.tally
+                    .claims
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.tally.claimed.fetch_add(
+                    claim.items.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                metrics::histogram!("abridge_claim_size").record(claim.items.len() as f64);
                 let valid_until = sent_at + worker.settings.lease - worker.lease_margin();
                 let mut held = Vec::with_capacity(claim.items.len());
                 for lease in claim.items {
@@ -93,8 +112,8 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
 
 type Held = (LeaseRef, StopSignal, OwnedSemaphorePermit);
 
-/// Starts claimed items in Postgres, then runs each one that started. Items that did not start
-/// (cancelled, finished, or started by another claim meanwhile) are let go in Redis.
+/// Reads claimed items from Postgres and runs each one that is still queued there. The others
+/// (cancelled, finished, or taken by another claim meanwhile) are let go in Redis.
 /// `claim_sent` is when the claim was sent, for the item's trace.
 async fn start_claimed(
     worker: Worker,
@@ -106,19 +125,19 @@ async fn start_claimed(
         held.iter().map(|(l, _, _)| (l.item, l.token)).collect();
     let mut delay = Duration::from_millis(50);
     let started = loop {
-        match worker.store.start_items(ctx.id, &claims).await {
+        match worker.store.read_claimed(&claims).await {
             Ok(started) => break started,
             Err(e) => {
                 // Postgres is down or failing: hold on while the leases are valid, then give
                 // the items back to Redis untouched (Postgres still says queued).
                 let all_stopped = held.iter().all(|(_, s, _)| s.reason().is_some());
-                warn!(error = %e, items = claims.len(), "cannot start claimed items; retrying");
+                warn!(error = %e, items = claims.len(), "cannot read claimed items; retrying");
                 if all_stopped || !e.is_unavailable() {
                     let acks: Vec<(LeaseRef, AfterAck)> = held
                         .iter()
                         .map(|(l, _, _)| (l.clone(), AfterAck::Ready))
                         .collect();
-                    if let Err(e) = worker.queue.ack(&acks).await {
+                    if let Err(e) = worker.queue.ack(&acks, &[]).await {
                         warn!(error = %e, "cannot give claimed items back; their leases will expire");
                     }
                     for (l, _, _) in &held {
@@ -164,7 +183,7 @@ async fn start_claimed(
         }
     }
     if !dropped.is_empty()
-        && let Err(e) = worker.queue.ack(&dropped).await
+        && let Err(e) = worker.queue.ack(&dropped, &[]).await
     {
         warn!(error = %e, "cannot drop stale claims; their leases will expire");
     }
@@ -172,7 +191,7 @@ async fn start_claimed(
 
 /// Continues the trace the item was enqueued in: the item's span becomes a child of the enqueue
 /// span, next to two spans recorded after the fact, the wait in the queue (from when the item
-/// became ready to the claim) and the claim (to its start in Postgres). The wait starts on
+/// became ready to the claim) and the claim (until the item was read from Postgres). The wait starts on
 /// Postgres's clock and ends on this host's, so skew can shorten it, never make it negative.
 fn trace_item_start(
     span: &tracing::Span,
@@ -202,7 +221,12 @@ fn trace_item_start(
     trace::record_span("claim", &parent, claim_sent, started_at, attributes());
 }
 
-/// Runs one started item to an outcome and has it written.
+/// Runs one claimed item to an outcome and has it written.
+///
+/// The item is marked `running` in Postgres only once it has run for `start_after` (a
+/// deferred start): an item that finishes sooner is written once, straight from `queued` to
+/// its outcome. A start that Postgres refuses means another claim owns the item: the work
+/// stops and nothing is written.
 async fn run_item(
     worker: Worker,
     ctx: Arc<SessionCtx>,
@@ -212,6 +236,7 @@ async fn run_item(
     _permit: OwnedSemaphorePermit,
 ) {
     let attempt = u32::try_from(item.attempt).unwrap_or(1);
+    let start = StartHandle::new(&ctx, &lease);
     let job = Job {
         item_id: item.id,
         batch_id: item.batch_id,
@@ -222,18 +247,45 @@ async fn run_item(
         title: item.title,
         transcript: item.transcript,
         options: item.options,
+        start: start.clone(),
     };
-    let started = Instant::now();
-    let work = AssertUnwindSafe(tokio::time::timeout(
-        worker.settings.item_timeout,
-        worker.processor.process(&job),
-    ))
-    .catch_unwind();
-    let result = tokio::select! {
-        biased;
-        reason = signal.stopped() => Err(reason),
-        r = work => Ok(r),
+    let began = Instant::now();
+    let mut work = Box::pin(
+        AssertUnwindSafe(tokio::time::timeout(
+            worker.settings.item_timeout,
+            worker.processor.process(&job),
+        ))
+        .catch_unwind(),
+    );
+    let mut start_due = std::pin::pin!(tokio::time::sleep(worker.settings.start_after));
+    let mut starting: Option<futures::future::BoxFuture<'static, StartResult>> = None;
+    let mut result = loop {
+        tokio::select! {
+            biased;
+            reason = signal.stopped() => break Err(reason),
+            r = &mut work => break Ok(r),
+            _ = &mut start_due, if starting.is_none() && start.result().is_none() => {
+                let start = start.clone();
+                starting = Some(Box::pin(async move { start.ensure().await }));
+            }
+            r = async { starting.as_mut().expect("guarded").await }, if starting.is_some() => {
+                starting = None;
+                if r == StartResult::Refused {
+                    signal.stop(StopReason::Lost);
+                }
+            }
+        }
     };
+    // The work ended while its start was being written: the start's fate decides the write.
+    // (So does a start the processor asked for itself.)
+    if let Some(pending) = starting.take() {
+        pending.await;
+    }
+    if start.result() == Some(StartResult::Refused) {
+        result = Err(StopReason::Lost);
+    }
+    let started = start.result() == Some(StartResult::Started);
+    drop(work);
     let settings = &worker.settings;
     let retry = |e: &ItemError| Outcome::Retry {
         kind: e.kind().clone(),
@@ -303,17 +355,51 @@ async fn run_item(
             )))
         }
     };
+    let took = began.elapsed();
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "process")
-        .record(started.elapsed().as_secs_f64());
+        .record(took.as_secs_f64());
     match outcome {
+        // Giving back an item that was never marked running needs no Postgres write: it is
+        // still `queued` there. Put it back in Redis.
+        Some(Outcome::Release | Outcome::Abandon) if !started => {
+            if let Err(e) = worker
+                .queue
+                .ack(&[(lease.clone(), AfterAck::Ready)], &[])
+                .await
+            {
+                debug!(error = %e, "cannot give the item back; its lease will expire");
+            }
+            if matches!(signal.reason(), Some(StopReason::Shutdown)) {
+                ctx.tally
+                    .released
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => "released").increment(1);
+            } else {
+                metrics::counter!("abridge_items_total", "outcome" => "abandoned").increment(1);
+            }
+        }
         Some(outcome) => {
             let write = info_span!("write outcome", outcome = outcome.name());
-            finisher::submit(&ctx, lease.clone(), outcome)
-                .instrument(write)
-                .await
+            finisher::submit(
+                &ctx,
+                Finish {
+                    item: lease.item,
+                    token: lease.token,
+                    outcome,
+                    started,
+                    took,
+                },
+                lease.clone(),
+            )
+            .instrument(write)
+            .await
         }
         None => {
-            if let Err(e) = worker.queue.ack(&[(lease.clone(), AfterAck::Drop)]).await {
+            if let Err(e) = worker
+                .queue
+                .ack(&[(lease.clone(), AfterAck::Drop)], &[])
+                .await
+            {
                 debug!(error = %e, "cannot drop lease; it will expire");
             }
         }

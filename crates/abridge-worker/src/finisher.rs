@@ -10,22 +10,19 @@ use std::time::Duration;
 
 use abridge_core::{ItemStatus, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
-use abridge_store::{FinishReport, Outcome};
+use abridge_store::{Finish, FinishReport, Outcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Worker;
 use crate::session::SessionCtx;
+use crate::{Worker, batching};
 
 /// Writer tasks per process: one writes while the other gathers the next batch.
 pub(crate) const WRITERS: usize = 2;
-/// Most outcomes in one statement.
-const MAX_BATCH: usize = 1_000;
-
 pub(crate) struct FinishOp {
     lease: LeaseRef,
-    outcome: Outcome,
+    finish: Finish,
     done: oneshot::Sender<()>,
     /// The submitting item's span: what the writer logs about the item goes there, so the
     /// line carries the item's batch, video and attempt.
@@ -33,13 +30,13 @@ pub(crate) struct FinishOp {
 }
 
 /// Hands an outcome to the writers and waits until it is written (or refused).
-pub(crate) async fn submit(ctx: &SessionCtx, lease: LeaseRef, outcome: Outcome) {
+pub(crate) async fn submit(ctx: &SessionCtx, finish: Finish, lease: LeaseRef) {
     let (done, written) = oneshot::channel();
     if ctx
         .finish_tx
         .send(FinishOp {
             lease,
-            outcome,
+            finish,
             done,
             span: tracing::Span::current(),
         })
@@ -56,31 +53,13 @@ pub(crate) async fn run(
     rx: Arc<Mutex<mpsc::Receiver<FinishOp>>>,
     stop: CancellationToken,
 ) {
-    loop {
-        let ops = {
-            let mut rx = rx.lock().await;
-            let first = tokio::select! {
-                op = rx.recv() => match op { Some(op) => op, None => return },
-                _ = stop.cancelled() => return,
-            };
-            let mut ops = vec![first];
-            while ops.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
-            ops
-        };
+    while let Some(ops) = batching::next_batch(&rx, &stop).await {
         write(&worker, &ctx, ops).await;
     }
 }
 
 async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
-    let finishes: Vec<_> = ops
-        .iter()
-        .map(|op| (op.lease.item, op.lease.token, op.outcome.clone()))
-        .collect();
+    let finishes: Vec<_> = ops.iter().map(|op| op.finish.clone()).collect();
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     // A finished result is never thrown away while it can still be written: the write is
@@ -108,6 +87,11 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
     };
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "store")
         .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("abridge_write_size").record(finishes.len() as f64);
+    ctx.tally.writes.fetch_add(1, Ordering::Relaxed);
+    ctx.tally
+        .written
+        .fetch_add(finishes.len() as u64, Ordering::Relaxed);
     acknowledge(worker, ctx, &ops, &report).await;
     for op in ops {
         let _ = op.done.send(());
@@ -126,7 +110,7 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             acks.push((op.lease.clone(), AfterAck::Drop));
             continue;
         };
-        let after = match (f.status, &op.outcome) {
+        let after = match (f.status, &op.finish.outcome) {
             (ItemStatus::Queued, Outcome::Abandon) => {
                 // The run report counts it with releases, as before; the metric tells them
                 // apart (a release is routine at shutdown, an abandon means Redis trouble).
@@ -171,12 +155,23 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             }
         }
     }
-    if let Err(e) = worker.queue.ack(&acks).await {
-        warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
-    }
-    if !finished_batches.is_empty() {
-        let batches: Vec<_> = finished_batches.into_iter().collect();
-        match worker.store.complete_batches_if_done(&batches).await {
+    let batches: Vec<_> = finished_batches.into_iter().collect();
+    let ready = match worker.queue.ack(&acks, &batches).await {
+        Ok(acked) => acked.ready,
+        Err(e) => {
+            warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
+            vec![0; batches.len()]
+        }
+    };
+    // A batch with items still ready in Redis cannot be complete: check the others only.
+    let candidates: Vec<_> = batches
+        .into_iter()
+        .zip(ready)
+        .filter(|(_, ready)| *ready == 0)
+        .map(|(b, _)| b)
+        .collect();
+    if !candidates.is_empty() {
+        match worker.store.complete_batches_if_done(&candidates).await {
             Ok(done) => {
                 for b in done {
                     info!(batch = %b, "batch completed");

@@ -5,6 +5,7 @@
 //! - [`session`]: one session's tasks, wired together, and graceful shutdown.
 //! - [`holdings`]: the items this process holds, with their leases and stop signals.
 //! - [`claimer`]: the claim loop and the start of claimed items.
+//! - [`starter`]: deferred, batched "running" marks for items that run a while.
 //! - [`finisher`]: batched, fenced outcome writes, then Redis acknowledgements.
 //! - [`keeper`]: lease renewal, the local lease deadline, and the session heartbeat.
 //! - [`reaper`]: expired leases and dead sessions (`abridge reap` runs one pass).
@@ -15,6 +16,7 @@
 //! processor call; processors run with nothing held but a lease.
 
 pub mod backoff;
+mod batching;
 pub mod claimer;
 pub mod finisher;
 pub mod holdings;
@@ -23,6 +25,7 @@ pub mod noop;
 pub mod reaper;
 pub mod reconciler;
 pub mod session;
+pub mod starter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +36,7 @@ use abridge_store::Store;
 use async_trait::async_trait;
 
 pub use session::{RunReport, run};
+pub use starter::{StartHandle, StartResult};
 
 /// One item handed to a processor.
 #[derive(Clone, Debug)]
@@ -51,6 +55,10 @@ pub struct Job {
     pub transcript: Option<String>,
     /// The batch's processing options, as given at enqueue (backend, model, length, language).
     pub options: serde_json::Value,
+    /// Marks the item `running` in Postgres. A processor that writes anything fenced on the
+    /// item running (a checkpoint) must call `start.ensure()` first; otherwise the worker
+    /// does it once the item has run for `start_after`.
+    pub start: StartHandle,
 }
 
 /// A processor's result for one item.

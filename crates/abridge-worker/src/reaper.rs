@@ -109,6 +109,12 @@ pub async fn reap_once(worker: &Worker) -> anyhow::Result<ReapReport> {
             .map(|t| t.lease.item.0)
             .collect();
         if !leftover.is_empty() {
+            // Claimed but not yet marked running when it died: the attempt still counts.
+            let unstarted: Vec<_> = leftover.iter().map(|i| abridge_core::ItemId(*i)).collect();
+            worker
+                .store
+                .count_unstarted_attempts(&unstarted, s.max_attempts, &ErrorKind::WORKER_DIED)
+                .await?;
             items.extend(worker.store.item_refs(&leftover).await?);
         }
         stagger(&mut items);

@@ -91,12 +91,15 @@ pub async fn reconcile_once(
         ..ReconcileReport::default()
     };
 
-    // Queued items: compare counts per batch, and look closer only where Redis has fewer.
-    let batches = worker.store.queued_batches(&s.queue).await?;
-    let ids: Vec<_> = batches.iter().map(|b| b.id).collect();
-    let counts = worker.queue.queued_counts(&ids).await?;
+    // Queued items: compare per batch what Postgres says is unfinished (queued or running)
+    // with what Redis holds (ready, delayed or leased), and look closer only where Redis has
+    // fewer. Items in flight between the two are counted on both sides, and Redis is read
+    // before Postgres, so items finished in between make Redis look fuller, never shorter.
+    let ids = worker.store.open_batch_ids(&s.queue).await?;
+    let counts = worker.queue.held_counts(&ids).await?;
+    let batches = worker.store.open_batches(&s.queue).await?;
     for batch in &batches {
-        if counts.get(&batch.id).copied().unwrap_or(0) >= batch.queued {
+        if counts.get(&batch.id).copied().unwrap_or(0) >= batch.open {
             continue;
         }
         let items = worker.store.queued_items(batch.id).await?;
@@ -105,17 +108,24 @@ pub async fn reconcile_once(
             .queue
             .held(batch.id, batch.priority, &item_ids)
             .await?;
-        let missing: Vec<_> = items
+        let not_held: Vec<i64> = items
             .iter()
             .zip(held)
             .filter(|(_, held)| !held)
-            .map(|(i, _)| abridge_queue::Placement {
-                item: i.id,
-                batch: batch.id,
-                priority: batch.priority,
-                position: i.position,
-                due: i.available_at,
-            })
+            .map(|(i, _)| i.id.0)
+            .collect();
+        if not_held.is_empty() {
+            continue;
+        }
+        // Read Postgres again: an item claimed, finished and acknowledged between the first
+        // read and the Redis check is no longer queued, and must not be put back.
+        let missing: Vec<_> = worker
+            .store
+            .item_refs(&not_held)
+            .await?
+            .iter()
+            .filter(|i| i.status == abridge_core::ItemStatus::Queued)
+            .map(crate::reaper::placement)
             .collect();
         report.drift += missing.len() as u64;
         if !missing.is_empty() {
@@ -123,10 +133,6 @@ pub async fn reconcile_once(
         }
     }
 
-    // Running items: a lease missing twice under the same claim means nobody holds it.
-    let running = worker.store.running_items(&s.queue).await?;
-    let running_ids: Vec<_> = running.iter().map(|r| r.id).collect();
-    let leased = worker.queue.leased(&running_ids).await?;
     // The drift gauge is served by `abridge exporter` from this record, whichever worker ran
     // the pass: one source, never a stale copy per worker.
     let mark = abridge_queue::ReconcileMark {
@@ -138,6 +144,10 @@ pub async fn reconcile_once(
         warn!(error = %e, "cannot record the reconcile pass for the fleet gauges");
     }
 
+    // Running items: a lease missing twice under the same claim means nobody holds it.
+    let running = worker.store.running_items(&s.queue).await?;
+    let running_ids: Vec<_> = running.iter().map(|r| r.id).collect();
+    let leased = worker.queue.leased(&running_ids).await?;
     let mut next = Suspects::new();
     let mut orphans = Vec::new();
     for (item, has_lease) in running.iter().zip(leased) {

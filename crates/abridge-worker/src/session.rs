@@ -18,6 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::finisher::{self, FinishOp};
 use crate::holdings::{Holdings, StopReason};
+use crate::starter::{self, StartOp};
 use crate::{Worker, claimer, keeper, reaper, reconciler};
 
 /// What a worker process did, for logs and tests.
@@ -30,6 +31,12 @@ pub struct RunReport {
     pub released: u64,
     /// Outcome writes refused because this worker no longer held the item.
     pub fenced: u64,
+    /// Claim calls that returned items, and the items they returned.
+    pub claims: u64,
+    pub claimed: u64,
+    /// Outcome write statements, and the outcomes they carried.
+    pub writes: u64,
+    pub written: u64,
 }
 
 /// Counters shared by a process's tasks.
@@ -40,6 +47,10 @@ pub(crate) struct Tally {
     pub retried: AtomicU64,
     pub released: AtomicU64,
     pub fenced: AtomicU64,
+    pub claims: AtomicU64,
+    pub claimed: AtomicU64,
+    pub writes: AtomicU64,
+    pub written: AtomicU64,
 }
 
 /// What one session's tasks share.
@@ -49,6 +60,7 @@ pub(crate) struct SessionCtx {
     /// One permit per item held, from claim to written outcome.
     pub permits: Arc<Semaphore>,
     pub finish_tx: mpsc::Sender<FinishOp>,
+    pub start_tx: mpsc::Sender<StartOp>,
     /// Item and start tasks, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Run the reconciler now (Redis lost its data).
@@ -97,6 +109,10 @@ pub async fn run(
     report.retried = tally.retried.load(Ordering::Relaxed);
     report.released = tally.released.load(Ordering::Relaxed);
     report.fenced = tally.fenced.load(Ordering::Relaxed);
+    report.claims = tally.claims.load(Ordering::Relaxed);
+    report.claimed = tally.claimed.load(Ordering::Relaxed);
+    report.writes = tally.writes.load(Ordering::Relaxed);
+    report.written = tally.written.load(Ordering::Relaxed);
     Ok(report)
 }
 
@@ -142,11 +158,13 @@ async fn run_session(
     tally: Arc<Tally>,
 ) -> bool {
     let (finish_tx, finish_rx) = mpsc::channel(concurrency.max(16) * 2);
+    let (start_tx, start_rx) = mpsc::channel(concurrency.max(16) * 2);
     let ctx = Arc::new(SessionCtx {
         id,
         holdings: Holdings::default(),
         permits: Arc::new(Semaphore::new(concurrency)),
         finish_tx,
+        start_tx,
         tasks: TaskTracker::new(),
         reconcile_now: Notify::new(),
         buried: CancellationToken::new(),
@@ -179,6 +197,16 @@ async fn run_session(
             worker.clone(),
             ctx.clone(),
             finish_rx.clone(),
+            finish_stop.clone(),
+        ));
+    }
+
+    let start_rx = Arc::new(Mutex::new(start_rx));
+    for _ in 0..2 {
+        finishers.spawn(starter::run(
+            worker.clone(),
+            ctx.clone(),
+            start_rx.clone(),
             finish_stop.clone(),
         ));
     }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use abridge_core::Priority;
+use abridge_core::{BatchOptions, Priority, SummaryLength};
 use clap::{Args, Parser, Subcommand};
 
 /// abridge: a fleet of workers that summarizes YouTube videos in batches.
@@ -47,6 +47,48 @@ pub enum Command {
     Exporter(ExporterArgs),
     /// Check an HTTP endpoint: exit 0 on a 2xx answer (container healthchecks).
     Probe(ProbeArgs),
+    /// Measure throughput, latency and cost (see BENCHMARKS.md). Uses the configured Redis
+    /// and Postgres, or throwaway ones.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run: burndown, enqueue, latency, scale (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "burndown,enqueue,latency,scale"
+    )]
+    pub scenario: Vec<String>,
+    /// Items pre-filled for the burn-down.
+    #[arg(long, default_value_t = 100_000)]
+    pub items: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Items per worker at once.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// Lines in the enqueue scenario's batch.
+    #[arg(long, default_value_t = 100_000)]
+    pub enqueue_items: usize,
+    /// Open-loop arrival rates for the latency scenario (items/s, comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,1000,5000,10000,20000"
+    )]
+    pub rates: Vec<u32>,
+    /// Seconds per arrival rate.
+    #[arg(long, default_value_t = 3.0)]
+    pub rate_seconds: f64,
+    /// Items in the scale scenario's big backlog.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// Print only the JSON lines (no table).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -74,8 +116,66 @@ pub struct EnqueueArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub summary: SummaryArgs,
     /// The input file; `-` or nothing reads standard input.
     pub file: Option<PathBuf>,
+}
+
+/// How a batch's videos are summarized (the fleet's settings when not given).
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Summarizer backend for this batch.
+    #[arg(long, value_parser = ["extractive", "openai", "anthropic", "noop"])]
+    pub summarizer: Option<String>,
+    /// Model for an LLM backend (e.g. gpt-4.1-mini, claude-haiku-4-5, llama3.1).
+    #[arg(long, value_parser = parse_model)]
+    pub model: Option<String>,
+    /// Summary length.
+    #[arg(long, value_parser = parse_length)]
+    pub length: Option<SummaryLength>,
+    /// Transcript languages, most preferred first (e.g. `de` or `pt-BR,en`).
+    #[arg(long, value_parser = parse_language)]
+    pub language: Option<String>,
+}
+
+impl SummaryArgs {
+    pub fn options(&self) -> BatchOptions {
+        BatchOptions {
+            backend: self.summarizer.clone(),
+            model: self.model.clone(),
+            length: self.length,
+            language: self.language.clone(),
+        }
+    }
+}
+
+fn parse_length(s: &str) -> Result<SummaryLength, String> {
+    s.parse()
+}
+
+fn parse_model(s: &str) -> Result<String, String> {
+    let options = BatchOptions {
+        model: Some(s.to_owned()),
+        ..BatchOptions::default()
+    };
+    options
+        .validate()
+        .map(|()| s.trim().to_owned())
+        .map_err(|_| "a model name is 1 to 200 printable characters".to_owned())
+}
+
+fn parse_language(s: &str) -> Result<String, String> {
+    let options = BatchOptions {
+        language: Some(s.to_owned()),
+        ..BatchOptions::default()
+    };
+    options
+        .validate()
+        .map(|()| s.replace(' ', ""))
+        .map_err(|_| {
+            format!("{s:?} is not a list of language codes such as \"en\" or \"pt-BR,en\"")
+        })
 }
 
 #[derive(Debug, Args)]

@@ -1,25 +1,27 @@
-//! Chooses the processor (`ABRIDGE_SUMMARIZER`).
+//! Chooses the processor (`ABRIDGE_SUMMARIZER`): `extractive` (the default), `openai`,
+//! `anthropic` or `noop`. Every backend runs through the summarizer, so a batch may ask for
+//! another backend than the fleet's default (`abridge enqueue --summarizer`).
 
 use std::sync::Arc;
 
 use abridge_core::Settings;
 use abridge_core::settings::SettingsSource;
+use abridge_queue::Queue;
+use abridge_store::Store;
+use abridge_summarize::Summarizer;
+use abridge_summarize::config::SummarizeConfig;
 use abridge_worker::Processor;
-use abridge_worker::noop::Noop;
 
-pub const BACKENDS: &str = "noop";
-
-pub fn build(settings: &Settings, source: &SettingsSource) -> anyhow::Result<Arc<dyn Processor>> {
-    match settings.summarizer.as_str() {
-        "noop" => Ok(Arc::new(Noop {
-            delay: settings.noop_delay,
-        })),
-        other => Err(source
-            .invalid(
-                "summarizer",
-                &format!("one of {BACKENDS}"),
-                &format!("{other:?}"),
-            )
-            .into()),
-    }
+pub fn build(
+    settings: &Settings,
+    source: &SettingsSource,
+    store: &Store,
+    queue: &Queue,
+) -> anyhow::Result<Arc<dyn Processor>> {
+    let config = SummarizeConfig::from_source(source, &settings.summarizer)?;
+    Ok(Arc::new(Summarizer::new(
+        config,
+        store.clone(),
+        queue.clone(),
+    )?))
 }

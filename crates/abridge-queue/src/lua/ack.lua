@@ -7,14 +7,18 @@
 -- KEYS[4] dref (HASH)
 -- KEYS[5] wake list
 -- ARGV[1] PREFIX, for per-batch keys
--- ARGV[2..] groups of 6: item id, token, batch, rank, position, requeue
+-- ARGV[2] K, the number of batch ids that follow whose ready counts to report
+-- ARGV[3..2+K] those batch ids
+-- ARGV[3+K..] groups of 6: item id, token, batch, rank, position, requeue
 --           requeue: -1 to drop the item, 0 to make it ready now, >0 to retry after that many ms
--- Returns the number of leases removed.
+-- Returns { leases removed, then for each reported batch its ready item count }.
+-- (A finisher checks a batch for completion in Postgres only once no item of it is ready.)
 
 local prefix = ARGV[1]
+local k = tonumber(ARGV[2])
 local now = now_ms()
 local removed, ready = 0, 0
-for i = 2, #ARGV, 6 do
+for i = 3 + k, #ARGV, 6 do
   local item, token, batch, rank, pos, requeue =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local held = redis.call('HGET', KEYS[2], item)
@@ -34,4 +38,8 @@ for i = 2, #ARGV, 6 do
   end
 end
 wake(KEYS[5], ready, 64)
-return removed
+local out = { removed }
+for j = 3, 2 + k do
+  out[#out + 1] = redis.call('ZCARD', prefix .. 'q:' .. ARGV[j])
+end
+return out

@@ -12,6 +12,8 @@
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
 --   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)
 --   PREFIX.."reconciled"      HASH  the last reconcile pass: drift, requeued, at_ms (fleet gauges)
+--   PREFIX.."budget:"..name   HASH  a fleet-wide token bucket: tokens, at (budget.lua)
+--   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
 -- Invariant: a batch id is in its rotation list exactly when its "q:" set is non-empty.
 -- Per-batch keys are built from PREFIX inside scripts; they share the queue's hash slot.
 

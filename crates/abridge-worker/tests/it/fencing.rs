@@ -2,16 +2,22 @@
 
 use std::time::Duration;
 
-use abridge_core::{ErrorKind, ItemStatus, LeaseToken, Priority, WorkerId};
-use abridge_store::Outcome;
+use abridge_core::{ErrorKind, ItemId, ItemStatus, LeaseToken, Priority, WorkerId};
+use abridge_store::{Finish, Outcome};
 
 use crate::support::*;
 
-fn succeeded(summary: &str) -> Outcome {
-    Outcome::Succeeded {
-        summary: summary.into(),
-        title: None,
-        meta: serde_json::json!({}),
+fn succeeded(item: ItemId, token: LeaseToken, started: bool, summary: &str) -> Finish {
+    Finish {
+        item,
+        token,
+        outcome: Outcome::Succeeded {
+            summary: summary.into(),
+            title: None,
+            meta: serde_json::json!({}),
+        },
+        started,
+        took: Duration::from_millis(5),
     }
 }
 
@@ -46,12 +52,14 @@ async fn a_zombie_cannot_overwrite_and_its_refused_write_is_recorded() {
         .unwrap();
     assert_eq!(reclaimed.reclaimed, 1);
     let t2 = LeaseToken::random();
-    let started = store.start_items(fresh, &[(item, t2)]).await.unwrap();
-    assert_eq!(started[0].attempt, 2);
+    assert_eq!(
+        store.start_items(fresh, &[(item, t2)]).await.unwrap(),
+        vec![item]
+    );
 
     // The zombie wakes up and tries to write: refused, and recorded.
     let report = store
-        .finish_items(zombie, &[(item, t1, succeeded("stale"))], 5)
+        .finish_items(zombie, &[succeeded(item, t1, true, "stale")], 5)
         .await
         .unwrap();
     assert!(report.accepted.is_empty());
@@ -59,12 +67,12 @@ async fn a_zombie_cannot_overwrite_and_its_refused_write_is_recorded() {
 
     // The current holder writes once; a second write of the same claim is refused too.
     let report = store
-        .finish_items(fresh, &[(item, t2, succeeded("fresh"))], 5)
+        .finish_items(fresh, &[succeeded(item, t2, true, "fresh")], 5)
         .await
         .unwrap();
     assert_eq!(report.accepted.len(), 1);
     let again = store
-        .finish_items(fresh, &[(item, t2, succeeded("again"))], 5)
+        .finish_items(fresh, &[succeeded(item, t2, true, "again")], 5)
         .await
         .unwrap();
     assert_eq!(again.rejected, vec![(item, t2, ItemStatus::Succeeded)]);
@@ -86,6 +94,61 @@ async fn a_zombie_cannot_overwrite_and_its_refused_write_is_recorded() {
     assert_eq!(
         store.complete_batches_if_done(&[batch]).await.unwrap(),
         vec![batch]
+    );
+}
+
+#[tokio::test]
+async fn items_finished_before_their_start_was_written_are_fenced_too() {
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let batch = enqueue(&w, &video_lines('u', 2), Priority::Normal)
+        .await
+        .batch_id;
+    let (a, b) = (WorkerId::new(), WorkerId::new());
+    let store = &w.store;
+    let claim = w.queue.claim(a, Duration::from_secs(30), 2).await.unwrap();
+    let (x, y) = (claim.items[0].item, claim.items[1].item);
+    let ta = claim.token;
+    let tb = LeaseToken::random();
+
+    // x: two claims race without either marking it running; the first write wins, once.
+    let first = store
+        .finish_items(b, &[succeeded(x, tb, false, "by b")], 5)
+        .await
+        .unwrap();
+    assert_eq!(first.accepted.len(), 1);
+    let late = store
+        .finish_items(a, &[succeeded(x, ta, false, "by a")], 5)
+        .await
+        .unwrap();
+    assert_eq!(late.rejected, vec![(x, ta, ItemStatus::Succeeded)]);
+    // y: one claim marked it running; the other, unstarted, cannot finish it from `queued`.
+    assert_eq!(store.start_items(b, &[(y, tb)]).await.unwrap(), vec![y]);
+    let refused = store
+        .finish_items(a, &[succeeded(y, ta, false, "by a")], 5)
+        .await
+        .unwrap();
+    assert_eq!(refused.rejected, vec![(y, ta, ItemStatus::Running)]);
+    assert!(
+        store.start_items(a, &[(y, ta)]).await.unwrap().is_empty(),
+        "a second start is refused"
+    );
+
+    let items = store.items_of(batch, None, 0, 10).await.unwrap();
+    let done = items.iter().find(|i| i.id == x).unwrap();
+    // The unstarted finish counted the attempt and recorded who ran it.
+    assert_eq!(
+        (done.attempts, done.summary.as_deref(), done.worker_id),
+        (1, Some("by b"), Some(b.0))
+    );
+    assert!(done.started_at.is_some() && done.started_at <= done.finished_at);
+    assert_eq!(
+        store
+            .fenced_write_counts(&[x, y])
+            .await
+            .unwrap()
+            .values()
+            .sum::<i64>(),
+        2
     );
 }
 

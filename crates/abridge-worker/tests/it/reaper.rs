@@ -119,7 +119,13 @@ async fn a_dead_sessions_items_are_requeued_without_waiting_for_their_leases() {
         .store
         .finish_items(
             dead,
-            &[(claims[0].0, claims[0].1, abridge_store::Outcome::Release)],
+            &[abridge_store::Finish {
+                item: claims[0].0,
+                token: claims[0].1,
+                outcome: abridge_store::Outcome::Release,
+                started: true,
+                took: Duration::ZERO,
+            }],
             5,
         )
         .await

@@ -24,7 +24,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
         EnqueueRequest {
             name: args.name.as_deref(),
             priority: args.priority,
-            options: Default::default(),
+            options: args.summary.options(),
         },
     )
     .await;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod bench;
 mod enqueue;
 mod exporter;
 mod ops;
@@ -48,6 +49,7 @@ async fn run_command(
         Command::Top(args) => top::run(&loaded.settings, args).await,
         Command::Exporter(args) => exporter::run(&loaded.settings, args).await,
         Command::Probe(args) => exporter::probe(args).await,
+        Command::Bench(args) => bench::run(&loaded.settings, args).await,
     }
 }
 

@@ -115,10 +115,12 @@ pub async fn cancel(settings: &Settings, args: BatchArg) -> anyhow::Result<ExitC
 
 pub async fn reap(loaded: Loaded, args: JsonFlag) -> anyhow::Result<ExitCode> {
     let settings = loaded.settings;
+    let store = context::store(&settings).await?;
+    let queue = context::queue(&settings)?;
     let worker = Worker {
-        store: context::store(&settings).await?,
-        queue: context::queue(&settings)?,
-        processor: processors::build(&settings, &loaded.source)?,
+        processor: processors::build(&settings, &loaded.source, &store, &queue)?,
+        store,
+        queue,
         settings: Arc::new(settings),
     };
     let reaped = reaper::reap_once(&worker).await?;

@@ -14,20 +14,26 @@ use crate::processors;
 pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = loaded.settings;
     let concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
-    let processor = processors::build(&settings, &loaded.source)?;
-    // Bind before anything else, so a taken port fails the start rather than going unnoticed.
+    // Check the summarizer's settings before waiting for anything.
+    abridge_summarize::config::SummarizeConfig::from_source(&loaded.source, &settings.summarizer)?;
+    // Bind before waiting for the database, so a taken port fails the start at once and
+    // /healthz answers while Postgres comes up.
     let metrics = match args.metrics_listen {
         Some(addr) => {
             abridge_telemetry::metrics::install();
-            abridge_telemetry::metrics::preregister_worker(processor.name(), concurrency);
             Some(MetricsServer::start(addr, None).await?)
         }
         None => None,
     };
     // Postgres may still be starting (compose, Kubernetes): wait for it rather than crash.
     let store = wait_for_store(&settings).await?;
+    let queue = context::queue(&settings)?;
+    let processor = processors::build(&settings, &loaded.source, &store, &queue)?;
+    if metrics.is_some() {
+        abridge_telemetry::metrics::preregister_worker(processor.name(), concurrency);
+    }
     let worker = Worker {
-        queue: context::queue(&settings)?,
+        queue,
         store,
         processor,
         settings: Arc::new(settings),
@@ -44,6 +50,10 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         retried = report.retried,
         released = report.released,
         fenced = report.fenced,
+        claims = report.claims,
+        claimed = report.claimed,
+        writes = report.writes,
+        written = report.written,
         "worker stopped"
     );
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,247 @@
+//! The servers a benchmark runs against, and worker processes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use abridge_core::BatchId;
+use abridge_core::settings::Secret;
+use abridge_local::{LocalPostgres, LocalRedis};
+use abridge_queue::Queue;
+use abridge_store::Store;
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Redis and Postgres: the configured ones, or throwaway ones (Postgres with fsync on and
+/// `synchronous_commit` on: outcome writes are as durable as in production).
+pub struct Servers {
+    pub database_url: Secret,
+    pub redis_url: Secret,
+    _redis: Option<LocalRedis>,
+    _postgres: Option<LocalPostgres>,
+}
+
+impl Servers {
+    pub async fn start(
+        database_url: Option<Secret>,
+        redis_url: Option<Secret>,
+    ) -> anyhow::Result<Self> {
+        let (redis_url, redis) = match redis_url {
+            Some(url) => (url, None),
+            None => {
+                let r = tokio::task::spawn_blocking(LocalRedis::start).await??;
+                (Secret::new(r.url()), Some(r))
+            }
+        };
+        let (database_url, postgres) = match database_url {
+            Some(url) => (url, None),
+            None => {
+                let p = tokio::task::spawn_blocking(|| LocalPostgres::start(false)).await??;
+                let admin = Secret::new(p.url("postgres"));
+                abridge_store::admin::create_database(&admin, "abridge_bench", None).await?;
+                (Secret::new(p.url("abridge_bench")), Some(p))
+            }
+        };
+        let store = Store::connect_lazy(&database_url, 2)?;
+        store
+            .migrate()
+            .await
+            .context("migrate the benchmark database")?;
+        store.close().await;
+        Ok(Self {
+            database_url,
+            redis_url,
+            _redis: redis,
+            _postgres: postgres,
+        })
+    }
+
+    /// A store with room for many concurrent enqueues.
+    pub fn store(&self, pool: u32) -> anyhow::Result<Store> {
+        Ok(Store::connect_lazy(&self.database_url, pool)?)
+    }
+
+    pub fn queue(&self, queue: &str) -> anyhow::Result<Queue> {
+        Ok(Queue::connect(&self.redis_url, "abridge-bench", queue, 32)?)
+    }
+}
+
+/// A fresh queue name per scenario, so scenarios and earlier runs never see each other.
+pub fn fresh_queue(scenario: &str) -> String {
+    format!(
+        "bench-{scenario}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// `abridge worker` processes serving one queue with the noop summarizer.
+pub struct Workers {
+    children: Vec<Child>,
+}
+
+impl Workers {
+    pub fn spawn(
+        exe: &Path,
+        servers: &Servers,
+        queue: &str,
+        n: usize,
+        concurrency: usize,
+        noop_delay_ms: u64,
+    ) -> anyhow::Result<Self> {
+        let mut children = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut cmd = Command::new(exe);
+            cmd.args(["worker", "--concurrency", &concurrency.to_string()])
+                .env("ABRIDGE_DATABASE_URL", servers.database_url.expose())
+                .env("ABRIDGE_REDIS_URL", servers.redis_url.expose())
+                .env("ABRIDGE_REDIS_PREFIX", "abridge-bench")
+                .env("ABRIDGE_QUEUE", queue)
+                .env("ABRIDGE_SUMMARIZER", "noop")
+                .env("ABRIDGE_NOOP_DELAY_MS", noop_delay_ms.to_string())
+                .env("ABRIDGE_SHUTDOWN_GRACE_MS", "2000")
+                // ABRIDGE_BENCH_LOG=info shows each worker's claim and write tallies at exit.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("ABRIDGE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            children.push(abridge_local::spawn_tied(cmd)?);
+        }
+        Ok(Self { children })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Waits until `n` sessions of `queue` are live.
+    pub async fn wait_registered(store: &Store, queue: &str, n: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.live_sessions(queue).await?.len() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "workers did not register within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 15 s).
+    pub async fn stop(mut self) {
+        for c in &self.children {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for c in &mut self.children {
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// `n` distinct input lines (bare video ids).
+pub fn video_lines(prefix: char, n: usize) -> String {
+    let mut s = String::with_capacity(n * 12);
+    for i in 0..n {
+        s.push_str(&format!("{prefix}{i:010}\n"));
+    }
+    s
+}
+
+/// Waits until `batch` is completed or cancelled, polling its one row (cheap: counting items
+/// every poll would add to the load being measured); returns false on timeout.
+pub async fn wait_batch_finished(
+    store: &Store,
+    batch: BatchId,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if store
+            .batch_status(batch)
+            .await?
+            .is_some_and(|s| s.is_finished())
+        {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every item of `batch` is terminal; returns false on timeout.
+pub async fn wait_batch_done(
+    store: &Store,
+    batch: BatchId,
+    total: i64,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if store.counts(batch).await?.terminal() >= total {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// CPU time (user + system) a process has used so far, in microseconds.
+pub fn cpu_usec(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    Some(ticks * 1_000_000 / hz)
+}
+
+/// CPU microseconds of every process whose command name is `name` (e.g. all postgres
+/// backends of the machine).
+pub fn cpu_usec_named(name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(cpu_usec)
+        .sum()
+}
+
+/// Resident memory of a process: (current, peak) in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}

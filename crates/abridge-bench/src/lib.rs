@@ -1,0 +1,101 @@
+//! `abridge bench`: how many items an hour a fleet gets through, how quickly a new item
+//! starts, and what each item costs in Redis and Postgres. Every scenario runs against real
+//! servers (the configured ones, or throwaway ones started here) and real `abridge worker`
+//! processes with the `noop` summarizer, so the queue alone is measured.
+//!
+//! - [`fleet`]: servers and worker processes.
+//! - [`burndown`], [`enqueue`], [`latency`], [`scale`]: the scenarios.
+//! - [`report`]: one JSON line per scenario result, and a table against the targets.
+
+pub mod burndown;
+pub mod enqueue;
+pub mod fleet;
+pub mod latency;
+pub mod report;
+pub mod scale;
+
+use std::path::PathBuf;
+
+use abridge_core::settings::Secret;
+
+pub use report::Record;
+
+/// Which scenarios to run and how big.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub scenarios: Vec<Scenario>,
+    /// Items pre-filled for the burn-down.
+    pub items: usize,
+    /// Worker processes.
+    pub workers: usize,
+    /// Items per worker at once.
+    pub concurrency: usize,
+    /// Lines in the enqueue scenario's batch.
+    pub enqueue_items: usize,
+    /// Open-loop arrival rates (items/s) for the latency scenario.
+    pub rates: Vec<u32>,
+    /// Seconds each arrival rate runs.
+    pub rate_seconds: f64,
+    /// Items in the big backlog of the scale scenario.
+    pub backlog: usize,
+    /// The `abridge` executable, for worker processes and `abridge enqueue`.
+    pub exe: PathBuf,
+    /// Use these servers instead of throwaway ones.
+    pub database_url: Option<Secret>,
+    pub redis_url: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    Burndown,
+    Enqueue,
+    Latency,
+    Scale,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [Self::Burndown, Self::Enqueue, Self::Latency, Self::Scale];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Burndown => "burndown",
+            Self::Enqueue => "enqueue",
+            Self::Latency => "latency",
+            Self::Scale => "scale",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| {
+                format!("unknown scenario {s:?}: expected burndown, enqueue, latency or scale")
+            })
+    }
+}
+
+/// Runs the chosen scenarios, handing each result to `emit` as soon as it is known.
+pub async fn run(
+    opts: &BenchOptions,
+    mut emit: impl FnMut(&Record),
+) -> anyhow::Result<Vec<Record>> {
+    let servers = fleet::Servers::start(opts.database_url.clone(), opts.redis_url.clone()).await?;
+    let mut all = Vec::new();
+    for scenario in &opts.scenarios {
+        let records = match scenario {
+            Scenario::Burndown => burndown::run(opts, &servers).await?,
+            Scenario::Enqueue => enqueue::run(opts, &servers).await?,
+            Scenario::Latency => latency::run(opts, &servers).await?,
+            Scenario::Scale => scale::run(opts, &servers).await?,
+        };
+        for r in records {
+            emit(&r);
+            all.push(r);
+        }
+    }
+    Ok(all)
+}

@@ -1,0 +1,298 @@
+//! LLM provider stand-ins: OpenAI's `POST /v1/chat/completions` and Anthropic's
+//! `POST /v1/messages`, with their real request checks, response and error bodies.
+//!
+//! The "model" is deterministic: it answers in the line format abridge's prompts ask for, built
+//! from the `[mm:ss] text` lines of the request (`TL;DR: ...` then `KEY POINTS:` and up to five
+//! `- [mm:ss] ...` bullets). A request over the context window (estimated at 4 characters per
+//! token) gets the provider's context-length error. Tests queue failures with
+//! [`LlmStandin::push_failure`] (served first, in order) or pin one to a request number with
+//! [`LlmStandin::fail_nth`].
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::Server;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+/// A scripted failure: status, extra headers, JSON body.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Failure {
+    /// The provider's error body for `status`, with its usual `type`.
+    pub fn new(provider: Provider, status: u16, message: &str) -> Self {
+        let body = match provider {
+            Provider::OpenAi => {
+                let (kind, code) = match status {
+                    401 => ("invalid_request_error", "invalid_api_key"),
+                    429 => ("requests", "rate_limit_exceeded"),
+                    400 => ("invalid_request_error", "invalid_request"),
+                    _ => ("server_error", "server_error"),
+                };
+                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            }
+            Provider::Anthropic => {
+                let kind = match status {
+                    400 => "invalid_request_error",
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    429 => "rate_limit_error",
+                    529 => "overloaded_error",
+                    _ => "api_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            }
+        };
+        Self {
+            status,
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// OpenAI's out-of-credit 429, which must not be retried.
+    pub fn insufficient_quota() -> Self {
+        Self {
+            status: 429,
+            headers: Vec::new(),
+            body: json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                                   "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}),
+        }
+    }
+}
+
+/// One request as received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+struct Inner {
+    provider: Provider,
+    /// Largest request (estimated tokens: characters / 4) the model accepts.
+    context_tokens: usize,
+    failures: VecDeque<Failure>,
+    /// Failures for given request numbers (1-based, counting every request received).
+    nth: std::collections::HashMap<usize, Failure>,
+    received: Vec<Received>,
+}
+
+pub struct LlmStandin {
+    server: Server,
+    state: Arc<Mutex<Inner>>,
+}
+
+impl LlmStandin {
+    pub fn start(provider: Provider) -> Self {
+        let state = Arc::new(Mutex::new(Inner {
+            provider,
+            context_tokens: 1_000_000,
+            failures: VecDeque::new(),
+            nth: std::collections::HashMap::new(),
+            received: Vec::new(),
+        }));
+        let s = state.clone();
+        let server = Server::start(move |_| {
+            axum::Router::new()
+                .route("/v1/chat/completions", post(complete))
+                .route("/v1/messages", post(complete))
+                .with_state(s)
+        });
+        Self { server, state }
+    }
+
+    /// The base URL (`ABRIDGE_OPENAI_BASE_URL` / `ABRIDGE_ANTHROPIC_BASE_URL`).
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn set_context_tokens(&self, tokens: usize) {
+        self.state.lock().unwrap().context_tokens = tokens;
+    }
+
+    pub fn push_failure(&self, failure: Failure) {
+        self.state.lock().unwrap().failures.push_back(failure);
+    }
+
+    /// Fails the `n`-th request this server receives (1-based), whatever it is.
+    pub fn fail_nth(&self, n: usize, failure: Failure) {
+        self.state.lock().unwrap().nth.insert(n, failure);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().received.len()
+    }
+}
+
+fn prompt_text(body: &Value) -> String {
+    let mut text = String::new();
+    if let Some(system) = body["system"].as_str() {
+        text.push_str(system);
+        text.push('\n');
+    }
+    for m in body["messages"].as_array().into_iter().flatten() {
+        match &m["content"] {
+            Value::String(s) => text.push_str(s),
+            Value::Array(parts) => {
+                for p in parts {
+                    text.push_str(p["text"].as_str().unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// The deterministic "model": a TL;DR and up to five bullets from the `[mm:ss]` lines given.
+fn answer(prompt: &str) -> String {
+    let lines: Vec<&str> = prompt
+        .lines()
+        .map(|l| l.trim().trim_start_matches("- "))
+        .filter(|l| {
+            l.starts_with('[')
+                && l.find(']').is_some_and(|end| {
+                    let stamp = &l[1..end];
+                    stamp.contains(':') && stamp.chars().all(|c| c.is_ascii_digit() || c == ':')
+                })
+        })
+        .collect();
+    let step = (lines.len() / 5).max(1);
+    let picked: Vec<&str> = lines.iter().step_by(step).take(5).copied().collect();
+    let tldr = picked
+        .iter()
+        .take(2)
+        .map(|l| l[l.find(']').unwrap() + 1..].trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut out = format!("TL;DR: The video covers this. {tldr}\nKEY POINTS:\n");
+    for l in picked {
+        out.push_str(&format!("- {l}\n"));
+    }
+    out
+}
+
+async fn complete(
+    State(state): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let mut inner = state.lock().unwrap();
+    let provider = inner.provider;
+    let respond = |inner: &mut Inner, status: u16, extra: Vec<(String, String)>, payload: Value| {
+        inner.received.push(Received {
+            headers: headers.clone(),
+            body: body.clone(),
+            status,
+        });
+        let mut response = (StatusCode::from_u16(status).unwrap(), Json(payload)).into_response();
+        for (k, v) in extra {
+            response.headers_mut().insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(&v).unwrap(),
+            );
+        }
+        response
+    };
+
+    // Authentication, as the real APIs check it.
+    let authorized = match provider {
+        Provider::OpenAi => headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7),
+        Provider::Anthropic => {
+            headers.contains_key("x-api-key")
+                && headers
+                    .get("anthropic-version")
+                    .and_then(|v| v.to_str().ok())
+                    == Some("2023-06-01")
+        }
+    };
+    if !authorized {
+        let f = Failure::new(provider, 401, "missing or malformed credentials");
+        return respond(&mut inner, 401, Vec::new(), f.body);
+    }
+    let number = inner.received.len() + 1;
+    if let Some(f) = inner.nth.remove(&number) {
+        return respond(&mut inner, f.status, f.headers, f.body);
+    }
+    if let Some(f) = inner.failures.pop_front() {
+        return respond(&mut inner, f.status, f.headers, f.body);
+    }
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let max_tokens = match provider {
+        Provider::OpenAi => body["max_tokens"]
+            .as_u64()
+            .or(body["max_completion_tokens"].as_u64()),
+        Provider::Anthropic => body["max_tokens"].as_u64(),
+    };
+    if model.is_empty() || (provider == Provider::Anthropic && max_tokens.is_none()) {
+        let f = Failure::new(provider, 400, "model and max_tokens are required");
+        return respond(&mut inner, 400, Vec::new(), f.body);
+    }
+    let prompt = prompt_text(&body);
+    let prompt_tokens = prompt.len().div_ceil(4);
+    let max_tokens = max_tokens.unwrap_or(0) as usize;
+    if prompt_tokens + max_tokens > inner.context_tokens {
+        let window = inner.context_tokens;
+        let payload = match provider {
+            Provider::OpenAi => json!({"error": {
+                "message": format!("This model's maximum context length is {window} tokens. However, you requested {} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion.", prompt_tokens + max_tokens),
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}),
+            Provider::Anthropic => {
+                json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": format!("prompt is too long: {} tokens > {window} maximum", prompt_tokens + max_tokens)}})
+            }
+        };
+        return respond(&mut inner, 400, Vec::new(), payload);
+    }
+    let text = answer(&prompt);
+    let completion_tokens = text.len().div_ceil(4);
+    let payload = match provider {
+        Provider::OpenAi => json!({
+            "id": "chatcmpl-standin", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        }),
+        Provider::Anthropic => json!({
+            "id": "msg_standin", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+        }),
+    };
+    respond(&mut inner, 200, Vec::new(), payload)
+}

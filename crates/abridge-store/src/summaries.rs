@@ -1,0 +1,200 @@
+//! What the summarizer keeps: the transcript cache (one row per video and language), the
+//! summary cache, and per-item stage checkpoints.
+//!
+//! The caches are shared by every item and batch, so their writes are upserts that any worker
+//! may make (a stale writer only rewrites the same facts). Checkpoints belong to one attempt
+//! of one item: they are written fenced, like every other write to a running item.
+
+use abridge_core::{ItemId, LeaseToken};
+use chrono::{DateTime, Utc};
+
+use crate::{Context, Result, Store};
+
+/// A cached transcript: one video's captions in one language.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedTranscript {
+    pub video_id: String,
+    pub language: String,
+    /// `manual` or `asr`.
+    pub kind: String,
+    pub title: Option<String>,
+    pub channel: Option<String>,
+    pub duration_s: Option<i32>,
+    /// `[{start_ms, dur_ms, text}]`, as the YouTube client returns them.
+    pub segments: serde_json::Value,
+    /// Every track the video offered when fetched: `[{language, name, kind}]`.
+    pub tracks: serde_json::Value,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// What a summary is cached under. Two runs with equal keys would produce the same summary.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SummaryKey {
+    pub video_id: String,
+    pub backend: String,
+    /// `""` for backends without models.
+    pub model: String,
+    pub length: String,
+    /// The transcript's language.
+    pub language: String,
+    pub prompt_version: String,
+    /// `""` for YouTube's captions, a supplied transcript's SHA-256 otherwise.
+    pub source: String,
+}
+
+/// A cached summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedSummary {
+    pub summary: String,
+    pub title: Option<String>,
+    /// How the summary was made (tokens, model, chunks), as first reported.
+    pub meta: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Every cached language of `video_id`.
+    pub async fn cached_transcripts(&self, video_id: &str) -> Result<Vec<CachedTranscript>> {
+        let rows = sqlx::query!(
+            r#"SELECT video_id, language, kind, title, channel, duration_s, segments, tracks, fetched_at
+               FROM transcripts WHERE video_id = $1 ORDER BY fetched_at"#,
+            video_id
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read cached transcripts")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CachedTranscript {
+                video_id: r.video_id,
+                language: r.language,
+                kind: r.kind,
+                title: r.title,
+                channel: r.channel,
+                duration_s: r.duration_s,
+                segments: r.segments,
+                tracks: r.tracks,
+                fetched_at: r.fetched_at,
+            })
+            .collect())
+    }
+
+    /// Caches a transcript (replacing an older fetch of the same video and language).
+    pub async fn save_transcript(&self, t: &CachedTranscript) -> Result<()> {
+        sqlx::query!(
+            r#"INSERT INTO transcripts (video_id, language, kind, title, channel, duration_s, segments, tracks)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               ON CONFLICT (video_id, language) DO UPDATE
+               SET kind = EXCLUDED.kind, title = EXCLUDED.title, channel = EXCLUDED.channel,
+                   duration_s = EXCLUDED.duration_s, segments = EXCLUDED.segments,
+                   tracks = EXCLUDED.tracks, fetched_at = now()"#,
+            t.video_id,
+            t.language,
+            t.kind,
+            t.title,
+            t.channel,
+            t.duration_s,
+            t.segments,
+            t.tracks,
+        )
+        .execute(&self.pool)
+        .await
+        .context("cache transcript")?;
+        Ok(())
+    }
+
+    pub async fn cached_summary(&self, key: &SummaryKey) -> Result<Option<CachedSummary>> {
+        let row = sqlx::query!(
+            r#"SELECT summary, title, meta, created_at FROM summaries
+               WHERE video_id = $1 AND backend = $2 AND model = $3 AND length = $4
+                 AND language = $5 AND prompt_version = $6 AND source = $7"#,
+            key.video_id,
+            key.backend,
+            key.model,
+            key.length,
+            key.language,
+            key.prompt_version,
+            key.source,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("read cached summary")?;
+        Ok(row.map(|r| CachedSummary {
+            summary: r.summary,
+            title: r.title,
+            meta: r.meta,
+            created_at: r.created_at,
+        }))
+    }
+
+    /// Caches a summary. The first one stored for a key stays: equal keys mean equal work.
+    pub async fn save_summary(
+        &self,
+        key: &SummaryKey,
+        summary: &str,
+        title: Option<&str>,
+        meta: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query!(
+            r#"INSERT INTO summaries (video_id, backend, model, length, language, prompt_version, source,
+                                      summary, title, meta)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               ON CONFLICT DO NOTHING"#,
+            key.video_id,
+            key.backend,
+            key.model,
+            key.length,
+            key.language,
+            key.prompt_version,
+            key.source,
+            summary,
+            title,
+            meta,
+        )
+        .execute(&self.pool)
+        .await
+        .context("cache summary")?;
+        Ok(())
+    }
+
+    /// The checkpoints earlier attempts (or this one) wrote for an item, by stage.
+    pub async fn checkpoints(&self, item: ItemId) -> Result<Vec<(String, serde_json::Value)>> {
+        let rows = sqlx::query!(
+            "SELECT stage, data FROM item_checkpoints WHERE item_id = $1 ORDER BY stage",
+            item.0
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read item checkpoints")?;
+        Ok(rows.into_iter().map(|r| (r.stage, r.data)).collect())
+    }
+
+    /// Records a stage's result for an item, fenced: written only while `token` is the item's
+    /// current claim and the item is `running` (the row is share-locked until commit, so a
+    /// concurrent reclaim either waits for this write or refuses it). Returns false when refused (the lease is gone;
+    /// the caller should stop working on the item).
+    pub async fn write_checkpoint(
+        &self,
+        item: ItemId,
+        token: LeaseToken,
+        stage: &str,
+        data: &serde_json::Value,
+    ) -> Result<bool> {
+        let written = sqlx::query!(
+            r#"INSERT INTO item_checkpoints (item_id, stage, data, lease_token)
+               SELECT id, $3, $4, lease_token FROM items
+               WHERE id = $1 AND lease_token = $2 AND status = 'running'
+               FOR SHARE
+               ON CONFLICT (item_id, stage) DO UPDATE
+               SET data = EXCLUDED.data, lease_token = EXCLUDED.lease_token, written_at = now()"#,
+            item.0,
+            token.0,
+            stage,
+            data,
+        )
+        .execute(&self.pool)
+        .await
+        .context("write item checkpoint")?;
+        Ok(written.rows_affected() == 1)
+    }
+}

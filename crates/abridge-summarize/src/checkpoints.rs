@@ -1,0 +1,86 @@
+//! Per-item stage checkpoints: what earlier attempts finished, loaded once per attempt, and
+//! fenced writes of what this attempt finishes.
+
+use std::collections::HashMap;
+
+use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
+use abridge_store::Store;
+use abridge_worker::{StartHandle, StartResult};
+
+pub struct Checkpoints<'a> {
+    store: &'a Store,
+    item: ItemId,
+    token: LeaseToken,
+    /// Checkpoint writes are fenced on the item running under this claim, so the item's
+    /// deferred start is written first.
+    start: StartHandle,
+    saved: HashMap<String, serde_json::Value>,
+}
+
+impl<'a> Checkpoints<'a> {
+    pub async fn load(
+        store: &'a Store,
+        item: ItemId,
+        token: LeaseToken,
+        start: StartHandle,
+    ) -> Result<Self, ItemError> {
+        let saved = store
+            .checkpoints(item)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .collect();
+        Ok(Self {
+            store,
+            item,
+            token,
+            start,
+            saved,
+        })
+    }
+
+    pub fn get(&self, stage: &str) -> Option<&serde_json::Value> {
+        self.saved.get(stage)
+    }
+
+    /// Saves a stage's result under this attempt's lease. A refused write means the lease is
+    /// gone: the attempt stops (its outcome would be refused too).
+    pub async fn put(&mut self, stage: &str, data: serde_json::Value) -> Result<(), ItemError> {
+        match self.start.ensure().await {
+            StartResult::Started => {}
+            StartResult::Refused => {
+                return Err(ItemError::transient(
+                    ErrorKind::from_static("lease_lost"),
+                    format!("checkpoint {stage} refused: this attempt no longer holds the item"),
+                ));
+            }
+            StartResult::NotWritten => {
+                return Err(ItemError::transient(
+                    ErrorKind::from_static("database_unavailable"),
+                    format!("checkpoint {stage}: the item could not be marked running"),
+                ));
+            }
+        }
+        let written = self
+            .store
+            .write_checkpoint(self.item, self.token, stage, &data)
+            .await
+            .map_err(store_error)?;
+        if !written {
+            return Err(ItemError::transient(
+                ErrorKind::from_static("lease_lost"),
+                format!("checkpoint {stage} refused: this attempt no longer holds the item"),
+            ));
+        }
+        self.saved.insert(stage.to_owned(), data);
+        Ok(())
+    }
+}
+
+/// A Postgres failure inside the summarizer: retried later.
+pub fn store_error(e: abridge_store::StoreError) -> ItemError {
+    ItemError::transient(
+        ErrorKind::from_static("database_unavailable"),
+        e.to_string(),
+    )
+}

@@ -1,0 +1,168 @@
+//! Fleet-wide limits, kept in Redis (through `abridge-queue`) so every worker shares them:
+//! token buckets for YouTube requests and for LLM requests and tokens, and a circuit breaker
+//! per LLM backend.
+//!
+//! When Redis cannot answer, these fail open with a warning: the item's own retries and the
+//! provider's 429s still bound the damage, and a worker without Redis loses its leases soon
+//! anyway.
+
+use std::time::Duration;
+
+use abridge_core::{ErrorKind, ItemError};
+use abridge_queue::Queue;
+use abridge_youtube::{Throttle, YoutubeError};
+use async_trait::async_trait;
+use rand::Rng;
+
+/// One fleet-wide token bucket.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    /// The bucket's key under the queue prefix (`youtube`, `openai:requests`).
+    pub name: String,
+    pub per_second: f64,
+    pub capacity: f64,
+}
+
+impl Bucket {
+    /// `None` when the rate is 0 (no budget).
+    pub fn per_minute(name: &str, per_minute: f64) -> Option<Self> {
+        (per_minute > 0.0).then(|| Self {
+            name: name.to_owned(),
+            per_second: per_minute / 60.0,
+            // A minute's worth may go at once, as providers' own limits allow.
+            capacity: per_minute.max(1.0),
+        })
+    }
+}
+
+/// Why an item could not get through a budget in time.
+#[derive(Debug)]
+pub struct OverBudget {
+    pub bucket: String,
+    pub wait: Duration,
+}
+
+/// Takes `cost` from `bucket`, waiting in-process for at most `max_wait` in all.
+pub async fn take(
+    queue: &Queue,
+    bucket: &Bucket,
+    cost: f64,
+    max_wait: Duration,
+) -> Result<(), OverBudget> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match queue
+            .take_budget(&bucket.name, bucket.per_second, bucket.capacity, cost)
+            .await
+        {
+            Ok(None) => return Ok(()),
+            Ok(Some(wait)) => {
+                // A little jitter so waiting workers do not all ask again at the same instant.
+                let wait = wait + Duration::from_millis(rand::rng().random_range(0..=20));
+                if waited + wait > max_wait {
+                    return Err(OverBudget {
+                        bucket: bucket.name.clone(),
+                        wait,
+                    });
+                }
+                tokio::time::sleep(wait).await;
+                waited += wait;
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %bucket.name, error = %e, "budget unavailable; going ahead");
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl From<OverBudget> for ItemError {
+    fn from(e: OverBudget) -> Self {
+        ItemError::Transient {
+            kind: ErrorKind::from_static("budget_exhausted"),
+            message: format!(
+                "fleet budget {} is spent for now; retrying in {} ms",
+                e.bucket,
+                e.wait.as_millis()
+            ),
+            retry_after: Some(e.wait),
+        }
+    }
+}
+
+/// The YouTube request budget, asked before every request.
+pub struct YoutubeBudget {
+    pub queue: Queue,
+    pub bucket: Bucket,
+    pub max_wait: Duration,
+}
+
+#[async_trait]
+impl Throttle for YoutubeBudget {
+    async fn before_request(&self) -> Result<(), YoutubeError> {
+        take(&self.queue, &self.bucket, 1.0, self.max_wait)
+            .await
+            .map_err(|e| {
+                YoutubeError::Budget(format!(
+                    "the fleet's youtube request budget is spent for now ({} ms to wait)",
+                    e.wait.as_millis()
+                ))
+            })
+    }
+}
+
+/// A backend's circuit breaker.
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    pub name: String,
+    pub threshold: u32,
+    pub open_for: Duration,
+    /// How long a half-open probe may take before another caller may probe.
+    pub probe: Duration,
+}
+
+impl Breaker {
+    /// `Ok` to go ahead; an error (transient `circuit_open`) while the breaker is open.
+    pub async fn pass(&self, queue: &Queue) -> Result<(), ItemError> {
+        match queue.breaker_pass(&self.name, self.probe).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(ItemError::Transient {
+                kind: ErrorKind::from_static("circuit_open"),
+                message: format!(
+                    "{} looks down (its circuit breaker is open); retrying in {} ms",
+                    self.name,
+                    wait.as_millis()
+                ),
+                retry_after: Some(wait),
+            }),
+            Err(e) => {
+                tracing::warn!(breaker = %self.name, error = %e, "circuit breaker unavailable; going ahead");
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn report(&self, queue: &Queue, success: bool) {
+        match queue
+            .breaker_report(
+                &self.name,
+                success,
+                self.threshold,
+                self.open_for,
+                self.open_for.max(Duration::from_secs(60)),
+            )
+            .await
+        {
+            Ok(true) => tracing::warn!(
+                breaker = %self.name,
+                open_ms = self.open_for.as_millis() as u64,
+                "circuit breaker opened: the backend failed {} times in a row",
+                self.threshold
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(breaker = %self.name, error = %e, "circuit breaker unavailable")
+            }
+        }
+    }
+}

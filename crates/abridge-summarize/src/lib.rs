@@ -1,0 +1,422 @@
+//! The summarizing processor: turns an item into a readable, timestamped summary.
+//!
+//! One attempt at one item ([`Summarizer::process`]) runs these stages:
+//!
+//! 1. **Options**: the batch's backend, model, length and language preference, else the
+//!    fleet's defaults.
+//! 2. **Transcript**: a supplied one; else the one an earlier attempt used (checkpoint); else
+//!    the transcript cache (one row per video and language); else YouTube (through the fleet's
+//!    request budget), then cached. The `transcript` checkpoint pins it for later attempts.
+//! 3. **Summary cache**: keyed by (video, backend, model, length, language, prompt version,
+//!    source); a hit costs nothing.
+//! 4. **Summary**: [`extractive`] (LexRank, offline) or [`llm`] (OpenAI-compatible or
+//!    Anthropic; map-reduce with checkpointed chunk summaries when the transcript is long).
+//! 5. **Render** ([`render`]): one markdown shape for every backend, then cache it.
+//!
+//! Every write for the item is fenced by the attempt's lease token ([`checkpoints`]). Fleet
+//! limits (budgets, breakers) live in Redis ([`fleet`]). Configuration: [`config`].
+
+pub mod checkpoints;
+pub mod config;
+pub mod extractive;
+pub mod fleet;
+pub mod llm;
+pub mod render;
+pub mod text;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use abridge_core::{ErrorKind, ItemError, SummaryLength};
+use abridge_llm::{LlmClient, LlmConfig};
+use abridge_queue::Queue;
+use abridge_store::{CachedTranscript, Store, SummaryKey};
+use abridge_worker::noop::Noop;
+use abridge_worker::{Job, JobOutput, Processor};
+use abridge_youtube::{CaptionTrack, Segment, YoutubeClient, YoutubeConfig, choose_track};
+use async_trait::async_trait;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoints::{Checkpoints, store_error};
+use crate::config::{LlmSettings, SummarizeConfig};
+use crate::fleet::{Breaker, Bucket, YoutubeBudget};
+use crate::llm::{LlmBackend, Usage};
+use crate::text::{Doc, supplied_segments};
+
+pub use config::BACKENDS;
+
+/// The summarizer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Youtube(#[from] abridge_youtube::BuildError),
+    #[error(transparent)]
+    Llm(#[from] abridge_llm::BuildError),
+}
+
+/// The processor behind `extractive`, `openai` and `anthropic` (and `noop` for batches that ask
+/// for it).
+pub struct Summarizer {
+    config: SummarizeConfig,
+    store: Store,
+    queue: Queue,
+    youtube: YoutubeClient,
+    openai: LlmBackend,
+    anthropic: LlmBackend,
+    noop: Noop,
+}
+
+/// What one item asks for, options resolved against the fleet's defaults.
+#[derive(Clone, Debug, PartialEq)]
+struct Request {
+    backend: String,
+    /// The batch's model, if it named one.
+    model: Option<String>,
+    length: SummaryLength,
+    languages: Vec<String>,
+}
+
+/// Where an attempt's transcript came from.
+#[derive(Clone, Debug)]
+struct TranscriptInfo {
+    /// `supplied`, `checkpoint`, `cache` or `youtube`.
+    source: &'static str,
+    language: String,
+    kind: Option<String>,
+    /// YouTube's title for the video.
+    title: Option<String>,
+    /// `""` for YouTube's captions, else the supplied transcript's SHA-256.
+    cache_source: String,
+}
+
+impl Summarizer {
+    pub fn new(config: SummarizeConfig, store: Store, queue: Queue) -> Result<Self, BuildError> {
+        let mut youtube = YoutubeClient::new(&YoutubeConfig {
+            base_url: config.youtube.base_url.clone(),
+            proxy: config.youtube.proxy.as_ref().map(|p| p.expose().to_owned()),
+            timeout: config.youtube.timeout,
+        })?;
+        if config.youtube.requests_per_second > 0.0 {
+            youtube = youtube.with_throttle(Arc::new(YoutubeBudget {
+                queue: queue.clone(),
+                bucket: Bucket {
+                    name: "youtube".into(),
+                    per_second: config.youtube.requests_per_second,
+                    capacity: config.youtube.burst,
+                },
+                max_wait: config.budget_max_wait,
+            }));
+        }
+        let backend = |settings: &LlmSettings| -> Result<LlmBackend, BuildError> {
+            let name = settings.provider.name();
+            Ok(LlmBackend {
+                client: LlmClient::new(LlmConfig {
+                    provider: settings.provider,
+                    base_url: settings.base_url.clone(),
+                    api_key: settings.api_key.clone(),
+                    timeout: settings.timeout,
+                })?,
+                settings: settings.clone(),
+                requests: Bucket::per_minute(
+                    &format!("{name}:requests"),
+                    settings.requests_per_minute,
+                ),
+                tokens: Bucket::per_minute(&format!("{name}:tokens"), settings.tokens_per_minute),
+                breaker: Breaker {
+                    name: name.to_owned(),
+                    threshold: config.breaker_failures,
+                    open_for: config.breaker_open,
+                    probe: settings.timeout,
+                },
+                retry: config.llm_retry,
+                chunk_tokens: config.llm_chunk_tokens,
+                budget_max_wait: config.budget_max_wait,
+            })
+        };
+        Ok(Self {
+            openai: backend(&config.openai)?,
+            anthropic: backend(&config.anthropic)?,
+            noop: Noop {
+                delay: config.noop_delay,
+            },
+            youtube,
+            store,
+            queue,
+            config,
+        })
+    }
+
+    fn request(&self, job: &Job) -> Result<Request, ItemError> {
+        let invalid = |message: String| {
+            ItemError::permanent(ErrorKind::from_static("invalid_options"), message)
+        };
+        let o = &job.options;
+        let text = |field: &str| {
+            o.get(field)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let backend = text("backend")
+            .map(|b| b.to_ascii_lowercase())
+            .unwrap_or_else(|| self.config.default_backend.clone());
+        let length = match text("length") {
+            Some(l) => l.parse().map_err(invalid)?,
+            None => SummaryLength::default(),
+        };
+        let languages = match text("language") {
+            Some(l) => l
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            None => self.config.languages.clone(),
+        };
+        Ok(Request {
+            backend,
+            model: text("model"),
+            length,
+            languages,
+        })
+    }
+
+    /// The item's transcript: supplied, pinned by a checkpoint, cached, or fetched.
+    async fn transcript(
+        &self,
+        job: &Job,
+        request: &Request,
+        checkpoints: &mut Checkpoints<'_>,
+    ) -> Result<(Doc, TranscriptInfo), ItemError> {
+        let fallback_title = || format!("Video {}", job.video_id);
+        if let Some(text) = &job.transcript {
+            let (segments, timed) = supplied_segments(text);
+            let language = request
+                .languages
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "en".into());
+            let hash: String = Sha256::digest(text.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            return Ok((
+                Doc {
+                    video_id: job.video_id.clone(),
+                    title: job.title.clone().unwrap_or_else(fallback_title),
+                    language: language.clone(),
+                    segments,
+                    timed,
+                },
+                TranscriptInfo {
+                    source: "supplied",
+                    language,
+                    kind: None,
+                    title: None,
+                    cache_source: hash,
+                },
+            ));
+        }
+
+        let cached = self
+            .store
+            .cached_transcripts(&job.video_id)
+            .await
+            .map_err(store_error)?;
+        let pinned = checkpoints
+            .get("transcript")
+            .and_then(|c| c["language"].as_str())
+            .and_then(|lang| cached.iter().find(|t| t.language == lang));
+        let (row, source) = match pinned {
+            Some(row) => (row.clone(), "checkpoint"),
+            None => {
+                let tracks: Vec<CaptionTrack> = cached
+                    .last()
+                    .and_then(|t| serde_json::from_value(t.tracks.clone()).ok())
+                    .unwrap_or_default();
+                let hit = choose_track(&tracks, &request.languages)
+                    .and_then(|track| cached.iter().find(|t| t.language == track.language));
+                match hit {
+                    Some(row) => (row.clone(), "cache"),
+                    None => (
+                        self.fetch_and_cache(&job.video_id, &request.languages)
+                            .await?,
+                        "youtube",
+                    ),
+                }
+            }
+        };
+        if source != "checkpoint" {
+            checkpoints
+                .put(
+                    "transcript",
+                    json!({ "language": row.language, "source": source }),
+                )
+                .await?;
+        }
+        let segments: Vec<Segment> = serde_json::from_value(row.segments.clone()).map_err(|e| {
+            ItemError::permanent(ErrorKind::INTERNAL, format!("read cached transcript: {e}"))
+        })?;
+        Ok((
+            Doc {
+                video_id: job.video_id.clone(),
+                title: job
+                    .title
+                    .clone()
+                    .or_else(|| row.title.clone())
+                    .unwrap_or_else(fallback_title),
+                language: row.language.clone(),
+                segments,
+                timed: true,
+            },
+            TranscriptInfo {
+                source,
+                language: row.language.clone(),
+                kind: Some(row.kind.clone()),
+                title: row.title.clone(),
+                cache_source: String::new(),
+            },
+        ))
+    }
+
+    async fn fetch_and_cache(
+        &self,
+        video_id: &str,
+        languages: &[String],
+    ) -> Result<CachedTranscript, ItemError> {
+        let t = self.youtube.fetch_transcript(video_id, languages).await?;
+        let row = CachedTranscript {
+            video_id: t.video_id.clone(),
+            language: t.language.clone(),
+            kind: t.kind.as_str().to_owned(),
+            title: t.title.clone(),
+            channel: t.channel.clone(),
+            duration_s: t.duration_s,
+            segments: serde_json::to_value(&t.segments).expect("segments serialize"),
+            tracks: serde_json::to_value(&t.tracks).expect("tracks serialize"),
+            fetched_at: chrono::Utc::now(),
+        };
+        self.store
+            .save_transcript(&row)
+            .await
+            .map_err(store_error)?;
+        Ok(row)
+    }
+}
+
+#[async_trait]
+impl Processor for Summarizer {
+    fn name(&self) -> &str {
+        &self.config.default_backend
+    }
+
+    async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
+        let started = Instant::now();
+        let request = self.request(job)?;
+        let llm = match request.backend.as_str() {
+            "noop" => return self.noop.process(job).await,
+            "extractive" => None,
+            "openai" => Some(&self.openai),
+            "anthropic" => Some(&self.anthropic),
+            other => {
+                return Err(ItemError::permanent(
+                    ErrorKind::from_static("unknown_backend"),
+                    format!(
+                        "unknown summarizer backend {other:?}: expected one of extractive, openai, anthropic, noop"
+                    ),
+                ));
+            }
+        };
+        if let Some(b) = llm
+            && b.settings.missing_key()
+        {
+            return Err(ItemError::permanent(
+                ErrorKind::from_static("backend_not_configured"),
+                format!(
+                    "the {} backend has no API key: set {}",
+                    b.name(),
+                    b.settings.key_variable()
+                ),
+            ));
+        }
+        let (model, prompt_version) = match llm {
+            None => (String::new(), extractive::ALGORITHM_VERSION),
+            Some(b) => (
+                request
+                    .model
+                    .clone()
+                    .unwrap_or_else(|| b.settings.model.clone()),
+                llm::PROMPT_VERSION,
+            ),
+        };
+
+        let mut checkpoints =
+            Checkpoints::load(&self.store, job.item_id, job.lease_token, job.start.clone()).await?;
+        let (doc, transcript) = self.transcript(job, &request, &mut checkpoints).await?;
+        let key = SummaryKey {
+            video_id: job.video_id.clone(),
+            backend: request.backend.clone(),
+            model: model.clone(),
+            length: request.length.as_str().to_owned(),
+            language: doc.language.clone(),
+            prompt_version: prompt_version.to_owned(),
+            source: transcript.cache_source.clone(),
+        };
+        let mut meta = json!({
+            "backend": request.backend,
+            "model": if model.is_empty() { "lexrank" } else { model.as_str() },
+            "prompt_version": prompt_version,
+            "length": request.length.as_str(),
+            "language": doc.language,
+            "transcript": {
+                "source": transcript.source,
+                "language": transcript.language,
+                "kind": transcript.kind,
+                "segments": doc.segments.len(),
+            },
+        });
+
+        let cached = self.store.cached_summary(&key).await.map_err(store_error)?;
+        let (summary, usage, cache) = match cached {
+            Some(hit) => (hit.summary, Usage::default(), "hit"),
+            None => {
+                let (summary, usage) = match llm {
+                    None => (
+                        extractive::summarize(&doc, request.length),
+                        Usage::default(),
+                    ),
+                    Some(b) => {
+                        b.summarize(&self.queue, &mut checkpoints, &doc, &model, request.length)
+                            .await?
+                    }
+                };
+                let markdown = render::render(&doc.video_id, &summary);
+                (markdown, usage, "miss")
+            }
+        };
+        meta["summary_cache"] = json!(cache);
+        meta["input_tokens"] = json!(usage.input_tokens);
+        meta["output_tokens"] = json!(usage.output_tokens);
+        if llm.is_some() {
+            meta["llm_requests"] = json!(usage.requests);
+            meta["chunks"] = json!(usage.chunks);
+            meta["reused_chunks"] = json!(usage.reused_chunks);
+            meta["truncated"] = json!(usage.truncated);
+        }
+        meta["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+        if cache == "miss"
+            && let Err(e) = self
+                .store
+                .save_summary(&key, &summary, transcript.title.as_deref(), &meta)
+                .await
+        {
+            tracing::warn!(item = %job.item_id, error = %e, "could not cache the summary");
+        }
+        Ok(JobOutput {
+            summary,
+            title: transcript.title,
+            meta,
+        })
+    }
+}

@@ -1,0 +1,419 @@
+//! Summaries by an LLM backend: prompts, fitting the transcript to the model's window,
+//! map-reduce for long transcripts (chunk summaries checkpointed), and each request's passage
+//! through the fleet's circuit breaker, budgets and bounded in-process retries.
+
+use std::time::Duration;
+
+use abridge_core::{ErrorKind, ItemError, SummaryLength};
+use abridge_llm::retry::RetryPolicy;
+use abridge_llm::tokens::estimate;
+use abridge_llm::{ChatRequest, ChatResponse, LlmClient};
+use abridge_queue::Queue;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::checkpoints::Checkpoints;
+use crate::config::LlmSettings;
+use crate::fleet::{self, Breaker, Bucket};
+use crate::render::{KeyPoint, Summary, parse_answer};
+use crate::text::{Doc, prompt_lines, stamp};
+
+/// Bumped whenever a prompt changes (the summary cache key).
+pub const PROMPT_VERSION: &str = "llm-1";
+
+/// Map-reduce levels before giving up (each level shrinks the text many times over).
+const MAX_LEVELS: usize = 6;
+/// The answer limit for one chunk's notes.
+const MAP_ANSWER_TOKENS: u32 = 700;
+
+/// One configured LLM backend.
+pub struct LlmBackend {
+    pub client: LlmClient,
+    pub settings: LlmSettings,
+    pub requests: Option<Bucket>,
+    pub tokens: Option<Bucket>,
+    pub breaker: Breaker,
+    pub retry: RetryPolicy,
+    /// The most transcript tokens per request (the model's window permitting).
+    pub chunk_tokens: u64,
+    pub budget_max_wait: Duration,
+}
+
+/// What one summary cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Requests this attempt made (retries included).
+    pub requests: u64,
+    /// Chunk summaries reused from an earlier attempt's checkpoints.
+    pub reused_chunks: u64,
+    /// Chunks at the first map level (1 when the transcript fit one request).
+    pub chunks: u64,
+    pub truncated: bool,
+}
+
+fn answer_tokens(length: SummaryLength) -> u32 {
+    match length {
+        SummaryLength::Short => 500,
+        SummaryLength::Standard => 900,
+        SummaryLength::Detailed => 1800,
+    }
+}
+
+fn shape_words(length: SummaryLength) -> (&'static str, &'static str) {
+    match length {
+        SummaryLength::Short => ("2 sentences", "3 to 4"),
+        SummaryLength::Standard => ("3 to 4 sentences", "5 to 7"),
+        SummaryLength::Detailed => ("5 to 6 sentences", "10 to 14"),
+    }
+}
+
+fn system_prompt(language: &str) -> String {
+    format!(
+        "You summarize YouTube videos from their transcripts for busy readers. Use only what the \
+         transcript says. Write in the transcript's language (language code \"{language}\"). Follow \
+         the answer format exactly, with no preamble and no other text."
+    )
+}
+
+const FORMAT: &str =
+    "TL;DR: <one paragraph>\nKEY POINTS:\n- [mm:ss] <one key point in one sentence>";
+
+fn final_prompt(doc: &Doc, length: SummaryLength, body: &str, from_notes: bool) -> String {
+    let (tldr, points) = shape_words(length);
+    let source = if from_notes {
+        "Below are notes on consecutive parts of the video, each point with the [mm:ss] time it is \
+         discussed. Combine them into one summary of the whole video."
+    } else {
+        "Below is its transcript; each line starts with the [mm:ss] time it is spoken."
+    };
+    format!(
+        "Summarize the video \"{title}\". {source}\n\nAnswer in exactly this format:\n{FORMAT}\n\n\
+         The TL;DR is {tldr}. Write {points} key points in the order they occur, each starting \
+         with the [mm:ss] time of the line it comes from.\n\n{label}:\n{body}",
+        title = doc.title,
+        label = if from_notes { "Notes" } else { "Transcript" },
+    )
+}
+
+fn map_prompt(
+    doc: &Doc,
+    part: usize,
+    parts: usize,
+    span: (u64, u64),
+    body: &str,
+    from_notes: bool,
+) -> String {
+    let what = if from_notes {
+        "notes on"
+    } else {
+        "the transcript of"
+    };
+    format!(
+        "This is part {part} of {parts} of {what} the video \"{title}\", from {from} to {to}. Each \
+         line starts with the [mm:ss] time it is spoken.\n\nList the important points of this part \
+         in the order they occur, in exactly this format:\nKEY POINTS:\n- [mm:ss] <one point in one \
+         sentence>\n\nWrite at most 8 points, each starting with the [mm:ss] time of the line it comes \
+         from.\n\n{label}:\n{body}",
+        title = doc.title,
+        from = stamp(span.0),
+        to = stamp(span.1),
+        label = if from_notes { "Notes" } else { "Transcript" },
+    )
+}
+
+fn format_lines(lines: &[(u64, String)]) -> String {
+    lines
+        .iter()
+        .map(|(at, text)| format!("[{}] {text}\n", stamp(*at)))
+        .collect()
+}
+
+/// Packs lines into chunks of at most `budget` estimated tokens, keeping lines whole (a single
+/// line over the budget gets a chunk of its own).
+pub fn pack(lines: &[(u64, String)], budget: u64) -> Vec<Vec<(u64, String)>> {
+    let mut chunks: Vec<Vec<(u64, String)>> = Vec::new();
+    let mut current: Vec<(u64, String)> = Vec::new();
+    let mut used = 0;
+    for line in lines {
+        let cost = estimate(&line.1) + 4;
+        if !current.is_empty() && used + cost > budget {
+            chunks.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += cost;
+        current.push(line.clone());
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+impl LlmBackend {
+    pub fn name(&self) -> &'static str {
+        self.settings.provider.name()
+    }
+
+    /// Transcript tokens one request may carry: the configured chunk size, within the model's
+    /// window less the prompt and the answer.
+    fn body_budget(&self, doc: &Doc, length: SummaryLength) -> Result<u64, ItemError> {
+        let overhead = estimate(&system_prompt(&doc.language))
+            + estimate(&final_prompt(doc, length, "", true))
+            + 64;
+        let room = self
+            .settings
+            .context_tokens
+            .saturating_sub(overhead + u64::from(answer_tokens(length)));
+        if room < 200 {
+            return Err(ItemError::permanent(
+                ErrorKind::from_static("context_length_exceeded"),
+                format!(
+                    "{} model {}: a context window of {} tokens leaves no room for a transcript \
+                     (set {})",
+                    self.name(),
+                    self.settings.model,
+                    self.settings.context_tokens,
+                    abridge_core::settings::SettingsSource::env_name(&format!(
+                        "{}_context_tokens",
+                        self.name()
+                    ))
+                ),
+            ));
+        }
+        Ok(room.min(self.chunk_tokens))
+    }
+
+    /// Summarizes `doc`, map-reducing when it does not fit one request.
+    pub async fn summarize(
+        &self,
+        queue: &Queue,
+        checkpoints: &mut Checkpoints<'_>,
+        doc: &Doc,
+        model: &str,
+        length: SummaryLength,
+    ) -> Result<(Summary, Usage), ItemError> {
+        let budget = self.body_budget(doc, length)?;
+        let run = run_id(&[
+            self.name(),
+            model,
+            length.as_str(),
+            PROMPT_VERSION,
+            &doc.language,
+            &budget.to_string(),
+        ]);
+        let mut usage = Usage::default();
+        let mut lines = prompt_lines(&doc.segments, doc.timed);
+        let system = system_prompt(&doc.language);
+        let mut level = 0;
+        loop {
+            let body = format_lines(&lines);
+            if estimate(&body) <= budget || lines.len() <= 1 {
+                if level == 0 {
+                    usage.chunks = 1;
+                }
+                let request = ChatRequest {
+                    model: model.to_owned(),
+                    system: system.clone(),
+                    user: final_prompt(doc, length, &body, level > 0),
+                    max_tokens: answer_tokens(length),
+                    temperature: 0.2,
+                };
+                let response = self.call(queue, &request, &mut usage).await?;
+                let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
+                let Some((mut tldr, points)) = parse_answer(&response.text, duration) else {
+                    return Err(ItemError::transient(
+                        ErrorKind::from_static("llm_bad_response"),
+                        format!("{} answered without a TL;DR or key points", self.name()),
+                    ));
+                };
+                let points: Vec<KeyPoint> = points
+                    .into_iter()
+                    .map(|p| KeyPoint {
+                        at_s: if doc.timed { p.at_s } else { None },
+                        text: p.text,
+                    })
+                    .collect();
+                if tldr.is_empty() {
+                    tldr = points
+                        .iter()
+                        .take(2)
+                        .map(|p| p.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                }
+                return Ok((
+                    Summary {
+                        title: doc.title.clone(),
+                        tldr,
+                        points,
+                    },
+                    usage,
+                ));
+            }
+            if level >= MAX_LEVELS {
+                return Err(ItemError::permanent(
+                    ErrorKind::from_static("context_length_exceeded"),
+                    format!("the transcript does not shrink to fit {budget} tokens"),
+                ));
+            }
+            let chunks = pack(&lines, budget);
+            if level == 0 {
+                usage.chunks = chunks.len() as u64;
+            }
+            let mut notes: Vec<(u64, String)> = Vec::new();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let stage = format!("map:{run}:{level}:{i}");
+                if let Some(saved) = checkpoints.get(&stage) {
+                    let lines: Vec<(u64, String)> =
+                        serde_json::from_value(saved["lines"].clone()).unwrap_or_default();
+                    usage.input_tokens += saved["input_tokens"].as_u64().unwrap_or(0);
+                    usage.output_tokens += saved["output_tokens"].as_u64().unwrap_or(0);
+                    usage.reused_chunks += 1;
+                    notes.extend(lines);
+                    continue;
+                }
+                let span = (chunk[0].0, chunk[chunk.len() - 1].0);
+                let request = ChatRequest {
+                    model: model.to_owned(),
+                    system: system.clone(),
+                    user: map_prompt(
+                        doc,
+                        i + 1,
+                        chunks.len(),
+                        span,
+                        &format_lines(chunk),
+                        level > 0,
+                    ),
+                    max_tokens: MAP_ANSWER_TOKENS,
+                    temperature: 0.2,
+                };
+                let response = self.call(queue, &request, &mut usage).await?;
+                let chunk_notes: Vec<(u64, String)> = match parse_answer(&response.text, None) {
+                    Some((_, points)) if !points.is_empty() => points
+                        .into_iter()
+                        .map(|p| {
+                            (
+                                p.at_s.unwrap_or(span.0).clamp(span.0, span.1.max(span.0)),
+                                p.text,
+                            )
+                        })
+                        .collect(),
+                    // Notes without bullets still carry the content; time them at the chunk.
+                    _ => vec![(
+                        span.0,
+                        response
+                            .text
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    )],
+                };
+                checkpoints
+                    .put(
+                        &stage,
+                        json!({
+                            "lines": chunk_notes,
+                            "input_tokens": response.input_tokens,
+                            "output_tokens": response.output_tokens,
+                        }),
+                    )
+                    .await?;
+                notes.extend(chunk_notes);
+            }
+            lines = notes;
+            level += 1;
+        }
+    }
+
+    /// One request: through the breaker and the budgets, with bounded in-process retries of
+    /// transient failures (honouring `retry-after`); longer waits go back to the queue.
+    async fn call(
+        &self,
+        queue: &Queue,
+        request: &ChatRequest,
+        usage: &mut Usage,
+    ) -> Result<ChatResponse, ItemError> {
+        let cost =
+            estimate(&request.system) + estimate(&request.user) + u64::from(request.max_tokens);
+        let mut retry = 0;
+        loop {
+            self.breaker.pass(queue).await?;
+            if let Some(bucket) = &self.requests {
+                fleet::take(queue, bucket, 1.0, self.budget_max_wait).await?;
+            }
+            if let Some(bucket) = &self.tokens {
+                fleet::take(queue, bucket, cost as f64, self.budget_max_wait).await?;
+            }
+            usage.requests += 1;
+            match self.client.complete(request).await {
+                Ok(response) => {
+                    self.breaker.report(queue, true).await;
+                    usage.input_tokens += response.input_tokens;
+                    usage.output_tokens += response.output_tokens;
+                    usage.truncated |= response.truncated;
+                    return Ok(response);
+                }
+                Err(e) => {
+                    if e.kind.means_provider_down() {
+                        self.breaker.report(queue, false).await;
+                    }
+                    retry += 1;
+                    let wait = if e.kind.is_transient() {
+                        self.retry.wait(retry, e.retry_after)
+                    } else {
+                        None
+                    };
+                    match wait {
+                        Some(wait) => {
+                            tracing::info!(
+                                backend = self.name(),
+                                error = %e,
+                                retry,
+                                wait_ms = wait.as_millis() as u64,
+                                "llm request failed; retrying"
+                            );
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A short id for one way of summarizing one transcript: checkpoints of another model,
+/// length or chunk size are not reused.
+fn run_id(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packs_whole_lines_within_the_budget() {
+        let lines: Vec<(u64, String)> = (0..100).map(|i| (i * 30, "word ".repeat(40))).collect();
+        let chunks = pack(&lines, 1000);
+        assert!(chunks.len() > 1);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 100);
+        for c in &chunks {
+            let cost: u64 = c.iter().map(|(_, t)| estimate(t) + 4).sum();
+            assert!(cost <= 1000, "{cost}");
+        }
+        // Order and timestamps survive.
+        let flat: Vec<u64> = chunks.concat().iter().map(|(at, _)| *at).collect();
+        assert_eq!(flat, (0..100).map(|i| i * 30).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,311 @@
+//! LLM backends inside the worker: the shared shape, map-reduce with checkpoints, provider
+//! failures (retried, or failing the item with a clear kind), keys kept out of everything.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use abridge_core::{BatchOptions, ItemStatus};
+use abridge_standins::llm::{Failure, Provider};
+use abridge_standins::youtube::{Track, Video};
+
+use crate::support::*;
+
+fn options(backend: &str) -> BatchOptions {
+    BatchOptions {
+        backend: Some(backend.into()),
+        ..BatchOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn openai_and_anthropic_summaries_have_the_shared_shape() {
+    let video = "vid_LlmTalk";
+    let s = Setup::new(vec![normal_video(video, "Ownership in Rust")], &[]).await;
+
+    let (batch, items) = s.run_batch(&format!("{video}\n"), options("openai")).await;
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    let summary = items[0].summary.as_deref().unwrap();
+    let seconds = assert_shape(summary, video, "Ownership in Rust");
+    assert!(seconds.iter().all(|s| s % 20 == 0), "{seconds:?}");
+    let meta = items[0].result_meta.as_ref().unwrap();
+    assert_eq!(meta["backend"], "openai");
+    assert_eq!(meta["model"], "gpt-4.1-mini");
+    assert_eq!(meta["prompt_version"], "llm-1");
+    assert!(meta["input_tokens"].as_u64().unwrap() > 100, "{meta}");
+    assert!(meta["output_tokens"].as_u64().unwrap() > 10, "{meta}");
+    assert_eq!(meta["llm_requests"], 1);
+    let sent = &s.openai.received()[0];
+    assert_eq!(
+        sent.headers["authorization"],
+        format!("Bearer {OPENAI_KEY}").as_str()
+    );
+    assert_eq!(sent.body["model"], "gpt-4.1-mini");
+    assert!(
+        sent.body["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("[00:40] When the owner goes out of scope")
+    );
+
+    // Anthropic, with the batch's own model; the transcript is already cached.
+    let (_, items) = s
+        .run_batch(
+            &format!("{video}\n"),
+            BatchOptions {
+                model: Some("claude-test-1".into()),
+                ..options("anthropic")
+            },
+        )
+        .await;
+    assert_shape(
+        items[0].summary.as_deref().unwrap(),
+        video,
+        "Ownership in Rust",
+    );
+    let meta = items[0].result_meta.as_ref().unwrap();
+    assert_eq!(
+        (&meta["backend"], &meta["model"]),
+        (&"anthropic".into(), &"claude-test-1".into())
+    );
+    assert_eq!(meta["transcript"]["source"], "cache");
+    let sent = &s.anthropic.received()[0];
+    assert_eq!(sent.headers["x-api-key"], ANTHROPIC_KEY);
+    assert_eq!(sent.body["model"], "claude-test-1");
+
+    // The same request again is served from the summary cache: nothing paid.
+    let (_, items) = s.run_batch(&format!("{video}\n"), options("openai")).await;
+    assert_eq!(
+        items[0].result_meta.as_ref().unwrap()["summary_cache"],
+        "hit"
+    );
+    assert_eq!(s.openai.requests(), 1);
+    assert_eq!(s.youtube.counts(video).total(), 3);
+}
+
+/// A talk long enough for map-reduce in a small window: 120 lines, one every 30 seconds.
+fn long_video(id: &str) -> Video {
+    let lines = (0..120)
+        .map(|i| {
+            let topic = ["compilers", "memory", "networking", "databases"][i / 30];
+            (i as f64 * 30.0, 30.0, format!("In part {i} we discuss {topic} and why {topic} matter for systems programmers today."))
+        })
+        .collect();
+    Video::new(id, "A long lecture", vec![Track::new("en", false, lines)])
+}
+
+#[tokio::test]
+async fn long_transcripts_are_map_reduced_and_a_retry_resumes_from_the_chunks() {
+    let video = "vid_LongOne";
+    let s = Setup::new(
+        vec![long_video(video)],
+        &[
+            ("ABRIDGE_OPENAI_CONTEXT_TOKENS", "3000"),
+            ("ABRIDGE_LLM_CHUNK_TOKENS", "600"),
+            ("ABRIDGE_LLM_MAX_RETRIES", "0"),
+        ],
+    )
+    .await;
+    // The stand-in refuses any request over the window, so each one must fit.
+    s.openai.set_context_tokens(3000);
+    // The first attempt dies on its 5th request (a chunk, or the reduce): 503.
+    s.openai.fail_nth(
+        5,
+        Failure::new(Provider::OpenAi, 503, "upstream unavailable"),
+    );
+
+    let (batch, items) = s.run_batch(&format!("{video}\n"), options("openai")).await;
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    let item = &items[0];
+    assert_eq!(item.attempts, 2, "the 503 failed the first attempt");
+    let meta = item.result_meta.as_ref().unwrap();
+    let chunks = meta["chunks"].as_u64().unwrap();
+    assert!(chunks >= 4, "{meta}");
+    assert_eq!(
+        meta["reused_chunks"].as_u64().unwrap(),
+        4,
+        "the 4 chunks done before the 503: {meta}"
+    );
+
+    let received = s.openai.received();
+    let prompts: Vec<String> = received
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| {
+            r.body["messages"][1]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let maps: Vec<&String> = prompts
+        .iter()
+        .filter(|p| p.starts_with("This is part"))
+        .collect();
+    let unique: HashSet<&String> = maps.iter().copied().collect();
+    assert_eq!(maps.len(), unique.len(), "a chunk was summarized twice");
+    assert!(
+        prompts.last().unwrap().contains("Notes:"),
+        "the last request reduces the notes"
+    );
+    // Every request fit the window (else the stand-in would have refused it).
+    assert!(received.iter().all(|r| r.status == 200 || r.status == 503));
+
+    // The final summary keeps timestamps from across the whole lecture.
+    let seconds = assert_shape(item.summary.as_deref().unwrap(), video, "A long lecture");
+    assert!(
+        seconds.iter().any(|s| *s < 600) && seconds.iter().any(|s| *s >= 1800),
+        "{seconds:?}"
+    );
+}
+
+#[tokio::test]
+async fn provider_failures_retry_or_fail_with_a_clear_kind() {
+    let video = "vid_Provide";
+    let s = Setup::new(
+        vec![normal_video(video, "P")],
+        &[
+            ("ABRIDGE_MAX_ATTEMPTS", "4"),
+            ("ABRIDGE_LLM_MAX_RETRIES", "1"),
+        ],
+    )
+    .await;
+    let line = format!("{video}\n");
+
+    // 429 with retry-after-ms: waited out in process, then success.
+    s.openai.push_failure(
+        Failure::new(Provider::OpenAi, 429, "slow down").header("retry-after-ms", "700"),
+    );
+    let started = Instant::now();
+    let (_, items) = s.run_batch(&line, options("openai")).await;
+    assert_eq!(
+        (items[0].status, items[0].attempts),
+        (ItemStatus::Succeeded, 1)
+    );
+    assert_eq!(items[0].result_meta.as_ref().unwrap()["llm_requests"], 2);
+    assert!(started.elapsed() >= Duration::from_millis(700));
+
+    // 529 four times: the in-process retry and the next attempt both fail, the third works.
+    for _ in 0..4 {
+        s.anthropic
+            .push_failure(Failure::new(Provider::Anthropic, 529, "Overloaded"));
+    }
+    let (_, items) = s.run_batch(&line, options("anthropic")).await;
+    assert_eq!(
+        (items[0].status, items[0].attempts),
+        (ItemStatus::Succeeded, 3),
+        "{:?}",
+        items[0].error_message
+    );
+    assert_eq!(s.anthropic.requests(), 5);
+
+    // Permanent: one attempt, a clear kind, and never the key (even when echoed back).
+    let cases = [
+        (
+            Failure::new(
+                Provider::OpenAi,
+                401,
+                &format!("Incorrect API key provided: {OPENAI_KEY}"),
+            ),
+            "llm_auth_failed",
+        ),
+        (
+            Failure::new(Provider::OpenAi, 404, "The model does not exist"),
+            "llm_not_found",
+        ),
+        (Failure::insufficient_quota(), "insufficient_quota"),
+    ];
+    for (failure, kind) in cases {
+        s.openai.push_failure(failure);
+        let (_, items) = s
+            .run_batch(
+                &line,
+                BatchOptions {
+                    length: Some("short".parse().unwrap()),
+                    ..options("openai")
+                },
+            )
+            .await;
+        let item = &items[0];
+        assert_eq!(
+            (item.status, item.attempts),
+            (ItemStatus::Failed, 1),
+            "{kind}"
+        );
+        assert_eq!(item.error_kind.as_deref(), Some(kind));
+        assert!(
+            !item.error_message.as_deref().unwrap().contains(OPENAI_KEY),
+            "{:?}",
+            item.error_message
+        );
+    }
+
+    // A context-length error is permanent.
+    s.anthropic.set_context_tokens(100);
+    let (_, items) = s
+        .run_batch(
+            &line,
+            BatchOptions {
+                length: Some("short".parse().unwrap()),
+                ..options("anthropic")
+            },
+        )
+        .await;
+    assert_eq!(
+        items[0].error_kind.as_deref(),
+        Some("context_length_exceeded"),
+        "{:?}",
+        items[0].error_message
+    );
+    assert_eq!(items[0].attempts, 1);
+
+    // No key anywhere in the database.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(s.env.database_url.expose())
+        .await
+        .unwrap();
+    let dump: String = sqlx::query_scalar(
+        "SELECT coalesce(string_agg(i::text, ' '), '') FROM (SELECT * FROM items) i",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let caches: String = sqlx::query_scalar(
+        "SELECT coalesce(string_agg(s::text, ' '), '') || (SELECT coalesce(string_agg(c::text, ' '), '') FROM item_checkpoints c) FROM summaries s",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    for key in [OPENAI_KEY, ANTHROPIC_KEY] {
+        assert!(
+            !dump.contains(key) && !caches.contains(key),
+            "a key reached the database"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_for_an_unconfigured_backend_fails_clearly() {
+    let video = "vid_NoKey01";
+    let s = Setup::new(vec![normal_video(video, "K")], &[]).await;
+    let vars: Vec<(String, String)> = s
+        .vars
+        .iter()
+        .filter(|(k, _)| k != "ABRIDGE_ANTHROPIC_API_KEY")
+        .cloned()
+        .collect();
+    let s = Setup { vars, ..s };
+    let (_, items) = s
+        .run_batch(&format!("{video}\n"), options("anthropic"))
+        .await;
+    assert_eq!(
+        items[0].error_kind.as_deref(),
+        Some("backend_not_configured")
+    );
+    assert!(
+        items[0]
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("ABRIDGE_ANTHROPIC_API_KEY")
+    );
+    assert_eq!(s.anthropic.requests(), 0);
+}

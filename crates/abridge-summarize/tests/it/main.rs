@@ -1,0 +1,11 @@
+//! The summarizer inside the real worker runtime, against real Postgres and Redis and local
+//! stand-ins for YouTube and the LLM providers.
+//!
+//! - `transcripts`: fetching, caching, language preference, every YouTube failure class.
+//! - `llm`: both providers, map-reduce with checkpoints, provider failures, keys kept secret.
+//! - `fleet`: the Redis token bucket and circuit breaker, fenced checkpoints.
+
+mod fleet;
+mod llm;
+mod support;
+mod transcripts;

@@ -1,0 +1,128 @@
+//! Deferred starts. An item is marked `running` in Postgres once it has run for
+//! `start_after`; item tasks ask, and a writer task marks whatever has accumulated in one
+//! statement. Items that finish sooner never need this write (see ARCHITECTURE.md,
+//! "Deferred starts").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use abridge_core::{ItemId, LeaseToken};
+use abridge_queue::LeaseRef;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::session::SessionCtx;
+use crate::{Worker, batching};
+
+/// What marking an item `running` came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartResult {
+    /// The item is `running` under this claim's token.
+    Started,
+    /// The item was no longer `queued`: another claim owns it, or it was cancelled. The
+    /// attempt must stop and write nothing.
+    Refused,
+    /// Postgres could not take the statement; the item carries on unstarted.
+    NotWritten,
+}
+
+type StartRequest = Box<dyn Fn() -> futures::future::BoxFuture<'static, StartResult> + Send + Sync>;
+
+/// An item's deferred start (ARCHITECTURE.md, "Deferred starts"), shared by the worker and
+/// the processor. The worker asks once the item has run for `start_after`; a processor asks
+/// before any write of its own that is fenced on the item running (a checkpoint). Either way
+/// the start is written once, and both see the same result.
+#[derive(Clone)]
+pub struct StartHandle(Arc<StartState>);
+
+struct StartState {
+    result: tokio::sync::OnceCell<StartResult>,
+    request: StartRequest,
+}
+
+impl std::fmt::Debug for StartHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StartHandle")
+            .field(&self.0.result.get())
+            .finish()
+    }
+}
+
+impl StartHandle {
+    /// Marks the item running unless that was already done; returns the result.
+    pub async fn ensure(&self) -> StartResult {
+        *self.0.result.get_or_init(|| (self.0.request)()).await
+    }
+
+    /// The result, if the start was asked for and has been written.
+    pub fn result(&self) -> Option<StartResult> {
+        self.0.result.get().copied()
+    }
+
+    /// A handle for an item already marked running by other means (tests, tools).
+    pub fn already_started() -> Self {
+        Self(Arc::new(StartState {
+            result: tokio::sync::OnceCell::new_with(Some(StartResult::Started)),
+            request: Box::new(|| Box::pin(async { StartResult::Started })),
+        }))
+    }
+
+    pub(crate) fn new(ctx: &Arc<SessionCtx>, lease: &LeaseRef) -> Self {
+        let (tx, item, token) = (ctx.start_tx.clone(), lease.item, lease.token);
+        Self(Arc::new(StartState {
+            result: tokio::sync::OnceCell::new(),
+            request: Box::new(move || {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let (done, reply) = oneshot::channel();
+                    if tx.send(StartOp { item, token, done }).await.is_err() {
+                        return StartResult::NotWritten;
+                    }
+                    match reply.await {
+                        Ok(Some(true)) => StartResult::Started,
+                        Ok(Some(false)) => StartResult::Refused,
+                        _ => StartResult::NotWritten,
+                    }
+                })
+            }),
+        }))
+    }
+}
+
+pub(crate) struct StartOp {
+    item: ItemId,
+    token: LeaseToken,
+    done: oneshot::Sender<Option<bool>>,
+}
+
+pub(crate) async fn run(
+    worker: Worker,
+    ctx: Arc<SessionCtx>,
+    rx: Arc<Mutex<mpsc::Receiver<StartOp>>>,
+    stop: CancellationToken,
+) {
+    while let Some(ops) = batching::next_batch(&rx, &stop).await {
+        let claims: Vec<_> = ops.iter().map(|op| (op.item, op.token)).collect();
+        let mut delay = Duration::from_millis(50);
+        let started = loop {
+            match worker.store.start_items(ctx.id, &claims).await {
+                Ok(ids) => break Some(ids),
+                Err(e) if e.is_unavailable() && !stop.is_cancelled() => {
+                    warn!(error = %e, items = claims.len(), "cannot mark items running; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    warn!(error = %e, items = claims.len(), "cannot mark items running; they carry on unstarted");
+                    break None;
+                }
+            }
+        };
+        let started: Option<std::collections::HashSet<ItemId>> =
+            started.map(|ids| ids.into_iter().collect());
+        for op in ops {
+            let _ = op.done.send(started.as_ref().map(|s| s.contains(&op.item)));
+        }
+    }
+}
