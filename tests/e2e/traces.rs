@@ -1,6 +1,7 @@
 //! Trace propagation through the queue, checked with an in-test OTLP/HTTP receiver: the
 //! spans that `abridge enqueue` and `abridge worker` export must form one trace per batch,
-//! with the item's spans under the enqueue span.
+//! with the item's spans under the enqueue span, and the summarizer's stages and LLM calls
+//! under the item's (with their metrics).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -232,4 +233,133 @@ async fn one_trace_runs_from_the_enqueue_through_the_queue_to_the_outcome_write(
         .find(|l| l["span"] == "item" && l["batch"] == traced.to_string())
         .unwrap_or_else(|| panic!("no log line in a traced item's span:\n{logs}"));
     assert_eq!(line["trace_id"], *trace);
+}
+
+/// The summarizer's own stages in the metrics and the trace: a transcript fetch from YouTube
+/// and an LLM call per item, against the local stand-ins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summarizers_stages_and_llm_calls_are_measured_and_traced() {
+    use abridge_standins::llm::{LlmStandin, Provider};
+    use abridge_standins::youtube::{Track, Video, YoutubeStandin};
+
+    let lines = |words: &str| -> Vec<(f64, f64, String)> {
+        (0..6)
+            .map(|i| {
+                (
+                    i as f64 * 10.0,
+                    10.0,
+                    format!("{words} sentence number {i} is here."),
+                )
+            })
+            .collect()
+    };
+    let youtube = YoutubeStandin::start(vec![
+        Video::new(
+            "otelVideo01",
+            "One",
+            vec![Track::new("en", true, lines("First"))],
+        ),
+        Video::new(
+            "otelVideo02",
+            "Two",
+            vec![Track::new("en", true, lines("Second"))],
+        ),
+    ]);
+    let openai = LlmStandin::start(Provider::OpenAi);
+    let (yt, oa) = (youtube.url(), openai.url());
+    let receiver = Receiver::start().await;
+    let mut fleet = Fleet::new(
+        TestEnv::new().await,
+        &[
+            ("ABRIDGE_SUMMARIZER", "openai"),
+            ("ABRIDGE_YOUTUBE_BASE_URL", &yt),
+            ("ABRIDGE_OPENAI_BASE_URL", &oa),
+            ("ABRIDGE_OPENAI_API_KEY", "sk-otel-test"),
+        ],
+    )
+    .await;
+    let otel = receiver.vars();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let worker_vars: Vec<(&str, &str)> = otel.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fleet.spawn(
+        "worker",
+        &["worker", "--concurrency", "2", "--metrics-listen", &addr],
+        &worker_vars,
+    );
+    wait_healthy(port).await;
+    let mut traced_vars = fleet.vars.clone();
+    traced_vars.extend(otel.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    let (code, out, err) = run_with(
+        &traced_vars,
+        &["enqueue", "--json"],
+        Some("otelVideo01\notelVideo02\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let batch: abridge_core::BatchId =
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["batch_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    let done = fleet.wait_finished(batch, Duration::from_secs(60)).await;
+    assert_eq!(done.counts.succeeded, 2, "{:?}", done.counts);
+
+    let s = scrape(port).await;
+    let openai_ok = [("backend", "openai"), ("outcome", "ok")];
+    assert_eq!(s.get("abridge_summarizer_requests_total", &openai_ok), 2.0);
+    assert_eq!(openai.requests(), 2);
+    for direction in ["input", "output"] {
+        let tokens = s.get(
+            "abridge_summarizer_tokens_total",
+            &[("backend", "openai"), ("direction", direction)],
+        );
+        assert!(tokens > 0.0, "{direction} tokens: {tokens}");
+    }
+    for stage in ["transcript", "summarize", "process"] {
+        assert_eq!(
+            s.get("abridge_item_duration_seconds_count", &[("stage", stage)]),
+            2.0,
+            "{stage}"
+        );
+    }
+
+    fleet.workers[0].signal(Signal::SIGTERM);
+    assert_eq!(fleet.workers[0].wait_exit(Duration::from_secs(20)), Some(0));
+    wait_for(
+        Duration::from_secs(10),
+        "the summarizer's spans",
+        || async {
+            receiver
+                .spans()
+                .iter()
+                .filter(|s| s.name == "llm call")
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    let spans = receiver.spans();
+    let enqueue = spans
+        .iter()
+        .find(|s| s.name == "enqueue")
+        .expect("enqueue span");
+    let items: Vec<&Received> = spans.iter().filter(|s| s.name == "item").collect();
+    assert_eq!(items.len(), 2);
+    for item in items {
+        assert_eq!(item.trace_id, enqueue.trace_id);
+        let child = |name: &str, parent: &Received| -> Received {
+            spans
+                .iter()
+                .find(|s| s.name == name && s.parent_span_id == parent.span_id)
+                .unwrap_or_else(|| panic!("no {name} span under {parent:?}: {spans:#?}"))
+                .clone()
+        };
+        child("transcript", item);
+        let summarize = child("summarize", item);
+        assert_eq!(summarize.attributes["backend"], "openai");
+        let call = child("llm call", &summarize);
+        assert_eq!(call.attributes["backend"], "openai");
+        assert_eq!(call.trace_id, enqueue.trace_id);
+    }
 }
