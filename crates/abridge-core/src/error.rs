@@ -58,6 +58,15 @@ pub enum ItemError {
     /// Retrying cannot help (the video is private, the key is wrong, the input is invalid).
     #[error("{kind}: {message}")]
     Permanent { kind: ErrorKind, message: String },
+    /// The item was not really attempted: the fleet is holding back (a provider's circuit
+    /// breaker is open, a shared budget is spent). It waits `retry_after` and does not use up
+    /// an attempt, so a long provider outage delays items instead of failing them.
+    #[error("{kind}: {message}")]
+    Deferred {
+        kind: ErrorKind,
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl ItemError {
@@ -76,25 +85,43 @@ impl ItemError {
         }
     }
 
+    pub fn deferred(kind: ErrorKind, message: impl Into<String>, retry_after: Duration) -> Self {
+        Self::Deferred {
+            kind,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
     pub fn kind(&self) -> &ErrorKind {
         match self {
-            Self::Transient { kind, .. } | Self::Permanent { kind, .. } => kind,
+            Self::Transient { kind, .. }
+            | Self::Permanent { kind, .. }
+            | Self::Deferred { kind, .. } => kind,
         }
     }
 
     pub fn message(&self) -> &str {
         match self {
-            Self::Transient { message, .. } | Self::Permanent { message, .. } => message,
+            Self::Transient { message, .. }
+            | Self::Permanent { message, .. }
+            | Self::Deferred { message, .. } => message,
         }
     }
 
+    /// Worth another attempt later (deferred items are retried too, without counting).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient { .. })
+        matches!(self, Self::Transient { .. } | Self::Deferred { .. })
+    }
+
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Self::Deferred { .. })
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Transient { retry_after, .. } => *retry_after,
+            Self::Deferred { retry_after, .. } => Some(*retry_after),
             Self::Permanent { .. } => None,
         }
     }

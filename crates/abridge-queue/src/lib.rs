@@ -213,6 +213,43 @@ impl ServerStats {
     }
 }
 
+/// A claim loop's own connection: claims and blocking waits on one connection kept out of the
+/// pool, so the hot path skips the pool's per-checkout health check (a round trip). Replaced
+/// by a fresh one after any error.
+pub struct ClaimConnection {
+    queue: Queue,
+    conn: Option<deadpool_redis::Connection>,
+}
+
+impl ClaimConnection {
+    async fn conn(&mut self) -> Result<&mut deadpool_redis::Connection> {
+        if self.conn.is_none() {
+            self.conn = Some(self.queue.conn("claim connection").await?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    /// As [`Queue::claim`].
+    pub async fn claim(&mut self, worker: WorkerId, lease: Duration, n: usize) -> Result<Claim> {
+        let queue = self.queue.clone();
+        let result = queue.claim_on(self.conn().await?, worker, lease, n).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// As [`Queue::wait_for_work`].
+    pub async fn wait_for_work(&mut self, timeout: Duration) -> Result<bool> {
+        let queue = self.queue.clone();
+        let result = queue.wait_on(self.conn().await?, timeout).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+}
+
 /// The queue: a Redis pool and this queue's key names. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
@@ -269,6 +306,14 @@ impl Queue {
         })
     }
 
+    /// A dedicated connection for one claim loop (see [`ClaimConnection`]).
+    pub fn claim_connection(&self) -> ClaimConnection {
+        ClaimConnection {
+            queue: self.clone(),
+            conn: None,
+        }
+    }
+
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
@@ -316,8 +361,18 @@ impl Queue {
 
     /// Leases up to `n` ready items to `worker` under one fresh token.
     pub async fn claim(&self, worker: WorkerId, lease: Duration, n: usize) -> Result<Claim> {
-        let token = LeaseToken::random();
         let mut conn = self.conn("claim items").await?;
+        self.claim_on(&mut conn, worker, lease, n).await
+    }
+
+    async fn claim_on(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        worker: WorkerId,
+        lease: Duration,
+        n: usize,
+    ) -> Result<Claim> {
+        let token = LeaseToken::random();
         let mut inv = scripts::CLAIM.prepare_invoke();
         for key in &self.keys.rotation {
             inv.key(key);
@@ -334,7 +389,7 @@ impl Queue {
             .arg(token.0)
             .arg(millis(lease))
             .arg(n)
-            .invoke_async(&mut conn)
+            .invoke_async(conn)
             .await
             .context("claim items")?;
         let mut reply = reply.into_iter();
@@ -688,6 +743,14 @@ impl Queue {
     /// Returns true if woken. No polling: enqueues and requeues push tokens.
     pub async fn wait_for_work(&self, timeout: Duration) -> Result<bool> {
         let mut conn = self.conn("wait for work").await?;
+        self.wait_on(&mut conn, timeout).await
+    }
+
+    async fn wait_on(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        timeout: Duration,
+    ) -> Result<bool> {
         let secs = timeout.min(MAX_WAIT).as_secs_f64().max(0.01);
         let popped: Option<(String, String)> = conn
             .blpop(&self.keys.wake, secs)

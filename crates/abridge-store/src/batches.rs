@@ -95,8 +95,10 @@ pub enum CancelOutcome {
 }
 
 impl Store {
-    /// Creates a batch and its items in one transaction. Items are streamed with `COPY`, so a
-    /// 100,000-item batch commits in well under a second.
+    /// Creates a batch and its items atomically. Small batches are one statement (one round
+    /// trip, so a single enqueued item is visible within a millisecond or so); large ones
+    /// stream their items with `COPY` in one transaction, so 100,000 items commit in well
+    /// under a second.
     pub async fn create_batch(
         &self,
         batch: NewBatch<'_>,
@@ -106,6 +108,79 @@ impl Store {
             context: "create batch",
             cause: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
         })?;
+        let item_ids = if items.len() <= SMALL_BATCH {
+            self.create_small_batch(&batch, total, items).await?
+        } else {
+            self.create_large_batch(&batch, total, items).await?
+        };
+        Ok(CreatedBatch {
+            id: batch.id,
+            priority: batch.priority,
+            item_ids,
+        })
+    }
+
+    async fn create_small_batch(
+        &self,
+        batch: &NewBatch<'_>,
+        total: i32,
+        items: &[ItemInput],
+    ) -> Result<Vec<ItemId>> {
+        let n = items.len();
+        let (mut urls, mut videos, mut titles, mut transcripts) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for item in items {
+            urls.push(item.url.clone());
+            videos.push(item.video_id.as_str().to_owned());
+            // Empty means none: NULL elements cannot be typed by the query macros.
+            titles.push(item.title.clone().unwrap_or_default());
+            transcripts.push(
+                item.transcript
+                    .as_deref()
+                    .map(strip_nul)
+                    .unwrap_or_default(),
+            );
+        }
+        let ids = sqlx::query_scalar!(
+            r#"WITH b AS (
+                   INSERT INTO batches (id, queue, name, priority, total, options)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+               ),
+               ins AS (
+                   INSERT INTO items (batch_id, position, url, video_id, title, transcript)
+                   SELECT $1, (t.n - 1)::int4, t.url, t.video_id, nullif(t.title, ''), nullif(t.transcript, '')
+                   FROM unnest($7::text[], $8::text[], $9::text[], $10::text[])
+                        WITH ORDINALITY AS t(url, video_id, title, transcript, n)
+                   RETURNING id, position
+               )
+               SELECT id AS "id!" FROM ins ORDER BY position"#,
+            batch.id.0,
+            batch.queue,
+            batch.name,
+            batch.priority.as_str(),
+            total,
+            batch.options,
+            &urls,
+            &videos,
+            &titles,
+            &transcripts,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("insert batch")?;
+        Ok(ids.into_iter().map(ItemId).collect())
+    }
+
+    async fn create_large_batch(
+        &self,
+        batch: &NewBatch<'_>,
+        total: i32,
+        items: &[ItemInput],
+    ) -> Result<Vec<ItemId>> {
         let mut tx = self.pool.begin().await.context("begin batch transaction")?;
         sqlx::query!(
             "INSERT INTO batches (id, queue, name, priority, total, options, traceparent)
@@ -164,11 +239,7 @@ impl Store {
         .map(ItemId)
         .collect();
         tx.commit().await.context("commit batch")?;
-        Ok(CreatedBatch {
-            id: batch.id,
-            priority: batch.priority,
-            item_ids,
-        })
+        Ok(item_ids)
     }
 
     /// A batch with its per-state counts, or `None` if there is no such batch.
@@ -316,6 +387,13 @@ impl Store {
         .await
         .context("count failed items")
     }
+}
+
+/// Batches up to this size are written with one `INSERT` statement, larger ones with `COPY`.
+const SMALL_BATCH: usize = 1_000;
+
+fn strip_nul(s: &str) -> String {
+    s.replace('\0', "")
 }
 
 /// Appends a value in `COPY ... FROM STDIN` text format (`\N` for NULL, backslash escapes).

@@ -54,6 +54,13 @@ pub enum Outcome {
         message: String,
         delay: Duration,
     },
+    /// Not really attempted (a provider's breaker is open, a budget is spent): retry after
+    /// `delay` without using up an attempt, and never fail for it.
+    Defer {
+        kind: ErrorKind,
+        message: String,
+        delay: Duration,
+    },
     /// Give the item back untouched (graceful shutdown): the attempt is refunded.
     Release,
     /// Give the item back after losing its lease: the attempt counts.
@@ -66,6 +73,7 @@ impl Outcome {
             Outcome::Succeeded { .. } => "succeeded",
             Outcome::Failed { .. } => "failed",
             Outcome::Retry { .. } => "retry",
+            Outcome::Defer { .. } => "defer",
             Outcome::Release => "release",
             Outcome::Abandon => "abandon",
         }
@@ -288,6 +296,11 @@ impl Store {
                     kind,
                     message,
                     delay,
+                }
+                | Outcome::Defer {
+                    kind,
+                    message,
+                    delay,
                 } => (
                     String::new(),
                     kind.as_str(),
@@ -316,17 +329,19 @@ impl Store {
                        result_meta = CASE WHEN t.outcome = 'succeeded' THEN t.meta ELSE i.result_meta END,
                        title = coalesce(i.title, nullif(t.title, '')),
                        error_kind = CASE
-                           WHEN t.outcome IN ('failed', 'retry') THEN t.error_kind
+                           WHEN t.outcome IN ('failed', 'retry', 'defer') THEN t.error_kind
                            WHEN t.outcome = 'succeeded' THEN NULL
                            ELSE i.error_kind END,
                        error_message = CASE
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8
                                THEN 'gave up after ' || (i.attempts + t.bump) || ' attempts: ' || t.error_message
-                           WHEN t.outcome IN ('failed', 'retry') THEN t.error_message
+                           WHEN t.outcome IN ('failed', 'retry', 'defer') THEN t.error_message
                            WHEN t.outcome = 'succeeded' THEN NULL
                            ELSE i.error_message END,
-                       attempts = CASE WHEN t.outcome = 'release' THEN greatest(i.attempts - 1, 0)
-                                       ELSE i.attempts + t.bump END,
+                       attempts = CASE
+                           WHEN t.outcome = 'release' THEN greatest(i.attempts - 1, 0)
+                           WHEN t.outcome = 'defer' THEN greatest(i.attempts + t.bump - 1, 0)
+                           ELSE i.attempts + t.bump END,
                        lease_token = CASE
                            WHEN t.outcome IN ('succeeded', 'failed') THEN t.token
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN t.token
@@ -339,11 +354,13 @@ impl Store {
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN now()
                            ELSE NULL END,
                        queued_at = CASE
-                           WHEN t.outcome IN ('release', 'abandon') THEN now()
+                           WHEN t.outcome IN ('release', 'abandon', 'defer') THEN now()
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 THEN now()
                            ELSE i.queued_at END,
                        available_at = CASE
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 AND t.delay_ms > 0
+                               THEN now() + t.delay_ms * interval '1 millisecond'
+                           WHEN t.outcome = 'defer' AND t.delay_ms > 0
                                THEN now() + t.delay_ms * interval '1 millisecond'
                            ELSE NULL END
                    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],

@@ -78,14 +78,14 @@ pub async fn take(
 
 impl From<OverBudget> for ItemError {
     fn from(e: OverBudget) -> Self {
-        ItemError::Transient {
+        ItemError::Deferred {
             kind: ErrorKind::from_static("budget_exhausted"),
             message: format!(
                 "fleet budget {} is spent for now; retrying in {} ms",
                 e.bucket,
                 e.wait.as_millis()
             ),
-            retry_after: Some(e.wait),
+            retry_after: e.wait,
         }
     }
 }
@@ -122,18 +122,18 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// `Ok` to go ahead; an error (transient `circuit_open`) while the breaker is open.
+    /// `Ok` to go ahead; a deferral (`circuit_open`, no attempt used) while the breaker is open.
     pub async fn pass(&self, queue: &Queue) -> Result<(), ItemError> {
         match queue.breaker_pass(&self.name, self.probe).await {
             Ok(None) => Ok(()),
-            Ok(Some(wait)) => Err(ItemError::Transient {
+            Ok(Some(wait)) => Err(ItemError::Deferred {
                 kind: ErrorKind::from_static("circuit_open"),
                 message: format!(
                     "{} looks down (its circuit breaker is open); retrying in {} ms",
                     self.name,
                     wait.as_millis()
                 ),
-                retry_after: Some(wait),
+                retry_after: wait,
             }),
             Err(e) => {
                 tracing::warn!(breaker = %self.name, error = %e, "circuit breaker unavailable; going ahead");

@@ -29,6 +29,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
     let mut error_delay = Duration::from_millis(50);
+    let mut redis = worker.queue.claim_connection();
     loop {
         let first = tokio::select! {
             p = ctx.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -58,7 +59,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         let sent_at = Instant::now();
         let sent_at_wall = SystemTime::now();
         let claim = tokio::select! {
-            c = worker.queue.claim(ctx.id, worker.settings.lease, want) => c,
+            c = redis.claim(ctx.id, worker.settings.lease, want) => c,
             _ = stop.cancelled() => return,
         };
         match claim {
@@ -81,7 +82,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                     drop(permit);
                     let wait = claim.next_due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
                     tokio::select! {
-                        _ = worker.queue.wait_for_work(wait) => {}
+                        _ = redis.wait_for_work(wait) => {}
                         _ = stop.cancelled() => return,
                     }
                     continue;
@@ -304,7 +305,19 @@ async fn run_item(
             meta: out.meta,
         }),
         Ok(Ok(Ok(Err(e)))) => {
-            if e.is_transient() {
+            if let ItemError::Deferred {
+                kind,
+                message,
+                retry_after,
+            } = &e
+            {
+                info!(error = %e, "not attempted now; waiting without using up an attempt");
+                Some(Outcome::Defer {
+                    kind: kind.clone(),
+                    message: message.clone(),
+                    delay: (*retry_after).max(settings.retry_base),
+                })
+            } else if e.is_transient() {
                 info!(error = %e, "attempt failed; will retry");
                 Some(retry(&e))
             } else {

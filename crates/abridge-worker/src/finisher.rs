@@ -123,6 +123,10 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
                 metrics::counter!("abridge_items_total", "outcome" => "retried").increment(1);
                 AfterAck::Delay(*delay)
             }
+            (ItemStatus::Queued, Outcome::Defer { delay, .. }) => {
+                metrics::counter!("abridge_items_total", "outcome" => "deferred").increment(1);
+                AfterAck::Delay(*delay)
+            }
             (ItemStatus::Queued, _) => {
                 tally.released.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("abridge_items_total", "outcome" => "released").increment(1);

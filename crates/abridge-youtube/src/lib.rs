@@ -176,6 +176,14 @@ impl YoutubeError {
 impl From<YoutubeError> for ItemError {
     fn from(e: YoutubeError) -> Self {
         let kind = ErrorKind::from_static(e.kind());
+        if let YoutubeError::Budget(_) = &e {
+            // The fleet is pacing itself: wait without using up an attempt.
+            return ItemError::deferred(
+                ErrorKind::from_static("budget_exhausted"),
+                e.to_string(),
+                Duration::from_secs(1),
+            );
+        }
         if e.is_transient() {
             ItemError::Transient {
                 kind,

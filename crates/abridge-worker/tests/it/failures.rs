@@ -185,3 +185,55 @@ async fn item_detail(
         .remove(0);
     (item.attempts, item.error_kind, item.error_message)
 }
+
+#[tokio::test]
+async fn deferred_items_wait_without_using_up_attempts() {
+    let calls = Arc::new(Mutex::new(0u32));
+    let c = calls.clone();
+    let p = processor(move |_| {
+        let n = {
+            let mut n = c.lock().unwrap();
+            *n += 1;
+            *n
+        };
+        async move {
+            if n <= 4 {
+                Err(ItemError::deferred(
+                    ErrorKind::new("circuit_open"),
+                    "provider looks down",
+                    Duration::from_millis(60),
+                ))
+            } else {
+                ok("provider is back")
+            }
+        }
+    });
+    // Four deferrals with max_attempts = 2: the item must not fail for them.
+    let (_env, w) = env_and_worker(
+        p,
+        &[
+            ("ABRIDGE_MAX_ATTEMPTS", "2"),
+            ("ABRIDGE_RETRY_BASE_MS", "20"),
+        ],
+    )
+    .await;
+    let batch = enqueue(&w, &video_lines('d', 1), Priority::Normal)
+        .await
+        .batch_id;
+    let running = Running::start(w.clone(), 1);
+    wait_batch_finished(&w, batch, Duration::from_secs(20)).await;
+    running.stop().await;
+    assert_eq!(*calls.lock().unwrap(), 5);
+    let (attempts, kind, _) = item_detail(&w, batch).await;
+    assert_eq!((attempts, kind), (1, None), "deferrals used up attempts");
+    assert_eq!(
+        w.store
+            .batch(batch)
+            .await
+            .unwrap()
+            .unwrap()
+            .counts
+            .succeeded,
+        1
+    );
+}
