@@ -147,8 +147,8 @@ impl Store {
         }
         let ids = sqlx::query_scalar!(
             r#"WITH b AS (
-                   INSERT INTO batches (id, queue, name, priority, total, options)
-                   VALUES ($1, $2, $3, $4, $5, $6)
+                   INSERT INTO batches (id, queue, name, priority, total, options, traceparent)
+                   VALUES ($1, $2, $3, $4, $5, $6, $11)
                ),
                ins AS (
                    INSERT INTO items (batch_id, position, url, video_id, title, transcript)
@@ -168,6 +168,7 @@ impl Store {
             &videos,
             &titles,
             &transcripts,
+            batch.traceparent,
         )
         .fetch_all(&self.pool)
         .await
