@@ -14,5 +14,7 @@ RUN apt-get update \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin abridge
 COPY --from=build /usr/local/bin/abridge /usr/local/bin/abridge
 USER abridge
+# api, worker metrics (--metrics-listen), exporter: the ports docker-compose.yml and deploy/ use.
+EXPOSE 8080 9464 9465
 ENTRYPOINT ["abridge"]
 CMD ["worker"]

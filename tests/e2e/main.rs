@@ -7,11 +7,19 @@
 //!   Postgres and Redis restarts, SIGTERM, a poison item). Each asserts that every item
 //!   reached a terminal state exactly once, that batch counts equal the rows, and that
 //!   nothing was lost.
+//! - `operating`: `/metrics` on workers and on the exporter (checked by promtool and against
+//!   the metric catalogue), JSON logs, `abridge top`.
+//! - `deploy`: docker-compose.yml, the Dockerfile, Prometheus rules and alerts, the Grafana
+//!   dashboard and the Kubernetes manifests, checked without Docker or a cluster.
+//! - `traces`: trace propagation from enqueue to outcome write, with an in-test OTLP receiver.
 //! - `summaries`: real summaries from workers against local YouTube and LLM stand-ins: every
 //!   URL form, every failure's `error_kind`, and caches that stop refetching.
 
 mod api;
 mod cli;
+mod deploy;
 mod faults;
+mod operating;
 mod summaries;
 mod support;
+mod traces;

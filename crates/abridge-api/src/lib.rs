@@ -100,6 +100,9 @@ pub fn router(state: ApiState) -> Router {
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+        // This process's own metrics; queue-level gauges come from `abridge exporter` only,
+        // so that API replicas do not report copies.
+        .merge(abridge_telemetry::http::metrics_router())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, with the progress listener and the

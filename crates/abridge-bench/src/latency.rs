@@ -123,6 +123,7 @@ async fn enqueue_items(
                 options: serde_json::json!({}),
                 tenant: None,
                 webhook_url: None,
+                traceparent: None,
             },
             &input.items,
         )

@@ -2,6 +2,10 @@
 //! and the HTTP API so both behave the same. Each operation writes Postgres first (the truth),
 //! then Redis (the fast path); if the Redis step fails after the commit, the reconciler
 //! finishes it.
+//!
+//! - [`fleet`]: the fleet gauges (queue depth, leases, the oldest waiting item, live workers,
+//!   drift), read from Redis and Postgres at scrape time by `abridge exporter`.
+//! - [`watch`]: the fleet at a glance for people (`abridge top`).
 
 use abridge_core::input::{BatchInput, Rejected};
 use abridge_core::{BatchId, BatchOptions, Priority};
@@ -13,6 +17,10 @@ use abridge_store::{
     BatchView, CreateOnce, IdempotencyKey, NewBatch, SessionView, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+
+pub mod fleet;
+pub mod watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -88,7 +96,30 @@ pub enum EnqueueOnce {
 
 /// [`enqueue`] for the API: the batch belongs to `owner`'s tenant, and an idempotency key,
 /// if given, makes a retried request return the first batch instead of creating another.
+///
+/// Runs in an `enqueue` span, child of the caller's (the API request's, the CLI command's).
+/// When traces are exported, that span's context is stored with the batch, and every item's
+/// work continues the trace from it.
 pub async fn enqueue_once(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+    input: BatchInput,
+    request: EnqueueRequest<'_>,
+    owner: Option<Owner<'_>>,
+) -> Result<EnqueueOnce, ControlError> {
+    let span = tracing::info_span!(
+        "enqueue",
+        queue = queue_name,
+        items = input.items.len(),
+        batch = tracing::field::Empty
+    );
+    enqueue_in_span(store, queue, queue_name, input, request, owner)
+        .instrument(span)
+        .await
+}
+
+async fn enqueue_in_span(
     store: &Store,
     queue: &Queue,
     queue_name: &str,
@@ -117,6 +148,7 @@ pub async fn enqueue_once(
             request_hash,
             response: serde_json::to_value(&done).expect("enqueue result serializes"),
         });
+    let traceparent = abridge_telemetry::trace::current_traceparent();
     let outcome = store
         .create_batch_once(
             NewBatch {
@@ -127,6 +159,7 @@ pub async fn enqueue_once(
                 options,
                 tenant: owner.as_ref().map(|o| o.tenant),
                 webhook_url: owner.as_ref().and_then(|o| o.webhook_url),
+                traceparent: traceparent.as_deref(),
             },
             &input.items,
             idempotency,
@@ -144,6 +177,7 @@ pub async fn enqueue_once(
             return Ok(EnqueueOnce::Replayed { done, same_request });
         }
     };
+    tracing::Span::current().record("batch", tracing::field::display(created.id));
     // The batch is committed: from here on a Redis failure only delays it (the reconciler
     // pushes what Redis is missing), so report it without failing the enqueue.
     if let Err(e) = queue

@@ -17,6 +17,8 @@ pub struct Keys {
     pub wake: String,
     pub epoch: String,
     pub reconcile_lock: String,
+    /// The last reconcile pass's findings, for the fleet gauges.
+    pub reconciled: String,
     /// Pub/sub channel for cancellations (channels are not keys; named alike for clarity).
     pub events: String,
     /// Pub/sub channel for "these batches changed" notices, which the API turns into progress
@@ -37,6 +39,7 @@ impl Keys {
             wake: k("wake"),
             epoch: k("epoch"),
             reconcile_lock: k("reconcile-lock"),
+            reconciled: k("reconciled"),
             events: k("events"),
             progress: k("progress"),
             prefix,

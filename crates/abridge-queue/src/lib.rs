@@ -158,6 +158,17 @@ pub struct QueueStats {
     pub batches_in_rotation: i64,
 }
 
+/// What the last reconcile pass found, as it recorded it for the fleet gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileMark {
+    /// Queued items (per Postgres) that Redis did not hold.
+    pub drift: u64,
+    /// Of those, how many the pass put back.
+    pub requeued: u64,
+    /// When the pass ran, in Unix milliseconds on the reconciling worker's clock.
+    pub at_ms: i64,
+}
+
 /// Redis server counters (from `INFO`), for benchmarks.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServerStats {
@@ -759,6 +770,44 @@ impl Queue {
             .await
             .context("mark epoch")?;
         Ok(set.is_some())
+    }
+
+    /// Records a reconcile pass's findings, for the fleet gauges: whichever worker reconciled,
+    /// the exporter reads the latest from here, so the drift gauge has one source rather than
+    /// one stale copy per worker. Not queue state (one plain `HSET`); lost with the rest of
+    /// Redis, and written again by the pass that follows such a loss.
+    pub async fn record_reconcile(&self, mark: ReconcileMark) -> Result<()> {
+        let mut conn = self.conn("record reconcile pass").await?;
+        redis::cmd("HSET")
+            .arg(&self.keys.reconciled)
+            .arg("drift")
+            .arg(mark.drift)
+            .arg("requeued")
+            .arg(mark.requeued)
+            .arg("at_ms")
+            .arg(mark.at_ms)
+            .query_async::<i64>(&mut conn)
+            .await
+            .context("record reconcile pass")?;
+        Ok(())
+    }
+
+    /// The last recorded reconcile pass, if any.
+    pub async fn last_reconcile(&self) -> Result<Option<ReconcileMark>> {
+        let mut conn = self.conn("read last reconcile pass").await?;
+        let fields: HashMap<String, i64> = conn
+            .hgetall(&self.keys.reconciled)
+            .await
+            .context("read last reconcile pass")?;
+        let Some(at_ms) = fields.get("at_ms").copied() else {
+            return Ok(None);
+        };
+        let get = |k: &str| fields.get(k).copied().unwrap_or(0).max(0) as u64;
+        Ok(Some(ReconcileMark {
+            drift: get("drift"),
+            requeued: get("requeued"),
+            at_ms,
+        }))
     }
 
     /// Takes the reconcile turn for `ttl` if nobody holds it: reconciling from one process at

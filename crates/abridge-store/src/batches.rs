@@ -25,6 +25,9 @@ pub struct NewBatch<'a> {
     pub tenant: Option<&'a str>,
     /// Where to POST the final status once the batch finishes (API batches only).
     pub webhook_url: Option<&'a str>,
+    /// The W3C `traceparent` of the enqueueing span, continued by the workers (`None` when
+    /// traces are off).
+    pub traceparent: Option<&'a str>,
 }
 
 /// An `Idempotency-Key` to record with a new batch, so that a retried request finds it.
@@ -77,7 +80,7 @@ impl Counts {
         self.succeeded + self.failed + self.cancelled
     }
 
-    fn add(&mut self, status: &str, n: i64) {
+    pub(crate) fn add(&mut self, status: &str, n: i64) {
         match status {
             "queued" => self.queued += n,
             "running" => self.running += n,
@@ -168,8 +171,8 @@ impl Store {
 
         let mut tx = self.pool.begin().await.context("begin batch transaction")?;
         sqlx::query!(
-            "INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             batch.id.0,
             batch.queue,
             batch.name,
@@ -178,6 +181,7 @@ impl Store {
             batch.options,
             batch.tenant,
             batch.webhook_url,
+            batch.traceparent,
         )
         .execute(&mut *tx)
         .await
@@ -245,8 +249,8 @@ impl Store {
         let cols = SmallItems::new(items);
         let ids = sqlx::query_scalar!(
             r#"WITH b AS (
-                   INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   INSERT INTO batches (id, queue, name, priority, total, options, tenant, webhook_url, traceparent)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $13)
                ),
                ins AS (
                    INSERT INTO items (batch_id, position, url, video_id, title, transcript)
@@ -268,6 +272,7 @@ impl Store {
             &cols.videos,
             &cols.titles,
             &cols.transcripts,
+            batch.traceparent,
         )
         .fetch_all(&self.pool)
         .await

@@ -30,6 +30,9 @@ pub struct StartedItem {
     /// When the item last became ready: enqueue-to-start latency is measured from here.
     pub queued_at: DateTime<Utc>,
     pub options: serde_json::Value,
+    /// The W3C `traceparent` stored with the batch at enqueue: the item's work continues
+    /// that trace.
+    pub traceparent: Option<String>,
 }
 
 /// The result of one attempt, as the worker reports it.
@@ -144,7 +147,7 @@ impl Store {
                      AND id IN (SELECT batch_id FROM items WHERE id = ANY($1) AND status = 'queued')
                )
                SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
-                      i.attempts, i.queued_at, b.priority, b.options
+                      i.attempts, i.queued_at, b.priority, b.options, b.traceparent
                FROM items i JOIN batches b ON b.id = i.batch_id
                WHERE i.id = ANY($1) AND i.status = 'queued'"#,
             &ids,
@@ -167,6 +170,7 @@ impl Store {
                 attempt: r.attempts + 1,
                 queued_at: r.queued_at,
                 options: r.options,
+                traceparent: r.traceparent,
             })
             .collect())
     }

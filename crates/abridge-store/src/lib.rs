@@ -6,6 +6,8 @@
 //! - [`items`]: the worker's fenced writes: start, finish, reclaim, release.
 //! - [`sessions`]: worker sessions: register, heartbeat, close, bury the dead.
 //! - [`reconcile`]: what Postgres says should be in Redis.
+//! - [`fleet`]: what operators watch: the fleet gauges' Postgres half, recent batches,
+//!   throughput.
 //! - [`summaries`]: the transcript and summary caches, and fenced per-item checkpoints.
 //! - [`tenants`]: API tenants and their (hashed) bearer tokens.
 //! - [`batch_api`]: the producer API's batch queries: pages, completion rate, retry, export.
@@ -17,6 +19,7 @@
 pub mod admin;
 pub mod batch_api;
 pub mod batches;
+pub mod fleet;
 pub mod items;
 pub mod reconcile;
 pub mod sessions;
@@ -32,6 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use batches::{
     BatchView, Counts, CreateOnce, CreatedBatch, IdempotencyKey, ItemView, NewBatch,
 };
+pub use fleet::{BatchHeader, FleetSnapshot, MinuteThroughput};
 pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
 pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};

@@ -37,6 +37,7 @@ use abridge_youtube::{CaptionTrack, Segment, YoutubeClient, YoutubeConfig, choos
 use async_trait::async_trait;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
@@ -353,7 +354,13 @@ impl Processor for Summarizer {
 
         let mut checkpoints =
             Checkpoints::load(&self.store, job.item_id, job.lease_token, job.start.clone()).await?;
-        let (doc, transcript) = self.transcript(job, &request, &mut checkpoints).await?;
+        let fetch_started = Instant::now();
+        let fetched = self
+            .transcript(job, &request, &mut checkpoints)
+            .instrument(tracing::info_span!("transcript"))
+            .await;
+        abridge_telemetry::metrics::record_stage("transcript", fetch_started.elapsed());
+        let (doc, transcript) = fetched?;
         let key = SummaryKey {
             video_id: job.video_id.clone(),
             backend: request.backend.clone(),
@@ -381,16 +388,22 @@ impl Processor for Summarizer {
         let (summary, usage, cache) = match cached {
             Some(hit) => (hit.summary, Usage::default(), "hit"),
             None => {
-                let (summary, usage) = match llm {
-                    None => (
-                        extractive::summarize(&doc, request.length),
-                        Usage::default(),
-                    ),
+                let summarize_started = Instant::now();
+                let span = tracing::info_span!("summarize", backend = %request.backend);
+                let summarized = match llm {
+                    None => {
+                        let summary = span.in_scope(|| extractive::summarize(&doc, request.length));
+                        abridge_telemetry::metrics::summarizer_request("extractive", "ok");
+                        Ok((summary, Usage::default()))
+                    }
                     Some(b) => {
                         b.summarize(&self.queue, &mut checkpoints, &doc, &model, request.length)
-                            .await?
+                            .instrument(span)
+                            .await
                     }
                 };
+                abridge_telemetry::metrics::record_stage("summarize", summarize_started.elapsed());
+                let (summary, usage) = summarized?;
                 let markdown = render::render(&doc.video_id, &summary);
                 (markdown, usage, "miss")
             }

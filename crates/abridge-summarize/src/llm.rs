@@ -9,8 +9,10 @@ use abridge_llm::retry::RetryPolicy;
 use abridge_llm::tokens::estimate;
 use abridge_llm::{ChatRequest, ChatResponse, LlmClient};
 use abridge_queue::Queue;
+use abridge_telemetry::metrics;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
@@ -347,7 +349,25 @@ impl LlmBackend {
                 fleet::take(queue, bucket, cost as f64, self.budget_max_wait).await?;
             }
             usage.requests += 1;
-            match self.client.complete(request).await {
+            let span = tracing::info_span!(
+                "llm call",
+                backend = self.name(),
+                model = %request.model,
+                try_number = retry + 1
+            );
+            let answer = self.client.complete(request).instrument(span).await;
+            match &answer {
+                Ok(response) => {
+                    metrics::summarizer_request(self.name(), "ok");
+                    metrics::summarizer_tokens(
+                        self.name(),
+                        response.input_tokens,
+                        response.output_tokens,
+                    );
+                }
+                Err(e) => metrics::summarizer_request(self.name(), e.kind.as_str()),
+            }
+            match answer {
                 Ok(response) => {
                     self.breaker.report(queue, true).await;
                     usage.input_tokens += response.input_tokens;

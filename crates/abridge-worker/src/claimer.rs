@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, Outcome, StartedItem};
+use abridge_telemetry::trace::{self, KeyValue};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -56,6 +57,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         }
         let want = permit.num_permits();
         let sent_at = Instant::now();
+        let sent_at_wall = SystemTime::now();
         let claim = tokio::select! {
             c = redis.claim(ctx.id, worker.settings.lease, want) => c,
             _ = stop.cancelled() => return,
@@ -103,7 +105,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                 drop(permit); // permits beyond what was claimed go back
                 let w = worker.clone();
                 let c = ctx.clone();
-                ctx.tasks.spawn(start_claimed(w, c, held));
+                ctx.tasks.spawn(start_claimed(w, c, held, sent_at_wall));
             }
         }
     }
@@ -113,7 +115,13 @@ type Held = (LeaseRef, StopSignal, OwnedSemaphorePermit);
 
 /// Reads claimed items from Postgres and runs each one that is still queued there. The others
 /// (cancelled, finished, or taken by another claim meanwhile) are let go in Redis.
-async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
+/// `claim_sent` is when the claim was sent, for the item's trace.
+async fn start_claimed(
+    worker: Worker,
+    ctx: Arc<SessionCtx>,
+    held: Vec<Held>,
+    claim_sent: SystemTime,
+) {
     let claims: Vec<(ItemId, LeaseToken)> =
         held.iter().map(|(l, _, _)| (l.item, l.token)).collect();
     let mut delay = Duration::from_millis(50);
@@ -143,6 +151,7 @@ async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
             }
         }
     };
+    let started_at = SystemTime::now();
     let mut started: HashMap<ItemId, StartedItem> =
         started.into_iter().map(|s| (s.id, s)).collect();
     let mut dropped = Vec::new();
@@ -156,6 +165,8 @@ async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
                     video = %item.video_id,
                     attempt = item.attempt
                 );
+                trace_item_start(&span, &item, claim_sent, started_at);
+                ctx.holdings.set_span(item.id, span.clone());
                 let lag = (chrono::Utc::now() - item.queued_at)
                     .to_std()
                     .unwrap_or_default();
@@ -177,6 +188,38 @@ async fn start_claimed(worker: Worker, ctx: Arc<SessionCtx>, held: Vec<Held>) {
     {
         warn!(error = %e, "cannot drop stale claims; their leases will expire");
     }
+}
+
+/// Continues the trace the item was enqueued in: the item's span becomes a child of the enqueue
+/// span, next to two spans recorded after the fact, the wait in the queue (from when the item
+/// became ready to the claim) and the claim (until the item was read from Postgres). The wait starts on
+/// Postgres's clock and ends on this host's, so skew can shorten it, never make it negative.
+fn trace_item_start(
+    span: &tracing::Span,
+    item: &StartedItem,
+    claim_sent: SystemTime,
+    started_at: SystemTime,
+) {
+    let Some(traceparent) = item.traceparent.as_deref() else {
+        return;
+    };
+    trace::continue_trace(span, Some(traceparent));
+    let parent = trace::context_from(traceparent);
+    let attributes = || {
+        vec![
+            KeyValue::new("abridge.batch", item.batch_id.to_string()),
+            KeyValue::new("abridge.item", item.id.0),
+            KeyValue::new("abridge.attempt", i64::from(item.attempt)),
+        ]
+    };
+    trace::record_span(
+        "queue wait",
+        &parent,
+        SystemTime::from(item.queued_at).min(claim_sent),
+        claim_sent,
+        attributes(),
+    );
+    trace::record_span("claim", &parent, claim_sent, started_at, attributes());
 }
 
 /// Runs one claimed item to an outcome and has it written.
@@ -343,9 +386,13 @@ async fn run_item(
                 ctx.tally
                     .released
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => "released").increment(1);
+            } else {
+                metrics::counter!("abridge_items_total", "outcome" => "abandoned").increment(1);
             }
         }
         Some(outcome) => {
+            let write = info_span!("write outcome", outcome = outcome.name());
             finisher::submit(
                 &ctx,
                 Finish {
@@ -357,6 +404,7 @@ async fn run_item(
                 },
                 lease.clone(),
             )
+            .instrument(write)
             .await
         }
         None => {

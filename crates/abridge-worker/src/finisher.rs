@@ -24,6 +24,9 @@ pub(crate) struct FinishOp {
     lease: LeaseRef,
     finish: Finish,
     done: oneshot::Sender<()>,
+    /// The submitting item's span: what the writer logs about the item goes there, so the
+    /// line carries the item's batch, video and attempt.
+    span: tracing::Span,
 }
 
 /// Hands an outcome to the writers and waits until it is written (or refused).
@@ -35,6 +38,7 @@ pub(crate) async fn submit(ctx: &SessionCtx, finish: Finish, lease: LeaseRef) {
             lease,
             finish,
             done,
+            span: tracing::Span::current(),
         })
         .await
         .is_ok()
@@ -108,6 +112,13 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
             continue;
         };
         let after = match (f.status, &op.finish.outcome) {
+            (ItemStatus::Queued, Outcome::Abandon) => {
+                // The run report counts it with releases, as before; the metric tells them
+                // apart (a release is routine at shutdown, an abandon means Redis trouble).
+                tally.released.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("abridge_items_total", "outcome" => "abandoned").increment(1);
+                AfterAck::Ready
+            }
             (ItemStatus::Queued, Outcome::Retry { delay, .. }) => {
                 tally.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("abridge_items_total", "outcome" => "retried").increment(1);
@@ -143,7 +154,10 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
         metrics::counter!("abridge_stale_writes_rejected_total")
             .increment(report.rejected.len() as u64);
         for (item, token, found) in &report.rejected {
-            log_fenced(*item, *token, *found);
+            match ops.iter().find(|op| op.lease.item == *item) {
+                Some(op) => op.span.in_scope(|| log_fenced(*item, *token, *found)),
+                None => log_fenced(*item, *token, *found),
+            }
         }
     }
     let batches: Vec<_> = finished_batches.into_iter().collect();

@@ -58,6 +58,9 @@ struct Holding {
     /// the item. Moved forward by every successful renewal.
     valid_until: Instant,
     signal: StopSignal,
+    /// The item's span once it has started, so what the keeper logs about the item carries
+    /// its batch, video and attempt.
+    span: Option<tracing::Span>,
 }
 
 /// The registry. Operations are short and never await while holding the lock.
@@ -70,23 +73,42 @@ pub struct Holdings {
 impl Holdings {
     pub fn add(&self, lease: LeaseRef, valid_until: Instant) -> StopSignal {
         let signal = StopSignal::default();
-        self.lock().insert(
+        let mut items = self.lock();
+        items.insert(
             lease.item,
             Holding {
                 lease,
                 valid_until,
                 signal: signal.clone(),
+                span: None,
             },
         );
+        report_in_hand(items.len());
         signal
     }
 
     pub fn remove(&self, item: ItemId) {
         let mut items = self.lock();
         items.remove(&item);
+        report_in_hand(items.len());
         if items.is_empty() {
             self.emptied.notify_waiters();
         }
+    }
+
+    /// Remembers the span of a started item.
+    pub fn set_span(&self, item: ItemId, span: tracing::Span) {
+        if let Some(h) = self.lock().get_mut(&item) {
+            h.span = Some(span);
+        }
+    }
+
+    /// The span of a held, started item (a disabled span otherwise), to log in.
+    pub fn span(&self, item: ItemId) -> tracing::Span {
+        self.lock()
+            .get(&item)
+            .and_then(|h| h.span.clone())
+            .unwrap_or_else(tracing::Span::none)
     }
 
     pub fn len(&self) -> usize {
@@ -165,6 +187,11 @@ impl Holdings {
         // and removes), so a poisoned lock is still safe to use.
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// `abridge_worker_items_in_hand`: this process's holdings, as a gauge.
+fn report_in_hand(n: usize) {
+    metrics::gauge!("abridge_worker_items_in_hand").set(n as f64);
 }
 
 #[cfg(test)]

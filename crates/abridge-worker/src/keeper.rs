@@ -58,11 +58,15 @@ async fn renew_leases(worker: &Worker, ctx: &SessionCtx) {
                 match code {
                     Renewal::Renewed => ctx.holdings.extend(lease.item, lease.token, valid_until),
                     Renewal::Recreated => {
-                        debug!(item = %lease.item, "lease was missing in Redis; re-created it");
+                        ctx.holdings.span(lease.item).in_scope(|| {
+                            debug!(item = %lease.item, "lease was missing in Redis; re-created it");
+                        });
                         ctx.holdings.extend(lease.item, lease.token, valid_until);
                     }
                     Renewal::Lost => {
-                        info!(item = %lease.item, "lease lost to another claim; stopping the item");
+                        ctx.holdings.span(lease.item).in_scope(|| {
+                            info!(item = %lease.item, "lease lost to another claim; stopping the item");
+                        });
                         ctx.holdings.stop(lease.item, lease.token, StopReason::Lost);
                     }
                     Renewal::Cancelled => {

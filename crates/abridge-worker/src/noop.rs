@@ -29,6 +29,17 @@ impl Processor for Noop {
     }
 
     async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
+        let result = self.summarize(job).await;
+        abridge_telemetry::metrics::summarizer_request(
+            "noop",
+            if result.is_ok() { "ok" } else { "error" },
+        );
+        result
+    }
+}
+
+impl Noop {
+    async fn summarize(&self, job: &Job) -> Result<JobOutput, ItemError> {
         let transcript = job.transcript.as_deref().unwrap_or("");
         let mut delay = self.delay;
         for line in transcript.lines() {

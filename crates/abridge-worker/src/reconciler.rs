@@ -53,7 +53,6 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         if go {
             match reconcile_once(&worker, &mut suspects).await {
                 Ok(r) => {
-                    metrics::gauge!("abridge_redis_postgres_drift").set(r.drift as f64);
                     if r != ReconcileReport::default() {
                         info!(
                             redis_was_empty = r.redis_was_empty,
@@ -132,6 +131,17 @@ pub async fn reconcile_once(
         if !missing.is_empty() {
             report.requeued += worker.queue.requeue(&missing).await? as u64;
         }
+    }
+
+    // The drift gauge is served by `abridge exporter` from this record, whichever worker ran
+    // the pass: one source, never a stale copy per worker.
+    let mark = abridge_queue::ReconcileMark {
+        drift: report.drift,
+        requeued: report.requeued,
+        at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    if let Err(e) = worker.queue.record_reconcile(mark).await {
+        warn!(error = %e, "cannot record the reconcile pass for the fleet gauges");
     }
 
     // Running items: a lease missing twice under the same claim means nobody holds it.

@@ -1,5 +1,6 @@
 //! The command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use abridge_core::{BatchOptions, Priority, SummaryLength};
@@ -39,6 +40,13 @@ pub enum Command {
     Reap(JsonFlag),
     /// Queue depth, retries, leases, failures and live workers.
     Stats(JsonFlag),
+    /// The fleet at a glance, refreshing: depth, throughput, workers, recent batches.
+    Top(TopArgs),
+    /// Serve the fleet gauges (queue depth, leases, oldest item, live workers, drift) at
+    /// /metrics for Prometheus. Run one per queue.
+    Exporter(ExporterArgs),
+    /// Check an HTTP endpoint: exit 0 on a 2xx answer (container healthchecks).
+    Probe(ProbeArgs),
     /// Measure throughput, latency and cost (see BENCHMARKS.md). Uses the configured Redis
     /// and Postgres, or throwaway ones.
     Bench(BenchArgs),
@@ -233,6 +241,38 @@ pub struct WorkerArgs {
     /// Items worked on at once (default: ABRIDGE_CONCURRENCY, else 16).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Serve this worker's metrics at http://ADDR/metrics (and /healthz), e.g. 0.0.0.0:9464.
+    #[arg(long, value_name = "ADDR", env = "ABRIDGE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print one screen and exit (also the behaviour when standard output is not a terminal).
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub interval: f64,
+    /// How many recent batches to show.
+    #[arg(long, default_value_t = 8)]
+    pub batches: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Where to serve /metrics and /healthz, e.g. 0.0.0.0:9465.
+    #[arg(long, value_name = "ADDR", env = "ABRIDGE_EXPORTER_LISTEN")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// A plain http:// URL, e.g. http://127.0.0.1:9464/healthz.
+    pub url: String,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]

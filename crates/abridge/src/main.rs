@@ -5,7 +5,6 @@ mod cli;
 mod commands;
 mod context;
 mod processors;
-mod telemetry;
 
 use std::process::ExitCode;
 

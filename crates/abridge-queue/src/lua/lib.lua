@@ -10,6 +10,8 @@
 --   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on
 --   PREFIX.."cancelled:"..b   STRING present while batch b is cancelled (expires)
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
+--   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)
+--   PREFIX.."reconciled"      HASH  the last reconcile pass: drift, requeued, at_ms (fleet gauges)
 --   PREFIX.."budget:"..name   HASH  a fleet-wide token bucket: tokens, at (budget.lua)
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
 -- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and

@@ -23,6 +23,7 @@ pub async fn run(loaded: Loaded, args: ApiArgs) -> anyhow::Result<ExitCode> {
         .local_addr()
         .context("read the listening address")?;
     tracing::info!(%address, queue = %settings.queue, "abridge api listening");
+    abridge_telemetry::metrics::install();
     let state = ApiState::new(store.clone(), queue, &settings.queue, api);
     abridge_api::serve(listener, state, super::stop_signal())
         .await

@@ -3,22 +3,45 @@
 mod api;
 mod bench;
 mod enqueue;
+mod exporter;
 mod ops;
 mod remote;
 mod token;
+mod top;
 mod up;
 mod worker;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
-use crate::{context, telemetry};
+use crate::context;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let loaded = context::load(cli.config.as_deref())?;
-    telemetry::init(loaded.settings.log_format);
-    match cli.command {
-        Command::Up(args) => up::run(cli.config.as_deref(), loaded, args).await,
+    // Held until the command returns: dropping it exports the spans still buffered.
+    let _telemetry =
+        abridge_telemetry::init(loaded.settings.log_format, &service_name(&cli.command))?;
+    run_command(cli.config.as_deref(), loaded, cli.command).await
+}
+
+/// `abridge-worker`, `abridge-api`, ...: the OpenTelemetry `service.name` of each role, from
+/// the subcommand's name.
+fn service_name(command: &Command) -> String {
+    let debug = format!("{command:?}");
+    let variant = debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or("cli");
+    format!("abridge-{}", variant.to_ascii_lowercase())
+}
+
+async fn run_command(
+    config: Option<&std::path::Path>,
+    loaded: context::Loaded,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => up::run(config, loaded, args).await,
         Command::Migrate => ops::migrate(&loaded.settings).await,
         Command::Enqueue(args) => enqueue::run(&loaded.settings, args).await,
         Command::Worker(args) => worker::run(loaded, args).await,
@@ -26,6 +49,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => ops::cancel(&loaded.settings, args).await,
         Command::Reap(args) => ops::reap(loaded, args).await,
         Command::Stats(args) => ops::stats(&loaded.settings, args).await,
+        Command::Top(args) => top::run(&loaded.settings, args).await,
+        Command::Exporter(args) => exporter::run(&loaded.settings, args).await,
+        Command::Probe(args) => exporter::probe(args).await,
         Command::Bench(args) => bench::run(&loaded.settings, args).await,
         Command::Api(args) => api::run(loaded, args).await,
         Command::Token(command) => token::run(&loaded.settings, command).await,

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use abridge_worker::Worker;
+use anyhow::Context as _;
 use tracing::info;
 
 use crate::cli::WorkerArgs;
@@ -15,10 +16,22 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
     // Check the summarizer's settings before waiting for anything.
     abridge_summarize::config::SummarizeConfig::from_source(&loaded.source, &settings.summarizer)?;
+    // Bind before waiting for the database, so a taken port fails the start at once and
+    // /healthz answers while Postgres comes up.
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            abridge_telemetry::metrics::install();
+            Some(MetricsServer::start(addr, None).await?)
+        }
+        None => None,
+    };
     // Postgres may still be starting (compose, Kubernetes): wait for it rather than crash.
     let store = wait_for_store(&settings).await?;
     let queue = context::queue(&settings)?;
     let processor = processors::build(&settings, &loaded.source, &store, &queue)?;
+    if metrics.is_some() {
+        abridge_telemetry::metrics::preregister_worker(processor.name(), concurrency);
+    }
     let worker = Worker {
         queue,
         store,
@@ -26,6 +39,10 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         settings: Arc::new(settings),
     };
     let report = abridge_worker::run(worker, concurrency, super::stop_signal()).await?;
+    // Served until the worker has drained, so the last scrapes see the shutdown.
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     info!(
         sessions = report.sessions,
         succeeded = report.succeeded,
@@ -42,7 +59,43 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_store(settings: &abridge_core::Settings) -> anyhow::Result<abridge_store::Store> {
+/// `/metrics` and `/healthz` on a listener of their own, until stopped.
+pub(crate) struct MetricsServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl MetricsServer {
+    pub(crate) async fn start(
+        addr: std::net::SocketAddr,
+        extra: Option<Arc<dyn abridge_telemetry::http::ScrapeSource>>,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen for metrics scrapes on {addr}"))?;
+        info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(abridge_telemetry::http::serve(
+            listener,
+            abridge_telemetry::http::router(extra),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self { stop, task })
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %e, "metrics server failed");
+        }
+    }
+}
+
+pub(crate) async fn wait_for_store(
+    settings: &abridge_core::Settings,
+) -> anyhow::Result<abridge_store::Store> {
     let mut delay = std::time::Duration::from_millis(200);
     loop {
         match context::store(settings).await {

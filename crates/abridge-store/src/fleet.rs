@@ -1,0 +1,194 @@
+//! What operators watch, as Postgres sees it: the fleet gauges' Postgres half (the oldest
+//! ready item, items and batches per state, live workers), recent batches, and throughput.
+//! Read-only; each query is bounded by an index (see `migrations/0004_operating.sql`).
+
+use std::time::Duration;
+
+use abridge_core::{BatchId, BatchStatus, Priority};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::batches::Counts;
+use crate::{Context, Result, Store};
+
+/// The Postgres half of the fleet gauges, for one queue.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FleetSnapshot {
+    /// Seconds the longest-waiting ready item has waited (on Postgres's clock); 0 if none.
+    pub oldest_ready_age_s: f64,
+    /// Items of unfinished batches, per state.
+    pub items: Counts,
+    pub batches_pending: i64,
+    pub batches_running: i64,
+    /// Sessions that heartbeated within the session TTL.
+    pub workers_alive: i64,
+}
+
+/// A batch without its counts (counting a big finished batch again at every refresh would
+/// cost more than everything else `abridge top` reads).
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchHeader {
+    pub id: BatchId,
+    pub name: Option<String>,
+    pub status: BatchStatus,
+    pub priority: Priority,
+    pub total: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Items that finished in one minute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MinuteThroughput {
+    pub minute: DateTime<Utc>,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+impl Store {
+    /// The Postgres half of the fleet gauges for `queue`. `session_ttl` decides which
+    /// sessions count as alive, as the reaper would judge them.
+    pub async fn fleet_snapshot(
+        &self,
+        queue: &str,
+        session_ttl: Duration,
+    ) -> Result<FleetSnapshot> {
+        let oldest = sqlx::query_scalar!(
+            r#"SELECT extract(epoch FROM now() - coalesce(i.available_at, i.queued_at))::float8 AS "age!"
+               FROM items i JOIN batches b ON b.id = i.batch_id
+               WHERE i.status = 'queued' AND coalesce(i.available_at, i.queued_at) <= now()
+                 AND b.queue = $1 AND b.status IN ('pending', 'running')
+               ORDER BY coalesce(i.available_at, i.queued_at)
+               LIMIT 1"#,
+            queue
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("find the oldest ready item")?;
+        let item_rows = sqlx::query!(
+            r#"SELECT i.status, count(*) AS "n!"
+               FROM batches b JOIN items i ON i.batch_id = b.id
+               WHERE b.queue = $1 AND b.status IN ('pending', 'running')
+               GROUP BY i.status"#,
+            queue
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count items of unfinished batches")?;
+        let mut items = Counts::default();
+        for row in item_rows {
+            items.add(&row.status, row.n);
+        }
+        let batch_rows = sqlx::query!(
+            r#"SELECT status, count(*) AS "n!" FROM batches
+               WHERE queue = $1 AND status IN ('pending', 'running')
+               GROUP BY status"#,
+            queue
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count unfinished batches")?;
+        let count = |s: &str| batch_rows.iter().find(|r| r.status == s).map_or(0, |r| r.n);
+        let ttl_ms = i64::try_from(session_ttl.as_millis()).unwrap_or(i64::MAX);
+        let workers_alive = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM worker_sessions
+               WHERE queue = $1 AND stopped_at IS NULL
+                 AND last_seen_at >= now() - $2 * interval '1 millisecond'"#,
+            queue,
+            ttl_ms as f64,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("count live workers")?;
+        Ok(FleetSnapshot {
+            oldest_ready_age_s: oldest.unwrap_or(0.0).max(0.0),
+            items,
+            batches_pending: count("pending"),
+            batches_running: count("running"),
+            workers_alive,
+        })
+    }
+
+    /// The newest `limit` batches of `queue`, newest first.
+    pub async fn recent_batch_headers(&self, queue: &str, limit: i64) -> Result<Vec<BatchHeader>> {
+        let rows = sqlx::query!(
+            "SELECT id, name, status, priority, total, created_at, started_at, finished_at
+             FROM batches WHERE queue = $1 ORDER BY created_at DESC LIMIT $2",
+            queue,
+            limit
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("list recent batches")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| BatchHeader {
+                id: BatchId(r.id),
+                name: r.name,
+                status: r.status.parse().unwrap_or(BatchStatus::Running),
+                priority: r.priority.parse().unwrap_or_default(),
+                total: i64::from(r.total),
+                created_at: r.created_at,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+            })
+            .collect())
+    }
+
+    /// Items of `queue` that succeeded or failed in each of the last `minutes` minutes (the
+    /// current, partial minute last); minutes without any are included with zeros.
+    pub async fn throughput_per_minute(
+        &self,
+        queue: &str,
+        minutes: i32,
+    ) -> Result<Vec<MinuteThroughput>> {
+        let rows = sqlx::query!(
+            r#"WITH minutes AS (
+                   SELECT generate_series(date_trunc('minute', now()) - ($2 - 1) * interval '1 minute',
+                                          date_trunc('minute', now()), interval '1 minute') AS minute
+               ),
+               done AS (
+                   SELECT date_trunc('minute', i.finished_at) AS minute,
+                          count(*) FILTER (WHERE i.status = 'succeeded') AS succeeded,
+                          count(*) FILTER (WHERE i.status = 'failed') AS failed
+                   FROM items i JOIN batches b ON b.id = i.batch_id
+                   WHERE i.finished_at >= date_trunc('minute', now()) - ($2 - 1) * interval '1 minute'
+                     AND i.status IN ('succeeded', 'failed') AND b.queue = $1
+                   GROUP BY 1
+               )
+               SELECT m.minute AS "minute!", coalesce(d.succeeded, 0) AS "succeeded!",
+                      coalesce(d.failed, 0) AS "failed!"
+               FROM minutes m LEFT JOIN done d ON d.minute = m.minute
+               ORDER BY m.minute"#,
+            queue,
+            minutes.max(1),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count finished items per minute")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| MinuteThroughput {
+                minute: r.minute,
+                succeeded: r.succeeded,
+                failed: r.failed,
+            })
+            .collect())
+    }
+
+    /// Items of `queue` that succeeded or failed within the last `window`.
+    pub async fn finished_within(&self, queue: &str, window: Duration) -> Result<i64> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM items i JOIN batches b ON b.id = i.batch_id
+               WHERE i.finished_at >= now() - $2 * interval '1 millisecond'
+                 AND i.status IN ('succeeded', 'failed') AND b.queue = $1"#,
+            queue,
+            window_ms as f64,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("count recently finished items")
+    }
+}
