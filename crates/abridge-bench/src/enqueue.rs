@@ -39,22 +39,70 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
         "enqueue accepted {accepted} items"
     );
     let n = opts.enqueue_items as f64;
-    Ok(vec![
-        Record::new("enqueue")
-            .set("path", "cli")
-            .set("items", opts.enqueue_items)
-            .set("seconds", round(seconds, 3))
-            .set("items_per_s", round(n / seconds, 0))
-            .set(
-                "redis_commands_per_item",
-                round((redis_after.calls - redis_before.calls) as f64 / n, 4),
-            )
-            .set(
-                "redis_script_usec_per_item",
-                round(
-                    (redis_after.script_usec - redis_before.script_usec) as f64 / n,
-                    3,
-                ),
+    let cli = Record::new("enqueue")
+        .set("path", "cli")
+        .set("items", opts.enqueue_items)
+        .set("seconds", round(seconds, 3))
+        .set("items_per_s", round(n / seconds, 0))
+        .set(
+            "redis_commands_per_item",
+            round((redis_after.calls - redis_before.calls) as f64 / n, 4),
+        )
+        .set(
+            "redis_script_usec_per_item",
+            round(
+                (redis_after.script_usec - redis_before.script_usec) as f64 / n,
+                3,
             ),
-    ])
+        );
+    Ok(vec![cli, through_api(opts, servers).await?])
+}
+
+/// The same batch through `POST /v1/batches` of an API served in this process (its batch
+/// size limit raised to fit): JSON parsing, validation, the transaction and the Redis push.
+async fn through_api(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Record> {
+    let queue_name = fresh_queue("enqueue-api");
+    let store = servers.store(8)?;
+    let queue = servers.queue(&queue_name)?;
+    let limit = (opts.enqueue_items + 1).to_string();
+    let source = abridge_core::settings::SettingsSource::from_vars([
+        ("ABRIDGE_API_MAX_ITEMS", limit.as_str()),
+        ("ABRIDGE_API_MAX_BODY_BYTES", "1073741824"),
+    ]);
+    let settings = abridge_api::ApiSettings::from_source(&source)?;
+    let state = abridge_api::ApiState::new(store.clone(), queue.clone(), &queue_name, settings);
+    let made = abridge_api::auth::create_token(&store, "bench").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(abridge_api::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let urls: Vec<String> = (0..opts.enqueue_items)
+        .map(|i| format!("https://youtu.be/a{i:010}"))
+        .collect();
+    let body = serde_json::json!({ "name": "bench", "urls": urls });
+    let client = abridge_api::client::ApiClient::new(&base, &made.token)?;
+    let redis_before = queue.server_stats().await?;
+    let started = Instant::now();
+    let created = client.create_batch(&body, None).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let redis_after = queue.server_stats().await?;
+    let _ = stop.send(());
+    let _ = server.await;
+    anyhow::ensure!(
+        created.accepted == opts.enqueue_items,
+        "the API accepted {} items",
+        created.accepted
+    );
+    let n = opts.enqueue_items as f64;
+    Ok(Record::new("enqueue-api")
+        .set("path", "api")
+        .set("items", opts.enqueue_items)
+        .set("seconds", round(seconds, 3))
+        .set("items_per_s", round(n / seconds, 0))
+        .set(
+            "redis_commands_per_item",
+            round((redis_after.calls - redis_before.calls) as f64 / n, 4),
+        ))
 }

@@ -61,6 +61,13 @@ const CHECKS: &[Check] = &[
         target: (100_000.0, true),
     },
     Check {
+        what: "enqueue, 100k batch (API)",
+        scenario: "enqueue-api",
+        key: "items_per_s",
+        unit: "items/s",
+        target: (100_000.0, true),
+    },
+    Check {
         what: "idle enqueue-to-start p50",
         scenario: "latency-idle",
         key: "p50_ms",
