@@ -419,6 +419,52 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_overrides_the_file_which_overrides_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("abridge-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("abridge.toml");
+        std::fs::write(
+            &file,
+            "lease_ms = 6000\nqueue = \"from-file\"\nmax_attempts = 7\n",
+        )
+        .unwrap();
+        let vars: config::Map<String, String> =
+            [("ABRIDGE_QUEUE".to_owned(), "from-env".to_owned())].into();
+        let src = SettingsSource::build(Some(&file), Some(vars)).unwrap();
+        let s = Settings::from_source(&src).unwrap();
+        assert_eq!(
+            s.lease,
+            Duration::from_secs(6),
+            "the file sets what the environment does not"
+        );
+        assert_eq!(
+            s.heartbeat,
+            Duration::from_secs(2),
+            "defaults follow the file's lease"
+        );
+        assert_eq!(s.queue, "from-env", "the environment wins over the file");
+        assert_eq!(s.max_attempts, 7);
+        assert_eq!(
+            s.reconcile_every,
+            Duration::from_secs(30),
+            "untouched keys keep their defaults"
+        );
+
+        std::fs::write(&file, "lease_ms = \"soon\"\n").unwrap();
+        let src = SettingsSource::build(Some(&file), Some(config::Map::new())).unwrap();
+        let err = Settings::from_source(&src).unwrap_err().to_string();
+        assert!(
+            err.contains("ABRIDGE_LEASE_MS") && err.contains("soon"),
+            "{err}"
+        );
+        let missing = SettingsSource::load(Some(&dir.join("nope.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("nope.toml"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Settings::from_source(&SettingsSource::from_vars([(
             "ABRIDGE_DATABASE_URL",
