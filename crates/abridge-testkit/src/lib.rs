@@ -6,9 +6,11 @@
 //! - Each [`TestEnv`] gets a fresh database (cloned from a migrated template) and a fresh Redis
 //!   key prefix, so tests run in parallel without seeing each other.
 //! - Fault tests that kill, flush or restart a server ask for [`TestEnv::with_own_servers`].
+//! - [`processor`] turns a closure into a `Processor` for in-process workers.
 //! - [`Proc`] runs `abridge` processes and can SIGKILL, SIGSTOP, SIGCONT and SIGTERM them.
 
 mod process;
+mod processors;
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +22,7 @@ use abridge_store::Store;
 use abridge_worker::{Processor, Worker};
 
 pub use process::Proc;
+pub use processors::{FnProcessor, ok, processor};
 
 /// The template every test database is cloned from: migrated once per server.
 const TEMPLATE_DB: &str = "abridge_test_template";

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abridge_api::{ApiSettings, ApiState};
+use abridge_core::BatchId;
 use abridge_core::settings::SettingsSource;
-use abridge_core::{BatchId, ItemError};
 use abridge_store::Store;
 use abridge_testkit::TestEnv;
 use abridge_worker::noop::Noop;
-use abridge_worker::{Job, JobOutput, Processor, RunReport};
-use async_trait::async_trait;
+use abridge_worker::{Processor, RunReport};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -218,23 +217,7 @@ where
     }
 }
 
-/// A processor made of a closure.
-pub struct FnProcessor<F>(pub F);
-
-#[async_trait]
-impl<F, Fut> Processor for FnProcessor<F>
-where
-    F: Fn(Job) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<JobOutput, ItemError>> + Send,
-{
-    fn name(&self) -> &str {
-        "test"
-    }
-
-    async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
-        (self.0)(job.clone()).await
-    }
-}
+pub use abridge_testkit::FnProcessor;
 
 /// Server-Sent Events read from a response, as (event name, id, data).
 pub struct EventReader {

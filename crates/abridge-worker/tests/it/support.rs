@@ -1,4 +1,4 @@
-//! Shared helpers: a processor built from a closure, enqueueing, and running workers.
+//! Shared helpers: enqueueing and running workers (closure processors come from the test kit).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -6,45 +6,13 @@ use std::time::{Duration, Instant};
 
 use abridge_control::{EnqueueRequest, Enqueued};
 use abridge_core::input::BatchInput;
-use abridge_core::{BatchId, ItemError, Priority};
+use abridge_core::{BatchId, Priority};
 use abridge_testkit::TestEnv;
-use abridge_worker::{Job, JobOutput, Processor, RunReport, Worker};
-use async_trait::async_trait;
+use abridge_worker::{Processor, RunReport, Worker};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A processor made of a closure.
-pub struct FnProcessor<F>(pub F);
-
-#[async_trait]
-impl<F, Fut> Processor for FnProcessor<F>
-where
-    F: Fn(Job) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<JobOutput, ItemError>> + Send,
-{
-    fn name(&self) -> &str {
-        "test"
-    }
-
-    async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
-        (self.0)(job.clone()).await
-    }
-}
-
-pub fn processor<F, Fut>(f: F) -> Arc<dyn Processor>
-where
-    F: Fn(Job) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<JobOutput, ItemError>> + Send + 'static,
-{
-    Arc::new(FnProcessor(f))
-}
-
-pub fn ok(summary: impl Into<String>) -> Result<JobOutput, ItemError> {
-    Ok(JobOutput {
-        summary: summary.into(),
-        ..JobOutput::default()
-    })
-}
+pub use abridge_testkit::{ok, processor};
 
 /// `n` distinct video ids, `prefix` (1 char) + 10 digits.
 pub fn video_lines(prefix: char, n: usize) -> String {

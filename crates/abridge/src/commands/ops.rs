@@ -51,7 +51,8 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> anyhow::Result<Exi
     if args.json {
         println!("{}", serde_json::to_string(&status_json(&b))?);
     } else {
-        print_status(&b);
+        // The same layout as `abridge status --api` (no ETA: that needs the API's rate).
+        super::remote::print_status(&abridge_api::views::BatchStatusView::new(&b, None));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -72,36 +73,6 @@ fn status_json(b: &BatchView) -> StatusJson<'_> {
 
 fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn print_status(b: &BatchView) {
-    let c = &b.counts;
-    println!(
-        "batch {}{}  {}  priority {}",
-        b.id,
-        b.name
-            .as_ref()
-            .map(|n| format!(" ({n})"))
-            .unwrap_or_default(),
-        b.status,
-        b.priority
-    );
-    println!(
-        "  {} items: {} queued, {} running, {} succeeded, {} failed, {} cancelled",
-        b.total, c.queued, c.running, c.succeeded, c.failed, c.cancelled
-    );
-    println!(
-        "  created {}  started {}  finished {}",
-        rfc3339(&b.created_at),
-        b.started_at
-            .as_ref()
-            .map(rfc3339)
-            .unwrap_or_else(|| "-".into()),
-        b.finished_at
-            .as_ref()
-            .map(rfc3339)
-            .unwrap_or_else(|| "-".into()),
-    );
 }
 
 pub async fn cancel(settings: &Settings, args: BatchArg) -> anyhow::Result<ExitCode> {

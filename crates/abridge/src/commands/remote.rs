@@ -189,8 +189,8 @@ pub async fn status(args: StatusArgs, id: BatchId) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The local `abridge status` layout, plus progress.
-fn print_status(b: &BatchStatusView) {
+/// `abridge status` for people, local or through the API.
+pub(super) fn print_status(b: &BatchStatusView) {
     let c = &b.counts;
     println!(
         "batch {}{}  {}  priority {}",
