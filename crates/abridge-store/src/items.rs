@@ -373,9 +373,15 @@ impl Store {
                           OR (t.bump = 1 AND i.status = 'queued'))
                    RETURNING i.id, i.batch_id, i.position, i.status, i.available_at
                ),
+               -- Mark the batch running if this is its first outcome. SKIP LOCKED: this
+               -- statement already holds item locks, and a cancel locks the batch row before
+               -- its items; waiting here could deadlock. A skipped flip is done by the cancel
+               -- (the batch ends cancelled) or by the other statement holding the row.
                flipped AS (
                    UPDATE batches SET status = 'running', started_at = now()
-                   WHERE id IN (SELECT batch_id FROM done) AND status = 'pending'
+                   WHERE id IN (SELECT id FROM batches
+                                WHERE id IN (SELECT batch_id FROM done) AND status = 'pending'
+                                FOR UPDATE SKIP LOCKED)
                )
                SELECT d.id AS "id!", d.batch_id AS "batch_id!", b.priority AS "priority!",
                       d.position AS "position!", d.status AS "status!", d.available_at
