@@ -1,6 +1,17 @@
 //! The worker's writes to items. Each is one statement over many items (`unnest` arrays), so a
 //! worker's group of claims or results costs one round trip and one commit.
 //!
+//! Their plans must not depend on statistics, which are always wrong about `items` in one of
+//! two ways: a table never analyzed (a fresh database right after a big batch was copied in)
+//! looks tiny, and an analyzed mature table says almost no item is `queued` or `running`.
+//! Either way the planner expected one row from `items` and rescanned the `unnest` for every
+//! item (or scanned every item for each array row): quadratic, measured at 100-250 ms for one
+//! group of 255 items. So each statement (1) names its ids twice, `i.id = ANY($1)` beside the
+//! join on `unnest`, an index condition on the primary key whatever the statistics say, and
+//! (2) states the status it expects as a *join* clause (`i.status = CASE ... t.x ... END`),
+//! which the planner cannot turn into a badly estimated filter on `items` alone. The plans are
+//! then a key lookup and a hash join, linear in the group.
+//!
 //! Every statement that moves an item out of `running` is a compare-and-set on
 //! `lease_token = $token AND status = 'running'`: only the holder of the current claim can
 //! finish, retry or release an item, and only once.
@@ -90,8 +101,10 @@ pub struct Finish {
     /// Whether this claim marked the item `running` ([`Store::start_items`]). If not, the
     /// write applies only while the item is still `queued`, and counts the attempt.
     pub started: bool,
-    /// How long the attempt ran (for `started_at` of an item never marked running).
-    pub took: Duration,
+    /// When the attempt began, on this process's monotonic clock. An item never marked
+    /// running gets `started_at = now() - began.elapsed()` as the write runs: Postgres's
+    /// clock, and the true start however long the outcome waited for its group commit.
+    pub began: std::time::Instant,
 }
 
 /// Where an item stands after a write, with what Redis needs to place it.
@@ -144,12 +157,17 @@ impl Store {
             r#"WITH flipped AS (
                    UPDATE batches SET status = 'running', started_at = now()
                    WHERE status = 'pending'
-                     AND id IN (SELECT batch_id FROM items WHERE id = ANY($1) AND status = 'queued')
+                     AND id IN (SELECT i.batch_id FROM items i, unnest($1::bigint[]) AS t(id)
+                                WHERE i.id = ANY($1) AND i.id = t.id
+                                  AND i.status = CASE WHEN t.id IS NOT NULL THEN 'queued' END)
                )
                SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
                       i.attempts, i.queued_at, b.priority, b.options, b.traceparent
-               FROM items i JOIN batches b ON b.id = i.batch_id
-               WHERE i.id = ANY($1) AND i.status = 'queued'"#,
+               FROM unnest($1::bigint[]) AS t(id)
+               JOIN items i ON i.id = t.id
+               JOIN batches b ON b.id = i.batch_id
+               WHERE i.id = ANY($1)
+                 AND i.status = CASE WHEN t.id IS NOT NULL THEN 'queued' END"#,
             &ids,
         )
         .fetch_all(&self.fast_pool)
@@ -183,21 +201,40 @@ impl Store {
         worker: WorkerId,
         claims: &[(ItemId, LeaseToken)],
     ) -> Result<Vec<ItemId>> {
+        self.start_items_begun(worker, claims, &[]).await
+    }
+
+    /// [`Self::start_items`] for attempts that began `began[i]` (claim `i`): `started_at` is
+    /// when the attempt began, on Postgres's clock, not when this deferred write ran.
+    pub async fn start_items_begun(
+        &self,
+        worker: WorkerId,
+        claims: &[(ItemId, LeaseToken)],
+        began: &[std::time::Instant],
+    ) -> Result<Vec<ItemId>> {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
         let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
+        let ran_us: Vec<i64> = began
+            .iter()
+            .map(|b| i64::try_from(b.elapsed().as_micros()).unwrap_or(i64::MAX))
+            .collect();
+        // A shorter `ran_us` (none given) is padded with NULLs by `unnest`: started now.
         let started = sqlx::query_scalar!(
             r#"UPDATE items i
                SET status = 'running', lease_token = t.token, worker_id = $3,
-                   attempts = i.attempts + 1, started_at = now(), available_at = NULL
-               FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
-               WHERE i.id = t.id AND i.status = 'queued'
+                   attempts = i.attempts + 1, available_at = NULL,
+                   started_at = now() - coalesce(t.ran_us, 0) * interval '1 microsecond'
+               FROM unnest($1::bigint[], $2::bigint[], $4::bigint[]) AS t(id, token, ran_us)
+               WHERE i.id = ANY($1) AND i.id = t.id
+                 AND i.status = CASE WHEN t.token IS NOT NULL THEN 'queued' END
                RETURNING i.id"#,
             &ids,
             &tokens,
             worker.0,
+            &ran_us,
         )
         .fetch_all(&self.fast_pool)
         .await
@@ -229,7 +266,9 @@ impl Store {
                      ELSE i.error_message END,
                  finished_at = CASE WHEN i.attempts + 1 >= $2 THEN now() ELSE NULL END,
                  queued_at = now()
-             WHERE i.id = ANY($1) AND i.status = 'queued'",
+             FROM unnest($1::bigint[]) AS t(id)
+             WHERE i.id = ANY($1) AND i.id = t.id
+               AND i.status = CASE WHEN t.id IS NOT NULL THEN 'queued' END",
             &ids,
             i32::try_from(max_attempts).unwrap_or(i32::MAX),
             kind.as_str(),
@@ -257,7 +296,7 @@ impl Store {
         let mut tokens = Vec::with_capacity(n);
         let mut outcomes = Vec::with_capacity(n);
         let mut bumps = Vec::with_capacity(n);
-        let mut took_ms = Vec::with_capacity(n);
+        let mut ran_us = Vec::with_capacity(n);
         let mut summaries = Vec::with_capacity(n);
         let mut titles = Vec::with_capacity(n);
         let mut metas = Vec::with_capacity(n);
@@ -269,14 +308,14 @@ impl Store {
             token,
             outcome,
             started,
-            took,
+            began,
         } in finishes
         {
             ids.push(id.0);
             tokens.push(token.0);
             // An item that was never marked running gets its attempt counted here.
             bumps.push(i32::from(!*started));
-            took_ms.push(i64::try_from(took.as_millis()).unwrap_or(i64::MAX));
+            ran_us.push(i64::try_from(began.elapsed().as_micros()).unwrap_or(i64::MAX));
             outcomes.push(outcome.name());
             let (title, meta) = match outcome {
                 Outcome::Succeeded { title, meta, .. } => (
@@ -347,7 +386,7 @@ impl Store {
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN t.token
                            ELSE NULL END,
                        worker_id = CASE WHEN t.bump = 1 THEN $11 ELSE i.worker_id END,
-                       started_at = CASE WHEN t.bump = 1 THEN now() - t.took_ms * interval '1 millisecond'
+                       started_at = CASE WHEN t.bump = 1 THEN now() - t.ran_us * interval '1 microsecond'
                                          ELSE i.started_at END,
                        finished_at = CASE
                            WHEN t.outcome IN ('succeeded', 'failed') THEN now()
@@ -367,10 +406,10 @@ impl Store {
                                $6::text[], $7::bigint[], $9::text[], $10::jsonb[], $12::int4[],
                                $13::bigint[])
                             AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
-                                 title, meta, bump, took_ms)
-                   WHERE i.id = t.id
-                     AND ((t.bump = 0 AND i.lease_token = t.token AND i.status = 'running')
-                          OR (t.bump = 1 AND i.status = 'queued'))
+                                 title, meta, bump, ran_us)
+                   WHERE i.id = ANY($1) AND i.id = t.id
+                     AND i.status = CASE t.bump WHEN 0 THEN 'running' WHEN 1 THEN 'queued' END
+                     AND (t.bump = 1 OR i.lease_token = t.token)
                    RETURNING i.id, i.batch_id, i.position, i.status, i.available_at
                ),
                -- Mark the batch running if this is its first outcome. SKIP LOCKED: this
@@ -398,7 +437,7 @@ impl Store {
             &metas,
             worker.0,
             &bumps,
-            &took_ms,
+            &ran_us,
         )
         .fetch_all(&self.pool)
         .await
@@ -493,7 +532,8 @@ impl Store {
                  finished_at = CASE WHEN i.attempts >= $3 THEN now() ELSE NULL END,
                  queued_at = now(), available_at = NULL
              FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
-             WHERE i.id = t.id AND i.lease_token = t.token AND i.status = 'running'",
+             WHERE i.id = ANY($1) AND i.id = t.id AND i.lease_token = t.token
+               AND i.status = CASE WHEN t.token IS NOT NULL THEN 'running' END",
             &ids,
             &tokens,
             i32::try_from(max_attempts).unwrap_or(i32::MAX),

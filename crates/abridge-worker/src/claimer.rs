@@ -237,7 +237,8 @@ async fn run_item(
     _permit: OwnedSemaphorePermit,
 ) {
     let attempt = u32::try_from(item.attempt).unwrap_or(1);
-    let start = StartHandle::new(&ctx, &lease);
+    let began = std::time::Instant::now();
+    let start = StartHandle::new(&ctx, &lease, began);
     let job = Job {
         item_id: item.id,
         batch_id: item.batch_id,
@@ -250,7 +251,6 @@ async fn run_item(
         options: item.options,
         start: start.clone(),
     };
-    let began = Instant::now();
     let mut work = Box::pin(
         AssertUnwindSafe(tokio::time::timeout(
             worker.settings.item_timeout,
@@ -400,7 +400,7 @@ async fn run_item(
                     token: lease.token,
                     outcome,
                     started,
-                    took,
+                    began,
                 },
                 lease.clone(),
             )

@@ -4,7 +4,7 @@
 //! "Deferred starts").
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use abridge_core::{BatchId, ItemId, LeaseToken};
 use abridge_queue::LeaseRef;
@@ -68,7 +68,7 @@ impl StartHandle {
         }))
     }
 
-    pub(crate) fn new(ctx: &Arc<SessionCtx>, lease: &LeaseRef) -> Self {
+    pub(crate) fn new(ctx: &Arc<SessionCtx>, lease: &LeaseRef, began: Instant) -> Self {
         let (tx, item, token, batch) = (ctx.start_tx.clone(), lease.item, lease.token, lease.batch);
         Self(Arc::new(StartState {
             result: tokio::sync::OnceCell::new(),
@@ -80,6 +80,7 @@ impl StartHandle {
                         item,
                         token,
                         batch,
+                        began,
                         done,
                     };
                     if tx.send(op).await.is_err() {
@@ -101,6 +102,8 @@ pub(crate) struct StartOp {
     token: LeaseToken,
     /// For the progress notice once the item is marked running.
     batch: BatchId,
+    /// When the attempt began: `started_at` is that, not when the deferred write runs.
+    began: Instant,
     done: oneshot::Sender<Option<bool>>,
 }
 
@@ -112,9 +115,14 @@ pub(crate) async fn run(
 ) {
     while let Some(ops) = batching::next_batch(&rx, &stop).await {
         let claims: Vec<_> = ops.iter().map(|op| (op.item, op.token)).collect();
+        let began: Vec<_> = ops.iter().map(|op| op.began).collect();
         let mut delay = Duration::from_millis(50);
         let started = loop {
-            match worker.store.start_items(ctx.id, &claims).await {
+            match worker
+                .store
+                .start_items_begun(ctx.id, &claims, &began)
+                .await
+            {
                 Ok(ids) => break Some(ids),
                 Err(e) if e.is_unavailable() && !stop.is_cancelled() => {
                     warn!(error = %e, items = claims.len(), "cannot mark items running; retrying");

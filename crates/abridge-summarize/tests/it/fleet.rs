@@ -209,7 +209,7 @@ async fn checkpoints_are_fenced_by_the_lease_token() {
                     meta: json!({}),
                 },
                 started: true,
-                took: Duration::ZERO,
+                began: std::time::Instant::now(),
             }],
             5,
         )

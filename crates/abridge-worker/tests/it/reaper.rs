@@ -124,7 +124,7 @@ async fn a_dead_sessions_items_are_requeued_without_waiting_for_their_leases() {
                 token: claims[0].1,
                 outcome: abridge_store::Outcome::Release,
                 started: true,
-                took: Duration::ZERO,
+                began: std::time::Instant::now(),
             }],
             5,
         )
