@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use abridge_control::{EnqueueOnce, EnqueueRequest, Owner};
 use abridge_core::input::{BatchInput, RawItem, Rejected};
-use abridge_core::{BatchId, BatchStatus, ItemStatus};
+use abridge_core::{BatchId, BatchStatus, ItemId, ItemStatus};
 use abridge_store::BatchView;
 use axum::Json;
 use axum::body::Bytes;
@@ -302,14 +302,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
 
-    fn limit(&self, max: i64) -> Result<i64, ApiError> {
+    pub(crate) fn limit(&self, max: i64) -> Result<i64, ApiError> {
         match self.get("limit") {
             None => Ok(DEFAULT_PAGE.min(max)),
             Some(raw) => raw
@@ -325,7 +325,7 @@ impl Params {
         }
     }
 
-    fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
+    pub(crate) fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
     where
         T::Err: std::fmt::Display,
     {
@@ -516,9 +516,13 @@ pub async fn cancel_batch(
 
 #[utoipa::path(
     post, path = "/v1/batches/{id}/retry", tag = "batches",
-    params(("id" = String, Path, description = "Batch id")),
+    params(
+        ("id" = String, Path, description = "Batch id"),
+        ("item" = Option<i64>, Query, description = "Retry only this item (its `id`); `requeued` is 0 if it is not a failed item of the batch"),
+    ),
     responses(
         (status = 200, description = "Failed items are queued again (attempts reset); a completed batch runs again and its webhook is re-armed", body = Retried),
+        (status = 400, description = "`item` is not an item id", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The batch is cancelled", body = ErrorBody),
@@ -529,9 +533,11 @@ pub async fn retry_batch(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    params: Params,
 ) -> Result<Json<Retried>, ApiError> {
+    let only = params.parsed::<i64>("item")?.map(ItemId);
     let b = owned_batch(&state, &caller, &id).await?;
-    let requeued = abridge_control::retry_failed(&state.store, &state.queue, b.id).await?;
+    let requeued = abridge_control::retry_failed(&state.store, &state.queue, b.id, only).await?;
     let b = owned_batch(&state, &caller, &id).await?;
     Ok(Json(Retried {
         requeued,

@@ -8,6 +8,8 @@
 //! - [`events`]: Server-Sent Events fed by Redis progress notices, coalesced per batch.
 //! - [`export`]: the streamed ZIP of a batch's summaries, `index.csv` and `batch.json`.
 //! - [`webhooks`]: SSRF guard, HMAC signature, and the at-least-once dispatcher.
+//! - [`dashboard`]: the web dashboard at `/`, its history and failures routes, and the
+//!   depth sampler behind its chart.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
 //! - [`client`]: a typed client of this API (used by `abridge enqueue --api` and tests).
 //! - [`error`], [`views`], [`settings`]: the error shape, the JSON shapes, the settings.
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod batches;
 pub mod client;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod export;
@@ -73,7 +76,7 @@ impl ApiState {
     }
 }
 
-/// Every route. `/` is left free for the dashboard.
+/// Every route: `/v1`, health, the OpenAPI document, and the dashboard at `/`.
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route(
@@ -86,9 +89,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/batches/{id}/retry", post(batches::retry_batch))
         .route("/batches/{id}/export", get(export::export_batch))
         .route("/batches/{id}/events", get(events::batch_events))
-        .route("/stats", get(batches::fleet_stats));
+        .route("/stats", get(batches::fleet_stats))
+        .route("/history", get(dashboard::history))
+        .route("/failed", get(dashboard::failed));
     Router::new()
         .nest("/v1", v1)
+        .route("/", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/dashboard.css", get(dashboard::styles))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::document))
@@ -116,6 +124,7 @@ pub async fn serve(
     let background = tokio_util::task::TaskTracker::new();
     background.spawn(events::listen(state.clone(), stop.clone()));
     background.spawn(webhooks::dispatch(state.clone(), stop.clone()));
+    background.spawn(dashboard::sample_depth(state.clone(), stop.clone()));
     let app = router(state);
     let stopping = stop.clone();
     let served = axum::serve(listener, app)

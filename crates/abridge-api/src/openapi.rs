@@ -24,6 +24,8 @@ use crate::views::*;
         crate::events::batch_events,
         crate::export::export_batch,
         crate::batches::fleet_stats,
+        crate::dashboard::history,
+        crate::dashboard::failed,
         crate::healthz,
         crate::readyz,
     ),
@@ -31,6 +33,7 @@ use crate::views::*;
         CreateBatch, ItemSpec, Summarizer, LengthName, PriorityName, BatchStatusName,
         ItemStatusName, RejectedInput, Created, CountsView, BatchStatusView, BatchPage,
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail,
+        crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),
     modifiers(&BearerAuth),
     tags(

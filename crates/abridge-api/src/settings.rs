@@ -23,6 +23,9 @@ pub struct ApiSettings {
     pub events_min_interval: Duration,
     /// A watched batch is re-read this often even without a notice (notices are lossy).
     pub events_refresh: Duration,
+    /// How often this process samples the queue depth for the dashboard's chart (replicas
+    /// sampling the same bucket write one row).
+    pub depth_sample: Duration,
     pub webhooks: WebhookSettings,
 }
 
@@ -85,6 +88,7 @@ impl ApiSettings {
             eta_window: src.millis("api_eta_window_ms", 300_000, 1_000)?,
             events_min_interval: src.millis("api_events_min_interval_ms", 250, 10)?,
             events_refresh: src.millis("api_events_refresh_ms", 5_000, 100)?,
+            depth_sample: src.millis("api_depth_sample_ms", 10_000, 100)?,
             webhooks: WebhookSettings {
                 allow_private: src
                     .parse::<bool>("webhook_allow_private", "true or false")?

@@ -215,6 +215,8 @@ pub struct BatchPage {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct ItemStatusView {
     pub id: i64,
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
     /// 0-based input order.
     pub position: i32,
     pub url: String,
@@ -236,6 +238,7 @@ impl From<ItemView> for ItemStatusView {
     fn from(i: ItemView) -> Self {
         Self {
             id: i.id.0,
+            batch_id: i.batch_id,
             position: i.position,
             url: i.url,
             video_id: i.video_id,

@@ -8,7 +8,7 @@
 //! - [`watch`]: the fleet at a glance for people (`abridge top`).
 
 use abridge_core::input::{BatchInput, Rejected};
-use abridge_core::{BatchId, BatchOptions, Priority};
+use abridge_core::{BatchId, BatchOptions, ItemId, Priority};
 use abridge_queue::Placement;
 use abridge_queue::{Queue, QueueError, QueueStats};
 use abridge_store::batch_api::RetryOutcome;
@@ -215,8 +215,9 @@ pub async fn retry_failed(
     store: &Store,
     queue: &Queue,
     id: BatchId,
+    only: Option<ItemId>,
 ) -> Result<usize, ControlError> {
-    let items = match store.retry_failed(id).await? {
+    let items = match store.retry_failed(id, only).await? {
         RetryOutcome::Retried(items) => items,
         RetryOutcome::Cancelled => return Err(ControlError::Cancelled(id)),
         RetryOutcome::NotFound => return Err(ControlError::NotFound(id)),

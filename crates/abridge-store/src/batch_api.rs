@@ -7,7 +7,7 @@ use std::time::Duration;
 use abridge_core::{BatchId, BatchStatus, ItemId, ItemStatus, Priority};
 use chrono::{DateTime, Utc};
 
-use crate::batches::{BatchView, Counts};
+use crate::batches::{BatchView, Counts, ItemRow, ItemView};
 use crate::items::ItemRef;
 use crate::{Context, Result, Store};
 
@@ -52,6 +52,27 @@ impl Store {
             .await
             .context("ping database")?;
         Ok(())
+    }
+
+    /// The latest failures among a tenant's newest 100 batches, newest failure first (what
+    /// the dashboard lists with retry buttons).
+    pub async fn recent_failed_items(&self, tenant: &str, limit: i64) -> Result<Vec<ItemView>> {
+        let rows = sqlx::query_as!(
+            ItemRow,
+            "SELECT id, batch_id, position, url, video_id, title, status, attempts, error_kind,
+                    error_message, summary, result_meta, worker_id, queued_at, started_at, finished_at
+             FROM items
+             WHERE status = 'failed'
+               AND batch_id IN (SELECT id FROM batches WHERE tenant = $1 ORDER BY id DESC LIMIT 100)
+             ORDER BY finished_at DESC NULLS LAST, id DESC
+             LIMIT $2",
+            tenant,
+            limit,
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("list recently failed items")?;
+        Ok(rows.into_iter().map(ItemView::from).collect())
     }
 
     /// A tenant's batch, or `None` if there is none or another tenant owns it.
@@ -175,10 +196,10 @@ impl Store {
         })
     }
 
-    /// Puts a batch's failed items back in the queue (`failed` → `queued`, attempts reset,
-    /// last error kept), reopens the batch if it had completed, and re-arms its webhook.
-    /// Returns the requeued items, for Redis.
-    pub async fn retry_failed(&self, id: BatchId) -> Result<RetryOutcome> {
+    /// Puts a batch's failed items (or only its failed item `only`) back in the queue
+    /// (`failed` → `queued`, attempts reset, last error kept), reopens the batch if it had
+    /// completed, and re-arms its webhook. Returns the requeued items, for Redis.
+    pub async fn retry_failed(&self, id: BatchId, only: Option<ItemId>) -> Result<RetryOutcome> {
         let mut tx = self.pool.begin().await.context("begin retry")?;
         let batch = sqlx::query!(
             "SELECT status, priority FROM batches WHERE id = $1 FOR UPDATE",
@@ -197,9 +218,10 @@ impl Store {
         let rows = sqlx::query!(
             "UPDATE items SET status = 'queued', attempts = 0, lease_token = NULL,
                     finished_at = NULL, available_at = NULL, queued_at = now()
-             WHERE batch_id = $1 AND status = 'failed'
+             WHERE batch_id = $1 AND status = 'failed' AND ($2::bigint IS NULL OR id = $2)
              RETURNING id, position",
-            id.0
+            id.0,
+            only.map(|i| i.0),
         )
         .fetch_all(&mut *tx)
         .await

@@ -646,7 +646,8 @@ impl Store {
         from: i32,
         limit: i64,
     ) -> Result<Vec<ItemView>> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            ItemRow,
             "SELECT id, batch_id, position, url, video_id, title, status, attempts, error_kind,
                     error_message, summary, result_meta, worker_id, queued_at, started_at, finished_at
              FROM items
@@ -661,26 +662,49 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("list batch items")?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ItemView {
-                id: ItemId(r.id),
-                batch_id: BatchId(r.batch_id),
-                position: r.position,
-                url: r.url,
-                video_id: r.video_id,
-                title: r.title,
-                status: r.status.parse().unwrap_or(abridge_core::ItemStatus::Queued),
-                attempts: r.attempts,
-                error_kind: r.error_kind,
-                error_message: r.error_message,
-                summary: r.summary,
-                result_meta: r.result_meta,
-                worker_id: r.worker_id,
-                queued_at: r.queued_at,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-            })
-            .collect())
+        Ok(rows.into_iter().map(ItemView::from).collect())
+    }
+}
+
+/// An `items` row as selected for an [`ItemView`].
+pub(crate) struct ItemRow {
+    pub id: i64,
+    pub batch_id: uuid::Uuid,
+    pub position: i32,
+    pub url: String,
+    pub video_id: String,
+    pub title: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub summary: Option<String>,
+    pub result_meta: Option<serde_json::Value>,
+    pub worker_id: Option<uuid::Uuid>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<ItemRow> for ItemView {
+    fn from(r: ItemRow) -> Self {
+        ItemView {
+            id: ItemId(r.id),
+            batch_id: BatchId(r.batch_id),
+            position: r.position,
+            url: r.url,
+            video_id: r.video_id,
+            title: r.title,
+            status: r.status.parse().unwrap_or(abridge_core::ItemStatus::Queued),
+            attempts: r.attempts,
+            error_kind: r.error_kind,
+            error_message: r.error_message,
+            summary: r.summary,
+            result_meta: r.result_meta,
+            worker_id: r.worker_id,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
     }
 }

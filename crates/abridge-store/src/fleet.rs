@@ -38,6 +38,15 @@ pub struct BatchHeader {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// The queue's depth in one minute (the largest sample of that minute).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MinuteDepth {
+    pub minute: DateTime<Utc>,
+    pub ready: i64,
+    pub delayed: i64,
+    pub leased: i64,
+}
+
 /// Items that finished in one minute.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MinuteThroughput {
@@ -173,6 +182,67 @@ impl Store {
                 minute: r.minute,
                 succeeded: r.succeeded,
                 failed: r.failed,
+            })
+            .collect())
+    }
+
+    /// Records the queue's depth for the time bucket of `every` that holds now. Replicas
+    /// sampling the same bucket write one row; samples older than a day are dropped.
+    pub async fn record_depth_sample(
+        &self,
+        queue: &str,
+        every: Duration,
+        ready: i64,
+        delayed: i64,
+        leased: i64,
+    ) -> Result<()> {
+        let every_s = every.as_secs_f64().max(1.0);
+        sqlx::query!(
+            "INSERT INTO queue_samples (queue, at, ready, delayed, leased)
+             VALUES ($1, to_timestamp(floor(extract(epoch FROM now())::float8 / $2::float8) * $2::float8),
+                     $3, $4, $5)
+             ON CONFLICT (queue, at) DO NOTHING",
+            queue,
+            every_s,
+            ready,
+            delayed,
+            leased,
+        )
+        .execute(&self.pool)
+        .await
+        .context("record a queue depth sample")?;
+        sqlx::query!(
+            "DELETE FROM queue_samples WHERE queue = $1 AND at < now() - interval '1 day'",
+            queue
+        )
+        .execute(&self.pool)
+        .await
+        .context("drop old queue depth samples")?;
+        Ok(())
+    }
+
+    /// The largest depth sampled in each of the last `minutes` minutes (the current one
+    /// last); minutes without a sample are left out (nobody was sampling).
+    pub async fn depth_per_minute(&self, queue: &str, minutes: i32) -> Result<Vec<MinuteDepth>> {
+        let rows = sqlx::query!(
+            r#"SELECT date_trunc('minute', at) AS "minute!", max(ready) AS "ready!",
+                      max(delayed) AS "delayed!", max(leased) AS "leased!"
+               FROM queue_samples
+               WHERE queue = $1 AND at >= date_trunc('minute', now()) - ($2 - 1) * interval '1 minute'
+               GROUP BY 1 ORDER BY 1"#,
+            queue,
+            minutes.max(1),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("read queue depth samples")?;
+        Ok(rows
+            .into_iter()
+            .map(|r| MinuteDepth {
+                minute: r.minute,
+                ready: r.ready,
+                delayed: r.delayed,
+                leased: r.leased,
             })
             .collect())
     }

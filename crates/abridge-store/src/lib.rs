@@ -35,7 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use batches::{
     BatchView, Counts, CreateOnce, CreatedBatch, IdempotencyKey, ItemView, NewBatch,
 };
-pub use fleet::{BatchHeader, FleetSnapshot, MinuteThroughput};
+pub use fleet::{BatchHeader, FleetSnapshot, MinuteDepth, MinuteThroughput};
 pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
 pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};

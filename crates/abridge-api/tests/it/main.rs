@@ -8,10 +8,13 @@
 //! - `export`: the ZIP, unzipped and checked file by file.
 //! - `tenancy`: another tenant's batch is a 404 everywhere; revoked tokens.
 //! - `webhooks`: signed deliveries retried until a 2xx; SSRF refusal.
+//! - `dashboard`: the web dashboard in headless Chromium (WebDriver): live progress, cancel,
+//!   retry, summaries, workers, chart.
 //! - `health`: `/healthz`, `/readyz`, `/openapi.json`.
 
 mod bad_input;
 mod create;
+mod dashboard;
 mod export;
 mod health;
 mod lifecycle;

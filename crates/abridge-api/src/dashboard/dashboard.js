@@ -1,0 +1,412 @@
+// The abridge dashboard: a client of the /v1 API with the token pasted at sign-in. It polls
+// (every second for the fleet and batches, every ten for the chart) and updates the page in
+// place, row by row, so a button never disappears under the pointer between two refreshes.
+// Everything shown is set as text (never as HTML), since names, errors and summaries come from
+// producers and videos.
+"use strict";
+
+const TOKEN_KEY = "abridge.token";
+const REFRESH_MS = 1000;
+const HISTORY_MS = 10000;
+const ITEM_PAGE = 200;
+
+const $ = (id) => document.getElementById(id);
+let token = localStorage.getItem(TOKEN_KEY) || "";
+let selected = null; // the batch whose items are shown
+let selectedItem = null; // the item whose summary is shown
+let timer = null;
+let lastHistory = 0;
+
+// ---- HTTP ----------------------------------------------------------------------------------
+
+class Unauthorized extends Error {}
+
+async function api(path, method = "GET") {
+  const res = await fetch(path, {
+    method,
+    headers: { Authorization: "Bearer " + token, Accept: "application/json" },
+  });
+  if (res.status === 401) throw new Unauthorized("the token was refused");
+  const body = await res.json().catch(() => null);
+  if (!res.ok) {
+    const msg = body && body.error ? body.error.message : res.status + " " + res.statusText;
+    throw new Error(method + " " + path + ": " + msg);
+  }
+  return body;
+}
+
+// ---- DOM helpers ---------------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+function setText(node, text) {
+  const t = String(text);
+  if (node.textContent !== t) node.textContent = t;
+}
+
+// Makes `tbody` hold one row per entry of `list`, in order: rows are made by `create` once per
+// key and refreshed by `update` at every call; rows whose key is gone are removed.
+function reconcile(tbody, list, key, create, update) {
+  const existing = new Map();
+  for (const row of tbody.rows) existing.set(row.dataset.key, row);
+  let prev = null;
+  for (const entry of list) {
+    const k = String(key(entry));
+    let row = existing.get(k);
+    if (row) existing.delete(k);
+    else {
+      row = create(entry);
+      row.dataset.key = k;
+    }
+    update(row, entry);
+    const want = prev ? prev.nextSibling : tbody.firstChild;
+    if (want !== row) tbody.insertBefore(row, want);
+    prev = row;
+  }
+  for (const row of existing.values()) row.remove();
+}
+
+// A button that asks to be clicked a second time within four seconds before it acts.
+function confirmButton(label, armedLabel, action) {
+  const b = el("button", { type: "button" }, label);
+  let disarm = null;
+  b.addEventListener("click", async (ev) => {
+    ev.stopPropagation();
+    if (!b.classList.contains("armed")) {
+      b.classList.add("armed");
+      b.textContent = armedLabel;
+      disarm = setTimeout(() => { b.classList.remove("armed"); b.textContent = label; }, 4000);
+      return;
+    }
+    clearTimeout(disarm);
+    b.classList.remove("armed");
+    b.textContent = label;
+    b.disabled = true;
+    try { await action(); showError(""); } catch (e) { showError(e.message); }
+    b.disabled = false;
+    refresh();
+  });
+  return b;
+}
+
+function actionButton(label, action) {
+  const b = el("button", { type: "button" }, label);
+  b.addEventListener("click", async (ev) => {
+    ev.stopPropagation();
+    b.disabled = true;
+    try { await action(); showError(""); } catch (e) { showError(e.message); }
+    b.disabled = false;
+    refresh();
+  });
+  return b;
+}
+
+function showError(msg) { setText($("error"), msg); }
+
+function ago(iso) {
+  if (!iso) return "";
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 60) return Math.round(s) + " s ago";
+  if (s < 3600) return Math.round(s / 60) + " min ago";
+  if (s < 86400) return Math.round(s / 3600) + " h ago";
+  return new Date(iso).toLocaleDateString();
+}
+
+function duration(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+}
+
+function statusBadge(node, status) {
+  node.className = "status " + status;
+  setText(node, status);
+}
+
+function shortId(id) { return String(id).slice(0, 8); }
+
+// ---- Tiles and workers ---------------------------------------------------------------------
+
+function renderStats(stats) {
+  const d = stats.depth;
+  setText($("queue-name"), "queue " + stats.queue);
+  setText($("t-ready"), d.high + d.normal + d.low);
+  setText($("t-ready-split"), "high " + d.high + " · normal " + d.normal + " · low " + d.low);
+  setText($("t-delayed"), stats.delayed);
+  setText($("t-leased"), stats.leased);
+  setText($("t-workers"), stats.workers.length);
+  setText($("t-failed"), stats.failed);
+  $("workers-empty").hidden = stats.workers.length > 0;
+  reconcile($("workers").tBodies[0], stats.workers, (w) => w.id,
+    () => el("tr", {}, el("td"), el("td"), el("td"), el("td"), el("td"), el("td")),
+    (row, w) => {
+      const c = row.cells;
+      setText(c[0], shortId(w.id));
+      c[0].title = w.id;
+      setText(c[1], w.host);
+      setText(c[2], w.pid);
+      setText(c[3], w.heartbeat_age_s.toFixed(1) + " s");
+      setText(c[4], w.items_in_hand + " / " + w.concurrency);
+      setText(c[5], ago(w.started_at));
+    });
+}
+
+// ---- Batches -------------------------------------------------------------------------------
+
+function batchRow(b) {
+  const bar = el("div", { class: "bar" },
+    el("span", { class: "ok" }), el("span", { class: "fail" }),
+    el("span", { class: "cancel" }), el("span", { class: "run" }));
+  const cancel = confirmButton("Cancel", "Confirm cancel", () => api("/v1/batches/" + b.id + "/cancel", "POST"));
+  cancel.dataset.action = "cancel";
+  const retry = actionButton("Retry failed", () => api("/v1/batches/" + b.id + "/retry", "POST"));
+  retry.dataset.action = "retry";
+  const row = el("tr", { class: "clickable batch", "data-batch": b.id, onclick: () => select(b) },
+    el("td", {}, el("span", { class: "name" }), el("br"), el("span", { class: "muted id" })),
+    el("td", {}, el("span")),
+    el("td"),
+    el("td", {}, bar, el("span", { class: "progress-text" })),
+    el("td", { class: "eta" }),
+    el("td", { class: "created" }),
+    el("td", { class: "actions" }, cancel, " ", retry));
+  return row;
+}
+
+function updateBatchRow(row, b) {
+  const c = row.cells;
+  setText(c[0].querySelector(".name"), b.name || "(unnamed)");
+  setText(c[0].querySelector(".id"), shortId(b.id));
+  c[0].title = b.id;
+  statusBadge(c[1].firstChild, b.status);
+  setText(c[2], b.priority);
+  const n = b.counts, total = Math.max(1, b.total);
+  const parts = c[3].querySelector(".bar").children;
+  const widths = [n.succeeded, n.failed, n.cancelled, n.running];
+  widths.forEach((v, i) => { parts[i].style.width = (100 * v / total).toFixed(2) + "%"; });
+  const done = n.succeeded + n.failed + n.cancelled;
+  let text = done + " / " + b.total + " done";
+  if (n.running) text += " · " + n.running + " running";
+  if (n.failed) text += " · " + n.failed + " failed";
+  if (n.cancelled) text += " · " + n.cancelled + " cancelled";
+  setText(c[3].querySelector(".progress-text"), text);
+  c[3].querySelector(".progress-text").dataset.done = done;
+  setText(c[4], b.status === "completed" || b.status === "cancelled" ? "" : duration(b.eta_seconds));
+  setText(c[5], ago(b.created_at));
+  const open = b.status === "pending" || b.status === "running";
+  c[6].querySelector("[data-action=cancel]").hidden = !open;
+  c[6].querySelector("[data-action=retry]").hidden = !(n.failed > 0 && b.status !== "cancelled");
+  row.classList.toggle("selected", selected !== null && selected.id === b.id);
+}
+
+function renderBatches(page) {
+  $("batches-empty").hidden = page.batches.length > 0;
+  reconcile($("batches").tBodies[0], page.batches, (b) => b.id, batchRow, updateBatchRow);
+  if (selected) {
+    const fresh = page.batches.find((b) => b.id === selected.id);
+    if (fresh) selected = fresh;
+  }
+}
+
+// ---- Items of the selected batch -----------------------------------------------------------
+
+function select(b) {
+  selected = b;
+  selectedItem = null;
+  $("summary").hidden = true;
+  $("detail").hidden = false;
+  setText($("detail-name"), b.name || shortId(b.id));
+  $("items").tBodies[0].replaceChildren();
+  refresh();
+}
+
+function itemRow(it) {
+  const retry = actionButton("Retry", () => api("/v1/batches/" + it.batch_id + "/retry?item=" + it.id, "POST"));
+  retry.dataset.action = "retry-item";
+  return el("tr", { class: "clickable item", "data-item": it.id, onclick: () => showSummary(it.id) },
+    el("td"), el("td", {}, el("a", { target: "_blank", rel: "noopener noreferrer" })),
+    el("td", {}, el("span")), el("td"), el("td", { class: "error" }), el("td", {}, retry));
+}
+
+let itemsById = new Map();
+
+function updateItemRow(row, it) {
+  itemsById.set(it.id, it);
+  const c = row.cells;
+  setText(c[0], it.position + 1);
+  const a = c[1].firstChild;
+  a.href = it.url;
+  setText(a, it.title || it.video_id);
+  statusBadge(c[2].firstChild, it.status);
+  setText(c[3], it.attempts);
+  setText(c[4], it.error_kind ? it.error_kind + ": " + (it.error_message || "") : "");
+  c[5].firstChild.hidden = it.status !== "failed";
+  row.classList.toggle("selected", selectedItem === it.id);
+}
+
+function showSummary(id) {
+  selectedItem = id;
+  const it = itemsById.get(id);
+  if (!it) return;
+  $("summary").hidden = false;
+  setText($("summary-title"), (it.title || it.video_id) + " — " + it.status);
+  setText($("summary-text"), it.summary || (it.error_message ? it.error_kind + ": " + it.error_message : "No summary yet."));
+}
+
+async function refreshItems() {
+  if (!selected) return;
+  const filter = $("detail-filter").value;
+  const q = "?limit=" + ITEM_PAGE + (filter ? "&status=" + filter : "");
+  const page = await api("/v1/batches/" + selected.id + "/items" + q);
+  itemsById = new Map();
+  reconcile($("items").tBodies[0], page.items, (it) => it.id, itemRow, updateItemRow);
+  $("items-more").hidden = !page.next_cursor;
+  if (selectedItem !== null) showSummary(selectedItem);
+}
+
+// ---- Failed items --------------------------------------------------------------------------
+
+function renderFailed(list, batchNames) {
+  $("failed-empty").hidden = list.items.length > 0;
+  reconcile($("failed").tBodies[0], list.items, (it) => it.id,
+    (it) => {
+      const retry = actionButton("Retry", () => api("/v1/batches/" + it.batch_id + "/retry?item=" + it.id, "POST"));
+      retry.dataset.action = "retry-item";
+      return el("tr", { "data-item": it.id }, el("td"), el("td", {}, el("a", { target: "_blank", rel: "noopener noreferrer" })),
+        el("td"), el("td", { class: "error" }), el("td"), el("td", {}, retry));
+    },
+    (row, it) => {
+      const c = row.cells;
+      setText(c[0], batchNames.get(it.batch_id) || shortId(it.batch_id));
+      c[1].firstChild.href = it.url;
+      setText(c[1].firstChild, it.title || it.video_id);
+      setText(c[2], it.attempts);
+      setText(c[3], (it.error_kind || "") + ": " + (it.error_message || ""));
+      setText(c[4], ago(it.finished_at));
+    });
+}
+
+// ---- Chart ---------------------------------------------------------------------------------
+
+function renderHistory(h) {
+  const svg = $("chart");
+  const W = 720, H = 160, pad = 6;
+  const mins = h.minutes.slice(-60);
+  const slot = W / 60;
+  const offset = 60 - mins.length;
+  const maxDone = Math.max(1, ...mins.map((m) => m.succeeded + m.failed));
+  const maxDepth = Math.max(1, ...mins.map((m) => m.ready || 0));
+  const ns = "http://www.w3.org/2000/svg";
+  const nodes = [];
+  mins.forEach((m, i) => {
+    const x = (offset + i) * slot + 1;
+    const hd = (H - pad) * m.succeeded / maxDone;
+    const hf = (H - pad) * m.failed / maxDone;
+    for (const [cls, y, hh, n] of [["done", H - hd, hd, m.succeeded], ["fail", H - hd - hf, hf, m.failed]]) {
+      if (hh <= 0) continue;
+      const r = document.createElementNS(ns, "rect");
+      r.setAttribute("class", cls);
+      r.setAttribute("x", x); r.setAttribute("y", y);
+      r.setAttribute("width", slot - 2); r.setAttribute("height", hh);
+      const t = document.createElementNS(ns, "title");
+      t.textContent = new Date(m.minute).toLocaleTimeString() + ": " + n + (cls === "done" ? " succeeded" : " failed");
+      r.append(t);
+      nodes.push(r);
+    }
+  });
+  // Depth as steps: one level per sampled minute, so even a single minute shows.
+  const points = [];
+  mins.forEach((m, i) => {
+    if (m.ready === null) return;
+    const y = H - pad - (H - 2 * pad) * m.ready / maxDepth;
+    points.push([(offset + i) * slot, y], [(offset + i + 1) * slot, y]);
+  });
+  if (points.length) {
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("class", "depth");
+    line.setAttribute("points", points.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" "));
+    const t = document.createElementNS(ns, "title");
+    const last = mins.filter((m) => m.ready !== null).pop();
+    t.textContent = "queue depth (largest sample per minute), now " + last.ready;
+    line.append(t);
+    nodes.push(line);
+  }
+  svg.replaceChildren(...nodes);
+  svg.dataset.maxDepth = maxDepth;
+  svg.dataset.maxFinished = maxDone;
+  const last = mins.length > 1 ? mins[mins.length - 2] : mins[mins.length - 1];
+  if (last) setText($("t-rate"), last.succeeded + last.failed);
+}
+
+// ---- The loop ------------------------------------------------------------------------------
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    const wantHistory = Date.now() - lastHistory >= HISTORY_MS;
+    const [stats, page, failed, history] = await Promise.all([
+      api("/v1/stats"),
+      api("/v1/batches?limit=25"),
+      api("/v1/failed?limit=20"),
+      wantHistory ? api("/v1/history?minutes=60") : Promise.resolve(null),
+    ]);
+    renderStats(stats);
+    renderBatches(page);
+    renderFailed(failed, new Map(page.batches.map((b) => [b.id, b.name || shortId(b.id)])));
+    if (history) { renderHistory(history); lastHistory = Date.now(); }
+    await refreshItems();
+    const c = $("connection");
+    c.className = "pill live";
+    setText(c, "live");
+    document.body.dataset.refreshed = String(Date.now());
+  } catch (e) {
+    if (e instanceof Unauthorized) { signOut("That token was refused (revoked, or for another server)."); return; }
+    const c = $("connection");
+    c.className = "pill down";
+    setText(c, "unreachable");
+    showError(e.message);
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+function signOut(why) {
+  clearTimeout(timer);
+  token = "";
+  localStorage.removeItem(TOKEN_KEY);
+  $("main").hidden = true;
+  $("signout").hidden = true;
+  $("signin").hidden = false;
+  setText($("signin-error"), why || "");
+}
+
+function start() {
+  $("signin").hidden = true;
+  $("main").hidden = false;
+  $("signout").hidden = false;
+  lastHistory = 0;
+  refresh();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("signin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("token").value.trim();
+    $("token").value = "";
+    if (!token) return;
+    localStorage.setItem(TOKEN_KEY, token);
+    start();
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+  $("detail-close").addEventListener("click", () => { selected = null; $("detail").hidden = true; refresh(); });
+  $("detail-filter").addEventListener("change", () => { $("items").tBodies[0].replaceChildren(); refresh(); });
+  if (token) start(); else signOut("");
+});

@@ -1,0 +1,297 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven by chromedriver
+//! (WebDriver). It signs in with a token, watches a running batch's progress bar move, cancels
+//! the batch with its button, retries a failed item from the failed list, opens a summary, and
+//! sees the workers and the chart. With `ABRIDGE_SCREENSHOTS=DIR` it also saves the screenshots
+//! README.md shows.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use abridge_core::{ErrorKind, ItemError};
+use abridge_worker::JobOutput;
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+        let port = abridge_local::free_port().unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = abridge_local::spawn_tied(cmd).unwrap_or_else(|e| {
+            panic!(
+                "cannot start {bin} ({e:#}): the dashboard test needs Chromium and ChromeDriver \
+                 (Debian: apt-get install chromium chromium-driver; or set CHROMEDRIVER)"
+            )
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{url}/status")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, url }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        let chrome = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chrome,
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1400,1200"],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session through chromedriver")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the first element matching `css`.
+async fn find(c: &Client, css: &str) -> Element {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+}
+
+/// Polls `read` in the page until `ok` holds, or panics after 30 s with the last value.
+async fn until<T: std::fmt::Debug>(
+    what: &str,
+    mut read: impl AsyncFnMut() -> T,
+    ok: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = read().await;
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {v:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many items the batch's row says are done (`data-done`), if the row is there.
+async fn done_in_row(c: &Client, batch: &str) -> Option<i64> {
+    let css = format!("tr[data-batch='{batch}'] .progress-text");
+    let e = c.find(Locator::Css(&css)).await.ok()?;
+    e.attr("data-done").await.ok()??.parse().ok()
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("ABRIDGE_SCREENSHOTS") {
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(format!("{dir}/{name}.png"), png).expect("write screenshot");
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_live_progress_and_its_buttons_cancel_and_retry() {
+    let mut app = App::start(&[("ABRIDGE_API_DEPTH_SAMPLE_MS", "200")]).await;
+    // Slow items (no transcript) take 300 ms (the slow batch would run 30 s); "flaky" ones fail for good the first time.
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let processor = abridge_testkit::processor(move |job: abridge_worker::Job| {
+        let seen = seen.clone();
+        async move {
+            match job.transcript.as_deref() {
+                None => tokio::time::sleep(Duration::from_millis(300)).await,
+                Some("flaky") if seen.lock().unwrap().insert(job.video_id.clone()) => {
+                    return Err(ItemError::permanent(
+                        ErrorKind::new("unavailable"),
+                        "video is private",
+                    ));
+                }
+                Some(_) => {}
+            }
+            Ok(JobOutput {
+                summary: format!("Summary of {}.", job.video_id),
+                ..JobOutput::default()
+            })
+        }
+    });
+    app.start_worker_with(processor, 2);
+    let token = app.token("acme").await;
+    let quick = app
+        .create(
+            &token,
+            json!({"name": "quick", "items": [
+                {"url": "q0000000000", "transcript": "flaky"},
+                {"url": "q0000000001", "transcript": "fine"},
+            ]}),
+        )
+        .await;
+    let slow = app
+        .create(&token, json!({"name": "slow", "urls": video_ids('s', 200)}))
+        .await;
+
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    c.goto(&app.server.base).await.unwrap();
+
+    // Signing in with a wrong token says so and shows the form again.
+    find(&c, "#token")
+        .await
+        .send_keys("abr_wrong")
+        .await
+        .unwrap();
+    find(&c, "#signin-button").await.click().await.unwrap();
+    until(
+        "the refusal of a wrong token",
+        async || text(&c, "#signin-error").await,
+        |t| t.contains("refused"),
+    )
+    .await;
+    find(&c, "#token").await.send_keys(&token).await.unwrap();
+    find(&c, "#signin-button").await.click().await.unwrap();
+
+    // The slow batch's progress moves while the page is open (the page is not reloaded).
+    let slow_id = slow.to_string();
+    let first = until(
+        "the slow batch's row",
+        async || done_in_row(&c, &slow_id).await,
+        |d| d.is_some(),
+    )
+    .await
+    .unwrap();
+    let later = until(
+        "progress of the slow batch",
+        async || done_in_row(&c, &slow_id).await,
+        |d| d.is_some_and(|d| d >= first + 3),
+    )
+    .await
+    .unwrap();
+    assert!(later < 200, "the batch is still running: {later} done");
+
+    // The live worker, with its items in hand.
+    let workers = until(
+        "the workers table",
+        async || text(&c, "#workers tbody").await,
+        |t| t.contains(" / 2"),
+    )
+    .await;
+    assert!(
+        workers.contains(&std::process::id().to_string()),
+        "{workers}"
+    );
+
+    // The quick batch failed one item: it is in the failed list; its retry button requeues it.
+    let quick_id = quick.to_string();
+    let failed_row = "#failed tr[data-item] [data-action='retry-item']";
+    until(
+        "the failed item",
+        async || text(&c, "#failed tbody").await,
+        |t| t.contains("video is private") && t.contains("quick"),
+    )
+    .await;
+    screenshot(&c, "dashboard").await;
+    find(&c, failed_row).await.click().await.unwrap();
+    // The click's request is in flight: the batch is still `completed` with one failure until
+    // the retry lands, so wait for the outcome itself.
+    let done = until(
+        "the retried item to succeed",
+        async || app.get(&token, &format!("/v1/batches/{quick}")).await.1,
+        |b| b["counts"]["succeeded"] == 2 && b["status"] == "completed",
+    )
+    .await;
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    until(
+        "the failed list to empty",
+        async || c.find(Locator::Css("#failed tbody tr")).await.is_ok(),
+        |present| !present,
+    )
+    .await;
+
+    // Clicking the quick batch shows its items; clicking an item shows its summary.
+    find(&c, &format!("tr[data-batch='{quick_id}'] .name"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    find(&c, "#items tr[data-item]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    until(
+        "the summary",
+        async || text(&c, "#summary-text").await,
+        |t| t.starts_with("Summary of q000000000"),
+    )
+    .await;
+
+    // Cancel asks for a second click, then cancels the slow batch.
+    let cancel = format!("tr[data-batch='{slow_id}'] [data-action='cancel']");
+    find(&c, &cancel).await.click().await.unwrap();
+    assert_eq!(
+        find(&c, &cancel).await.text().await.unwrap(),
+        "Confirm cancel"
+    );
+    let (_, before) = app.get(&token, &format!("/v1/batches/{slow}")).await;
+    assert_eq!(before["status"], "running", "one click does not cancel");
+    find(&c, &cancel).await.click().await.unwrap();
+    let v: Value = app
+        .wait_finished(&token, slow, Duration::from_secs(20))
+        .await;
+    assert_eq!(v["status"], "cancelled", "{v}");
+    assert!(v["counts"]["cancelled"].as_i64().unwrap() > 0, "{v}");
+    until(
+        "the slow batch's row to say cancelled",
+        async || text(&c, &format!("tr[data-batch='{slow_id}'] .status")).await,
+        |t| t == "cancelled",
+    )
+    .await;
+    assert!(
+        !find(&c, &cancel).await.is_displayed().await.unwrap(),
+        "a cancelled batch has no cancel button"
+    );
+
+    // The chart draws the sampled depth and the finished items.
+    find(&c, "#chart polyline.depth").await;
+    find(&c, "#chart rect.done").await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // the bars' width transition
+    screenshot(&c, "dashboard-cancelled").await;
+
+    c.close().await.unwrap();
+    app.stop().await;
+}
