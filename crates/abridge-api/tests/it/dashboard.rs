@@ -5,19 +5,23 @@
 //! README.md shows.
 
 use std::collections::HashSet;
+use std::os::unix::process::CommandExt as _;
+use std::panic::AssertUnwindSafe;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use abridge_core::{ErrorKind, ItemError};
+use abridge_core::{BatchId, ErrorKind, ItemError};
 use abridge_worker::JobOutput;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt as _;
 use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// chromedriver on a free port, killed on drop.
+/// chromedriver on a free port, in a process group of its own with the Chromium it starts:
+/// dropping it kills the whole group, so a failed test leaves no browser behind.
 struct Driver {
     child: Child,
     url: String,
@@ -30,7 +34,8 @@ impl Driver {
         let mut cmd = Command::new(&bin);
         cmd.arg(format!("--port={port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::null())
+            .process_group(0);
         let child = abridge_local::spawn_tied(cmd).unwrap_or_else(|e| {
             panic!(
                 "cannot start {bin} ({e:#}): the dashboard test needs Chromium and ChromeDriver \
@@ -74,7 +79,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -167,6 +173,22 @@ async fn the_dashboard_shows_live_progress_and_its_buttons_cancel_and_retry() {
 
     let driver = Driver::start().await;
     let c = driver.browser().await;
+    // Whatever happens, end the browser session (chromedriver then stops Chromium) before
+    // the test's verdict.
+    let verdict = AssertUnwindSafe(exercise(&c, &app, &token, quick, slow))
+        .catch_unwind()
+        .await;
+    let _ = c.close().await;
+    drop(driver);
+    app.stop().await;
+    if let Err(panic) = verdict {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The browser's part of the test, on the page of `app`'s server.
+async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: BatchId) {
+    let c = c.clone();
     c.goto(&app.server.base).await.unwrap();
 
     // Signing in with a wrong token says so and shows the form again.
@@ -291,7 +313,4 @@ async fn the_dashboard_shows_live_progress_and_its_buttons_cancel_and_retry() {
     find(&c, "#chart rect.done").await;
     tokio::time::sleep(Duration::from_millis(600)).await; // the bars' width transition
     screenshot(&c, "dashboard-cancelled").await;
-
-    c.close().await.unwrap();
-    app.stop().await;
 }
