@@ -1,4 +1,4 @@
-//! Outcome writes. Item tasks submit outcomes; a few writer tasks take whatever has queued up
+//! Outcome writes. Item tasks submit outcomes; a writer task takes whatever has queued up
 //! and write it in one fenced statement (group commit), then acknowledge the leases in Redis
 //! in one script call. Under load, batches grow by themselves; when idle, a lone outcome is
 //! written at once.
@@ -18,8 +18,10 @@ use tracing::{debug, info, warn};
 use crate::session::SessionCtx;
 use crate::{Worker, batching};
 
-/// Writer tasks per process: one writes while the other gathers the next batch.
-pub(crate) const WRITERS: usize = 2;
+/// Writer tasks per process. One: while it writes, the next group gathers. Two writers
+/// overlapped writes but halved the groups (about 25 items a commit against 40): on two cores
+/// the bigger groups win, 21-23k against 16-18k items/s in the burn-down (BENCHMARKS.md).
+pub(crate) const WRITERS: usize = 1;
 pub(crate) struct FinishOp {
     lease: LeaseRef,
     finish: Finish,
