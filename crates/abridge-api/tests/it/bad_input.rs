@@ -348,6 +348,30 @@ async fn every_kind_of_bad_input_is_a_4xx_with_a_message() {
             "cursor",
         ),
         get(
+            "history minutes not a number",
+            "/v1/history?minutes=lots".into(),
+            400,
+            "invalid_query",
+            "minutes",
+        ),
+        get(
+            "failed list limit",
+            "/v1/failed?limit=-1".into(),
+            400,
+            "invalid_query",
+            "limit",
+        ),
+        Case {
+            method: "POST",
+            ..get(
+                "retry of an item that is not an id",
+                format!("/v1/batches/{id}/retry?item=first"),
+                400,
+                "invalid_query",
+                "item",
+            )
+        },
+        get(
             "unknown endpoint",
             "/v1/nothing".into(),
             404,

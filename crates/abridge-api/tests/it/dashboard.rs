@@ -314,3 +314,113 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     tokio::time::sleep(Duration::from_millis(600)).await; // the bars' width transition
     screenshot(&c, "dashboard-cancelled").await;
 }
+
+/// What the dashboard reads, without a browser: `/v1/history` counts finished items per
+/// minute and carries the sampled depth; `/v1/failed` lists failures newest first; a retry
+/// with `?item=` requeues that item only.
+#[tokio::test]
+async fn history_failed_list_and_retry_of_one_item() {
+    let mut app = App::start(&[("ABRIDGE_API_DEPTH_SAMPLE_MS", "100")]).await;
+    let token = app.token("acme").await;
+    // Three items fail for good; nothing runs yet, so the sampler sees them queued.
+    let items: Vec<_> = video_ids('h', 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| json!({"url": id, "transcript": if i < 3 { "bad" } else { "good" }}))
+        .collect();
+    let id = app
+        .create(&token, json!({"name": "h", "items": items}))
+        .await;
+    until(
+        "a depth sample with the five queued items",
+        async || app.get(&token, "/v1/history?minutes=5").await.1,
+        |h| {
+            h["minutes"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["ready"] == 5))
+        },
+    )
+    .await;
+    let fail_bad = abridge_testkit::processor(|job: abridge_worker::Job| async move {
+        if job.transcript.as_deref() == Some("bad") {
+            return Err(ItemError::permanent(ErrorKind::new("unavailable"), "gone"));
+        }
+        Ok(JobOutput {
+            summary: "ok".into(),
+            ..JobOutput::default()
+        })
+    });
+    app.start_worker_with(fail_bad, 4);
+    app.wait_finished(&token, id, Duration::from_secs(20)).await;
+
+    let (status, h) = app.get(&token, "/v1/history?minutes=5").await;
+    assert_eq!(status, 200, "{h}");
+    let minutes = h["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 5, "one entry per minute: {h}");
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_i64().unwrap()).sum::<i64>();
+    assert_eq!((sum("succeeded"), sum("failed")), (2, 3), "{h}");
+
+    let (status, failed) = app.get(&token, "/v1/failed").await;
+    assert_eq!(status, 200, "{failed}");
+    let failed = failed["items"].as_array().unwrap().clone();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(failed.iter().all(|i| i["batch_id"] == id.to_string()));
+    assert!(failed.iter().all(|i| i["error_message"] == "gone"));
+    // Another tenant sees none of them.
+    let other = app.token("other").await;
+    assert_eq!(app.get(&other, "/v1/failed").await.1["items"], json!([]));
+
+    // Retry one item: only it is requeued (it fails again: still "bad").
+    let one = failed[0]["id"].as_i64().unwrap();
+    let (status, r) = app
+        .post(
+            &token,
+            &format!("/v1/batches/{id}/retry?item={one}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["requeued"], 1, "{r}");
+    // An item that is not a failed item of this batch: nothing to do.
+    let (status, r) = app
+        .post(
+            &token,
+            &format!("/v1/batches/{id}/retry?item=999999999"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, r["requeued"].as_i64()), (200, Some(0)), "{r}");
+    let finished = |v: &Value, item: i64| {
+        v["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["id"] == item))
+            .map(|i| i["finished_at"].clone())
+    };
+    let before: Vec<_> = failed
+        .iter()
+        .map(|i| (i["id"].as_i64().unwrap(), i["finished_at"].clone()))
+        .collect();
+    let after = until(
+        "the retried item to fail again",
+        async || {
+            app.get(&token, &format!("/v1/batches/{id}/items?status=failed"))
+                .await
+                .1
+        },
+        |v| {
+            finished(v, one)
+                .is_some_and(|f| Some(&f) != before.iter().find(|b| b.0 == one).map(|b| &b.1))
+        },
+    )
+    .await;
+    for (item, at) in &before {
+        if *item != one {
+            assert_eq!(
+                finished(&after, *item).as_ref(),
+                Some(at),
+                "only the one item ran again: {after}"
+            );
+        }
+    }
+    app.stop().await;
+}
