@@ -204,7 +204,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
         |t| t.contains("refused"),
     )
     .await;
-    find(&c, "#token").await.send_keys(&token).await.unwrap();
+    find(&c, "#token").await.send_keys(token).await.unwrap();
     find(&c, "#signin-button").await.click().await.unwrap();
 
     // The slow batch's progress moves while the page is open (the page is not reloaded).
@@ -252,7 +252,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     // the retry lands, so wait for the outcome itself.
     let done = until(
         "the retried item to succeed",
-        async || app.get(&token, &format!("/v1/batches/{quick}")).await.1,
+        async || app.get(token, &format!("/v1/batches/{quick}")).await.1,
         |b| b["counts"]["succeeded"] == 2 && b["status"] == "completed",
     )
     .await;
@@ -289,11 +289,11 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
         find(&c, &cancel).await.text().await.unwrap(),
         "Confirm cancel"
     );
-    let (_, before) = app.get(&token, &format!("/v1/batches/{slow}")).await;
+    let (_, before) = app.get(token, &format!("/v1/batches/{slow}")).await;
     assert_eq!(before["status"], "running", "one click does not cancel");
     find(&c, &cancel).await.click().await.unwrap();
     let v: Value = app
-        .wait_finished(&token, slow, Duration::from_secs(20))
+        .wait_finished(token, slow, Duration::from_secs(20))
         .await;
     assert_eq!(v["status"], "cancelled", "{v}");
     assert!(v["counts"]["cancelled"].as_i64().unwrap() > 0, "{v}");
