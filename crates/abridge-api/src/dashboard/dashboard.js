@@ -349,8 +349,17 @@ function renderHistory(h) {
 
 // ---- The loop ------------------------------------------------------------------------------
 
+// One refresh at a time: a refresh asked for while one runs (a button's, say) runs right after
+// it, so clicks never start a second polling loop.
+let refreshing = false;
+let refreshAgain = false;
+
 async function refresh() {
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = true;
   clearTimeout(timer);
+  const usedToken = token;
+  let signedOut = false;
   try {
     const wantHistory = Date.now() - lastHistory >= HISTORY_MS;
     const [stats, page, failed, history] = await Promise.all([
@@ -369,12 +378,23 @@ async function refresh() {
     setText(c, "live");
     document.body.dataset.refreshed = String(Date.now());
   } catch (e) {
-    if (e instanceof Unauthorized) { signOut("That token was refused (revoked, or for another server)."); return; }
-    const c = $("connection");
-    c.className = "pill down";
-    setText(c, "unreachable");
-    showError(e.message);
+    if (e instanceof Unauthorized) {
+      // Only if the refused token is still the one in use (not one replaced meanwhile).
+      if (token === usedToken) {
+        signOut("That token was refused (revoked, or for another server).");
+        signedOut = true;
+      }
+    } else {
+      const c = $("connection");
+      c.className = "pill down";
+      setText(c, "unreachable");
+      showError(e.message);
+    }
+  } finally {
+    refreshing = false;
   }
+  if (signedOut || !token) { refreshAgain = false; return; }
+  if (refreshAgain) { refreshAgain = false; refresh(); return; }
   timer = setTimeout(refresh, REFRESH_MS);
 }
 
