@@ -1,12 +1,12 @@
 //! The claim loop: take permits, claim that many items from Redis, start them in Postgres
 //! under the claim's token, and run each started item in its own task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
+use abridge_core::{BatchId, ErrorKind, ItemError, ItemId, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, Outcome, StartedItem};
 use abridge_telemetry::trace::{self, KeyValue};
@@ -152,6 +152,21 @@ async fn start_claimed(
         }
     };
     let started_at = SystemTime::now();
+    // A batch's first items flip it to `running`, beside their work rather than before it.
+    let pending: HashSet<BatchId> = started
+        .iter()
+        .filter(|s| s.batch_pending)
+        .map(|s| s.batch_id)
+        .collect();
+    if !pending.is_empty() {
+        let store = worker.store.clone();
+        let pending: Vec<BatchId> = pending.into_iter().collect();
+        tokio::spawn(async move {
+            if let Err(e) = store.mark_batches_running(&pending).await {
+                debug!(error = %e, "cannot mark batches running; their first outcome will");
+            }
+        });
+    }
     let mut started: HashMap<ItemId, StartedItem> =
         started.into_iter().map(|s| (s.id, s)).collect();
     let mut dropped = Vec::new();
