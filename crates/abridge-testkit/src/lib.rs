@@ -9,6 +9,7 @@
 //! - [`processor`] turns a closure into a `Processor` for in-process workers.
 //! - [`Proc`] runs `abridge` processes and can SIGKILL, SIGSTOP, SIGCONT and SIGTERM them.
 
+mod poll;
 mod process;
 mod processors;
 
@@ -21,6 +22,7 @@ use abridge_queue::Queue;
 use abridge_store::Store;
 use abridge_worker::{Processor, Worker};
 
+pub use poll::{eventually, until};
 pub use process::Proc;
 pub use processors::{FnProcessor, ok, processor};
 

@@ -18,7 +18,12 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt as _;
 use serde_json::{Value, json};
 
+use abridge_testkit::until;
+
 use crate::support::*;
+
+/// How long any one thing on the page may take to show.
+const T: Duration = Duration::from_secs(30);
 
 /// chromedriver on a free port, in a process group of its own with the Chromium it starts:
 /// dropping it kills the whole group, so a failed test leaves no browser behind.
@@ -92,23 +97,6 @@ async fn find(c: &Client, css: &str) -> Element {
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-}
-
-/// Polls `read` in the page until `ok` holds, or panics after 30 s with the last value.
-async fn until<T: std::fmt::Debug>(
-    what: &str,
-    mut read: impl AsyncFnMut() -> T,
-    ok: impl Fn(&T) -> bool,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = read().await;
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {v:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// How many items the batch's row says are done (`data-done`), if the row is there.
@@ -199,6 +187,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
         .unwrap();
     find(&c, "#signin-button").await.click().await.unwrap();
     until(
+        T,
         "the refusal of a wrong token",
         async || text(&c, "#signin-error").await,
         |t| t.contains("refused"),
@@ -210,6 +199,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     // The slow batch's progress moves while the page is open (the page is not reloaded).
     let slow_id = slow.to_string();
     let first = until(
+        T,
         "the slow batch's row",
         async || done_in_row(&c, &slow_id).await,
         |d| d.is_some(),
@@ -217,6 +207,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     .await
     .unwrap();
     let later = until(
+        T,
         "progress of the slow batch",
         async || done_in_row(&c, &slow_id).await,
         |d| d.is_some_and(|d| d >= first + 3),
@@ -227,6 +218,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
 
     // The live worker, with its items in hand.
     let workers = until(
+        T,
         "the workers table",
         async || text(&c, "#workers tbody").await,
         |t| t.contains(" / 2"),
@@ -241,6 +233,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     let quick_id = quick.to_string();
     let failed_row = "#failed tr[data-item] [data-action='retry-item']";
     until(
+        T,
         "the failed item",
         async || text(&c, "#failed tbody").await,
         |t| t.contains("video is private") && t.contains("quick"),
@@ -251,6 +244,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     // The click's request is in flight: the batch is still `completed` with one failure until
     // the retry lands, so wait for the outcome itself.
     let done = until(
+        T,
         "the retried item to succeed",
         async || app.get(token, &format!("/v1/batches/{quick}")).await.1,
         |b| b["counts"]["succeeded"] == 2 && b["status"] == "completed",
@@ -258,6 +252,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     .await;
     assert_eq!(done["counts"]["failed"], 0, "{done}");
     until(
+        T,
         "the failed list to empty",
         async || c.find(Locator::Css("#failed tbody tr")).await.is_ok(),
         |present| !present,
@@ -276,6 +271,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
         .await
         .unwrap();
     until(
+        T,
         "the summary",
         async || text(&c, "#summary-text").await,
         |t| t.starts_with("Summary of q000000000"),
@@ -298,6 +294,7 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     assert_eq!(v["status"], "cancelled", "{v}");
     assert!(v["counts"]["cancelled"].as_i64().unwrap() > 0, "{v}");
     until(
+        T,
         "the slow batch's row to say cancelled",
         async || text(&c, &format!("tr[data-batch='{slow_id}'] .status")).await,
         |t| t == "cancelled",
@@ -332,6 +329,7 @@ async fn history_failed_list_and_retry_of_one_item() {
         .create(&token, json!({"name": "h", "items": items}))
         .await;
     until(
+        T,
         "a depth sample with the five queued items",
         async || app.get(&token, "/v1/history?minutes=5").await.1,
         |h| {
@@ -401,6 +399,7 @@ async fn history_failed_list_and_retry_of_one_item() {
         .map(|i| (i["id"].as_i64().unwrap(), i["finished_at"].clone()))
         .collect();
     let after = until(
+        T,
         "the retried item to fail again",
         async || {
             app.get(&token, &format!("/v1/batches/{id}/items?status=failed"))

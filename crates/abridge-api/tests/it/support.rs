@@ -1,6 +1,5 @@
 //! An API server, workers and a client on one test's servers.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -204,18 +203,7 @@ pub fn video_ids(prefix: char, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:010}")).collect()
 }
 
-/// Polls `check` until it returns true, or panics after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use abridge_testkit::eventually;
 
 pub use abridge_testkit::FnProcessor;
 

@@ -1,8 +1,7 @@
 //! Shared helpers: enqueueing and running workers (closure processors come from the test kit).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use abridge_control::{EnqueueRequest, Enqueued};
 use abridge_core::input::BatchInput;
@@ -66,18 +65,7 @@ impl Running {
     }
 }
 
-/// Polls `check` until it returns true, or panics after `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use abridge_testkit::eventually;
 
 /// Waits until the batch is completed or cancelled.
 pub async fn wait_batch_finished(worker: &Worker, batch: BatchId, timeout: Duration) {
