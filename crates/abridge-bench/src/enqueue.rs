@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::burndown::round;
 use crate::fleet::{Servers, fresh_queue, video_lines};
 use crate::{BenchOptions, Record};
+use abridge_queue::ServerStats;
 
 pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<Record>> {
     let queue_name = fresh_queue("enqueue");
@@ -38,23 +39,14 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
         accepted as usize == opts.enqueue_items,
         "enqueue accepted {accepted} items"
     );
-    let n = opts.enqueue_items as f64;
-    let cli = Record::new("enqueue")
-        .set("path", "cli")
-        .set("items", opts.enqueue_items)
-        .set("seconds", round(seconds, 3))
-        .set("items_per_s", round(n / seconds, 0))
-        .set(
-            "redis_commands_per_item",
-            round((redis_after.calls - redis_before.calls) as f64 / n, 4),
-        )
-        .set(
-            "redis_script_usec_per_item",
-            round(
-                (redis_after.script_usec - redis_before.script_usec) as f64 / n,
-                3,
-            ),
-        );
+    let cli = Record::new("enqueue").set("path", "cli");
+    let cli = costs(
+        cli,
+        opts.enqueue_items,
+        seconds,
+        &redis_before,
+        &redis_after,
+    );
     Ok(vec![cli, through_api(opts, servers).await?])
 }
 
@@ -95,14 +87,36 @@ async fn through_api(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<R
         "the API accepted {} items",
         created.accepted
     );
-    let n = opts.enqueue_items as f64;
-    Ok(Record::new("enqueue-api")
-        .set("path", "api")
-        .set("items", opts.enqueue_items)
+    let api = Record::new("enqueue-api").set("path", "api");
+    Ok(costs(
+        api,
+        opts.enqueue_items,
+        seconds,
+        &redis_before,
+        &redis_after,
+    ))
+}
+
+/// A run's figures: items per second, and what each item cost Redis (commands and CPU of
+/// the server process: the staged items are plain `ZADD`s, not scripts).
+fn costs(
+    record: Record,
+    items: usize,
+    seconds: f64,
+    before: &ServerStats,
+    after: &ServerStats,
+) -> Record {
+    let n = items as f64;
+    record
+        .set("items", items)
         .set("seconds", round(seconds, 3))
         .set("items_per_s", round(n / seconds, 0))
         .set(
             "redis_commands_per_item",
-            round((redis_after.calls - redis_before.calls) as f64 / n, 4),
-        ))
+            round((after.calls - before.calls) as f64 / n, 4),
+        )
+        .set(
+            "redis_cpu_usec_per_item",
+            round((after.cpu_seconds - before.cpu_seconds) * 1e6 / n, 2),
+        )
 }

@@ -12,9 +12,9 @@ use abridge_core::{BatchId, BatchOptions, ItemId, Priority};
 use abridge_queue::Placement;
 use abridge_queue::{Queue, QueueError, QueueStats};
 use abridge_store::batch_api::RetryOutcome;
-use abridge_store::batches::CancelOutcome;
+use abridge_store::batches::{CancelOutcome, SMALL_BATCH};
 use abridge_store::{
-    BatchView, CreateOnce, IdempotencyKey, NewBatch, SessionView, Store, StoreError,
+    BatchView, CreateOnce, CreatedBatch, IdempotencyKey, NewBatch, SessionView, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
@@ -149,44 +149,77 @@ async fn enqueue_in_span(
             response: serde_json::to_value(&done).expect("enqueue result serializes"),
         });
     let traceparent = abridge_telemetry::trace::current_traceparent();
-    let outcome = store
-        .create_batch_once(
-            NewBatch {
-                id,
-                queue: queue_name,
-                name: request.name,
-                priority: request.priority,
-                options,
-                tenant: owner.as_ref().map(|o| o.tenant),
-                webhook_url: owner.as_ref().and_then(|o| o.webhook_url),
-                traceparent: traceparent.as_deref(),
-            },
-            &input.items,
-            idempotency,
-        )
-        .await?;
+    let batch = NewBatch {
+        id,
+        queue: queue_name,
+        name: request.name,
+        priority: request.priority,
+        options,
+        tenant: owner.as_ref().map(|o| o.tenant),
+        webhook_url: owner.as_ref().and_then(|o| o.webhook_url),
+        traceparent: traceparent.as_deref(),
+    };
+    // A large batch draws its ids first and stages its items in Redis while Postgres writes
+    // them: the two writes overlap instead of following each other. Staged items are out of
+    // every claim's sight until the batch is committed and activated.
+    let (outcome, staged) = if input.items.len() > SMALL_BATCH {
+        let ids = store.draw_item_ids(input.items.len()).await?;
+        let (outcome, staged) = futures::join!(
+            store.create_batch_once(batch, &input.items, Some(&ids), idempotency),
+            queue.stage(id, &ids)
+        );
+        if let Err(e) = &staged {
+            tracing::warn!(batch = %id, error = %e, "could not stage the batch's items in Redis");
+        }
+        (outcome, staged.is_ok())
+    } else {
+        let outcome = store
+            .create_batch_once(batch, &input.items, None, idempotency)
+            .await;
+        (outcome, false)
+    };
     let created = match outcome {
-        CreateOnce::Created(created) => created,
-        CreateOnce::Existing {
+        Ok(CreateOnce::Created(created)) => created,
+        Ok(CreateOnce::Existing {
             same_request,
             response,
             ..
-        } => {
+        }) => {
+            unstage(queue, id, staged).await;
             let done = serde_json::from_value(response)
                 .map_err(|e| ControlError::StoredResult(e.to_string()))?;
             return Ok(EnqueueOnce::Replayed { done, same_request });
+        }
+        Err(e) => {
+            unstage(queue, id, staged).await;
+            return Err(e.into());
         }
     };
     tracing::Span::current().record("batch", tracing::field::display(created.id));
     // The batch is committed: from here on a Redis failure only delays it (the reconciler
     // pushes what Redis is missing), so report it without failing the enqueue.
-    if let Err(e) = queue
-        .enqueue(created.id, created.priority, &created.item_ids)
-        .await
-    {
+    if let Err(e) = make_ready(queue, &created, staged).await {
         tracing::warn!(batch = %created.id, error = %e, "batch saved but not yet queued in Redis; the reconciler will queue it");
     }
     Ok(EnqueueOnce::Created(done))
+}
+
+/// Makes a committed batch's items ready: activates what was staged, and enqueues the items
+/// if the staging was incomplete (or there was none).
+async fn make_ready(queue: &Queue, created: &CreatedBatch, staged: bool) -> Result<(), QueueError> {
+    if staged && queue.activate(created.id, created.priority).await? == created.item_ids.len() {
+        return Ok(());
+    }
+    queue
+        .enqueue(created.id, created.priority, &created.item_ids)
+        .await
+}
+
+/// Drops the staged items of a batch that was not created (best effort: they expire).
+async fn unstage(queue: &Queue, batch: BatchId, staged: bool) {
+    if staged && let Err(e) = queue.unstage(batch).await {
+        tracing::warn!(%batch, error = %e, "could not drop the staged items of a batch that was not created");
+    }
 }
 
 /// Cancels a batch: no item of it starts after this returns; running items stop.

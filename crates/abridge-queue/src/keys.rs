@@ -50,6 +50,11 @@ impl Keys {
         format!("{}q:{batch}", self.prefix)
     }
 
+    /// A large batch's items, staged while its rows are written (see `lua/activate.lua`).
+    pub fn staged(&self, batch: BatchId) -> String {
+        format!("{}staged:{batch}", self.prefix)
+    }
+
     pub fn cancelled(&self, batch: BatchId) -> String {
         format!("{}cancelled:{batch}", self.prefix)
     }

@@ -10,6 +10,7 @@
 //! the Postgres compare-and-set on the lease token.
 
 mod keys;
+mod pool;
 mod scripts;
 
 use std::collections::HashMap;
@@ -18,8 +19,9 @@ use std::time::Duration;
 use abridge_core::settings::Secret;
 use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
 use chrono::{DateTime, Utc};
-use deadpool_redis::{Manager, Pool, Runtime};
+use deadpool::Runtime;
 use futures::{Stream, StreamExt};
+use pool::{Manager, Pool};
 use redis::{AsyncCommands, AsyncConnectionConfig};
 
 pub use keys::Keys;
@@ -40,7 +42,7 @@ pub enum QueueError {
     #[error("{context}: redis unavailable: {cause}")]
     Pool {
         context: &'static str,
-        cause: deadpool_redis::PoolError,
+        cause: deadpool::managed::PoolError<redis::RedisError>,
     },
     #[error("{context}: unexpected reply: {detail}")]
     Reply {
@@ -218,11 +220,11 @@ impl ServerStats {
 /// by a fresh one after any error.
 pub struct ClaimConnection {
     queue: Queue,
-    conn: Option<deadpool_redis::Connection>,
+    conn: Option<pool::Connection>,
 }
 
 impl ClaimConnection {
-    async fn conn(&mut self) -> Result<&mut deadpool_redis::Connection> {
+    async fn conn(&mut self) -> Result<&mut pool::Connection> {
         if self.conn.is_none() {
             self.conn = Some(self.queue.conn("claim connection").await?);
         }
@@ -270,6 +272,9 @@ impl std::fmt::Debug for Queue {
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Cancel markers outlive any lease by far, so a worker always sees its batch cancelled.
 const CANCEL_MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A staged batch lives this long without being activated. Far longer than writing any batch
+/// takes; if it expires first anyway, activation finds it gone and the items are enqueued.
+const STAGED_TTL: Duration = Duration::from_secs(3600);
 
 impl Queue {
     /// Builds the pool; no connection is made until first use.
@@ -288,7 +293,9 @@ impl Queue {
             .set_connection_timeout(Some(Duration::from_secs(3)))
             // Scripts over big batches and blocking waits take longer than the 500 ms default.
             .set_response_timeout(Some(MAX_WAIT + Duration::from_secs(10)));
-        let manager = Manager::new_with_config(url.expose(), config).map_err(bad_url)?;
+        let manager = Manager::new(
+            deadpool_redis::Manager::new_with_config(url.expose(), config).map_err(bad_url)?,
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -318,10 +325,11 @@ impl Queue {
         &self.keys
     }
 
-    async fn conn(&self, context: &'static str) -> Result<deadpool_redis::Connection> {
+    async fn conn(&self, context: &'static str) -> Result<pool::Connection> {
         self.pool
             .get()
             .await
+            .map(pool::Connection::from)
             .map_err(|cause| QueueError::Pool { context, cause })
     }
 
@@ -359,6 +367,61 @@ impl Queue {
         Ok(())
     }
 
+    /// Writes a large new batch's items (`item_ids[i]` has position `i`) where no claim sees
+    /// them, while Postgres writes their rows; [`Queue::activate`] makes them ready once the
+    /// rows are committed. The staged set expires after `STAGED_TTL` if that never happens
+    /// (the enqueuer died: the reconciler queues a committed batch's items).
+    pub async fn stage(&self, batch: BatchId, item_ids: &[ItemId]) -> Result<()> {
+        let key = self.keys.staged(batch);
+        let mut conn = self.conn("stage items").await?;
+        let mut pipe = redis::pipe();
+        for (chunk_no, chunk) in item_ids.chunks(20_000).enumerate() {
+            let cmd = pipe.cmd("ZADD").arg(&key);
+            for (i, id) in chunk.iter().enumerate() {
+                cmd.arg(chunk_no * 20_000 + i).arg(id.0);
+            }
+            cmd.ignore();
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(&key)
+            .arg(millis(STAGED_TTL))
+            .ignore();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .context("stage items")?;
+        Ok(())
+    }
+
+    /// Makes a staged batch's items ready (see `lua/activate.lua`). Returns how many were
+    /// staged; fewer than the batch has means the staging was lost, and the caller enqueues
+    /// the items with [`Queue::enqueue`].
+    pub async fn activate(&self, batch: BatchId, priority: Priority) -> Result<usize> {
+        let mut conn = self.conn("activate items").await?;
+        let n: i64 = scripts::ACTIVATE
+            .prepare_invoke()
+            .key(self.keys.rotation_for(priority))
+            .key(self.keys.ready(batch))
+            .key(&self.keys.wake)
+            .key(self.keys.cancelled(batch))
+            .key(self.keys.staged(batch))
+            .arg(batch.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .context("activate items")?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Drops a staged batch whose rows were not written.
+    pub async fn unstage(&self, batch: BatchId) -> Result<()> {
+        let mut conn = self.conn("unstage items").await?;
+        redis::cmd("DEL")
+            .arg(self.keys.staged(batch))
+            .query_async::<()>(&mut conn)
+            .await
+            .context("unstage items")?;
+        Ok(())
+    }
+
     /// Leases up to `n` ready items to `worker` under one fresh token.
     pub async fn claim(&self, worker: WorkerId, lease: Duration, n: usize) -> Result<Claim> {
         let mut conn = self.conn("claim items").await?;
@@ -367,7 +430,7 @@ impl Queue {
 
     async fn claim_on(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut pool::Connection,
         worker: WorkerId,
         lease: Duration,
         n: usize,
@@ -746,11 +809,7 @@ impl Queue {
         self.wait_on(&mut conn, timeout).await
     }
 
-    async fn wait_on(
-        &self,
-        conn: &mut deadpool_redis::Connection,
-        timeout: Duration,
-    ) -> Result<bool> {
+    async fn wait_on(&self, conn: &mut pool::Connection, timeout: Duration) -> Result<bool> {
         let secs = timeout.min(MAX_WAIT).as_secs_f64().max(0.01);
         let popped: Option<(String, String)> = conn
             .blpop(&self.keys.wake, secs)

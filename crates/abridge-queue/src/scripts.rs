@@ -19,6 +19,7 @@ macro_rules! script {
 }
 
 pub(crate) static ENQUEUE: LazyLock<Script> = script!("enqueue.lua");
+pub(crate) static ACTIVATE: LazyLock<Script> = script!("activate.lua");
 pub(crate) static CLAIM: LazyLock<Script> = script!("claim.lua");
 pub(crate) static RENEW: LazyLock<Script> = script!("renew.lua");
 pub(crate) static ACK: LazyLock<Script> = script!("ack.lua");

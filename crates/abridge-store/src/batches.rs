@@ -134,7 +134,7 @@ impl Store {
         batch: NewBatch<'_>,
         items: &[ItemInput],
     ) -> Result<CreatedBatch> {
-        match self.create_batch_once(batch, items, None).await? {
+        match self.create_batch_once(batch, items, None, None).await? {
             CreateOnce::Created(created) => Ok(created),
             CreateOnce::Existing { .. } => unreachable!("no idempotency key was given"),
         }
@@ -144,16 +144,27 @@ impl Store {
     /// same transaction. If the tenant already used the key, nothing is created and the first
     /// batch is returned. Two concurrent requests with one key create one batch: the second
     /// waits on the key's unique index until the first commits.
+    ///
+    /// `ids`, if given, are the items' ids, drawn beforehand with [`Store::draw_item_ids`]
+    /// (one per item, in order): the caller can then stage the items in Redis while this
+    /// writes them.
     pub async fn create_batch_once(
         &self,
         batch: NewBatch<'_>,
         items: &[ItemInput],
+        ids: Option<&[ItemId]>,
         idempotency: Option<IdempotencyKey<'_>>,
     ) -> Result<CreateOnce> {
         let total = i32::try_from(items.len()).map_err(|_| StoreError::Query {
             context: "create batch",
             cause: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
         })?;
+        if ids.is_some_and(|ids| ids.len() != items.len()) {
+            return Err(StoreError::Query {
+                context: "create batch",
+                cause: sqlx::Error::Protocol("not one drawn id per item".into()),
+            });
+        }
         let created = |item_ids| {
             CreateOnce::Created(CreatedBatch {
                 id: batch.id,
@@ -163,7 +174,7 @@ impl Store {
         };
         // The common case needs no transaction: one statement writes the batch and its items.
         let simple = idempotency.is_none() && batch.webhook_url.is_none();
-        if simple && items.len() <= SMALL_BATCH {
+        if simple && ids.is_none() && items.len() <= SMALL_BATCH {
             return Ok(created(
                 self.insert_small_batch(&batch, total, items).await?,
             ));
@@ -230,13 +241,28 @@ impl Store {
             .await
             .context("arm batch webhook")?;
         }
-        let item_ids = if items.len() <= SMALL_BATCH {
-            insert_small_items(&mut tx, batch.id, items).await?
-        } else {
-            copy_items(&mut tx, batch.id, items).await?
+        let item_ids = match ids {
+            Some(ids) => {
+                copy_items(&mut tx, batch.id, items, ids).await?;
+                ids.to_vec()
+            }
+            None if items.len() <= SMALL_BATCH => {
+                insert_small_items(&mut tx, batch.id, items).await?
+            }
+            None => {
+                let ids = draw_item_ids(&mut *tx, items.len()).await?;
+                copy_items(&mut tx, batch.id, items, &ids).await?;
+                ids
+            }
         };
         tx.commit().await.context("commit batch")?;
         Ok(created(item_ids))
+    }
+
+    /// Draws `n` item ids from the items' sequence, in one statement (about 30 ms for
+    /// 100,000). Ids drawn and not used leave a gap, as a rolled-back insert would.
+    pub async fn draw_item_ids(&self, n: usize) -> Result<Vec<ItemId>> {
+        draw_item_ids(&self.pool, n).await
     }
 
     /// A batch and its items in one statement.
@@ -433,7 +459,19 @@ impl Store {
 /// Batches up to this size are written with `INSERT ... unnest`, larger ones with `COPY`.
 /// (`COPY` ends with two small writes that can meet Nagle's algorithm and a delayed ACK, a
 /// 40 ms stall that only matters for small batches.)
-const SMALL_BATCH: usize = 1_000;
+pub const SMALL_BATCH: usize = 1_000;
+
+async fn draw_item_ids<'c>(db: impl sqlx::PgExecutor<'c>, n: usize) -> Result<Vec<ItemId>> {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let ids = sqlx::query_scalar!(
+        r#"SELECT nextval('items_id_seq') AS "id!" FROM generate_series(1, $1::int8)"#,
+        n
+    )
+    .fetch_all(db)
+    .await
+    .context("draw item ids")?;
+    Ok(ids.into_iter().map(ItemId).collect())
+}
 
 /// A small batch's items as column arrays. Empty text means none: NULL array elements cannot
 /// be typed by the query macros, and `nullif` turns them back into NULL.
@@ -492,23 +530,26 @@ async fn insert_small_items(
     Ok(ids.into_iter().map(ItemId).collect())
 }
 
-/// A large batch's items streamed with `COPY`, inside the batch's transaction.
+/// A large batch's items streamed with `COPY`, inside the batch's transaction, with the ids
+/// drawn for them (`ids[i]` is item `i`'s), so nothing has to be read back.
 async fn copy_items(
     tx: &mut sqlx::PgConnection,
     batch: BatchId,
     items: &[ItemInput],
-) -> Result<Vec<ItemId>> {
+    ids: &[ItemId],
+) -> Result<()> {
+    use std::fmt::Write as _;
+
     let mut copy = tx
-        .copy_in_raw("COPY items (batch_id, position, url, video_id, title, transcript) FROM STDIN")
+        .copy_in_raw(
+            "COPY items (id, batch_id, position, url, video_id, title, transcript) FROM STDIN",
+        )
         .await
         .context("start copying items")?;
     let batch_id = batch.to_string();
     let mut buf = String::with_capacity(64 * 1024);
-    for (position, item) in items.iter().enumerate() {
-        buf.push_str(&batch_id);
-        buf.push('\t');
-        buf.push_str(&position.to_string());
-        buf.push('\t');
+    for (position, (item, id)) in items.iter().zip(ids).enumerate() {
+        let _ = write!(buf, "{}\t{batch_id}\t{position}\t", id.0);
         copy_text(&mut buf, Some(&item.url));
         buf.push('\t');
         copy_text(&mut buf, Some(item.video_id.as_str()));
@@ -526,14 +567,7 @@ async fn copy_items(
         copy.send(buf.as_bytes()).await.context("copy items")?;
     }
     copy.finish().await.context("finish copying items")?;
-    let ids = sqlx::query_scalar!(
-        "SELECT id FROM items WHERE batch_id = $1 ORDER BY position",
-        batch.0
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .context("read new item ids")?;
-    Ok(ids.into_iter().map(ItemId).collect())
+    Ok(())
 }
 
 fn strip_nul(s: &str) -> String {

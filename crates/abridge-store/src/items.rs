@@ -49,6 +49,23 @@ pub struct StartedItem {
     pub batch_pending: bool,
 }
 
+/// A claimed item's row, as [`Store::read_claimed`] reads it.
+struct ClaimedRow {
+    id: i64,
+    batch_id: uuid::Uuid,
+    position: i32,
+    url: String,
+    video_id: String,
+    title: Option<String>,
+    transcript: Option<String>,
+    attempts: i32,
+    queued_at: DateTime<Utc>,
+    priority: String,
+    options: serde_json::Value,
+    traceparent: Option<String>,
+    batch_pending: bool,
+}
+
 /// The result of one attempt, as the worker reports it.
 #[derive(Clone, Debug)]
 pub enum Outcome {
@@ -154,22 +171,41 @@ impl Store {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
         let tokens: std::collections::HashMap<ItemId, LeaseToken> =
             claims.iter().copied().collect();
-        let rows = sqlx::query!(
-            r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
-                      i.attempts, i.queued_at, b.priority, b.options, b.traceparent,
-                      b.status = 'pending' AS "batch_pending!"
-               FROM unnest($1::bigint[]) AS t(id)
-               JOIN items i ON i.id = t.id
-               JOIN batches b ON b.id = i.batch_id
-               WHERE i.id = ANY($1)
-                 AND i.status = CASE WHEN t.id IS NOT NULL THEN 'queued' END"#,
-            &ids,
-        )
-        .fetch_all(&self.fast_pool)
-        .await
+        // An idle worker claims one item at a time: a statement with a scalar id gets a
+        // cached generic plan (an index lookup), where the array form below is planned anew on
+        // every call (0.2 ms of planning for 0.03 ms of work).
+        let rows = if let [(id, _)] = claims {
+            sqlx::query_as!(
+                ClaimedRow,
+                r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
+                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent,
+                          b.status = 'pending' AS "batch_pending!"
+                   FROM items i
+                   JOIN batches b ON b.id = i.batch_id
+                   WHERE i.id = $1 AND i.status = 'queued'"#,
+                id.0,
+            )
+            .fetch_all(&self.fast_pool)
+            .await
+        } else {
+            let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
+            sqlx::query_as!(
+                ClaimedRow,
+                r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
+                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent,
+                          b.status = 'pending' AS "batch_pending!"
+                   FROM unnest($1::bigint[]) AS t(id)
+                   JOIN items i ON i.id = t.id
+                   JOIN batches b ON b.id = i.batch_id
+                   WHERE i.id = ANY($1)
+                     AND i.status = CASE WHEN t.id IS NOT NULL THEN 'queued' END"#,
+                &ids,
+            )
+            .fetch_all(&self.fast_pool)
+            .await
+        }
         .context("read claimed items")?;
         Ok(rows
             .into_iter()
@@ -230,6 +266,13 @@ impl Store {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
+        // The connection first: `ran_us` is measured as late as it can be, so that
+        // `now() - ran_us` is the attempt's start, not the start plus the wait for a connection.
+        let mut conn = self
+            .fast_pool
+            .acquire()
+            .await
+            .context("start claimed items")?;
         let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
         let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
         let ran_us: Vec<i64> = began
@@ -251,7 +294,7 @@ impl Store {
             worker.0,
             &ran_us,
         )
-        .fetch_all(&self.fast_pool)
+        .fetch_all(&mut *conn)
         .await
         .context("start claimed items")?;
         Ok(started.into_iter().map(ItemId).collect())
@@ -306,6 +349,9 @@ impl Store {
         if finishes.is_empty() {
             return Ok(FinishReport::default());
         }
+        // The connection first, as in `start_items_begun`: `ran_us` is measured just before
+        // the statement goes out.
+        let mut conn = self.pool.acquire().await.context("finish items")?;
         let n = finishes.len();
         let mut ids = Vec::with_capacity(n);
         let mut tokens = Vec::with_capacity(n);
@@ -454,7 +500,7 @@ impl Store {
             &bumps,
             &ran_us,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .context("finish items")?;
         let accepted: Vec<Finished> = rows

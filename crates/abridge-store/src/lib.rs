@@ -129,6 +129,9 @@ pub struct Store {
     fast_pool: PgPool,
 }
 
+/// A pooled connection idle this long is pinged before use (see `Store::connect_lazy`).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl Store {
     /// Connects lazily: no connection is made until the first query, so a worker can start
     /// while Postgres is still coming up and back off on its own.
@@ -139,10 +142,24 @@ impl Store {
                 cause,
             })?;
         let options = options.application_name("abridge");
+        // sqlx pings every connection it hands out by default: a round trip before each
+        // statement, a third of an idle item's way from claim to start. A connection that has
+        // been in use within the last second is handed out as it is (if it died since, the
+        // statement fails and the caller retries, as for any failure); only one that sat idle
+        // longer is pinged first.
         let pool_options = || {
             PgPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(5))
                 .idle_timeout(Duration::from_secs(300))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_IF_IDLE_FOR {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
         };
         let pool = pool_options()
             .max_connections(pool_size)

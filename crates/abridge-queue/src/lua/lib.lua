@@ -3,6 +3,9 @@
 -- Key layout under PREFIX = "{redis_prefix}:{{queue}}:" (the braces make one cluster hash slot):
 --   PREFIX.."rr:"..rank       LIST  batch ids in round-robin rotation, one list per priority rank
 --   PREFIX.."q:"..batch       ZSET  a batch's ready items: member item id, score position
+--   PREFIX.."staged:"..batch  ZSET  a large new batch's items, written while its rows commit;
+--                                   no claim reads it (activate.lua makes it the "q:" set;
+--                                   it expires if the enqueuer dies first)
 --   PREFIX.."delayed"         ZSET  items waiting to retry: member item id, score due time (ms)
 --   PREFIX.."dref"            HASH  delayed item id -> "batch|rank|position"
 --   PREFIX.."leases"          ZSET  claimed items: member item id, score lease deadline (ms)

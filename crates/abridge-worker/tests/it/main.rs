@@ -2,6 +2,7 @@
 //! the queue's promises; the end-to-end fault drills with real processes live in `tests/e2e`.
 
 mod cancel;
+mod connections;
 mod failures;
 mod fencing;
 mod leases;
@@ -9,4 +10,5 @@ mod order;
 mod reaper;
 mod reconcile;
 mod shutdown;
+mod staging;
 mod support;

@@ -1,0 +1,33 @@
+-- activate: make a new batch's staged items ready, once its rows are committed. A large batch
+-- is staged (PREFIX.."staged:"..batch, plain ZADDs while Postgres writes its rows), which no
+-- claim can see; this moves the staged set into place in O(1) when the batch's ready set is
+-- empty, as it is for a new batch (the reconciler may have queued some of its items already:
+-- then the two sets are merged).
+--
+-- KEYS[1] rotation list for the batch's priority (PREFIX.."rr:"..rank)
+-- KEYS[2] the batch's ready set (PREFIX.."q:"..batch)
+-- KEYS[3] wake list
+-- KEYS[4] the batch's cancel marker (PREFIX.."cancelled:"..batch)
+-- KEYS[5] the batch's staged set (PREFIX.."staged:"..batch)
+-- ARGV[1] batch id
+-- Returns the number of staged items made ready (0 if the batch is cancelled, or its staged
+-- set expired or was never written: the caller then enqueues the items itself).
+
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('DEL', KEYS[5])
+  return 0
+end
+local n = redis.call('ZCARD', KEYS[5])
+if n == 0 then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('RENAME', KEYS[5], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
+  redis.call('RPUSH', KEYS[1], ARGV[1])
+else
+  redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[5], 'AGGREGATE', 'MIN')
+  redis.call('DEL', KEYS[5])
+end
+wake(KEYS[3], n, 64)
+return n

@@ -1,0 +1,141 @@
+//! The Redis connection pool: deadpool-redis's manager, without a round trip on every checkout.
+//!
+//! deadpool-redis checks each connection it hands out with `UNWATCH` + `PING`: one more round
+//! trip and two more commands for every enqueue, renewal and acknowledgement, on a connection
+//! that answered a moment ago. Here a connection is checked only if it was last handed out more
+//! than [`CHECK_IF_IDLE_FOR`] ago, and one that failed with a connection-level error is thrown
+//! away instead of being handed out again (a multiplexed connection whose socket dropped never
+//! recovers).
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+/// A pooled connection last handed out this long ago is checked with a `PING` first.
+const CHECK_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+pub(crate) type Pool = managed::Pool<Manager>;
+
+pub(crate) struct Manager {
+    inner: deadpool_redis::Manager,
+}
+
+impl Manager {
+    pub(crate) fn new(inner: deadpool_redis::Manager) -> Self {
+        Self { inner }
+    }
+}
+
+/// A multiplexed connection that remembers whether it broke.
+pub struct Conn {
+    inner: MultiplexedConnection,
+    /// Set when a command failed because the connection itself failed (dropped, I/O error):
+    /// the pool then discards it rather than hand it out again.
+    broken: bool,
+}
+
+impl managed::Manager for Manager {
+    type Type = Conn;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Conn, RedisError> {
+        Ok(Conn {
+            inner: managed::Manager::create(&self.inner).await?,
+            broken: false,
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if conn.broken {
+            return Err(RecycleError::message("the connection failed"));
+        }
+        if metrics.last_used() < CHECK_IF_IDLE_FOR {
+            return Ok(());
+        }
+        managed::Manager::recycle(&self.inner, &mut conn.inner, metrics).await
+    }
+}
+
+impl Conn {
+    fn note(&mut self, e: &RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+            self.broken = true;
+        }
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let reply = self.inner.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.note(e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let reply = self.inner.req_packed_commands(cmd, offset, count).await;
+            if let Err(e) = &reply {
+                self.note(e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// A connection checked out of the pool; returns to it when dropped.
+pub struct Connection(managed::Object<Manager>);
+
+impl From<managed::Object<Manager>> for Connection {
+    fn from(o: managed::Object<Manager>) -> Self {
+        Self(o)
+    }
+}
+
+impl Deref for Connection {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        &self.0
+    }
+}
+
+impl DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.0
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
