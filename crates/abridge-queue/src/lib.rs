@@ -241,6 +241,25 @@ impl ClaimConnection {
         result
     }
 
+    /// Waits for a wake-up (at most `timeout`), then claims as [`Queue::claim`] does, in one
+    /// round trip (see `Queue::wait_then_claim_on`).
+    pub async fn wait_then_claim(
+        &mut self,
+        worker: WorkerId,
+        lease: Duration,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Claim> {
+        let queue = self.queue.clone();
+        let result = queue
+            .wait_then_claim_on(self.conn().await?, worker, lease, n, timeout)
+            .await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
     /// As [`Queue::wait_for_work`].
     pub async fn wait_for_work(&mut self, timeout: Duration) -> Result<bool> {
         let queue = self.queue.clone();
@@ -436,12 +455,58 @@ impl Queue {
         n: usize,
     ) -> Result<Claim> {
         let token = LeaseToken::random();
+        let reply: Vec<String> = self
+            .claim_invocation(worker, token, lease, n)
+            .invoke_async(conn)
+            .await
+            .context("claim items")?;
+        parse_claim(token, reply)
+    }
+
+    /// Blocks on the wake-up list for up to `timeout`, then claims, in one round trip: the
+    /// claim is pipelined behind the blocking pop, so Redis runs it the moment a wake-up
+    /// arrives (or when the wait times out), instead of the worker hearing of the wake-up and
+    /// only then asking. A worker that dies while blocked takes its pipeline with it: Redis
+    /// drops a closed client's pending commands, so nothing is leased to it.
+    async fn wait_then_claim_on(
+        &self,
+        conn: &mut pool::Connection,
+        worker: WorkerId,
+        lease: Duration,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Claim> {
+        let secs = timeout.min(MAX_WAIT).as_secs_f64().max(0.01);
+        let token = LeaseToken::random();
+        let invocation = self.claim_invocation(worker, token, lease, n);
+        let mut pipe = redis::pipe();
+        pipe.cmd("BLPOP")
+            .arg(&self.keys.wake)
+            .arg(secs)
+            .ignore()
+            .invoke_script(&invocation);
+        match pipe.query_async::<(Vec<String>,)>(&mut *conn).await {
+            Ok((reply,)) => parse_claim(token, reply),
+            // The script is not cached (Redis restarted): claim the usual way, which loads it.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.claim_on(conn, worker, lease, n).await
+            }
+            Err(e) => Err(e).context("wait for work, then claim"),
+        }
+    }
+
+    fn claim_invocation(
+        &self,
+        worker: WorkerId,
+        token: LeaseToken,
+        lease: Duration,
+        n: usize,
+    ) -> redis::ScriptInvocation<'static> {
         let mut inv = scripts::CLAIM.prepare_invoke();
         for key in &self.keys.rotation {
             inv.key(key);
         }
-        let reply: Vec<String> = inv
-            .key(&self.keys.leases)
+        inv.key(&self.keys.leases)
             .key(&self.keys.lease)
             .key(&self.keys.delayed)
             .key(&self.keys.dref)
@@ -451,36 +516,8 @@ impl Queue {
             .arg(worker.to_string())
             .arg(token.0)
             .arg(millis(lease))
-            .arg(n)
-            .invoke_async(conn)
-            .await
-            .context("claim items")?;
-        let mut reply = reply.into_iter();
-        let epoch_present = reply.next().as_deref() == Some("1");
-        let next_due = reply
-            .next()
-            .and_then(|ms| ms.parse::<f64>().ok())
-            .filter(|ms| *ms >= 0.0)
-            .map(|ms| Duration::from_millis(ms as u64));
-        let rest: Vec<String> = reply.collect();
-        let items = rest
-            .chunks_exact(4)
-            .map(|f| {
-                Ok(LeaseRef {
-                    item: parse_item(&f[0])?,
-                    token,
-                    batch: parse_batch(&f[1])?,
-                    priority: parse_rank(&f[2])?,
-                    position: parse_position(&f[3])?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Claim {
-            token,
-            items,
-            epoch_present,
-            next_due,
-        })
+            .arg(n);
+        inv
     }
 
     /// Extends the leases `worker` holds; one [`Renewal`] per lease, in order.
@@ -1021,6 +1058,37 @@ fn push_lease(inv: &mut redis::ScriptInvocation<'_>, l: &LeaseRef) {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A claim script's reply: `{ epoch_present, next_due_ms, then item, batch, rank, position
+/// per item }` (see `lua/claim.lua`).
+fn parse_claim(token: LeaseToken, reply: Vec<String>) -> Result<Claim> {
+    let mut reply = reply.into_iter();
+    let epoch_present = reply.next().as_deref() == Some("1");
+    let next_due = reply
+        .next()
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .filter(|ms| *ms >= 0.0)
+        .map(|ms| Duration::from_millis(ms as u64));
+    let rest: Vec<String> = reply.collect();
+    let items = rest
+        .chunks_exact(4)
+        .map(|f| {
+            Ok(LeaseRef {
+                item: parse_item(&f[0])?,
+                token,
+                batch: parse_batch(&f[1])?,
+                priority: parse_rank(&f[2])?,
+                position: parse_position(&f[3])?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Claim {
+        token,
+        items,
+        epoch_present,
+        next_due,
+    })
 }
 
 fn parse_item(s: &str) -> Result<ItemId> {

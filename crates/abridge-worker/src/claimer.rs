@@ -30,6 +30,8 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
     let mut error_delay = Duration::from_millis(50);
     let mut redis = worker.queue.claim_connection();
+    // Set after a claim came back empty: the next claim first waits this long for a wake-up.
+    let mut idle_wait: Option<Duration> = None;
     loop {
         let first = tokio::select! {
             p = ctx.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -58,9 +60,26 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         let want = permit.num_permits();
         let sent_at = Instant::now();
         let sent_at_wall = SystemTime::now();
-        let claim = tokio::select! {
-            c = redis.claim(ctx.id, worker.settings.lease, want) => c,
-            _ = stop.cancelled() => return,
+        let claim = match idle_wait.take() {
+            None => tokio::select! {
+                c = redis.claim(ctx.id, worker.settings.lease, want) => c,
+                _ = stop.cancelled() => return,
+            },
+            Some(wait) => {
+                let waiting = redis.wait_then_claim(ctx.id, worker.settings.lease, want, wait);
+                tokio::pin!(waiting);
+                tokio::select! {
+                    c = &mut waiting => c,
+                    _ = stop.cancelled() => {
+                        // The claim runs when the wait ends (within `wait`): let it, and give
+                        // back whatever it took.
+                        if let Ok(late) = waiting.await {
+                            give_back(&worker, late.items).await;
+                        }
+                        return;
+                    }
+                }
+            }
         };
         match claim {
             Err(e) => {
@@ -81,10 +100,10 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                 if claim.items.is_empty() {
                     drop(permit);
                     let wait = claim.next_due.map_or(IDLE_WAIT, |d| d.min(IDLE_WAIT));
-                    tokio::select! {
-                        _ = redis.wait_for_work(wait) => {}
-                        _ = stop.cancelled() => return,
-                    }
+                    // At most a tenth of the lease: a claim that follows a wait counts its
+                    // lease from when the wait began (`sent_at`), so a long wait would eat
+                    // into the time the worker believes it holds the items.
+                    idle_wait = Some(wait.min(worker.settings.lease / 10));
                     continue;
                 }
                 ctx.tally
@@ -108,6 +127,18 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
                 ctx.tasks.spawn(start_claimed(w, c, held, sent_at_wall));
             }
         }
+    }
+}
+
+/// Hands claimed items straight back to the ready queue (a claim that landed as the worker
+/// stopped).
+async fn give_back(worker: &Worker, items: Vec<LeaseRef>) {
+    if items.is_empty() {
+        return;
+    }
+    let acks: Vec<(LeaseRef, AfterAck)> = items.into_iter().map(|l| (l, AfterAck::Ready)).collect();
+    if let Err(e) = worker.queue.ack(&acks, &[]).await {
+        warn!(error = %e, "cannot give back items claimed while stopping; their leases will expire");
     }
 }
 

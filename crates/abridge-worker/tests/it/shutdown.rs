@@ -74,3 +74,31 @@ async fn shutdown_finishes_what_it_can_and_releases_the_rest() {
     );
     assert!(w.store.live_sessions("default").await.unwrap().is_empty());
 }
+
+/// An idle worker's claim waits in Redis behind its blocking pop, and runs the moment a
+/// wake-up arrives. One that arrives while the worker stops is still claimed, then given back:
+/// nothing stays leased to a worker that has gone.
+#[tokio::test]
+async fn an_idle_worker_starts_work_at_once_and_leaves_nothing_leased_when_it_stops() {
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let running = Running::start(w.clone(), 4);
+    // Idle: blocked in its pipelined wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = enqueue(&w, &video_lines('i', 1), Priority::Normal).await;
+    wait_batch_finished(&w, first.batch_id, Duration::from_secs(10)).await;
+
+    // Stop while idle, and enqueue within the worker's last wait.
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        enqueue(&w, &video_lines('j', 1), Priority::Normal).await
+    };
+    let (_report, late) = tokio::join!(running.stop(), late);
+    let stats = w.queue.stats().await.unwrap();
+    assert_eq!(
+        (stats.ready[1], stats.leased),
+        (1, 0),
+        "the item enqueued during shutdown is ready, not leased"
+    );
+    let counts = w.store.counts(late.batch_id).await.unwrap();
+    assert_eq!(counts.queued, 1);
+}
