@@ -14,6 +14,7 @@ mod pool;
 mod scripts;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use abridge_core::settings::Secret;
@@ -275,8 +276,10 @@ impl ClaimConnection {
 #[derive(Clone)]
 pub struct Queue {
     pool: Pool,
-    client: redis::Client,
-    keys: Keys,
+    /// Shared, like the pool: a queue is cloned for every item a worker runs, and the client
+    /// (its connection info) and the key names are a score of strings.
+    client: Arc<redis::Client>,
+    keys: Arc<Keys>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -327,8 +330,8 @@ impl Queue {
             })?;
         Ok(Self {
             pool,
-            client,
-            keys: Keys::new(redis_prefix, queue),
+            client: Arc::new(client),
+            keys: Arc::new(Keys::new(redis_prefix, queue)),
         })
     }
 

@@ -217,9 +217,18 @@ async fn start_claimed(
                     .to_std()
                     .unwrap_or_default();
                 metrics::histogram!("abridge_enqueue_to_start_seconds").record(lag.as_secs_f64());
+                // Boxed: the item's future is large (the processor's state is inline), and
+                // spawning moves a future by value several times; a box is moved instead.
                 ctx.tasks.spawn(
-                    run_item(worker.clone(), ctx.clone(), item, lease, signal, permit)
-                        .instrument(span),
+                    Box::pin(run_item(
+                        worker.clone(),
+                        ctx.clone(),
+                        item,
+                        lease,
+                        signal,
+                        permit,
+                    ))
+                    .instrument(span),
                 );
             }
             None => {
