@@ -18,15 +18,40 @@ local prefix = ARGV[1]
 local k = tonumber(ARGV[2])
 local now = now_ms()
 local removed, ready = 0, 0
+
+-- Every lease record in one call; the caller's are removed in two more, before any item is
+-- placed again (placing skips an item that still has a lease).
+local items = {}
 for i = 3 + k, #ARGV, 6 do
-  local item, token, batch, rank, pos, requeue =
-    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  local held = redis.call('HGET', KEYS[2], item)
-  if held and split(held)[1] == token then
-    redis.call('ZREM', KEYS[1], item)
-    redis.call('HDEL', KEYS[2], item)
-    removed = removed + 1
+  items[#items + 1] = ARGV[i]
+end
+local gone = {}
+if #items > 0 then
+  local held = {}
+  for i = 1, #items, 500 do
+    local part = redis.call('HMGET', KEYS[2], unpack(items, i, math.min(i + 499, #items)))
+    for _, v in ipairs(part) do
+      held[#held + 1] = v
+    end
   end
+  local n = 0
+  for i = 3 + k, #ARGV, 6 do
+    n = n + 1
+    local h = held[n]
+    if h and split(h)[1] == ARGV[i + 1] then
+      gone[#gone + 1] = ARGV[i]
+    end
+  end
+end
+if #gone > 0 then
+  call_chunked('ZREM', KEYS[1], gone, 1)
+  call_chunked('HDEL', KEYS[2], gone, 1)
+  removed = #gone
+end
+
+for i = 3 + k, #ARGV, 6 do
+  local item, batch, rank, pos, requeue =
+    ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   if requeue >= 0 then
     local due = 0
     if requeue > 0 then

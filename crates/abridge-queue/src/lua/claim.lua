@@ -55,10 +55,22 @@ for rank = 0, 2 do
       if redis.call('EXISTS', q) == 0 then
         redis.call('LREM', rr, 0, batch)
       end
+      -- An item can be listed while leased (the reconciler re-added it): skip the copy. The
+      -- popped items' leases are looked up in one call per 500.
+      local members = {}
       for i = 1, #popped, 2 do
-        local item, pos = popped[i], popped[i + 1]
-        -- An item can be listed while leased (the reconciler re-added it): skip the copy.
-        if not redis.call('ZSCORE', KEYS[4], item) then
+        members[#members + 1] = popped[i]
+      end
+      local leased = {}
+      for i = 1, #members, 500 do
+        local part = redis.call('ZMSCORE', KEYS[4], unpack(members, i, math.min(i + 499, #members)))
+        for _, v in ipairs(part) do
+          leased[#leased + 1] = v
+        end
+      end
+      for j = 1, #members do
+        local item, pos = members[j], popped[2 * j]
+        if not leased[j] then
           zargs[#zargs + 1] = deadline
           zargs[#zargs + 1] = item
           hargs[#hargs + 1] = item
