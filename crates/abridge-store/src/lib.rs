@@ -129,7 +129,7 @@ pub struct Store {
     fast_pool: PgPool,
 }
 
-/// A pooled connection idle this long is pinged before use (see `Store::connect_lazy`).
+/// A fast-pool connection idle this long is pinged before use (see `Store::connect_lazy`).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 impl Store {
@@ -142,30 +142,33 @@ impl Store {
                 cause,
             })?;
         let options = options.application_name("abridge");
-        // sqlx pings every connection it hands out by default: a round trip before each
-        // statement, a third of an idle item's way from claim to start. A connection that has
-        // been in use within the last second is handed out as it is (if it died since, the
-        // statement fails and the caller retries, as for any failure); only one that sat idle
-        // longer is pinged first.
         let pool_options = || {
             PgPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(5))
                 .idle_timeout(Duration::from_secs(300))
-                .test_before_acquire(false)
-                .before_acquire(|conn, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for >= PING_IF_IDLE_FOR {
-                            sqlx::Connection::ping(conn).await?;
-                        }
-                        Ok(true)
-                    })
-                })
         };
+        // The durable pool keeps sqlx's check of every connection it hands out (a ping): after
+        // a Postgres restart the API, the CLI and the outcome writer get a live connection
+        // rather than one error per dead pooled connection.
         let pool = pool_options()
             .max_connections(pool_size)
             .connect_lazy_with(options.clone());
+        // The worker's hot path (reading claimed items, starts, heartbeats) skips it: that
+        // ping is a round trip before every read of a claimed item, a third of an idle item's
+        // way from claim to start. A connection used within the last second is handed out as
+        // it is; if it died since, the statement fails and the worker retries, as it does for
+        // any failure. Only one that sat idle longer is pinged first.
         let fast_pool = pool_options()
             .max_connections(pool_size.div_ceil(2).max(2))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.options([("synchronous_commit", "off")]));
         Ok(Self { pool, fast_pool })
     }

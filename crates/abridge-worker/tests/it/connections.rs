@@ -1,6 +1,7 @@
-//! Pooled connections are handed out without a check when they were used within the last
-//! second (no ping round trip before every command or statement), so a connection that broke
-//! must be thrown away after its first failure rather than handed out again.
+//! Pooled Redis connections (and the worker's fast Postgres pool) are handed out without a
+//! check when they were used within the last second (no ping round trip before every command),
+//! so a connection that broke must be thrown away after its first failure rather than handed
+//! out again.
 
 use abridge_testkit::TestEnv;
 
@@ -41,23 +42,15 @@ async fn connections_broken_by_a_restart_fail_once_and_are_replaced() {
             .expect("fresh connections after the restart");
     }
 
-    // The same for Postgres.
+    // Postgres: the durable pool (the API's, the CLI's, the outcome writer's) still checks
+    // every connection it hands out, so a restart costs its callers nothing. (The worker's
+    // fast pool does not; the worker retries, see the Postgres restart drill in tests/e2e.)
     own.postgres.stop();
     own.postgres.start_again().unwrap();
-    let mut failures = 0;
     for _ in 0..20 {
-        if store.ping().await.is_err() {
-            failures += 1;
-        }
-    }
-    assert!(
-        failures <= 4,
-        "each dead postgres connection fails at most once ({failures} failures)"
-    );
-    for _ in 0..5 {
         store
             .ping()
             .await
-            .expect("fresh connections after the restart");
+            .expect("the durable pool hands out live connections after a restart");
     }
 }
