@@ -25,29 +25,17 @@ local items = {}
 for i = 3 + k, #ARGV, 6 do
   items[#items + 1] = ARGV[i]
 end
+local held = call_gathered('HMGET', KEYS[2], items)
 local gone = {}
-if #items > 0 then
-  local held = {}
-  for i = 1, #items, 500 do
-    local part = redis.call('HMGET', KEYS[2], unpack(items, i, math.min(i + 499, #items)))
-    for _, v in ipairs(part) do
-      held[#held + 1] = v
-    end
-  end
-  local n = 0
-  for i = 3 + k, #ARGV, 6 do
-    n = n + 1
-    local h = held[n]
-    if h and split(h)[1] == ARGV[i + 1] then
-      gone[#gone + 1] = ARGV[i]
-    end
+for n, item in ipairs(items) do
+  local h = held[n]
+  if h and split(h)[1] == ARGV[3 + k + (n - 1) * 6 + 1] then
+    gone[#gone + 1] = item
   end
 end
-if #gone > 0 then
-  call_chunked('ZREM', KEYS[1], gone, 1)
-  call_chunked('HDEL', KEYS[2], gone, 1)
-  removed = #gone
-end
+call_chunked('ZREM', KEYS[1], gone, 1)
+call_chunked('HDEL', KEYS[2], gone, 1)
+removed = #gone
 
 for i = 3 + k, #ARGV, 6 do
   local item, batch, rank, pos, requeue =

@@ -56,18 +56,12 @@ for rank = 0, 2 do
         redis.call('LREM', rr, 0, batch)
       end
       -- An item can be listed while leased (the reconciler re-added it): skip the copy. The
-      -- popped items' leases are looked up in one call per 500.
+      -- popped items' leases are looked up in one call.
       local members = {}
       for i = 1, #popped, 2 do
         members[#members + 1] = popped[i]
       end
-      local leased = {}
-      for i = 1, #members, 500 do
-        local part = redis.call('ZMSCORE', KEYS[4], unpack(members, i, math.min(i + 499, #members)))
-        for _, v in ipairs(part) do
-          leased[#leased + 1] = v
-        end
-      end
+      local leased = call_gathered('ZMSCORE', KEYS[4], members)
       for j = 1, #members do
         local item, pos = members[j], popped[2 * j]
         if not leased[j] then

@@ -44,6 +44,19 @@ local function call_chunked(cmd, key, args, width)
   end
 end
 
+-- Calls read command `cmd` (HMGET, ZMSCORE) on `key` for every member of `members`, in chunks
+-- small enough for unpack(), and returns the replies as one list, in order (false: none).
+local function call_gathered(cmd, key, members)
+  local out = {}
+  for i = 1, #members, 500 do
+    local part = redis.call(cmd, key, unpack(members, i, math.min(i + 499, #members)))
+    for _, v in ipairs(part) do
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+
 -- Makes `item` ready in its batch, or delayed until `due` (ms), unless its batch is cancelled
 -- or someone holds a lease on it (the holder settles it). Returns 1 if placed, 2 if placed
 -- ready, 0 if skipped.
