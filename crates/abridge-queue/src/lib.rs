@@ -216,9 +216,9 @@ impl ServerStats {
     }
 }
 
-/// A claim loop's own connection: claims and blocking waits on one connection kept out of the
-/// pool, so the hot path skips the pool's per-checkout health check (a round trip). Replaced
-/// by a fresh one after any error.
+/// A claim loop's own connection, held across claims: an idle loop's claim is pipelined
+/// behind its blocking wait for a wake-up, and both must go down one connection. Replaced by a
+/// fresh one after any error.
 pub struct ClaimConnection {
     queue: Queue,
     conn: Option<pool::Connection>,
@@ -232,39 +232,21 @@ impl ClaimConnection {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
-    /// As [`Queue::claim`].
-    pub async fn claim(&mut self, worker: WorkerId, lease: Duration, n: usize) -> Result<Claim> {
-        let queue = self.queue.clone();
-        let result = queue.claim_on(self.conn().await?, worker, lease, n).await;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    /// Waits for a wake-up (at most `timeout`), then claims as [`Queue::claim`] does, in one
-    /// round trip (see `Queue::wait_then_claim_on`).
-    pub async fn wait_then_claim(
+    /// As [`Queue::claim`]; with `wait`, it first waits up to that long for a wake-up, in the
+    /// same round trip (see `Queue::wait_then_claim_on`).
+    pub async fn claim(
         &mut self,
         worker: WorkerId,
         lease: Duration,
         n: usize,
-        timeout: Duration,
+        wait: Option<Duration>,
     ) -> Result<Claim> {
         let queue = self.queue.clone();
-        let result = queue
-            .wait_then_claim_on(self.conn().await?, worker, lease, n, timeout)
-            .await;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    /// As [`Queue::wait_for_work`].
-    pub async fn wait_for_work(&mut self, timeout: Duration) -> Result<bool> {
-        let queue = self.queue.clone();
-        let result = queue.wait_on(self.conn().await?, timeout).await;
+        let conn = self.conn().await?;
+        let result = match wait {
+            None => queue.claim_on(conn, worker, lease, n).await,
+            Some(wait) => queue.wait_then_claim_on(conn, worker, lease, n, wait).await,
+        };
         if result.is_err() {
             self.conn = None;
         }
@@ -297,6 +279,9 @@ const CANCEL_MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A staged batch lives this long without being activated. Far longer than writing any batch
 /// takes; if it expires first anyway, activation finds it gone and the items are enqueued.
 const STAGED_TTL: Duration = Duration::from_secs(3600);
+/// Item ids per command when a batch's items are pushed or staged: big enough that 100,000
+/// items take five commands, small enough that no single command holds Redis for long.
+const PUSH_CHUNK: usize = 20_000;
 
 impl Queue {
     /// Builds the pool; no connection is made until first use.
@@ -372,7 +357,7 @@ impl Queue {
         item_ids: &[ItemId],
     ) -> Result<()> {
         let mut conn = self.conn("enqueue items").await?;
-        for (chunk_no, chunk) in item_ids.chunks(20_000).enumerate() {
+        for (chunk_no, chunk) in item_ids.chunks(PUSH_CHUNK).enumerate() {
             let mut inv = scripts::ENQUEUE.prepare_invoke();
             inv.key(self.keys.rotation_for(priority))
                 .key(self.keys.ready(batch))
@@ -380,7 +365,7 @@ impl Queue {
                 .key(self.keys.cancelled(batch))
                 .arg(batch.to_string());
             for (i, id) in chunk.iter().enumerate() {
-                inv.arg(chunk_no * 20_000 + i).arg(id.0);
+                inv.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
             }
             inv.invoke_async::<i64>(&mut conn)
                 .await
@@ -397,10 +382,10 @@ impl Queue {
         let key = self.keys.staged(batch);
         let mut conn = self.conn("stage items").await?;
         let mut pipe = redis::pipe();
-        for (chunk_no, chunk) in item_ids.chunks(20_000).enumerate() {
+        for (chunk_no, chunk) in item_ids.chunks(PUSH_CHUNK).enumerate() {
             let cmd = pipe.cmd("ZADD").arg(&key);
             for (i, id) in chunk.iter().enumerate() {
-                cmd.arg(chunk_no * 20_000 + i).arg(id.0);
+                cmd.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
             }
             cmd.ignore();
         }
@@ -840,22 +825,6 @@ impl Queue {
             .await
             .context("read redis server stats")?;
         Ok(ServerStats::parse(&info))
-    }
-
-    /// Blocks until a wake-up token arrives or `timeout` passes (at most a few seconds).
-    /// Returns true if woken. No polling: enqueues and requeues push tokens.
-    pub async fn wait_for_work(&self, timeout: Duration) -> Result<bool> {
-        let mut conn = self.conn("wait for work").await?;
-        self.wait_on(&mut conn, timeout).await
-    }
-
-    async fn wait_on(&self, conn: &mut pool::Connection, timeout: Duration) -> Result<bool> {
-        let secs = timeout.min(MAX_WAIT).as_secs_f64().max(0.01);
-        let popped: Option<(String, String)> = conn
-            .blpop(&self.keys.wake, secs)
-            .await
-            .context("wait for work")?;
-        Ok(popped.is_some())
     }
 
     /// Sets the epoch marker; true if it was missing (Redis lost its data, or first run).

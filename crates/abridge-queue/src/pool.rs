@@ -7,7 +7,6 @@
 //! away instead of being handed out again (a multiplexed connection whose socket dropped never
 //! recovers).
 
-use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -30,7 +29,7 @@ impl Manager {
 }
 
 /// A multiplexed connection that remembers whether it broke.
-pub struct Conn {
+pub(crate) struct Conn {
     inner: MultiplexedConnection,
     /// Set when a command failed because the connection itself failed (dropped, I/O error):
     /// the pool then discards it rather than hand it out again.
@@ -59,43 +58,9 @@ impl managed::Manager for Manager {
     }
 }
 
-impl Conn {
-    fn note(&mut self, e: &RedisError) {
-        if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-            self.broken = true;
-        }
-    }
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let reply = self.inner.req_packed_command(cmd).await;
-            if let Err(e) = &reply {
-                self.note(e);
-            }
-            reply
-        })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let reply = self.inner.req_packed_commands(cmd, offset, count).await;
-            if let Err(e) = &reply {
-                self.note(e);
-            }
-            reply
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        self.inner.get_db()
-    }
+/// Whether `e` means the connection itself failed, rather than the command.
+fn breaks_connection(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
 }
 
 /// A connection checked out of the pool; returns to it when dropped.
@@ -107,23 +72,15 @@ impl From<managed::Object<Manager>> for Connection {
     }
 }
 
-impl Deref for Connection {
-    type Target = Conn;
-
-    fn deref(&self) -> &Conn {
-        &self.0
-    }
-}
-
-impl DerefMut for Connection {
-    fn deref_mut(&mut self) -> &mut Conn {
-        &mut self.0
-    }
-}
-
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
+        Box::pin(async move {
+            let reply = self.0.inner.req_packed_command(cmd).await;
+            if reply.as_ref().is_err_and(breaks_connection) {
+                self.0.broken = true;
+            }
+            reply
+        })
     }
 
     fn req_packed_commands<'a>(
@@ -132,10 +89,16 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(cmd, offset, count)
+        Box::pin(async move {
+            let reply = self.0.inner.req_packed_commands(cmd, offset, count).await;
+            if reply.as_ref().is_err_and(breaks_connection) {
+                self.0.broken = true;
+            }
+            reply
+        })
     }
 
     fn get_db(&self) -> i64 {
-        self.0.get_db()
+        self.0.inner.get_db()
     }
 }

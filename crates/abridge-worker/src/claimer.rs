@@ -60,25 +60,17 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         let want = permit.num_permits();
         let sent_at = Instant::now();
         let sent_at_wall = SystemTime::now();
-        let claim = match idle_wait.take() {
-            None => tokio::select! {
-                c = redis.claim(ctx.id, worker.settings.lease, want) => c,
-                _ = stop.cancelled() => return,
-            },
-            Some(wait) => {
-                let waiting = redis.wait_then_claim(ctx.id, worker.settings.lease, want, wait);
-                tokio::pin!(waiting);
-                tokio::select! {
-                    c = &mut waiting => c,
-                    _ = stop.cancelled() => {
-                        // The claim runs when the wait ends (within `wait`): let it, and give
-                        // back whatever it took.
-                        if let Ok(late) = waiting.await {
-                            give_back(&worker, late.items).await;
-                        }
-                        return;
-                    }
+        let claiming = redis.claim(ctx.id, worker.settings.lease, want, idle_wait.take());
+        tokio::pin!(claiming);
+        let claim = tokio::select! {
+            c = &mut claiming => c,
+            _ = stop.cancelled() => {
+                // A claim behind a wait runs when the wait ends (within `wait`): let it, and
+                // give back whatever it took.
+                if let Ok(late) = claiming.await {
+                    give_back(&worker, late.items).await;
                 }
+                return;
             }
         };
         match claim {
@@ -130,15 +122,15 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
     }
 }
 
-/// Hands claimed items straight back to the ready queue (a claim that landed as the worker
-/// stopped).
+/// Hands claimed items straight back to the ready queue, untouched: a claim that landed as
+/// the worker stopped, or items whose rows cannot be read.
 async fn give_back(worker: &Worker, items: Vec<LeaseRef>) {
     if items.is_empty() {
         return;
     }
     let acks: Vec<(LeaseRef, AfterAck)> = items.into_iter().map(|l| (l, AfterAck::Ready)).collect();
     if let Err(e) = worker.queue.ack(&acks, &[]).await {
-        warn!(error = %e, "cannot give back items claimed while stopping; their leases will expire");
+        warn!(error = %e, "cannot give claimed items back; their leases will expire");
     }
 }
 
@@ -165,13 +157,7 @@ async fn start_claimed(
                 let all_stopped = held.iter().all(|(_, s, _)| s.reason().is_some());
                 warn!(error = %e, items = claims.len(), "cannot read claimed items; retrying");
                 if all_stopped || !e.is_unavailable() {
-                    let acks: Vec<(LeaseRef, AfterAck)> = held
-                        .iter()
-                        .map(|(l, _, _)| (l.clone(), AfterAck::Ready))
-                        .collect();
-                    if let Err(e) = worker.queue.ack(&acks, &[]).await {
-                        warn!(error = %e, "cannot give claimed items back; their leases will expire");
-                    }
+                    give_back(&worker, held.iter().map(|(l, _, _)| l.clone()).collect()).await;
                     for (l, _, _) in &held {
                         ctx.holdings.remove(l.item);
                     }
