@@ -1,5 +1,6 @@
 //! End-to-end tests: real `abridge` processes against real Redis and Postgres servers.
 //!
+//! - `bench`: `abridge bench`, small: every scenario runs and reports its figures.
 //! - `cli`: the commands' input, output and errors.
 //! - `api`: `abridge api` as a process, driven by `abridge enqueue/status --api` and the
 //!   token commands.
@@ -16,6 +17,7 @@
 //!   URL form, every failure's `error_kind`, and caches that stop refetching.
 
 mod api;
+mod bench;
 mod cli;
 mod deploy;
 mod faults;

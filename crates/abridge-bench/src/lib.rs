@@ -4,10 +4,12 @@
 //! processes with the `noop` summarizer, so the queue alone is measured.
 //!
 //! - [`fleet`]: servers and worker processes.
-//! - [`burndown`], [`enqueue`], [`latency`], [`scale`]: the scenarios.
+//! - [`burndown`], [`enqueue`], [`latency`], [`scale`]: the scenarios; [`ceiling`]: the
+//!   burn-down's Postgres statements alone, the bound the burn-down cannot pass.
 //! - [`report`]: one JSON line per scenario result, and a table against the targets.
 
 pub mod burndown;
+pub mod ceiling;
 pub mod enqueue;
 pub mod fleet;
 pub mod latency;
@@ -51,10 +53,17 @@ pub enum Scenario {
     Enqueue,
     Latency,
     Scale,
+    Ceiling,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [Self::Burndown, Self::Enqueue, Self::Latency, Self::Scale];
+    pub const ALL: [Scenario; 5] = [
+        Self::Burndown,
+        Self::Enqueue,
+        Self::Latency,
+        Self::Scale,
+        Self::Ceiling,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -62,6 +71,7 @@ impl Scenario {
             Self::Enqueue => "enqueue",
             Self::Latency => "latency",
             Self::Scale => "scale",
+            Self::Ceiling => "ceiling",
         }
     }
 }
@@ -73,7 +83,9 @@ impl std::str::FromStr for Scenario {
             .into_iter()
             .find(|x| x.name() == s)
             .ok_or_else(|| {
-                format!("unknown scenario {s:?}: expected burndown, enqueue, latency or scale")
+                format!(
+                    "unknown scenario {s:?}: expected burndown, enqueue, latency, scale or ceiling"
+                )
             })
     }
 }
@@ -91,6 +103,7 @@ pub async fn run(
             Scenario::Enqueue => enqueue::run(opts, &servers).await?,
             Scenario::Latency => latency::run(opts, &servers).await?,
             Scenario::Scale => scale::run(opts, &servers).await?,
+            Scenario::Ceiling => ceiling::run(opts, &servers).await?,
         };
         for r in records {
             emit(&r);

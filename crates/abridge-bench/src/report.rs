@@ -54,6 +54,13 @@ const CHECKS: &[Check] = &[
         target: (20_000.0, true),
     },
     Check {
+        what: "Postgres alone (the ceiling)",
+        scenario: "ceiling",
+        key: "items_per_s",
+        unit: "items/s",
+        target: (0.0, true),
+    },
+    Check {
         what: "enqueue, 100k batch (CLI)",
         scenario: "enqueue",
         key: "items_per_s",

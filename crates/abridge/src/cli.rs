@@ -59,14 +59,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run: burndown, enqueue, latency, scale (comma-separated).
+    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling (comma-separated).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "burndown,enqueue,latency,scale"
+        default_value = "burndown,enqueue,latency,scale,ceiling"
     )]
     pub scenario: Vec<String>,
-    /// Items pre-filled for the burn-down.
+    /// Items pre-filled for the burn-down (and the ceiling).
     #[arg(long, default_value_t = 100_000)]
     pub items: usize,
     /// Worker processes.

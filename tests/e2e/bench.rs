@@ -1,0 +1,77 @@
+//! `abridge bench`, small: every scenario runs against the test's servers and reports the
+//! figures BENCHMARKS.md quotes. Speeds are not asserted (the machine may be loaded); that
+//! the work was done, and measured, is.
+
+use abridge_testkit::TestEnv;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn bench_runs_every_scenario_and_reports_its_figures() {
+    let fleet = Fleet::new(TestEnv::new().await, &[]).await;
+    let (code, out, err) = fleet.run(
+        &[
+            "bench",
+            "--json",
+            "--items",
+            "600",
+            "--concurrency",
+            "16",
+            "--enqueue-items",
+            "1500",
+            "--rates",
+            "50",
+            "--rate-seconds",
+            "1",
+            "--backlog",
+            "3000",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let find = |scenario: &str| {
+        records
+            .iter()
+            .find(|r| r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {scenario} line in:\n{out}"))
+    };
+    let positive = |r: &serde_json::Value, key: &str| {
+        let v = r[key].as_f64().unwrap_or(f64::NAN);
+        assert!(v > 0.0, "{key} = {v} in {r}");
+    };
+
+    let burndown = find("burndown");
+    assert_eq!(burndown["succeeded"], 600, "{burndown}");
+    for key in [
+        "items_per_s",
+        "postgres_cpu_usec_per_item",
+        "worker_cpu_usec_per_item",
+        "redis_cpu_usec_per_item",
+        "redis_commands_per_item",
+        "pg_commits",
+    ] {
+        positive(burndown, key);
+    }
+
+    // The ceiling finished every item with the workers' own statements (it fails otherwise).
+    let ceiling = find("ceiling");
+    assert_eq!(ceiling["items"], 600);
+    positive(ceiling, "items_per_s");
+    positive(ceiling, "postgres_cpu_usec_per_item");
+
+    for scenario in ["enqueue", "enqueue-api"] {
+        let r = find(scenario);
+        positive(r, "items_per_s");
+    }
+    let idle = find("latency-idle");
+    positive(idle, "p50_ms");
+    assert!(idle["p99_ms"].as_f64() >= idle["p50_ms"].as_f64(), "{idle}");
+    let scale = find("scale");
+    for key in ["claim_cost_ratio", "redis_bytes_per_item", "worker_rss_mb"] {
+        positive(scale, key);
+    }
+}
