@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use abridge_core::input::BatchInput;
-use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
-use abridge_store::{Finish, NewBatch, Outcome, Store};
+use abridge_core::{ItemId, LeaseToken, WorkerId};
+use abridge_store::{Finish, Outcome, Store};
 
 use crate::burndown::round;
-use crate::fleet::{Servers, cpu_usec_named, fresh_queue, video_lines};
+use crate::fleet::{Servers, cpu_usec_named, create_batch, fresh_queue, video_lines};
 use crate::{BenchOptions, Record};
 
 /// Items per statement. In the burn-down a claim group's read holds ~80 items and an outcome
@@ -31,21 +31,7 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
     let store = servers.store(WRITERS as u32 + 2)?;
     let queue_name = fresh_queue("ceiling");
     let input = BatchInput::from_lines(&video_lines('c', opts.items));
-    let batch = store
-        .create_batch(
-            NewBatch {
-                id: BatchId::new(),
-                queue: &queue_name,
-                name: Some("ceiling"),
-                priority: Priority::default(),
-                options: serde_json::json!({}),
-                tenant: None,
-                webhook_url: None,
-                traceparent: None,
-            },
-            &input.items,
-        )
-        .await?;
+    let batch = create_batch(&store, &queue_name, Some("ceiling"), &input.items).await?;
     let ids = Arc::new(batch.item_ids);
     let next = Arc::new(AtomicUsize::new(0));
 

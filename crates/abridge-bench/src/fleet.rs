@@ -4,11 +4,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use abridge_core::BatchId;
+use abridge_core::input::ItemInput;
 use abridge_core::settings::Secret;
+use abridge_core::{BatchId, Priority};
 use abridge_local::{LocalPostgres, LocalRedis};
 use abridge_queue::Queue;
-use abridge_store::Store;
+use abridge_store::{CreatedBatch, NewBatch, Store};
 use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -65,6 +66,31 @@ impl Servers {
     pub fn queue(&self, queue: &str) -> anyhow::Result<Queue> {
         Ok(Queue::connect(&self.redis_url, "abridge-bench", queue, 32)?)
     }
+}
+
+/// Writes a batch of `items` to Postgres only, as the CLI would but without the push to Redis:
+/// for scenarios that time the push, or Postgres, on their own.
+pub async fn create_batch(
+    store: &Store,
+    queue: &str,
+    name: Option<&str>,
+    items: &[ItemInput],
+) -> anyhow::Result<CreatedBatch> {
+    Ok(store
+        .create_batch(
+            NewBatch {
+                id: BatchId::new(),
+                queue,
+                name,
+                priority: Priority::Normal,
+                options: serde_json::json!({}),
+                tenant: None,
+                webhook_url: None,
+                traceparent: None,
+            },
+            items,
+        )
+        .await?)
 }
 
 /// A fresh queue name per scenario, so scenarios and earlier runs never see each other.

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use abridge_core::BatchId;
 use abridge_core::input::BatchInput;
-use abridge_core::{BatchId, Priority};
 use abridge_queue::Queue;
-use abridge_store::{NewBatch, Store};
+use abridge_store::Store;
 use chrono::{DateTime, Utc};
 
 use crate::burndown::round;
-use crate::fleet::{Servers, Workers, fresh_queue};
+use crate::fleet::{Servers, Workers, create_batch, fresh_queue};
 use crate::report::quantile;
 use crate::{BenchOptions, Record};
 
@@ -113,21 +113,7 @@ async fn enqueue_items(
     let lines: String = (first..first + n).map(|i| format!("l{i:010}\n")).collect();
     let input = BatchInput::from_lines(&lines);
     let call = Utc::now();
-    let created = store
-        .create_batch(
-            NewBatch {
-                id: BatchId::new(),
-                queue: queue_name,
-                name: None,
-                priority: Priority::Normal,
-                options: serde_json::json!({}),
-                tenant: None,
-                webhook_url: None,
-                traceparent: None,
-            },
-            &input.items,
-        )
-        .await?;
+    let created = create_batch(store, queue_name, None, &input.items).await?;
     let push = Utc::now();
     queue
         .enqueue(created.id, created.priority, &created.item_ids)
