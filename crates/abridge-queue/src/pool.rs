@@ -58,9 +58,17 @@ impl managed::Manager for Manager {
     }
 }
 
-/// Whether `e` means the connection itself failed, rather than the command.
-fn breaks_connection(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+impl Conn {
+    /// Marks the connection broken if `reply` failed because the connection itself did,
+    /// rather than the command.
+    fn note<T>(&mut self, reply: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &reply
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+        {
+            self.broken = true;
+        }
+        reply
+    }
 }
 
 /// A connection checked out of the pool; returns to it when dropped.
@@ -76,10 +84,7 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             let reply = self.0.inner.req_packed_command(cmd).await;
-            if reply.as_ref().is_err_and(breaks_connection) {
-                self.0.broken = true;
-            }
-            reply
+            self.0.note(reply)
         })
     }
 
@@ -91,10 +96,7 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             let reply = self.0.inner.req_packed_commands(cmd, offset, count).await;
-            if reply.as_ref().is_err_and(breaks_connection) {
-                self.0.broken = true;
-            }
-            reply
+            self.0.note(reply)
         })
     }
 

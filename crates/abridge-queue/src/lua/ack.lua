@@ -17,25 +17,24 @@
 local prefix = ARGV[1]
 local k = tonumber(ARGV[2])
 local now = now_ms()
-local removed, ready = 0, 0
+local ready = 0
 
 -- Every lease record in one call; the caller's are removed in two more, before any item is
 -- placed again (placing skips an item that still has a lease).
-local items = {}
+local items, tokens = {}, {}
 for i = 3 + k, #ARGV, 6 do
   items[#items + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
 end
 local held = call_gathered('HMGET', KEYS[2], items)
 local gone = {}
 for n, item in ipairs(items) do
-  local h = held[n]
-  if h and split(h)[1] == ARGV[3 + k + (n - 1) * 6 + 1] then
+  if held[n] and split(held[n])[1] == tokens[n] then
     gone[#gone + 1] = item
   end
 end
 call_chunked('ZREM', KEYS[1], gone, 1)
 call_chunked('HDEL', KEYS[2], gone, 1)
-removed = #gone
 
 for i = 3 + k, #ARGV, 6 do
   local item, batch, rank, pos, requeue =
@@ -51,7 +50,7 @@ for i = 3 + k, #ARGV, 6 do
   end
 end
 wake(KEYS[5], ready, 64)
-local out = { removed }
+local out = { #gone }
 for j = 3, 2 + k do
   out[#out + 1] = redis.call('ZCARD', prefix .. 'q:' .. ARGV[j])
 end
