@@ -275,7 +275,7 @@ async fn run_item(
     item: StartedItem,
     lease: LeaseRef,
     signal: StopSignal,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let attempt = u32::try_from(item.attempt).unwrap_or(1);
     let began = std::time::Instant::now();
@@ -444,6 +444,7 @@ async fn run_item(
                     began,
                 },
                 lease.clone(),
+                permit,
             )
             .instrument(write)
             .await

@@ -32,7 +32,12 @@ pub(crate) struct FinishOp {
 }
 
 /// Hands an outcome to the writers and waits until it is written (or refused).
-pub(crate) async fn submit(ctx: &SessionCtx, finish: Finish, lease: LeaseRef) {
+pub(crate) async fn submit(
+    ctx: &SessionCtx,
+    finish: Finish,
+    lease: LeaseRef,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let (done, written) = oneshot::channel();
     if ctx
         .finish_tx
@@ -45,6 +50,7 @@ pub(crate) async fn submit(ctx: &SessionCtx, finish: Finish, lease: LeaseRef) {
         .await
         .is_ok()
     {
+        drop(permit);
         let _ = written.await;
     }
 }

@@ -57,7 +57,10 @@ pub(crate) struct Tally {
 pub(crate) struct SessionCtx {
     pub id: WorkerId,
     pub holdings: Holdings,
-    /// One permit per item held, from claim to written outcome.
+    /// One permit per item being worked on, from its claim until its outcome is handed to
+    /// the writers. An item waiting for its write holds no permit, so the next claim need not
+    /// wait for the last group's commit; the finish channel (one concurrency's worth) and the
+    /// writer's group bound those waiting items to twice the concurrency.
     pub permits: Arc<Semaphore>,
     pub finish_tx: mpsc::Sender<FinishOp>,
     pub start_tx: mpsc::Sender<StartOp>,
@@ -157,7 +160,7 @@ async fn run_session(
     stop: &CancellationToken,
     tally: Arc<Tally>,
 ) -> bool {
-    let (finish_tx, finish_rx) = mpsc::channel(concurrency.max(16) * 2);
+    let (finish_tx, finish_rx) = mpsc::channel(concurrency.max(1));
     let (start_tx, start_rx) = mpsc::channel(concurrency.max(16) * 2);
     let ctx = Arc::new(SessionCtx {
         id,

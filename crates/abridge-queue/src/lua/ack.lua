@@ -29,7 +29,7 @@ end
 local held = call_gathered('HMGET', KEYS[2], items)
 local gone = {}
 for n, item in ipairs(items) do
-  if held[n] and split(held[n])[1] == tokens[n] then
+  if held[n] and first_field_is(held[n], tokens[n]) then
     gone[#gone + 1] = item
   end
 end

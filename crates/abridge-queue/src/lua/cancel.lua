@@ -16,7 +16,7 @@ redis.call('DEL', KEYS[2])
 redis.call('LREM', KEYS[1], 0, ARGV[1])
 local refs = redis.call('HGETALL', KEYS[5])
 for i = 1, #refs, 2 do
-  if split(refs[i + 1])[1] == ARGV[1] then
+  if first_field_is(refs[i + 1], ARGV[1]) then
     redis.call('ZREM', KEYS[4], refs[i])
     redis.call('HDEL', KEYS[5], refs[i])
     dropped = dropped + 1

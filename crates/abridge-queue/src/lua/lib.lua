@@ -35,6 +35,12 @@ local function split(s)
   return out
 end
 
+-- Whether `v` is the first |-separated field of `s`: what split(s)[1] == v says, without
+-- building a table (the hot scripts ask it once per item).
+local function first_field_is(s, v)
+  return string.sub(s, 1, #v + 1) == v .. '|'
+end
+
 -- Calls redis command `cmd` on `key` with the flat argument list `args`, in chunks small
 -- enough for Lua's unpack() limit. `width` keeps argument groups (pairs) together.
 local function call_chunked(cmd, key, args, width)

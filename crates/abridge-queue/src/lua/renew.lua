@@ -21,7 +21,7 @@ for i = 4, #ARGV, 5 do
   if redis.call('EXISTS', prefix .. 'cancelled:' .. batch) == 1 then
     code = 2
   elseif held then
-    if split(held)[1] == token then
+    if first_field_is(held, token) then
       redis.call('ZADD', KEYS[1], deadline, item)
       code = 1
     else

@@ -2,6 +2,7 @@
 //! the queue's promises; the end-to-end fault drills with real processes live in `tests/e2e`.
 
 mod cancel;
+mod concurrency;
 mod connections;
 mod failures;
 mod fencing;
