@@ -18,10 +18,11 @@ use tracing::{debug, info, warn};
 use crate::session::SessionCtx;
 use crate::{Worker, batching};
 
-/// Writer tasks per process. One: while it writes, the next group gathers. Two writers
-/// overlapped writes but halved the groups (about 25 items a commit against 40): on two cores
-/// the bigger groups win, 21-23k against 16-18k items/s in the burn-down (BENCHMARKS.md).
-pub(crate) const WRITERS: usize = 1;
+/// Writer tasks per process. Two: while one writes, the other gathers the next group. When a
+/// permit was held until the write, one writer won (two halved the groups, 25 items a commit
+/// against 40); since the permit ends at the hand-over, two beat one by 5-10 % in the
+/// burn-down, with or without a CPU hog beside it, and three lose again (BENCHMARKS.md).
+pub(crate) const WRITERS: usize = 2;
 pub(crate) struct FinishOp {
     lease: LeaseRef,
     finish: Finish,

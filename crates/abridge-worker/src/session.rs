@@ -59,8 +59,8 @@ pub(crate) struct SessionCtx {
     pub holdings: Holdings,
     /// One permit per item being worked on, from its claim until its outcome is handed to
     /// the writers. An item waiting for its write holds no permit, so the next claim need not
-    /// wait for the last group's commit; the finish channel (one concurrency's worth) and the
-    /// writer's group bound those waiting items to twice the concurrency.
+    /// wait for the last group's commit; the finish channel (one concurrency's worth) and one
+    /// group per writer bound those waiting items to three times the concurrency.
     pub permits: Arc<Semaphore>,
     pub finish_tx: mpsc::Sender<FinishOp>,
     pub start_tx: mpsc::Sender<StartOp>,
