@@ -175,7 +175,11 @@ impl Store {
             claims.iter().copied().collect();
         // An idle worker claims one item at a time: a statement with a scalar id gets a
         // cached generic plan (an index lookup), where the array form below is planned anew on
-        // every call (0.2 ms of planning for 0.03 ms of work).
+        // every call (0.2 ms of planning for 0.03 ms of work). Its status check is written so
+        // that it cannot match the partial `items_ready_since` index (`status = 'queued'`): on
+        // a table whose statistics say almost nothing is queued, a plain `i.status = 'queued'`
+        // made the generic plan scan that index for the id, 17 ms per read with 100,000 items
+        // queued, instead of one primary-key lookup.
         let rows = if let [(id, _)] = claims {
             sqlx::query_as!(
                 ClaimedRow,
@@ -184,7 +188,8 @@ impl Store {
                           b.status = 'pending' AS "batch_pending!"
                    FROM items i
                    JOIN batches b ON b.id = i.batch_id
-                   WHERE i.id = $1 AND i.status = 'queued'"#,
+                   WHERE i.id = $1
+                     AND i.status = CASE WHEN i.id IS NOT NULL THEN 'queued' END"#,
                 id.0,
             )
             .fetch_all(&self.fast_pool)

@@ -8,6 +8,7 @@ mod failures;
 mod fencing;
 mod leases;
 mod order;
+mod plans;
 mod reaper;
 mod reconcile;
 mod shutdown;
