@@ -14,7 +14,7 @@ async fn bench_runs_every_scenario_and_reports_its_figures() {
             "bench",
             "--json",
             "--items",
-            "600",
+            "3000",
             "--concurrency",
             "16",
             "--enqueue-items",
@@ -45,7 +45,7 @@ async fn bench_runs_every_scenario_and_reports_its_figures() {
     };
 
     let burndown = find("burndown");
-    assert_eq!(burndown["succeeded"], 600, "{burndown}");
+    assert_eq!(burndown["succeeded"], 3000, "{burndown}");
     for key in [
         "items_per_s",
         "postgres_cpu_usec_per_item",
@@ -59,7 +59,7 @@ async fn bench_runs_every_scenario_and_reports_its_figures() {
 
     // The ceiling finished every item with the workers' own statements (it fails otherwise).
     let ceiling = find("ceiling");
-    assert_eq!(ceiling["items"], 600);
+    assert_eq!(ceiling["items"], 3000);
     positive(ceiling, "items_per_s");
     positive(ceiling, "postgres_cpu_usec_per_item");
 

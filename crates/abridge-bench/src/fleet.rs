@@ -231,20 +231,52 @@ pub async fn wait_batch_done(
 
 /// CPU time (user + system) a process has used so far, in microseconds.
 pub fn cpu_usec(pid: u32) -> Option<u64> {
+    proc_cpu_usec(pid, false)
+}
+
+/// A process's CPU time from /proc, and with `children` that of its children that have
+/// exited and been waited for. A single-threaded process's own time is the scheduler's
+/// nanosecond count (`schedstat`): `stat`'s clock ticks round each process down to 10 ms,
+/// which loses much of a run's time when it is spread over a dozen Postgres backends. A
+/// multi-threaded one (a worker) is read from `stat`, the only place that also counts its
+/// exited threads; one rounding on its whole time costs little. Exited children are only
+/// known in ticks, summed before rounding.
+fn proc_cpu_usec(pid: u32, children: bool) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100) as u64;
-    Some(ticks * 1_000_000 / hz)
+    let ticks_usec = |t: u64| t * 1_000_000 / hz;
+    // num_threads
+    let single = tick(17) == Some(1);
+    let precise = || {
+        std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    let own = match single.then(precise).flatten() {
+        Some(ns) => ns / 1_000,
+        // utime + stime
+        None => ticks_usec(tick(11)? + tick(12)?),
+    };
+    // cutime + cstime
+    let reaped = if children {
+        ticks_usec(tick(13)? + tick(14)?)
+    } else {
+        0
+    };
+    Some(own + reaped)
 }
 
 /// CPU microseconds of every process whose command name is `name` (e.g. all postgres
-/// backends of the machine).
+/// processes of the machine), counting their exited children: a Postgres backend that closes
+/// between two readings moves its time into the postmaster's children's time instead of
+/// vanishing from the sum.
 pub fn cpu_usec_named(name: &str) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
@@ -254,7 +286,7 @@ pub fn cpu_usec_named(name: &str) -> u64 {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
         })
-        .filter_map(cpu_usec)
+        .filter_map(|pid| proc_cpu_usec(pid, true))
         .sum()
 }
 
