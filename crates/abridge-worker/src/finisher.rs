@@ -1,5 +1,5 @@
-//! Outcome writes. Item tasks submit outcomes; a writer task takes whatever has queued up
-//! and write it in one fenced statement (group commit), then acknowledge the leases in Redis
+//! Outcome writes. Item tasks submit outcomes; a writer task takes whatever has queued up,
+//! writes it in one fenced statement (group commit), then acknowledges the leases in Redis
 //! in one script call. Under load, batches grow by themselves; when idle, a lone outcome is
 //! written at once.
 
