@@ -17,8 +17,8 @@ use crate::burndown::round;
 use crate::fleet::{Servers, cpu_usec_named, create_batch, fresh_queue, video_lines};
 use crate::{BenchOptions, Record};
 
-/// Items per statement. In the burn-down a claim group's read holds ~80 items and an outcome
-/// write ~120 (pg_stat_statements); the size matters: Postgres spends ~42 µs of CPU per item
+/// Items per statement. In the burn-down a claim group's read holds ~125 items and an outcome
+/// write ~180 (pg_stat_statements, 2026-12-02 14:05); the size matters: Postgres spends ~42 µs of CPU per item
 /// in groups of 40, ~33 in groups of 100 and ~30 in groups of 255 (BENCHMARKS.md).
 const GROUP: usize = 100;
 

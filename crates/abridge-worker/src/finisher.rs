@@ -11,7 +11,7 @@ use std::time::Duration;
 use abridge_core::{ItemStatus, LeaseToken};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, FinishReport, Outcome};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -32,12 +32,13 @@ pub(crate) struct FinishOp {
     span: tracing::Span,
 }
 
-/// Hands an outcome to the writers and waits until it is written (or refused).
+/// Hands an outcome to the writers and waits until it is written (or refused). The item's
+/// `permit` goes back once the writers have taken the outcome, before it is written.
 pub(crate) async fn submit(
     ctx: &SessionCtx,
     finish: Finish,
     lease: LeaseRef,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let (done, written) = oneshot::channel();
     if ctx
