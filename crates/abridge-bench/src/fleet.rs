@@ -63,6 +63,20 @@ impl Servers {
         Ok(Store::connect_lazy(&self.database_url, pool)?)
     }
 
+    /// A store for a producer that has been running a while: its durable pool's `pool`
+    /// connections (the ones enqueues use) are open before the first measured call. A lazy
+    /// pool met the open loop's first burst by opening connections while serving it; each new
+    /// backend costs Postgres milliseconds of CPU on the cores the work needs, and the slower
+    /// work wanted still more connections (BENCHMARKS.md, "Open loop").
+    pub async fn warm_store(&self, pool: u32) -> anyhow::Result<Store> {
+        let store = self.store(pool)?;
+        let mut open = Vec::new();
+        for _ in 0..pool {
+            open.push(store.pool().acquire().await?);
+        }
+        Ok(store)
+    }
+
     pub fn queue(&self, queue: &str) -> anyhow::Result<Queue> {
         Ok(Queue::connect(&self.redis_url, "abridge-bench", queue, 32)?)
     }
