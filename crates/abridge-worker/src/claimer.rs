@@ -203,7 +203,7 @@ async fn start_claimed(
                     .to_std()
                     .unwrap_or_default();
                 metrics::histogram!("abridge_enqueue_to_start_seconds").record(lag.as_secs_f64());
-                // Boxed: the item's future is large (the processor's state is inline), and
+                // Boxed: the item's future is large (~2 kB; see the end of `run_item`), and
                 // spawning moves a future by value several times; a box is moved instead.
                 ctx.tasks.spawn(
                     Box::pin(run_item(
@@ -412,14 +412,15 @@ async fn run_item(
     let took = began.elapsed();
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "process")
         .record(took.as_secs_f64());
+    // The Redis calls of the rare arms below are boxed: inline, an `ack` future made this
+    // item's future 8.4 kB instead of 2.2, copied into its box for every item (~12 % of a
+    // worker's CPU in the burn-down, BENCHMARKS.md).
     match outcome {
         // Giving back an item that was never marked running needs no Postgres write: it is
         // still `queued` there. Put it back in Redis.
         Some(Outcome::Release | Outcome::Abandon) if !started => {
-            if let Err(e) = worker
-                .queue
-                .ack(&[(lease.clone(), AfterAck::Ready)], &[])
-                .await
+            if let Err(e) =
+                Box::pin(worker.queue.ack(&[(lease.clone(), AfterAck::Ready)], &[])).await
             {
                 debug!(error = %e, "cannot give the item back; its lease will expire");
             }
@@ -450,10 +451,8 @@ async fn run_item(
             .await
         }
         None => {
-            if let Err(e) = worker
-                .queue
-                .ack(&[(lease.clone(), AfterAck::Drop)], &[])
-                .await
+            if let Err(e) =
+                Box::pin(worker.queue.ack(&[(lease.clone(), AfterAck::Drop)], &[])).await
             {
                 debug!(error = %e, "cannot drop lease; it will expire");
             }
