@@ -24,8 +24,14 @@ use crate::{Worker, batching};
 /// burn-down, with or without a CPU hog beside it, and three lose again (BENCHMARKS.md).
 pub(crate) const WRITERS: usize = 2;
 pub(crate) struct FinishOp {
-    lease: LeaseRef,
     finish: Finish,
+    waiter: Waiter,
+}
+
+/// What a writer keeps of an outcome beside the write: the lease to let go, and the item
+/// task to tell.
+struct Waiter {
+    lease: LeaseRef,
     done: oneshot::Sender<()>,
     /// The submitting item's span: what the writer logs about the item goes there, so the
     /// line carries the item's batch, video and attempt.
@@ -44,10 +50,12 @@ pub(crate) async fn submit(
     if ctx
         .finish_tx
         .send(FinishOp {
-            lease,
             finish,
-            done,
-            span: tracing::Span::current(),
+            waiter: Waiter {
+                lease,
+                done,
+                span: tracing::Span::current(),
+            },
         })
         .await
         .is_ok()
@@ -69,7 +77,9 @@ pub(crate) async fn run(
 }
 
 async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
-    let finishes: Vec<_> = ops.iter().map(|op| op.finish.clone()).collect();
+    // Taken apart rather than cloned: an outcome carries its summary and metadata.
+    let (finishes, waiters): (Vec<Finish>, Vec<Waiter>) =
+        ops.into_iter().map(|op| (op.finish, op.waiter)).unzip();
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(50);
     // A finished result is never thrown away while it can still be written: the write is
@@ -88,8 +98,8 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
             }
             Err(e) => {
                 warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; their leases will expire and the items will be retried");
-                for op in ops {
-                    let _ = op.done.send(());
+                for w in waiters {
+                    let _ = w.done.send(());
                 }
                 return;
             }
@@ -102,26 +112,33 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
     ctx.tally
         .written
         .fetch_add(finishes.len() as u64, Ordering::Relaxed);
-    acknowledge(worker, ctx, &ops, &report).await;
-    for op in ops {
-        let _ = op.done.send(());
+    acknowledge(worker, ctx, &waiters, &finishes, &report).await;
+    for w in waiters {
+        let _ = w.done.send(());
     }
 }
 
 /// Lets go of the leases in Redis, places retried and released items, completes batches.
-async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report: &FinishReport) {
+/// `waiters[i]` is the waiter of `finishes[i]`.
+async fn acknowledge(
+    worker: &Worker,
+    ctx: &SessionCtx,
+    waiters: &[Waiter],
+    finishes: &[Finish],
+    report: &FinishReport,
+) {
     let tally = &ctx.tally;
-    let mut acks = Vec::with_capacity(ops.len());
+    let mut acks = Vec::with_capacity(waiters.len());
     let mut finished_batches = HashSet::new();
     let touched: HashSet<_> = report.accepted.iter().map(|f| f.batch_id).collect();
     let accepted: std::collections::HashMap<_, _> =
         report.accepted.iter().map(|f| (f.id, f)).collect();
-    for op in ops {
-        let Some(f) = accepted.get(&op.lease.item) else {
-            acks.push((op.lease.clone(), AfterAck::Drop));
+    for (w, finish) in waiters.iter().zip(finishes) {
+        let Some(f) = accepted.get(&w.lease.item) else {
+            acks.push((w.lease.clone(), AfterAck::Drop));
             continue;
         };
-        let after = match (f.status, &op.finish.outcome) {
+        let after = match (f.status, &finish.outcome) {
             (ItemStatus::Queued, Outcome::Abandon) => {
                 // The run report counts it with releases, as before; the metric tells them
                 // apart (a release is routine at shutdown, an abandon means Redis trouble).
@@ -155,7 +172,7 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
                 AfterAck::Drop
             }
         };
-        acks.push((op.lease.clone(), after));
+        acks.push((w.lease.clone(), after));
     }
     if !report.rejected.is_empty() {
         tally
@@ -164,8 +181,8 @@ async fn acknowledge(worker: &Worker, ctx: &SessionCtx, ops: &[FinishOp], report
         metrics::counter!("abridge_stale_writes_rejected_total")
             .increment(report.rejected.len() as u64);
         for (item, token, found) in &report.rejected {
-            match ops.iter().find(|op| op.lease.item == *item) {
-                Some(op) => op.span.in_scope(|| log_fenced(*item, *token, *found)),
+            match waiters.iter().find(|w| w.lease.item == *item) {
+                Some(w) => w.span.in_scope(|| log_fenced(*item, *token, *found)),
                 None => log_fenced(*item, *token, *found),
             }
         }
