@@ -7,7 +7,7 @@ use abridge_control::EnqueueRequest;
 use abridge_core::input::BatchInput;
 
 use crate::fleet::{
-    Servers, Workers, cpu_usec, cpu_usec_named, fresh_queue, video_lines, wait_batch_finished,
+    Servers, Workers, cpu_usec, fresh_queue, postgres_cpu_usec, video_lines, wait_batch_finished,
 };
 use crate::{BenchOptions, Record};
 
@@ -28,7 +28,7 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
 
     let redis_before = queue.server_stats().await?;
     let commits_before = store.commit_count().await?;
-    let pg_cpu_before = cpu_usec_named("postgres");
+    let pg_cpu_before = postgres_cpu_usec(&store).await?;
     let workers = Workers::spawn(
         &opts.exe,
         servers,
@@ -40,7 +40,9 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
     let timeout = Duration::from_secs(120 + opts.items as u64 / 1_000);
     let done = wait_batch_finished(&store, batch, timeout).await?;
     let redis_after = queue.server_stats().await?;
-    let pg_cpu = cpu_usec_named("postgres").saturating_sub(pg_cpu_before);
+    let pg_cpu = postgres_cpu_usec(&store)
+        .await?
+        .saturating_sub(pg_cpu_before);
     let worker_cpu: u64 = workers.pids().into_iter().filter_map(cpu_usec).sum();
     workers.stop().await;
     anyhow::ensure!(done, "burn-down did not finish within {timeout:?}");

@@ -14,7 +14,7 @@ use abridge_core::{ItemId, LeaseToken, WorkerId};
 use abridge_store::{Finish, Outcome, Store};
 
 use crate::burndown::round;
-use crate::fleet::{Servers, cpu_usec_named, create_batch, fresh_queue, video_lines};
+use crate::fleet::{Servers, create_batch, fresh_queue, postgres_cpu_usec, video_lines};
 use crate::{BenchOptions, Record};
 
 /// Items per statement. In the burn-down a claim group's read holds ~125 items and an outcome
@@ -35,7 +35,7 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
     let ids = Arc::new(batch.item_ids);
     let next = Arc::new(AtomicUsize::new(0));
 
-    let pg_cpu_before = cpu_usec_named("postgres");
+    let pg_cpu_before = postgres_cpu_usec(&store).await?;
     let started = Instant::now();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|_| {
@@ -48,7 +48,9 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
         written += t.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let pg_cpu = cpu_usec_named("postgres").saturating_sub(pg_cpu_before);
+    let pg_cpu = postgres_cpu_usec(&store)
+        .await?
+        .saturating_sub(pg_cpu_before);
     let counts = store.counts(batch.id).await?;
     anyhow::ensure!(
         counts.succeeded == opts.items as i64 && written == opts.items,

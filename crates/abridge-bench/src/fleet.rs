@@ -287,21 +287,44 @@ fn proc_cpu_usec(pid: u32, children: bool) -> Option<u64> {
     Some(own + reaped)
 }
 
-/// CPU microseconds of every process whose command name is `name` (e.g. all postgres
-/// processes of the machine), counting their exited children: a Postgres backend that closes
-/// between two readings moves its time into the postmaster's children's time instead of
-/// vanishing from the sum.
-pub fn cpu_usec_named(name: &str) -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.filter_map(|e| e.ok())
+/// CPU microseconds of the Postgres server behind `store`: every process its postmaster
+/// started (backends, WAL writer, checkpointer, autovacuum), then the postmaster itself with
+/// the time of the children it has reaped, so a backend that closes between two readings
+/// moves into the postmaster's children's time instead of vanishing from the sum. (Read in
+/// that order, a backend reaped between the two reads is counted twice, never lost.)
+///
+/// Only this server's processes: a sum over every `postgres` on the machine once read less
+/// after a run than before it (0 µs per item), when another cluster's processes exited
+/// during the run.
+pub async fn postgres_cpu_usec(store: &Store) -> anyhow::Result<u64> {
+    let backend = store.backend_pid().await?;
+    let postmaster = u32::try_from(backend)
+        .ok()
+        .and_then(parent_pid)
+        .filter(|pm| is_postgres(*pm))
+        .context("find the Postgres server's processes (is it on this machine?)")?;
+    let children: u64 = std::fs::read_dir("/proc")
+        .context("read /proc")?
+        .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
-        })
-        .filter_map(|pid| proc_cpu_usec(pid, true))
-        .sum()
+        .filter(|pid| parent_pid(*pid) == Some(postmaster))
+        .filter_map(|pid| proc_cpu_usec(pid, false))
+        .sum();
+    let own = proc_cpu_usec(postmaster, true).context("read the postmaster's CPU time")?;
+    Ok(children + own)
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn is_postgres(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
 }
 
 /// Resident memory of a process: (current, peak) in bytes, from /proc.

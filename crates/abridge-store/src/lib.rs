@@ -235,6 +235,15 @@ impl Store {
         .context("read commit count")
     }
 
+    /// The process id of a backend serving this store (benchmarks find the server's processes
+    /// from it).
+    pub async fn backend_pid(&self) -> Result<i32> {
+        sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&self.pool)
+            .await
+            .context("read the backend's process id")
+    }
+
     /// Closes both pools, waiting for checked-out connections to come back.
     pub async fn close(&self) {
         self.pool.close().await;
