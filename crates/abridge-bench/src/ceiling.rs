@@ -18,8 +18,9 @@ use crate::fleet::{Servers, create_batch, fresh_queue, postgres_cpu_usec, video_
 use crate::{BenchOptions, Record};
 
 /// Items per statement. In the burn-down a claim group's read holds ~125 items and an outcome
-/// write ~180 (pg_stat_statements, 2026-12-02 14:05); the size matters: Postgres spends ~42 µs of CPU per item
-/// in groups of 40, ~33 in groups of 100 and ~30 in groups of 255 (BENCHMARKS.md).
+/// write ~180 (pg_stat_statements, 2026-12-02 14:05); the size matters: Postgres spends ~42 µs
+/// of CPU per item in groups of 40, ~33 in groups of 100 and ~30 in groups of 255
+/// (BENCHMARKS.md).
 const GROUP: usize = 100;
 
 /// Connections writing at once. Each waits for its commit's fsync before taking the next

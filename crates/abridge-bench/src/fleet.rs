@@ -256,10 +256,7 @@ pub fn cpu_usec(pid: u32) -> Option<u64> {
 /// exited threads; one rounding on its whole time costs little. Exited children are only
 /// known in ticks, summed before rounding.
 fn proc_cpu_usec(pid: u32, children: bool) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = stat_fields(pid)?;
     let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -314,13 +311,16 @@ pub async fn postgres_cpu_usec(store: &Store) -> anyhow::Result<u64> {
     Ok(children + own)
 }
 
-fn parent_pid(pid: u32) -> Option<u32> {
+/// The fields of `/proc/{pid}/stat` after the command name (which may contain spaces, so
+/// they start after the last ')'): index 0 is the state, 1 the parent's pid.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 fn is_postgres(pid: u32) -> bool {
