@@ -216,7 +216,10 @@ async fn enqueue_wait_exits_nonzero_when_the_batch_is_cancelled() {
     let store = fleet.store.clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     let id = loop {
-        let open = store.list_batches("e2e", None, None, 1).await.unwrap();
+        let open = store
+            .list_batches(Some("e2e"), None, None, 1)
+            .await
+            .unwrap();
         if let Some(b) = open.first() {
             break b.id;
         }

@@ -305,6 +305,7 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
         ("ABRIDGE_SHUTDOWN_GRACE_MS".to_owned(), "2000".to_owned()),
         // The default summarizer (extractive) would fetch these made-up videos from YouTube.
         ("ABRIDGE_SUMMARIZER".to_owned(), "noop".to_owned()),
+        ("ABRIDGE_DRILLS".to_owned(), "1".to_owned()),
     ];
     let (code, _, err) = run_with(
         &vars,

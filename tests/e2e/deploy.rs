@@ -262,6 +262,9 @@ fn the_compose_file_runs_a_scalable_observable_fleet() {
     let args = strs(&api["command"]);
     let api_port = listen_port(&args, "--listen");
     assert_eq!(strs(&api["ports"]), [format!("{api_port}:{api_port}")]);
+    // The API's metrics have a listener of their own: its published port faces tenants.
+    let api_metrics_port = listen_port(&args, "--metrics-listen");
+    assert_ne!(api_metrics_port, api_port);
     if has_subcommand("api") {
         assert!(abridge_accepts(&args), "abridge {args:?} does not parse");
     }
@@ -299,7 +302,7 @@ fn the_compose_file_runs_a_scalable_observable_fleet() {
     );
     assert_eq!(
         strs(&job("abridge-api")["static_configs"][0]["targets"]),
-        [format!("api:{api_port}")]
+        [format!("api:{api_metrics_port}")]
     );
 
     // Grafana starts with the dashboard provisioned from deploy/.
@@ -570,6 +573,12 @@ fn kubernetes_manifests_match_the_workers_shutdown_metrics_and_scaling() {
     let c = &api["spec"]["template"]["spec"]["containers"][0];
     let api_port = listen_port(&strs(&c["args"]), "--listen");
     assert_eq!(c["ports"][0]["containerPort"], api_port);
+    let api_metrics_port = listen_port(&strs(&c["args"]), "--metrics-listen");
+    assert_eq!(c["ports"][1]["containerPort"], api_metrics_port);
+    assert_eq!(
+        api["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"],
+        api_metrics_port.to_string()
+    );
     assert!(c["lifecycle"]["preStop"]["exec"]["command"].is_array());
     assert_eq!(
         find("Service", "abridge-api")["spec"]["ports"][0]["targetPort"],

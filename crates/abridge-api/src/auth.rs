@@ -1,9 +1,10 @@
 //! Bearer tokens. A token is `abr_` plus 32 random bytes (base64url); only its SHA-256 is
 //! stored, so a database leak reveals no usable token. Every `/v1` handler takes a [`Caller`],
-//! which resolves the token to its tenant (revocation takes effect on the next request).
+//! which resolves the token to its owner, a tenant or the operator (revocation takes effect on
+//! the next request).
 
 use abridge_store::Store;
-use abridge_store::tenants::Tenant;
+use abridge_store::tenants::{Tenant, TenantPolicy, TokenOwner};
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
@@ -15,10 +16,48 @@ use sha2::{Digest, Sha256};
 use crate::ApiState;
 use crate::error::ApiError;
 
-/// The tenant a request acts for.
+/// Whom a request acts for.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub tenant: String,
+    pub owner: TokenOwner,
+    /// The stored form of the caller's token: a long-lived response (an event stream) looks
+    /// it up again, so revocation ends it.
+    pub token_hash: Vec<u8>,
+}
+
+impl Caller {
+    /// The tenant whose batches the caller sees; `None` for the operator, who sees every
+    /// batch (the CLI's too).
+    pub fn tenant(&self) -> Option<&str> {
+        match &self.owner {
+            TokenOwner::Operator => None,
+            TokenOwner::Tenant { name, .. } => Some(name),
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.owner == TokenOwner::Operator
+    }
+
+    /// The tenant's policy; `None` for the operator, whom nothing restricts.
+    pub fn policy(&self) -> Option<&TenantPolicy> {
+        match &self.owner {
+            TokenOwner::Operator => None,
+            TokenOwner::Tenant { policy, .. } => Some(policy),
+        }
+    }
+
+    /// Refuses a tenant: the fleet's figures, workers and tenants' settings are the
+    /// operator's.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "this needs an operator token (`abridge token create --operator`)",
+            ))
+        }
+    }
 }
 
 impl FromRequestParts<ApiState> for Caller {
@@ -41,8 +80,9 @@ impl FromRequestParts<ApiState> for Caller {
             .ok_or(ApiError::Unauthorized(
                 "malformed Authorization header: expected `Bearer <token>`",
             ))?;
-        match state.store.tenant_for_token(&hash_token(token)).await? {
-            Some(tenant) => Ok(Caller { tenant }),
+        let token_hash = hash_token(token);
+        match state.store.token_owner(&token_hash).await? {
+            Some(owner) => Ok(Caller { owner, token_hash }),
             None => Err(ApiError::Unauthorized("invalid or revoked token")),
         }
     }
@@ -64,7 +104,8 @@ fn random_text(prefix: &str) -> String {
 pub struct NewToken {
     pub id: uuid::Uuid,
     pub token: String,
-    pub tenant: Tenant,
+    /// `None` for an operator token.
+    pub tenant: Option<Tenant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,21 +118,38 @@ pub enum TokenError {
     Store(#[from] abridge_store::StoreError),
 }
 
-/// Makes a token for `tenant`, creating the tenant (with a fresh webhook secret) if needed.
-pub async fn create_token(store: &Store, tenant: &str) -> Result<NewToken, TokenError> {
-    let ok = !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant
+/// Whether `name` is a valid tenant name.
+pub fn check_tenant_name(name: &str) -> Result<(), TokenError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if !ok {
-        return Err(TokenError::BadTenant(tenant.to_owned()));
+    if ok {
+        Ok(())
+    } else {
+        Err(TokenError::BadTenant(name.to_owned()))
     }
-    let tenant = store.ensure_tenant(tenant, &random_text("whsec_")).await?;
+}
+
+/// Makes a token for `tenant`, creating the tenant (with a fresh webhook secret) if needed; or,
+/// with `None`, an operator token.
+pub async fn create_token(store: &Store, tenant: Option<&str>) -> Result<NewToken, TokenError> {
+    let tenant = match tenant {
+        Some(name) => {
+            check_tenant_name(name)?;
+            Some(store.ensure_tenant(name, &random_text("whsec_")).await?)
+        }
+        None => None,
+    };
     let token = random_text("abr_");
     let id = uuid::Uuid::now_v7();
     store
-        .insert_token(id, &tenant.name, &hash_token(&token))
+        .insert_token(
+            id,
+            tenant.as_ref().map(|t| t.name.as_str()),
+            &hash_token(&token),
+        )
         .await?;
     Ok(NewToken { id, token, tenant })
 }

@@ -70,6 +70,11 @@ pub async fn create_batch(
         }
     })?;
     let idempotency_key = idempotency_key(&headers)?;
+    if idempotency_key.is_some() && caller.is_operator() {
+        return Err(ApiError::invalid(
+            "Idempotency-Key: keys belong to a tenant; an operator token cannot use one",
+        ));
+    }
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "malformed_json",
@@ -152,9 +157,11 @@ pub async fn create_batch(
             name: name.as_deref(),
             priority: request.priority.unwrap_or_default(),
             options,
+            offer: state.offer,
         },
         Some(Owner {
-            tenant: &caller.tenant,
+            tenant: caller.tenant(),
+            policy: caller.policy(),
             webhook_url: webhook_url.as_ref().map(|u| u.as_str()),
             idempotency: idempotency_key
                 .as_deref()
@@ -356,7 +363,7 @@ pub async fn owned_batch(
     let id = parse_batch_id(raw)?;
     state
         .store
-        .tenant_batch(&caller.tenant, id)
+        .tenant_batch(caller.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no batch {id}")))
 }
@@ -408,7 +415,7 @@ pub async fn list_batches(
     };
     let rows = state
         .store
-        .list_batches(&caller.tenant, status, before, limit + 1)
+        .list_batches(caller.tenant(), status, before, limit + 1)
         .await?;
     let more = rows.len() as i64 > limit;
     let mut batches = Vec::with_capacity(rows.len());
@@ -487,7 +494,10 @@ pub async fn list_items(
         None
     };
     Ok(Json(ItemPage {
-        items: rows.into_iter().map(ItemStatusView::from).collect(),
+        items: rows
+            .into_iter()
+            .map(|i| ItemStatusView::shown_to(i, &caller))
+            .collect(),
         next_cursor,
     }))
 }
@@ -548,16 +558,35 @@ pub async fn retry_batch(
 #[utoipa::path(
     get, path = "/v1/stats", tag = "fleet",
     responses(
-        (status = 200, description = "The fleet at a glance, as `abridge stats --json` prints it: queue depth per priority, delayed retries, leased items, failed items in unfinished batches, live workers", body = Object),
+        (status = 200, description = "For a tenant token, the tenant's own figures (`scope: \"tenant\"`: its items by status, its throughput, its share of the queue). For an operator token, the fleet at a glance as `abridge stats --json` prints it (`scope: \"fleet\"`: queue depth per priority, delayed retries, leased items, failed items in unfinished batches, live workers)", body = Object),
         (status = 401, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn fleet_stats(
     State(state): State<ApiState>,
-    _caller: Caller,
-) -> Result<Json<abridge_control::FleetStats>, ApiError> {
-    Ok(Json(
-        abridge_control::stats(&state.store, &state.queue, &state.queue_name).await?,
-    ))
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = match caller.tenant() {
+        None => {
+            let stats =
+                abridge_control::stats(&state.store, &state.queue, &state.queue_name).await?;
+            let mut v = serde_json::to_value(stats).expect("stats serialize");
+            v["scope"] = "fleet".into();
+            v
+        }
+        Some(tenant) => {
+            let stats = abridge_control::tenant_stats(
+                &state.store,
+                &state.queue,
+                &state.queue_name,
+                tenant,
+            )
+            .await?;
+            let mut v = serde_json::to_value(stats).expect("stats serialize");
+            v["scope"] = "tenant".into();
+            v
+        }
+    };
+    Ok(Json(view))
 }

@@ -106,18 +106,29 @@ const MAX_HISTORY_MINUTES: i32 = 24 * 60;
 )]
 pub async fn history(
     State(state): State<ApiState>,
-    _caller: Caller,
+    caller: Caller,
     params: Params,
 ) -> Result<Json<History>, ApiError> {
     let minutes = params
         .parsed::<i32>("minutes")?
         .unwrap_or(60)
         .clamp(1, MAX_HISTORY_MINUTES);
+    // A tenant sees its own throughput; the queue's depth is the fleet's, the operator's.
     let (throughput, depth) = tokio::try_join!(
         state
             .store
-            .throughput_per_minute(&state.queue_name, minutes),
-        state.store.depth_per_minute(&state.queue_name, minutes),
+            .throughput_per_minute(&state.queue_name, minutes, caller.tenant()),
+        async {
+            match caller.tenant() {
+                None => {
+                    state
+                        .store
+                        .depth_per_minute(&state.queue_name, minutes)
+                        .await
+                }
+                Some(_) => Ok(Vec::new()),
+            }
+        },
     )?;
     let depth: BTreeMap<DateTime<Utc>, _> = depth.into_iter().map(|d| (d.minute, d)).collect();
     let minutes = throughput
@@ -158,10 +169,13 @@ pub async fn failed(
     let limit = params.limit(state.settings.max_page)?;
     let items = state
         .store
-        .recent_failed_items(&caller.tenant, limit)
+        .recent_failed_items(caller.tenant(), limit)
         .await?;
     Ok(Json(FailedItems {
-        items: items.into_iter().map(ItemStatusView::from).collect(),
+        items: items
+            .into_iter()
+            .map(|i| ItemStatusView::shown_to(i, &caller))
+            .collect(),
     }))
 }
 

@@ -14,6 +14,9 @@ use utoipa::ToSchema;
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A tenant asked for what only the operator may see or do.
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
     /// Malformed syntax: not JSON, a bad query string, a bad id.
@@ -30,6 +33,13 @@ pub enum ApiError {
     TooLarge { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Over a limit the operator set for the tenant; `retry_after` (seconds) when waiting helps.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after: Option<u64>,
+    },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
@@ -80,11 +90,13 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "operator_only"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -109,6 +121,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => *retry_after,
+            _ => None,
+        };
         let details = match self {
             ApiError::Unprocessable { details, .. } => details,
             _ => None,
@@ -125,6 +141,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -170,6 +191,24 @@ impl From<abridge_control::ControlError> for ApiError {
                     rejected.len()
                 ),
                 details: None,
+            },
+            C::OptionsRefused(message) => ApiError::Unprocessable {
+                code: "option_not_allowed",
+                message,
+                details: None,
+            },
+            C::QuotaExceeded(message) => ApiError::TooManyRequests {
+                code: "quota_exceeded",
+                message,
+                retry_after: None,
+            },
+            C::RateLimited {
+                message,
+                retry_after,
+            } => ApiError::TooManyRequests {
+                code: "rate_limited",
+                message,
+                retry_after: Some(retry_after),
             },
             C::StoredResult(m) => ApiError::Internal(m),
             C::Store(e) => e.into(),

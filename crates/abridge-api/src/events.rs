@@ -35,6 +35,29 @@ use crate::batches::{owned_batch, status_view};
 use crate::error::{ApiError, ErrorBody};
 use crate::views::BatchStatusView;
 
+/// What an open stream keeps of its caller: the token, looked up again while the stream is
+/// open, and the stream's slot under the owner's cap.
+struct Credentials {
+    store: abridge_store::Store,
+    token_hash: Vec<u8>,
+    every: Duration,
+    next_check: Instant,
+    _slot: StreamSlot,
+}
+
+impl Credentials {
+    /// False once the token is revoked (a store error keeps the stream: it is no verdict).
+    async fn still_valid(&self) -> bool {
+        match self.store.token_owner(&self.token_hash).await {
+            Ok(owner) => owner.is_some(),
+            Err(e) => {
+                debug!(error = %e, "cannot re-check an event stream's token");
+                true
+            }
+        }
+    }
+}
+
 /// The latest snapshot of a watched batch (`None` until first read).
 type Snapshot = Option<Arc<BatchStatusView>>;
 
@@ -42,6 +65,8 @@ type Snapshot = Option<Arc<BatchStatusView>>;
 #[derive(Default)]
 pub struct Hub {
     feeds: Mutex<HashMap<BatchId, Arc<Feed>>>,
+    /// Open event streams per owner (tenant name, or "" for the operator) in this process.
+    streams: Mutex<HashMap<String, usize>>,
     /// Woken by every notice: a batch may have finished, so its webhook may be due.
     pub dispatcher_wakeup: Notify,
 }
@@ -52,7 +77,39 @@ struct Feed {
     snapshot: watch::Sender<Snapshot>,
 }
 
+/// One open event stream, counted against its owner's cap until dropped.
+struct StreamSlot {
+    hub: Arc<Hub>,
+    owner: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.hub.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = streams.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.owner);
+            }
+        }
+    }
+}
+
 impl Hub {
+    /// A slot for one more stream of `owner`, or `None` at the cap.
+    fn open_stream(self: &Arc<Self>, owner: &str, cap: usize) -> Option<StreamSlot> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = streams.entry(owner.to_owned()).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            hub: self.clone(),
+            owner: owner.to_owned(),
+        })
+    }
+
     /// Marks the named batches changed, for the feeds that exist.
     pub fn notice(&self, batches: &[BatchId]) {
         {
@@ -234,6 +291,7 @@ fn to_event(view: &BatchStatusView) -> Event {
         (status = 204, description = "The client already received the final event"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 429, description = "The tenant already has as many open streams on this API process as it may (`ABRIDGE_API_MAX_STREAMS_PER_TENANT`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -254,15 +312,40 @@ pub async fn batch_events(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
+    let slot = state
+        .hub
+        .open_stream(caller.tenant().unwrap_or(""), state.settings.max_streams_per_tenant)
+        .ok_or(ApiError::TooManyRequests {
+            code: "too_many_streams",
+            message: format!(
+                "at most {} event streams at once per tenant (ABRIDGE_API_MAX_STREAMS_PER_TENANT); close one first",
+                state.settings.max_streams_per_tenant
+            ),
+            retry_after: Some(state.settings.events_refresh.as_secs().max(1)),
+        })?;
     let rx = state.hub.watch(&state, batch.id);
+    // The token is looked up again every refresh: a revoked token's stream ends then.
+    let credentials = Credentials {
+        store: state.store.clone(),
+        token_hash: caller.token_hash.clone(),
+        every: state.settings.events_refresh,
+        next_check: Instant::now() + state.settings.events_refresh,
+        _slot: slot,
+    };
     let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold(
-        (rx, last_seen, false, shutdown),
-        |(mut rx, mut last, done, shutdown)| async move {
+        (rx, last_seen, false, shutdown, credentials),
+        |(mut rx, mut last, done, shutdown, mut credentials)| async move {
             if done {
                 return None;
             }
             loop {
+                if Instant::now() >= credentials.next_check {
+                    if !credentials.still_valid().await {
+                        return None;
+                    }
+                    credentials.next_check = Instant::now() + credentials.every;
+                }
                 let current = rx.borrow_and_update().clone();
                 if let Some(view) = current {
                     let id = event_id(&view);
@@ -270,7 +353,10 @@ pub async fn batch_events(
                         let finished = view.status.is_finished();
                         last = Some(id);
                         let event = to_event(&view);
-                        return Some((Ok::<_, Infallible>(event), (rx, last, finished, shutdown)));
+                        return Some((
+                            Ok::<_, Infallible>(event),
+                            (rx, last, finished, shutdown, credentials),
+                        ));
                     }
                     if view.status.is_finished() {
                         return None;
@@ -284,8 +370,12 @@ pub async fn batch_events(
                         if last.as_deref() == Some(id.as_str()) {
                             return None;
                         }
-                        return Some((Ok(to_event(&view)), (rx, Some(id), true, shutdown)));
+                        return Some((
+                            Ok(to_event(&view)),
+                            (rx, Some(id), true, shutdown, credentials),
+                        ));
                     },
+                    _ = tokio::time::sleep_until(credentials.next_check) => {},
                     _ = shutdown.cancelled() => return None,
                 }
             }

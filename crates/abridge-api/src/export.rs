@@ -30,7 +30,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::batches::{owned_batch, status_view};
 use crate::error::{ApiError, ErrorBody};
-use crate::views::{BatchStatusView, rfc3339};
+use crate::views::{BatchStatusView, rfc3339, shown_error};
 
 /// Rows read per query.
 const PAGE: i64 = 250;
@@ -56,7 +56,7 @@ pub async fn export_batch(
     let view = status_view(&state, &batch).await?;
     let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
     let id = batch.id;
-    let task = tokio::spawn(write_zip(state, id, view, writer));
+    let task = tokio::spawn(write_zip(state, caller, id, view, writer));
     // After the archive's last byte, the writer's result decides whether the body ends
     // cleanly or with an error (which aborts the response).
     let outcome = futures::stream::once(async move {
@@ -85,6 +85,7 @@ pub async fn export_batch(
 
 async fn write_zip(
     state: ApiState,
+    caller: Caller,
     id: BatchId,
     view: BatchStatusView,
     writer: DuplexStream,
@@ -155,7 +156,8 @@ async fn write_zip(
                     r.status.to_string(),
                     r.attempts.to_string(),
                     r.error_kind.clone().unwrap_or_default(),
-                    r.error_message.clone().unwrap_or_default(),
+                    shown_error(&caller, r.error_kind.as_deref(), r.error_message.clone())
+                        .unwrap_or_default(),
                     r.finished_at.as_ref().map(rfc3339).unwrap_or_default(),
                     file_of(r, width),
                 ];
@@ -196,7 +198,7 @@ async fn write_zip(
                         "status": r.status,
                         "attempts": r.attempts,
                         "error_kind": r.error_kind,
-                        "error_message": r.error_message,
+                        "error_message": shown_error(&caller, r.error_kind.as_deref(), r.error_message.clone()),
                         "finished_at": r.finished_at.as_ref().map(rfc3339),
                         "file": (r.status == ItemStatus::Succeeded).then(|| file_of(r, width)),
                     }),
@@ -281,12 +283,19 @@ pub fn summary_file(position: i32, width: usize, title: Option<&str>, video_id: 
     format!("summaries/{:0width$}-{slug}.md", i64::from(position) + 1)
 }
 
-/// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180).
+/// A CSV field, quoted when it holds a comma, quote or line break (RFC 4180). A field that a
+/// spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return) gets a leading `'`, as OWASP advises: titles and errors are anyone's text.
 fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_owned()
+        value
     }
 }
 
@@ -319,5 +328,18 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+    }
+
+    #[test]
+    fn csv_fields_that_a_spreadsheet_would_run_are_defused() {
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://evil\")"),
+            "\"'=HYPERLINK(\"\"http://evil\"\")\""
+        );
+        assert_eq!(csv_field("+1+1"), "'+1+1");
+        assert_eq!(csv_field("-2"), "'-2");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("a=b"), "a=b");
     }
 }

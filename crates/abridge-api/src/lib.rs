@@ -32,6 +32,8 @@ pub mod webhooks;
 use std::future::Future;
 use std::sync::Arc;
 
+use abridge_control::Offer;
+use abridge_core::Settings;
 use abridge_queue::Queue;
 use abridge_store::Store;
 use axum::Json;
@@ -57,6 +59,8 @@ pub struct ApiState {
     pub queue: Queue,
     /// The queue batches are enqueued into (`ABRIDGE_QUEUE`).
     pub queue_name: String,
+    /// What this fleet offers a batch (its default backend; `noop` only with drills on).
+    pub offer: Offer,
     pub settings: Arc<ApiSettings>,
     pub hub: Arc<Hub>,
     /// Cancelled when the server shuts down, so open event streams end and let it.
@@ -64,11 +68,12 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(store: Store, queue: Queue, queue_name: &str, settings: ApiSettings) -> Self {
+    pub fn new(store: Store, queue: Queue, core: &Settings, settings: ApiSettings) -> Self {
         Self {
             store,
             queue,
-            queue_name: queue_name.to_owned(),
+            queue_name: core.queue.clone(),
+            offer: Offer::from(core),
             settings: Arc::new(settings),
             hub: Arc::new(Hub::default()),
             shutdown: CancellationToken::new(),
@@ -108,9 +113,8 @@ pub fn router(state: ApiState) -> Router {
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-        // This process's own metrics; queue-level gauges come from `abridge exporter` only,
-        // so that API replicas do not report copies.
-        .merge(abridge_telemetry::http::metrics_router())
+    // No /metrics here: this port faces tenants, and the process's metrics are the operator's
+    // (`abridge api --metrics-listen` serves them on a listener of their own).
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, with the progress listener and the

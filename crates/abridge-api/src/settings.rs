@@ -23,6 +23,8 @@ pub struct ApiSettings {
     pub events_min_interval: Duration,
     /// A watched batch is re-read this often even without a notice (notices are lossy).
     pub events_refresh: Duration,
+    /// Open event streams one tenant may hold on one API process.
+    pub max_streams_per_tenant: usize,
     /// How often this process samples the queue depth for the dashboard's chart (replicas
     /// sampling the same bucket write one row).
     pub depth_sample: Duration,
@@ -88,6 +90,8 @@ impl ApiSettings {
             eta_window: src.millis("api_eta_window_ms", 300_000, 1_000)?,
             events_min_interval: src.millis("api_events_min_interval_ms", 250, 10)?,
             events_refresh: src.millis("api_events_refresh_ms", 5_000, 100)?,
+            max_streams_per_tenant: src.number("api_max_streams_per_tenant", 64, 1, 100_000)?
+                as usize,
             depth_sample: src.millis("api_depth_sample_ms", 10_000, 100)?,
             webhooks: WebhookSettings {
                 allow_private: src

@@ -6,6 +6,8 @@ use std::time::Duration;
 use abridge_core::{BatchId, BatchOptions, BatchStatus, ItemStatus, Priority};
 use abridge_store::batch_api::FinishRate;
 use abridge_store::{BatchView, ItemView};
+
+use crate::auth::Caller;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -227,6 +229,7 @@ pub struct ItemStatusView {
     /// Attempts started so far.
     pub attempts: i32,
     pub error_kind: Option<String>,
+    /// A tenant reads the stable message of `error_kind`; the operator the full one.
     pub error_message: Option<String>,
     /// The summary (markdown), once succeeded.
     pub summary: Option<String>,
@@ -234,8 +237,19 @@ pub struct ItemStatusView {
     pub finished_at: Option<String>,
 }
 
-impl From<ItemView> for ItemStatusView {
-    fn from(i: ItemView) -> Self {
+/// The error message `caller` may read: the operator's is the full one (provider text, request
+/// URLs, SQL); a tenant's is the stable message of the error's kind.
+pub fn shown_error(caller: &Caller, kind: Option<&str>, message: Option<String>) -> Option<String> {
+    if caller.is_operator() {
+        return message;
+    }
+    message.map(|_| abridge_core::public_message(kind.unwrap_or("")).to_owned())
+}
+
+impl ItemStatusView {
+    /// The item as `caller` may see it.
+    pub fn shown_to(i: ItemView, caller: &Caller) -> Self {
+        let error_message = shown_error(caller, i.error_kind.as_deref(), i.error_message);
         Self {
             id: i.id.0,
             batch_id: i.batch_id,
@@ -246,7 +260,7 @@ impl From<ItemView> for ItemStatusView {
             status: i.status,
             attempts: i.attempts,
             error_kind: i.error_kind,
-            error_message: i.error_message,
+            error_message,
             summary: i.summary,
             started_at: i.started_at.as_ref().map(rfc3339),
             finished_at: i.finished_at.as_ref().map(rfc3339),

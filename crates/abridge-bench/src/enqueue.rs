@@ -62,8 +62,10 @@ async fn through_api(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<R
         ("ABRIDGE_API_MAX_BODY_BYTES", "1073741824"),
     ]);
     let settings = abridge_api::ApiSettings::from_source(&source)?;
-    let state = abridge_api::ApiState::new(store.clone(), queue.clone(), &queue_name, settings);
-    let made = abridge_api::auth::create_token(&store, "bench").await?;
+    let mut core = abridge_core::Settings::from_source(&source)?;
+    core.queue = queue_name.clone();
+    let state = abridge_api::ApiState::new(store.clone(), queue.clone(), &core, settings);
+    let made = abridge_api::auth::create_token(&store, Some("bench")).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -138,6 +138,7 @@ impl Workers {
                 .env("ABRIDGE_REDIS_PREFIX", "abridge-bench")
                 .env("ABRIDGE_QUEUE", queue)
                 .env("ABRIDGE_SUMMARIZER", "noop")
+                .env("ABRIDGE_DRILLS", "1")
                 .env("ABRIDGE_NOOP_DELAY_MS", noop_delay_ms.to_string())
                 .env("ABRIDGE_SHUTDOWN_GRACE_MS", "2000")
                 // ABRIDGE_BENCH_LOG=info shows each worker's claim and write tallies at exit.

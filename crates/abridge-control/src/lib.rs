@@ -8,11 +8,12 @@
 //! - [`watch`]: the fleet at a glance for people (`abridge top`).
 
 use abridge_core::input::{BatchInput, Rejected};
-use abridge_core::{BatchId, BatchOptions, ItemId, Priority};
+use abridge_core::{Allowed, Backend, BatchId, BatchOptions, ItemId, Priority, Settings};
 use abridge_queue::Placement;
 use abridge_queue::{Queue, QueueError, QueueStats};
 use abridge_store::batch_api::RetryOutcome;
 use abridge_store::batches::{CancelOutcome, SMALL_BATCH};
+use abridge_store::tenants::TenantPolicy;
 use abridge_store::{
     BatchView, CreateOnce, CreatedBatch, IdempotencyKey, NewBatch, SessionView, Store, StoreError,
 };
@@ -32,6 +33,16 @@ pub enum ControlError {
     NothingToEnqueue { rejected: Vec<Rejected> },
     #[error("batch {0} is cancelled: its items cannot be retried")]
     Cancelled(BatchId),
+    /// The batch's options ask for what this fleet or this tenant does not offer; the message
+    /// names the field and what is allowed.
+    #[error("{0}")]
+    OptionsRefused(String),
+    /// Over a tenant's limit on queued items; nothing was stored.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// Over a tenant's batches per minute; `retry_after` is in seconds.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: u64 },
     #[error("read the first result of an idempotency key: {0}")]
     StoredResult(String),
     #[error(transparent)]
@@ -47,6 +58,25 @@ pub struct EnqueueRequest<'a> {
     pub priority: Priority,
     /// Processing options stored with the batch (summarizer backend, length, ...).
     pub options: BatchOptions,
+    /// What the enqueuing process offers a batch.
+    pub offer: Offer,
+}
+
+/// What a fleet offers a batch: its default backend, and whether drills are on
+/// (`ABRIDGE_DRILLS`: only then may a batch ask for `noop`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offer {
+    pub drills: bool,
+    pub default_backend: Backend,
+}
+
+impl From<&Settings> for Offer {
+    fn from(s: &Settings) -> Self {
+        Self {
+            drills: s.drills,
+            default_backend: s.summarizer,
+        }
+    }
 }
 
 /// The result of an enqueue, as `abridge enqueue --json` prints it.
@@ -75,7 +105,11 @@ pub async fn enqueue(
 /// Who owns an API batch, and what the API records with it.
 #[derive(Clone, Debug)]
 pub struct Owner<'a> {
-    pub tenant: &'a str,
+    /// `None` for the operator (the batch has no tenant, like the CLI's).
+    pub tenant: Option<&'a str>,
+    /// The operator's policy for the tenant: what its batches may ask for, and its quotas.
+    /// `None` for the operator, whom nothing restricts.
+    pub policy: Option<&'a TenantPolicy>,
     /// POSTed the final status when the batch finishes (already checked by the caller).
     pub webhook_url: Option<&'a str>,
     /// The request's `Idempotency-Key` and the SHA-256 of its canonical body.
@@ -132,6 +166,21 @@ async fn enqueue_in_span(
             rejected: input.rejected,
         });
     }
+    let policy = owner.as_ref().and_then(|o| o.policy);
+    let allowed = policy.map_or_else(Allowed::anything, |p| {
+        p.allowed(request.offer.default_backend)
+    });
+    request
+        .options
+        .admit(
+            request.offer.drills,
+            request.offer.default_backend,
+            &allowed,
+        )
+        .map_err(ControlError::OptionsRefused)?;
+    if let (Some(policy), Some(tenant)) = (policy, owner.as_ref().and_then(|o| o.tenant)) {
+        check_quotas(store, tenant, policy, input.items.len()).await?;
+    }
     let options = serde_json::to_value(&request.options).expect("options serialize");
     let id = BatchId::new();
     let done = Enqueued {
@@ -155,7 +204,7 @@ async fn enqueue_in_span(
         name: request.name,
         priority: request.priority,
         options,
-        tenant: owner.as_ref().map(|o| o.tenant),
+        tenant: owner.as_ref().and_then(|o| o.tenant),
         webhook_url: owner.as_ref().and_then(|o| o.webhook_url),
         traceparent: traceparent.as_deref(),
     };
@@ -202,6 +251,39 @@ async fn enqueue_in_span(
         tracing::warn!(batch = %created.id, error = %e, "batch saved but not yet queued in Redis; the reconciler will queue it");
     }
     Ok(EnqueueOnce::Created(done))
+}
+
+/// Refuses a batch that would take `tenant` over its queued-items limit or its batches per
+/// minute. Checked before anything is stored, so a refused batch leaves nothing behind; two
+/// creates of one tenant racing each other may both pass.
+async fn check_quotas(
+    store: &Store,
+    tenant: &str,
+    policy: &TenantPolicy,
+    items: usize,
+) -> Result<(), ControlError> {
+    if let Some(limit) = policy.max_batches_per_minute {
+        let recent = store.tenant_batches_within(tenant, 60).await?;
+        if recent.count >= i64::from(limit) {
+            return Err(ControlError::RateLimited {
+                message: format!(
+                    "tenant {tenant:?} may create {limit} batches per minute (max_batches_per_minute); try again in {} s",
+                    recent.retry_after_s
+                ),
+                retry_after: recent.retry_after_s,
+            });
+        }
+    }
+    if let Some(limit) = policy.max_queued {
+        let queued = store.tenant_queued_items(tenant).await?;
+        let items = i64::try_from(items).unwrap_or(i64::MAX);
+        if queued.saturating_add(items) > limit {
+            return Err(ControlError::QuotaExceeded(format!(
+                "tenant {tenant:?} may have {limit} items queued (max_queued): {queued} are queued and this batch has {items}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Makes a committed batch's items ready: activates what was staged, and enqueues the items
@@ -307,6 +389,55 @@ pub struct Depth {
     pub high: i64,
     pub normal: i64,
     pub low: i64,
+}
+
+/// A tenant's own figures, as `/v1/stats` shows them to a tenant token. The fleet's depth,
+/// failures and workers are the operator's.
+#[derive(Clone, Debug, Serialize)]
+pub struct TenantStats {
+    pub tenant: String,
+    /// Its items by status (an item that has not run long enough to be marked running
+    /// counts as queued).
+    pub items: abridge_store::batches::Counts,
+    /// Its items finished per minute over the last five minutes.
+    pub throughput_per_minute: f64,
+    /// Its queued items as a share of every queued item (0 to 1).
+    pub queue_share: f64,
+}
+
+pub async fn tenant_stats(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+    tenant: &str,
+) -> Result<TenantStats, ControlError> {
+    let (items, minutes, depth) = futures::try_join!(
+        async {
+            store
+                .tenant_counts(tenant)
+                .await
+                .map_err(ControlError::from)
+        },
+        async {
+            store
+                .throughput_per_minute(queue_name, 5, Some(tenant))
+                .await
+                .map_err(ControlError::from)
+        },
+        async { queue.stats().await.map_err(ControlError::from) },
+    )?;
+    let finished: i64 = minutes.iter().map(|m| m.succeeded + m.failed).sum();
+    let queued_fleet = depth.ready.iter().sum::<i64>() + depth.delayed;
+    Ok(TenantStats {
+        tenant: tenant.to_owned(),
+        throughput_per_minute: finished as f64 / 5.0,
+        queue_share: if queued_fleet > 0 {
+            (items.queued as f64 / queued_fleet as f64).min(1.0)
+        } else {
+            0.0
+        },
+        items,
+    })
 }
 
 pub async fn stats(

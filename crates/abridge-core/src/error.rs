@@ -36,6 +36,61 @@ impl ErrorKind {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What a tenant is told of a failure of this kind: stable and readable. The full message
+    /// (provider text, request URLs, SQL) stays with the operator: it is stored on the item,
+    /// logged, and shown to operator tokens only.
+    pub fn public_message(&self) -> &'static str {
+        public_message(self.as_str())
+    }
+}
+
+/// [`ErrorKind::public_message`] for a stored kind.
+pub fn public_message(kind: &str) -> &'static str {
+    match kind {
+        "video_unavailable" => "The video is unavailable (removed, private or never existed).",
+        "transcripts_disabled" => "The video's captions are turned off.",
+        "no_transcript" => "The video has no captions in the requested languages.",
+        "age_restricted" => "The video is age-restricted; its captions cannot be read.",
+        "invalid_video" => "This is not a valid video id.",
+        "rate_limited"
+        | "request_blocked"
+        | "youtube_unavailable"
+        | "youtube_unexpected"
+        | "connection_failed"
+        | "budget_unavailable" => {
+            "YouTube could not be reached or refused the request; the item was retried."
+        }
+        "timeout" => "The item took longer than the time allowed.",
+        "context_length_exceeded" => "The transcript is too long for the model.",
+        "llm_rate_limited"
+        | "llm_overloaded"
+        | "llm_server_error"
+        | "llm_timeout"
+        | "llm_conflict"
+        | "llm_connection_failed"
+        | "circuit_open"
+        | "budget_exhausted" => {
+            "The summarizing model was unavailable or busy; the item was retried."
+        }
+        "llm_bad_response" => "The model's answer could not be read as a summary.",
+        "llm_bad_request"
+        | "llm_auth_failed"
+        | "llm_forbidden"
+        | "llm_not_found"
+        | "insufficient_quota"
+        | "backend_not_configured" => {
+            "The summarizing model refused the request (the fleet's configuration); contact the operator."
+        }
+        "unknown_backend" | "invalid_options" => {
+            "The batch asks for a summarizer this fleet does not offer."
+        }
+        "lease_expired" | "lease_lost" | "worker_died" => {
+            "The worker processing the item stopped too many times."
+        }
+        "cancelled" => "The batch was cancelled.",
+        _ => "The item failed.",
+    }
 }
 
 impl fmt::Display for ErrorKind {

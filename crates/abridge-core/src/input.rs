@@ -14,6 +14,16 @@ pub const MAX_TRANSCRIPT_BYTES: usize = 4 * 1024 * 1024;
 /// Rejected inputs are echoed back shortened to this many characters.
 const ECHO_CHARS: usize = 200;
 
+/// `text` with every NUL replaced by U+FFFD: Postgres text and jsonb cannot hold NUL, and an
+/// input (or its echo in a stored reply) must never fail a write for it.
+pub fn without_nul(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// One input as a producer sends it, before validation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,7 +106,7 @@ impl BatchInput {
         };
         let title = raw
             .title
-            .map(|t| t.trim().to_owned())
+            .map(|t| without_nul(t.trim()))
             .filter(|t| !t.is_empty());
         if let Some(title) = &title
             && title.chars().count() > MAX_TITLE_CHARS
@@ -107,7 +117,10 @@ impl BatchInput {
                 format!("title is longer than {MAX_TITLE_CHARS} characters"),
             );
         }
-        let transcript = raw.transcript.filter(|t| !t.trim().is_empty());
+        let transcript = raw
+            .transcript
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| without_nul(&t));
         if let Some(transcript) = &transcript
             && transcript.len() > MAX_TRANSCRIPT_BYTES
         {
@@ -133,6 +146,7 @@ impl BatchInput {
     }
 
     fn reject(&mut self, line: usize, input: &str, reason: String) {
+        let (input, reason) = (without_nul(input), without_nul(&reason));
         let input = match input.char_indices().nth(ECHO_CHARS) {
             Some((cut, _)) => format!("{}…", &input[..cut]),
             None => input.to_owned(),
@@ -181,6 +195,29 @@ not a url
             input.rejected[1].reason
         );
         assert_eq!(input.rejected[2].input, "not a url");
+    }
+
+    #[test]
+    fn nul_never_reaches_what_is_stored() {
+        let mut input = BatchInput::default();
+        input.push(
+            0,
+            RawItem {
+                url: "aaaaaaaaaaa".into(),
+                title: Some("a\0b".into()),
+                transcript: Some("one\0two".into()),
+            },
+        );
+        input.push(
+            1,
+            RawItem {
+                url: "bad\0url".into(),
+                ..RawItem::default()
+            },
+        );
+        assert_eq!(input.items[0].title.as_deref(), Some("a\u{FFFD}b"));
+        assert_eq!(input.items[0].transcript.as_deref(), Some("one\u{FFFD}two"));
+        assert!(!input.rejected[0].input.contains('\0'));
     }
 
     #[test]

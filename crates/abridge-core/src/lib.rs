@@ -16,9 +16,9 @@ pub mod settings;
 pub mod status;
 pub mod video;
 
-pub use error::{ErrorKind, ItemError};
+pub use error::{ErrorKind, ItemError, public_message};
 pub use ids::{BatchId, ItemId, LeaseToken, WorkerId};
-pub use options::{BatchOptions, SummaryLength};
+pub use options::{Allowed, Backend, BatchOptions, SummaryLength};
 pub use settings::Settings;
 pub use status::{BatchStatus, ItemStatus, Priority};
 pub use video::VideoId;

@@ -47,6 +47,80 @@ impl FromStr for SummaryLength {
     }
 }
 
+/// A summarizer backend a batch may ask for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Extractive,
+    Openai,
+    Anthropic,
+    /// The drill backend: no model, and it obeys `abridge:` directives in a transcript (sleep,
+    /// fail, exit the process). Offered only where the operator sets `ABRIDGE_DRILLS=1`.
+    Noop,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 4] = [Self::Extractive, Self::Openai, Self::Anthropic, Self::Noop];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Extractive => "extractive",
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Noop => "noop",
+        }
+    }
+
+    /// The backends a process offers: `noop` only with drills on.
+    pub fn offered(drills: bool) -> impl Iterator<Item = Backend> {
+        Self::ALL
+            .into_iter()
+            .filter(move |b| drills || *b != Self::Noop)
+    }
+
+    /// Whether the backend sends transcripts (and titles) to a model.
+    pub fn is_llm(self) -> bool {
+        matches!(self, Self::Openai | Self::Anthropic)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown backend {s:?}: expected one of extractive, openai, anthropic")
+            })
+    }
+}
+
+/// What a caller's batches may ask for, beyond the shape of the options. The CLI (the
+/// operator, with database access) may ask for anything the fleet offers; an API tenant gets
+/// what the operator set for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// Backends the caller may name; `None`: any the fleet offers.
+    pub backends: Option<Vec<Backend>>,
+    /// Models the caller may name; `None`: any. An empty list allows only the fleet's
+    /// configured model (no `model` field).
+    pub models: Option<Vec<String>>,
+}
+
+impl Allowed {
+    pub fn anything() -> Self {
+        Self::default()
+    }
+}
+
 /// A batch's processing options.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +172,55 @@ impl BatchOptions {
         Ok(())
     }
 
+    /// Checks the options against what this process offers (`drills`: `ABRIDGE_DRILLS`) and
+    /// what the caller may use; `default` is the fleet's backend for a batch that names none.
+    /// The message names the field and the allowed values.
+    pub fn admit(&self, drills: bool, default: Backend, allowed: &Allowed) -> Result<(), String> {
+        let backend = match &self.backend {
+            None => default,
+            Some(name) => {
+                let backend: Backend = name
+                    .parse()
+                    .map_err(|e| format!("summarizer.backend: {e}"))?;
+                if backend == Backend::Noop && !drills {
+                    return Err(
+                        "summarizer.backend: \"noop\" is the drill backend, offered only \
+                                where the operator sets ABRIDGE_DRILLS=1"
+                            .into(),
+                    );
+                }
+                backend
+            }
+        };
+        if let Some(backends) = &allowed.backends
+            && !backends.contains(&backend)
+        {
+            let names: Vec<&str> = backends.iter().map(|b| b.as_str()).collect();
+            return Err(format!(
+                "summarizer.backend: {backend:?} is not allowed for this tenant; allowed: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                },
+                backend = backend.as_str(),
+            ));
+        }
+        if let (Some(model), Some(models)) = (&self.model, &allowed.models)
+            && !models.iter().any(|m| m == model)
+        {
+            return Err(format!(
+                "summarizer.model: {model:?} is not allowed for this tenant; allowed: {}",
+                if models.is_empty() {
+                    "only the fleet's configured model (leave `model` out)".to_owned()
+                } else {
+                    models.join(", ")
+                }
+            ));
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
@@ -124,5 +247,67 @@ mod tests {
             ..BatchOptions::default()
         };
         assert!(bad.validate().unwrap_err().contains("summarizer.language"));
+    }
+
+    #[test]
+    fn noop_is_admitted_only_with_drills() {
+        let noop = BatchOptions {
+            backend: Some("noop".into()),
+            ..BatchOptions::default()
+        };
+        let any = Allowed::anything();
+        let refused = noop.admit(false, Backend::Extractive, &any).unwrap_err();
+        assert!(refused.contains("summarizer.backend") && refused.contains("ABRIDGE_DRILLS"));
+        assert!(noop.admit(true, Backend::Extractive, &any).is_ok());
+        let unknown = BatchOptions {
+            backend: Some("gpt".into()),
+            ..BatchOptions::default()
+        };
+        assert!(
+            unknown
+                .admit(true, Backend::Extractive, &any)
+                .unwrap_err()
+                .contains("unknown backend")
+        );
+    }
+
+    #[test]
+    fn a_tenant_gets_only_its_backends_and_models() {
+        let allowed = Allowed {
+            backends: Some(vec![Backend::Extractive]),
+            models: Some(vec![]),
+        };
+        // Unset backend: the fleet's default, allowed when listed.
+        assert!(
+            BatchOptions::default()
+                .admit(false, Backend::Extractive, &allowed)
+                .is_ok()
+        );
+        let openai = BatchOptions {
+            backend: Some("openai".into()),
+            ..BatchOptions::default()
+        };
+        let e = openai
+            .admit(false, Backend::Extractive, &allowed)
+            .unwrap_err();
+        assert!(
+            e.contains("\"openai\" is not allowed") && e.contains("allowed: extractive"),
+            "{e}"
+        );
+        let model = BatchOptions {
+            model: Some("gpt-5".into()),
+            ..BatchOptions::default()
+        };
+        assert!(
+            model
+                .admit(false, Backend::Extractive, &allowed)
+                .unwrap_err()
+                .contains("summarizer.model")
+        );
+        let models = Allowed {
+            backends: None,
+            models: Some(vec!["gpt-5".into()]),
+        };
+        assert!(model.admit(false, Backend::Extractive, &models).is_ok());
     }
 }

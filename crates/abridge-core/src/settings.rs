@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::options::Backend;
 use config::{Config, Environment, File, FileFormat};
 
 /// A bad or unreadable configuration value. The message names the key, the environment
@@ -173,6 +174,18 @@ impl SettingsSource {
         Ok(n)
     }
 
+    /// A yes/no switch (`1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`).
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, SettingsError> {
+        match self.text(key)? {
+            None => Ok(default),
+            Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(self.invalid(key, "1 or 0 (true or false)", &format!("{raw:?}"))),
+            },
+        }
+    }
+
     /// A secret: its value never appears in an error.
     pub fn secret(&self, key: &str) -> Result<Option<Secret>, SettingsError> {
         Ok(self
@@ -257,8 +270,13 @@ pub struct Settings {
     pub retry_base: Duration,
     /// No retry waits longer than this.
     pub retry_max: Duration,
-    /// The summarizer backend name (`extractive`, the default; `openai`, `anthropic`, `noop`).
-    pub summarizer: String,
+    /// The fleet's summarizer backend for batches that name none (`extractive`, the default;
+    /// `openai`, `anthropic`; `noop` with drills on).
+    pub summarizer: Backend,
+    /// The operator's switch for fault drills (`ABRIDGE_DRILLS=1`): only then are the `noop`
+    /// backend and its `abridge:` directives (sleep, fail, exit) offered, since a tenant that
+    /// could ask for them could hold or kill workers.
+    pub drills: bool,
     /// The `noop` summarizer sleeps this long per item (benchmarks and fault drills).
     pub noop_delay: Duration,
     /// Items a worker process works on at once.
@@ -310,10 +328,24 @@ impl Settings {
             .text("redis_prefix")?
             .unwrap_or_else(|| "abridge".to_owned());
         check_key_part(src, "redis_prefix", &redis_prefix)?;
-        let summarizer = src
-            .text("summarizer")?
-            .unwrap_or_else(|| "extractive".to_owned())
-            .to_ascii_lowercase();
+        let drills = src.flag("drills", false)?;
+        let summarizer = match src.text("summarizer")? {
+            None => Backend::Extractive,
+            Some(raw) => raw.parse::<Backend>().map_err(|_| {
+                src.invalid(
+                    "summarizer",
+                    "one of extractive, openai, anthropic (noop with ABRIDGE_DRILLS=1)",
+                    &format!("{raw:?}"),
+                )
+            })?,
+        };
+        if summarizer == Backend::Noop && !drills {
+            return Err(src.invalid(
+                "summarizer",
+                "extractive, openai or anthropic: noop is the drill backend and needs ABRIDGE_DRILLS=1",
+                "\"noop\"",
+            ));
+        }
         Ok(Self {
             database_url: src.secret("database_url")?,
             redis_url: src.secret("redis_url")?,
@@ -328,6 +360,7 @@ impl Settings {
             retry_base,
             retry_max,
             summarizer,
+            drills,
             noop_delay: src.millis("noop_delay_ms", 0, 0)?,
             concurrency: src.number("concurrency", 16, 1, 100_000)? as usize,
             claim_batch: src.number("claim_batch", 256, 1, 4_096)? as usize,
@@ -393,7 +426,31 @@ mod tests {
         assert_eq!(s.heartbeat, Duration::from_secs(2));
         assert_eq!(s.queue, "default");
         assert_eq!(s.max_attempts, 5);
-        assert_eq!(s.summarizer, "extractive");
+        assert_eq!(s.summarizer, Backend::Extractive);
+        assert!(!s.drills);
+    }
+
+    #[test]
+    fn the_noop_backend_needs_drills_on() {
+        let err =
+            Settings::from_source(&SettingsSource::from_vars([("ABRIDGE_SUMMARIZER", "noop")]))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("ABRIDGE_SUMMARIZER") && err.contains("ABRIDGE_DRILLS=1"),
+            "{err}"
+        );
+        let s = Settings::from_source(&SettingsSource::from_vars([
+            ("ABRIDGE_SUMMARIZER", "noop"),
+            ("ABRIDGE_DRILLS", "1"),
+        ]))
+        .unwrap();
+        assert!(s.drills);
+        assert_eq!(s.summarizer, Backend::Noop);
+        let err = Settings::from_source(&SettingsSource::from_vars([("ABRIDGE_DRILLS", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ABRIDGE_DRILLS"), "{err}");
     }
 
     #[test]

@@ -54,16 +54,22 @@ impl Store {
         Ok(())
     }
 
-    /// The latest failures among a tenant's newest 100 batches, newest failure first (what
-    /// the dashboard lists with retry buttons).
-    pub async fn recent_failed_items(&self, tenant: &str, limit: i64) -> Result<Vec<ItemView>> {
+    /// The latest failures among a tenant's newest 100 batches (every batch's, for the
+    /// operator: `tenant` `None`), newest failure first (what the dashboard lists with retry
+    /// buttons).
+    pub async fn recent_failed_items(
+        &self,
+        tenant: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ItemView>> {
         let rows = sqlx::query_as!(
             ItemRow,
             "SELECT id, batch_id, position, url, video_id, title, status, attempts, error_kind,
                     error_message, summary, result_meta, worker_id, queued_at, started_at, finished_at
              FROM items
              WHERE status = 'failed'
-               AND batch_id IN (SELECT id FROM batches WHERE tenant = $1 ORDER BY id DESC LIMIT 100)
+               AND batch_id IN (SELECT id FROM batches WHERE ($1::text IS NULL OR tenant = $1)
+                                ORDER BY id DESC LIMIT 100)
              ORDER BY finished_at DESC NULLS LAST, id DESC
              LIMIT $2",
             tenant,
@@ -75,10 +81,15 @@ impl Store {
         Ok(rows.into_iter().map(ItemView::from).collect())
     }
 
-    /// A tenant's batch, or `None` if there is none or another tenant owns it.
-    pub async fn tenant_batch(&self, tenant: &str, id: BatchId) -> Result<Option<BatchView>> {
+    /// A tenant's batch, or `None` if there is none or another tenant owns it. The operator
+    /// (`tenant` `None`) sees every batch.
+    pub async fn tenant_batch(
+        &self,
+        tenant: Option<&str>,
+        id: BatchId,
+    ) -> Result<Option<BatchView>> {
         let owned = sqlx::query_scalar!(
-            "SELECT 1 AS \"one!\" FROM batches WHERE id = $1 AND tenant = $2",
+            "SELECT 1 AS \"one!\" FROM batches WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)",
             id.0,
             tenant
         )
@@ -91,11 +102,11 @@ impl Store {
         self.batch(id).await
     }
 
-    /// A tenant's batches, newest first, older than `before` (a cursor), optionally of one
-    /// status, with their counts.
+    /// A tenant's batches (every batch, for the operator: `tenant` `None`), newest first,
+    /// older than `before` (a cursor), optionally of one status, with their counts.
     pub async fn list_batches(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         status: Option<BatchStatus>,
         before: Option<BatchId>,
         limit: i64,
@@ -104,7 +115,7 @@ impl Store {
             "SELECT id, queue, name, priority, status, total, options, tenant, webhook_url,
                     created_at, started_at, finished_at
              FROM batches
-             WHERE tenant = $1 AND ($2::text IS NULL OR status = $2)
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR status = $2)
                AND ($3::uuid IS NULL OR id < $3)
              ORDER BY id DESC
              LIMIT $4",
@@ -139,6 +150,30 @@ impl Store {
     }
 
     /// Items per state for several batches at once.
+    /// Every item of a tenant's batches, by status (what `/v1/stats` shows a tenant).
+    pub async fn tenant_counts(&self, tenant: &str) -> Result<Counts> {
+        let rows = sqlx::query!(
+            r#"SELECT i.status, count(*) AS "n!" FROM items i JOIN batches b ON b.id = i.batch_id
+               WHERE b.tenant = $1 GROUP BY i.status"#,
+            tenant
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("count a tenant's items")?;
+        let mut c = Counts::default();
+        for r in rows {
+            match r.status.as_str() {
+                "queued" => c.queued += r.n,
+                "running" => c.running += r.n,
+                "succeeded" => c.succeeded += r.n,
+                "failed" => c.failed += r.n,
+                "cancelled" => c.cancelled += r.n,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
     async fn counts_of(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, Counts>> {
         let rows = sqlx::query!(
             r#"SELECT batch_id, status, count(*) AS "n!" FROM items

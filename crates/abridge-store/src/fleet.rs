@@ -151,6 +151,7 @@ impl Store {
         &self,
         queue: &str,
         minutes: i32,
+        tenant: Option<&str>,
     ) -> Result<Vec<MinuteThroughput>> {
         let rows = sqlx::query!(
             r#"WITH minutes AS (
@@ -164,6 +165,7 @@ impl Store {
                    FROM items i JOIN batches b ON b.id = i.batch_id
                    WHERE i.finished_at >= date_trunc('minute', now()) - ($2 - 1) * interval '1 minute'
                      AND i.status IN ('succeeded', 'failed') AND b.queue = $1
+                     AND ($3::text IS NULL OR b.tenant = $3)
                    GROUP BY 1
                )
                SELECT m.minute AS "minute!", coalesce(d.succeeded, 0) AS "succeeded!",
@@ -172,6 +174,7 @@ impl Store {
                ORDER BY m.minute"#,
             queue,
             minutes.max(1),
+            tenant,
         )
         .fetch_all(&self.pool)
         .await

@@ -41,6 +41,8 @@ pub struct StartedItem {
     /// When the item last became ready: enqueue-to-start latency is measured from here.
     pub queued_at: DateTime<Utc>,
     pub options: serde_json::Value,
+    /// The API tenant that owns the batch; `None` for the operator's (CLI) batches.
+    pub tenant: Option<String>,
     /// The W3C `traceparent` stored with the batch at enqueue: the item's work continues
     /// that trace.
     pub traceparent: Option<String>,
@@ -63,6 +65,7 @@ struct ClaimedRow {
     priority: String,
     options: serde_json::Value,
     traceparent: Option<String>,
+    tenant: Option<String>,
     batch_pending: bool,
 }
 
@@ -184,7 +187,7 @@ impl Store {
             sqlx::query_as!(
                 ClaimedRow,
                 r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
-                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent,
+                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent, b.tenant,
                           b.status = 'pending' AS "batch_pending!"
                    FROM items i
                    JOIN batches b ON b.id = i.batch_id
@@ -199,7 +202,7 @@ impl Store {
             sqlx::query_as!(
                 ClaimedRow,
                 r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
-                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent,
+                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent, b.tenant,
                           b.status = 'pending' AS "batch_pending!"
                    FROM unnest($1::bigint[]) AS t(id)
                    JOIN items i ON i.id = t.id
@@ -227,6 +230,7 @@ impl Store {
                 attempt: r.attempts + 1,
                 queued_at: r.queued_at,
                 options: r.options,
+                tenant: r.tenant,
                 traceparent: r.traceparent,
                 batch_pending: r.batch_pending,
             })

@@ -27,7 +27,9 @@ pub struct CachedTranscript {
     pub fetched_at: DateTime<Utc>,
 }
 
-/// What a summary is cached under. Two runs with equal keys would produce the same summary.
+/// What a summary is cached under. Two runs with equal keys would produce the same summary,
+/// and an entry one owner's item reads holds nothing another owner supplied: input that came
+/// from a producer (a transcript, a title in the prompt) is part of the key and scopes it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SummaryKey {
     pub video_id: String,
@@ -40,11 +42,18 @@ pub struct SummaryKey {
     pub prompt_version: String,
     /// `""` for YouTube's captions, a supplied transcript's SHA-256 otherwise.
     pub source: String,
+    /// `""` when only the video itself went into the summary (the entry is shared); the owner
+    /// (`tenant:NAME`, `operator`) whose supplied input did otherwise.
+    pub scope: String,
+    /// SHA-256 of a producer-supplied title that went into the model's prompt, else `""`.
+    pub prompt_title: String,
 }
 
 /// A cached summary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedSummary {
+    /// The summary's body (from its TL;DR on): the heading, which names the item's own
+    /// title, is rendered per item.
     pub summary: String,
     pub title: Option<String>,
     /// How the summary was made (tokens, model, chunks), as first reported.
@@ -107,7 +116,8 @@ impl Store {
         let row = sqlx::query!(
             r#"SELECT summary, title, meta, created_at FROM summaries
                WHERE video_id = $1 AND backend = $2 AND model = $3 AND length = $4
-                 AND language = $5 AND prompt_version = $6 AND source = $7"#,
+                 AND language = $5 AND prompt_version = $6 AND source = $7
+                 AND scope = $8 AND prompt_title = $9"#,
             key.video_id,
             key.backend,
             key.model,
@@ -115,6 +125,8 @@ impl Store {
             key.language,
             key.prompt_version,
             key.source,
+            key.scope,
+            key.prompt_title,
         )
         .fetch_optional(&self.pool)
         .await
@@ -137,8 +149,8 @@ impl Store {
     ) -> Result<()> {
         sqlx::query!(
             r#"INSERT INTO summaries (video_id, backend, model, length, language, prompt_version, source,
-                                      summary, title, meta)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                      scope, prompt_title, summary, title, meta)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                ON CONFLICT DO NOTHING"#,
             key.video_id,
             key.backend,
@@ -147,6 +159,8 @@ impl Store {
             key.language,
             key.prompt_version,
             key.source,
+            key.scope,
+            key.prompt_title,
             summary,
             title,
             meta,

@@ -6,17 +6,17 @@
 
 use std::time::Duration;
 
-use abridge_core::settings::{Secret, SettingsError, SettingsSource};
+use abridge_core::Backend;
+use abridge_core::settings::{Secret, Settings, SettingsError, SettingsSource};
 use abridge_llm::Provider;
 use abridge_llm::retry::RetryPolicy;
-
-/// Backends a batch may ask for.
-pub const BACKENDS: [&str; 4] = ["extractive", "openai", "anthropic", "noop"];
 
 #[derive(Clone, Debug)]
 pub struct SummarizeConfig {
     /// The fleet's backend when a batch names none (`ABRIDGE_SUMMARIZER`).
-    pub default_backend: String,
+    pub default_backend: Backend,
+    /// `ABRIDGE_DRILLS`: whether batches may run on `noop` (see [`Backend::Noop`]).
+    pub drills: bool,
     /// Transcript language preference, most preferred first.
     pub languages: Vec<String>,
     pub youtube: YoutubeSettings,
@@ -79,15 +79,9 @@ impl LlmSettings {
 }
 
 impl SummarizeConfig {
-    /// Reads every key. `default_backend` is the core's `summarizer` setting.
-    pub fn from_source(src: &SettingsSource, default_backend: &str) -> Result<Self, SettingsError> {
-        if !BACKENDS.contains(&default_backend) {
-            return Err(src.invalid(
-                "summarizer",
-                "one of extractive, openai, anthropic, noop",
-                &format!("{default_backend:?}"),
-            ));
-        }
+    /// Reads every key. The default backend and the drills switch are the core's settings.
+    pub fn from_source(src: &SettingsSource, core: &Settings) -> Result<Self, SettingsError> {
+        let default_backend = core.summarizer;
         let languages = src.list("languages")?.unwrap_or_else(|| vec!["en".into()]);
         if languages.is_empty()
             || languages.iter().any(|l| {
@@ -155,7 +149,7 @@ impl SummarizeConfig {
             llm_timeout,
         )?;
         for settings in [&openai, &anthropic] {
-            if default_backend == settings.provider.name() && settings.missing_key() {
+            if default_backend.as_str() == settings.provider.name() && settings.missing_key() {
                 return Err(src.missing(
                     &format!("{}_api_key", settings.provider.name()),
                     &format!(
@@ -167,7 +161,8 @@ impl SummarizeConfig {
             }
         }
         Ok(Self {
-            default_backend: default_backend.to_owned(),
+            default_backend,
+            drills: core.drills,
             languages,
             youtube,
             openai,
@@ -247,19 +242,28 @@ fn llm(
 mod tests {
     use super::*;
 
+    fn core(backend: &str) -> Settings {
+        Settings::from_source(&SettingsSource::from_vars([(
+            "ABRIDGE_SUMMARIZER",
+            backend,
+        )]))
+        .unwrap()
+    }
+
     #[test]
     fn defaults_and_errors_that_name_the_variable() {
-        let c = SummarizeConfig::from_source(&SettingsSource::from_vars([]), "extractive").unwrap();
+        let c = SummarizeConfig::from_source(&SettingsSource::from_vars([]), &core("extractive"))
+            .unwrap();
         assert_eq!(c.languages, ["en"]);
         assert_eq!(c.youtube.base_url.as_str(), "https://www.youtube.com/");
         assert_eq!(c.openai.model, "gpt-4.1-mini");
-        let err = SummarizeConfig::from_source(&SettingsSource::from_vars([]), "anthropic")
+        let err = SummarizeConfig::from_source(&SettingsSource::from_vars([]), &core("anthropic"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("ABRIDGE_ANTHROPIC_API_KEY"), "{err}");
         let err = SummarizeConfig::from_source(
             &SettingsSource::from_vars([("ABRIDGE_LANGUAGES", "english please")]),
-            "extractive",
+            &core("extractive"),
         )
         .unwrap_err()
         .to_string();
@@ -267,7 +271,7 @@ mod tests {
         // A local OpenAI-compatible server needs no key.
         let c = SummarizeConfig::from_source(
             &SettingsSource::from_vars([("ABRIDGE_OPENAI_BASE_URL", "http://localhost:11434")]),
-            "openai",
+            &core("openai"),
         )
         .unwrap();
         assert!(!c.openai.missing_key());
@@ -276,14 +280,14 @@ mod tests {
                 ("ABRIDGE_OPENAI_API_KEY", "sk-hunter2"),
                 ("ABRIDGE_YOUTUBE_REQUESTS_PER_SECOND", "-1"),
             ]),
-            "openai",
+            &core("openai"),
         )
         .unwrap_err()
         .to_string();
         assert!(err.contains("ABRIDGE_YOUTUBE_REQUESTS_PER_SECOND"), "{err}");
         let c = SummarizeConfig::from_source(
             &SettingsSource::from_vars([("ABRIDGE_OPENAI_API_KEY", "sk-hunter2")]),
-            "openai",
+            &core("openai"),
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));

@@ -8,7 +8,10 @@
 //!    the transcript cache (one row per video and language); else YouTube (through the fleet's
 //!    request budget), then cached. The `transcript` checkpoint pins it for later attempts.
 //! 3. **Summary cache**: keyed by (video, backend, model, length, language, prompt version,
-//!    source); a hit costs nothing.
+//!    source, scope, prompt title); a hit costs nothing. An entry holds only what the video
+//!    gave: one made from a producer's own input (a supplied transcript, a title sent to a
+//!    model) is scoped to that producer, and the heading (the item's title) is rendered per
+//!    item.
 //! 4. **Summary**: [`extractive`] (LexRank, offline) or [`llm`] (OpenAI-compatible or
 //!    Anthropic; map-reduce with checkpointed chunk summaries when the transcript is long).
 //! 5. **Render** ([`render`]): one markdown shape for every backend, then cache it.
@@ -27,7 +30,7 @@ pub mod text;
 use std::sync::Arc;
 use std::time::Instant;
 
-use abridge_core::{ErrorKind, ItemError, SummaryLength};
+use abridge_core::{Backend, ErrorKind, ItemError, SummaryLength};
 use abridge_llm::{LlmClient, LlmConfig};
 use abridge_queue::Queue;
 use abridge_store::{CachedTranscript, Store, SummaryKey};
@@ -44,8 +47,6 @@ use crate::config::{LlmSettings, SummarizeConfig};
 use crate::fleet::{Breaker, Bucket, YoutubeBudget};
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
-
-pub use config::BACKENDS;
 
 /// The summarizer could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +72,7 @@ pub struct Summarizer {
 /// What one item asks for, options resolved against the fleet's defaults.
 #[derive(Clone, Debug, PartialEq)]
 struct Request {
-    backend: String,
+    backend: Backend,
     /// The batch's model, if it named one.
     model: Option<String>,
     length: SummaryLength,
@@ -160,9 +161,12 @@ impl Summarizer {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        let backend = text("backend")
-            .map(|b| b.to_ascii_lowercase())
-            .unwrap_or_else(|| self.config.default_backend.clone());
+        let backend = match text("backend") {
+            Some(b) => b.parse().map_err(|e: String| {
+                ItemError::permanent(ErrorKind::from_static("unknown_backend"), e)
+            })?,
+            None => self.config.default_backend,
+        };
         let length = match text("length") {
             Some(l) => l.parse().map_err(invalid)?,
             None => SummaryLength::default(),
@@ -198,10 +202,7 @@ impl Summarizer {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "en".into());
-            let hash: String = Sha256::digest(text.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let hash = sha256_hex(text);
             return Ok((
                 Doc {
                     video_id: job.video_id.clone(),
@@ -309,25 +310,23 @@ impl Summarizer {
 #[async_trait]
 impl Processor for Summarizer {
     fn name(&self) -> &str {
-        &self.config.default_backend
+        self.config.default_backend.as_str()
     }
 
     async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
         let started = Instant::now();
         let request = self.request(job)?;
-        let llm = match request.backend.as_str() {
-            "noop" => return self.noop.process(job).await,
-            "extractive" => None,
-            "openai" => Some(&self.openai),
-            "anthropic" => Some(&self.anthropic),
-            other => {
+        let llm = match request.backend {
+            Backend::Noop if self.config.drills => return self.noop.process(job).await,
+            Backend::Noop => {
                 return Err(ItemError::permanent(
                     ErrorKind::from_static("unknown_backend"),
-                    format!(
-                        "unknown summarizer backend {other:?}: expected one of extractive, openai, anthropic, noop"
-                    ),
+                    "the noop backend is a drill, and this worker runs without ABRIDGE_DRILLS=1",
                 ));
             }
+            Backend::Extractive => None,
+            Backend::Openai => Some(&self.openai),
+            Backend::Anthropic => Some(&self.anthropic),
         };
         if let Some(b) = llm
             && b.settings.missing_key()
@@ -361,14 +360,26 @@ impl Processor for Summarizer {
             .await;
         abridge_telemetry::metrics::record_stage("transcript", fetch_started.elapsed());
         let (doc, transcript) = fetched?;
+        // A producer's title reaches only a model's prompt (extractive summaries ignore it).
+        let prompt_title = match (&job.title, llm) {
+            (Some(title), Some(_)) => sha256_hex(title),
+            _ => String::new(),
+        };
+        let supplied = !transcript.cache_source.is_empty() || !prompt_title.is_empty();
         let key = SummaryKey {
             video_id: job.video_id.clone(),
-            backend: request.backend.clone(),
+            backend: request.backend.as_str().to_owned(),
             model: model.clone(),
             length: request.length.as_str().to_owned(),
             language: doc.language.clone(),
             prompt_version: prompt_version.to_owned(),
             source: transcript.cache_source.clone(),
+            scope: if supplied {
+                owner_scope(job)
+            } else {
+                String::new()
+            },
+            prompt_title,
         };
         let mut meta = json!({
             "backend": request.backend,
@@ -404,8 +415,7 @@ impl Processor for Summarizer {
                 };
                 abridge_telemetry::metrics::record_stage("summarize", summarize_started.elapsed());
                 let (summary, usage) = summarized?;
-                let markdown = render::render(&doc.video_id, &summary);
-                (markdown, usage, "miss")
+                (render::body(&doc.video_id, &summary), usage, "miss")
             }
         };
         meta["summary_cache"] = json!(cache);
@@ -427,9 +437,24 @@ impl Processor for Summarizer {
             tracing::warn!(item = %job.item_id, error = %e, "could not cache the summary");
         }
         Ok(JobOutput {
-            summary,
+            summary: render::heading(&doc.title) + &summary,
             title: transcript.title,
             meta,
         })
     }
+}
+
+/// The cache scope of a summary made from what `job`'s producer supplied.
+fn owner_scope(job: &Job) -> String {
+    match &job.tenant {
+        Some(tenant) => format!("tenant:{tenant}"),
+        None => "operator".to_owned(),
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -27,11 +27,21 @@ pub struct KeyPoint {
     pub text: String,
 }
 
-/// The markdown summary.
+/// The markdown summary: the item's heading, then the body.
 pub fn render(video_id: &str, summary: &Summary) -> String {
+    heading(&summary.title) + &body(video_id, summary)
+}
+
+/// The heading, which names the item's own title. It is rendered per item, never cached: a
+/// title may be a producer's own text.
+pub fn heading(title: &str) -> String {
+    format!("# {}\n\n", one_line(title))
+}
+
+/// Everything after the heading: what the summary says of the video (the part that is cached).
+pub fn body(video_id: &str, summary: &Summary) -> String {
     let mut out = format!(
-        "# {}\n\n**TL;DR:** {}\n\n## Key points\n\n",
-        one_line(&summary.title),
+        "**TL;DR:** {}\n\n## Key points\n\n",
         one_line(&summary.tldr)
     );
     for p in &summary.points {

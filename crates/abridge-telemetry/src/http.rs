@@ -1,13 +1,11 @@
 //! The operations endpoints, as an axum [`Router`] that workers, `abridge exporter` and the
-//! API all mount:
+//! API's metrics listener (never its tenant-facing port) all mount:
 //!
 //! - `GET /metrics`: Prometheus text: this process's metrics (the recorder [`install`]ed by
 //!   [`crate::metrics::install`]), followed by what a [`ScrapeSource`] computes at scrape time
 //!   (the exporter's fleet gauges).
 //! - `GET /healthz`: `200 ok` while the process serves requests. A liveness check only: it
 //!   does not look at Redis or Postgres, since restarting a worker cannot fix either.
-//!
-//! The API, which has its own `/healthz`, merges [`metrics_router`].
 //!
 //! [`probe`] is the client side: a plain HTTP GET for container healthchecks (`abridge probe
 //! URL`), so the runtime image needs no curl.
@@ -48,13 +46,6 @@ pub fn router(extra: Option<Arc<dyn ScrapeSource>>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(Endpoint { extra })
-}
-
-/// `/metrics` alone, for a server that has its own `/healthz` (the API).
-pub fn metrics_router() -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(Endpoint { extra: None })
 }
 
 async fn metrics(State(endpoint): State<Endpoint>) -> impl IntoResponse {

@@ -148,7 +148,8 @@ impl TestEnv {
 
     /// `ABRIDGE_*` variables pointing at this environment, with timings short enough for
     /// tests (3 s leases, 2 s session TTL, fast retries) and the `noop` summarizer (the
-    /// fleet's default, `extractive`, would fetch from YouTube), then `overrides`.
+    /// fleet's default, `extractive`, would fetch from YouTube) with drills on (the operator's
+    /// switch that offers it), then `overrides`.
     pub fn vars(&self, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut vars: Vec<(String, String)> = [
             ("ABRIDGE_DATABASE_URL", self.database_url.expose()),
@@ -163,6 +164,7 @@ impl TestEnv {
             ("ABRIDGE_RETRY_MAX_MS", "400"),
             ("ABRIDGE_SHUTDOWN_GRACE_MS", "5000"),
             ("ABRIDGE_SUMMARIZER", "noop"),
+            ("ABRIDGE_DRILLS", "1"),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -290,6 +290,7 @@ async fn run_item(
         title: item.title,
         transcript: item.transcript,
         options: item.options,
+        tenant: item.tenant,
         start: start.clone(),
     };
     let mut work = Box::pin(

@@ -55,6 +55,9 @@ pub struct Job {
     pub transcript: Option<String>,
     /// The batch's processing options, as given at enqueue (backend, model, length, language).
     pub options: serde_json::Value,
+    /// The API tenant that owns the batch; `None` for the operator's (CLI) batches. Whatever
+    /// the producer supplied is kept to this owner (the summary cache is scoped by it).
+    pub tenant: Option<String>,
     /// Marks the item `running` in Postgres. A processor that writes anything fenced on the
     /// item running (a checkpoint) must call `start.ensure()` first; otherwise the worker
     /// does it once the item has run for `start_after`.

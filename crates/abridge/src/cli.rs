@@ -55,6 +55,53 @@ pub enum Command {
     /// Manage the API's bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The operator's settings for an API tenant: backends and models it may use, its daily
+    /// LLM token budget, its share of the fleet and its quotas.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Change a tenant's settings (the others keep their values).
+    Set(TenantSetArgs),
+    /// Print one tenant's settings.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every tenant's settings.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TenantSetArgs {
+    pub name: String,
+    /// Its share of the fleet against other tenants' (1 = an equal share; 1 to 1000).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub weight: Option<i32>,
+    /// Most of its items in flight at once across the fleet (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// Most of its items queued at once; a batch over it is refused (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_queued: Option<u64>,
+    /// Most batches it may create per minute (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_batches_per_minute: Option<u32>,
+    /// Backends its batches may name, comma-separated (`default`: the fleet's backend only).
+    #[arg(long, value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+    /// Models its batches may name, comma-separated (`default`: only the configured ones).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// LLM tokens (in + out) its items may spend per UTC day (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub daily_tokens: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -158,14 +205,27 @@ pub struct ApiArgs {
     /// Address to listen on (default: ABRIDGE_API_LISTEN, else 0.0.0.0:8080).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve this process's metrics at http://ADDR/metrics (and /healthz), e.g. 0.0.0.0:9466:
+    /// a listener of its own, for Prometheus, never the port tenants reach.
+    #[arg(long, value_name = "ADDR", env = "ABRIDGE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a token for a tenant (making the tenant if new) and print it, once.
+    /// Create a token for a tenant (making the tenant if new), or an operator token, and
+    /// print it, once.
     Create {
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        tenant: Option<String>,
+        /// An operator token: every tenant's batches, the fleet's figures and workers, the
+        /// tenants' settings.
         #[arg(long)]
-        tenant: String,
+        operator: bool,
         #[arg(long)]
         json: bool,
     },

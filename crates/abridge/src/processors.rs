@@ -18,7 +18,7 @@ pub fn build(
     store: &Store,
     queue: &Queue,
 ) -> anyhow::Result<Arc<dyn Processor>> {
-    let config = SummarizeConfig::from_source(source, &settings.summarizer)?;
+    let config = SummarizeConfig::from_source(source, settings)?;
     Ok(Arc::new(Summarizer::new(
         config,
         store.clone(),

@@ -137,7 +137,25 @@ function shortId(id) { return String(id).slice(0, 8); }
 
 // ---- Tiles and workers ---------------------------------------------------------------------
 
+// A tenant token sees its own items only; the fleet's depth and workers are the operator's.
 function renderStats(stats) {
+  const fleet = stats.scope !== "tenant";
+  $("workers-section").hidden = !fleet;
+  $("t-workers-tile").hidden = !fleet;
+  if (!fleet) {
+    const n = stats.items;
+    setText($("queue-name"), "tenant " + stats.tenant);
+    setText($("t-ready-label"), "Queued");
+    setText($("t-ready"), n.queued);
+    setText($("t-ready-split"), Math.round(stats.queue_share * 100) + "% of the queue");
+    setText($("t-delayed-label"), "Succeeded");
+    setText($("t-delayed"), n.succeeded);
+    setText($("t-leased-label"), "Running");
+    setText($("t-leased"), n.running);
+    setText($("t-failed-label"), "Failed");
+    setText($("t-failed"), n.failed);
+    return;
+  }
   const d = stats.depth;
   setText($("queue-name"), "queue " + stats.queue);
   setText($("t-ready"), d.high + d.normal + d.low);

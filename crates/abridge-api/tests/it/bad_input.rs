@@ -459,3 +459,39 @@ async fn an_over_long_url_is_a_rejected_input_not_an_error() {
     assert!(v["rejected"][0]["input"].as_str().unwrap().chars().count() <= 201);
     app.stop().await;
 }
+
+/// A NUL byte (which Postgres text and jsonb refuse) in a rejected input that is echoed into
+/// the stored idempotent reply: a 201 (or the 422 of a batch with nothing valid), never a 500;
+/// and the replay returns the same reply.
+#[tokio::test]
+async fn a_nul_byte_with_an_idempotency_key_is_stored_safely() {
+    let app = App::start(&[]).await;
+    let token = app.token("acme").await;
+    let send = |key: &'static str, body: Value| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let r = app
+                .http
+                .post(app.url("/v1/batches"))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let body = json!({"urls": ["bad\u{0}url", "aaaaaaaaaaa"], "items": [{"url": "bbbbbbbbbbb", "title": "x\u{0}y"}]});
+    let (status, first) = send("nul-1", body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["accepted"], 2);
+    assert!(!first.to_string().contains("\\u0000"), "{first}");
+    let (status, again) = send("nul-1", body).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let (status, none) = send("nul-2", json!({"urls": ["x\u{0}"]})).await;
+    assert_eq!(status, 422, "{none}");
+    assert_eq!(none["error"]["code"], "no_valid_input");
+}

@@ -71,8 +71,8 @@ async fn health_readiness_and_openapi() {
         doc["components"]["schemas"]["BatchStatusView"]["properties"]["eta_seconds"].is_object()
     );
 
-    // /v1/stats, for the dashboard.
-    let token = app.token("acme").await;
+    // /v1/stats, for the dashboard (the fleet's figures: an operator token).
+    let token = app.operator_token().await;
     let (status, stats) = app.get(&token, "/v1/stats").await;
     assert_eq!(status, 200);
     assert!(
@@ -88,7 +88,7 @@ async fn readyz_is_503_when_redis_is_unreachable() {
     let settings = env.settings(&[]);
     let queue = Queue::connect(&Secret::new("redis://127.0.0.1:1/"), "t", "default", 1).unwrap();
     let api = ApiSettings::from_source(&SettingsSource::from_vars([])).unwrap();
-    let state = ApiState::new(env.store(), queue, &settings.queue, api);
+    let state = ApiState::new(env.store(), queue, &settings, api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, abridge_api::router(state)).into_future());

@@ -7,6 +7,7 @@
 //! - `lifecycle`: cancel mid-batch, retry failed items.
 //! - `export`: the ZIP, unzipped and checked file by file.
 //! - `tenancy`: another tenant's batch is a 404 everywhere; revoked tokens.
+//! - `roles`: drills off, the operator's policy per tenant, tenant and operator views.
 //! - `webhooks`: signed deliveries retried until a 2xx; SSRF refusal.
 //! - `dashboard`: the web dashboard in headless Chromium (WebDriver): live progress, cancel,
 //!   retry, summaries, workers, chart.
@@ -19,6 +20,7 @@ mod export;
 mod health;
 mod lifecycle;
 mod progress;
+mod roles;
 mod support;
 mod tenancy;
 mod webhooks;

@@ -27,7 +27,7 @@ impl Server {
         let src = SettingsSource::from_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let settings = env.settings(overrides);
         let api = ApiSettings::from_source(&src).expect("api settings");
-        let state = ApiState::new(env.store(), env.queue(&settings), &settings.queue, api);
+        let state = ApiState::new(env.store(), env.queue(&settings), &settings, api);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -108,9 +108,17 @@ impl App {
 
     /// A new token for `tenant` (made like `abridge token create` does).
     pub async fn token(&self, tenant: &str) -> String {
-        abridge_api::auth::create_token(&self.store, tenant)
+        abridge_api::auth::create_token(&self.store, Some(tenant))
             .await
             .expect("create token")
+            .token
+    }
+
+    /// A new operator token (made like `abridge token create --operator` does).
+    pub async fn operator_token(&self) -> String {
+        abridge_api::auth::create_token(&self.store, None)
+            .await
+            .expect("create operator token")
             .token
     }
 

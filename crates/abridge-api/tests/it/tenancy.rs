@@ -78,7 +78,7 @@ async fn another_tenants_batch_is_a_404_everywhere_and_never_its_data() {
 #[tokio::test]
 async fn a_revoked_token_stops_working_and_others_keep_working() {
     let app = App::start(&[]).await;
-    let made = abridge_api::auth::create_token(&app.store, "acme")
+    let made = abridge_api::auth::create_token(&app.store, Some("acme"))
         .await
         .unwrap();
     let second = app.token("acme").await;
@@ -103,7 +103,7 @@ async fn a_revoked_token_stops_working_and_others_keep_working() {
         "already revoked"
     );
     assert!(matches!(
-        abridge_api::auth::create_token(&app.store, "bad name!").await,
+        abridge_api::auth::create_token(&app.store, Some("bad name!")).await,
         Err(abridge_api::auth::TokenError::BadTenant(_))
     ));
     app.stop().await;

@@ -52,10 +52,10 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
 async fn completion_webhook_is_signed_retried_until_2xx_and_recorded() {
     let mut app = App::start(&[]).await;
     let (receiver, hook) = Receiver::start(2).await;
-    let made = abridge_api::auth::create_token(&app.store, "acme")
+    let made = abridge_api::auth::create_token(&app.store, Some("acme"))
         .await
         .unwrap();
-    let secret = made.tenant.webhook_secret.clone();
+    let secret = made.tenant.unwrap().webhook_secret.clone();
     app.start_worker(4);
     let id = app
         .create(
@@ -174,7 +174,7 @@ async fn webhook_urls_to_internal_addresses_are_refused_unless_allowed() {
     let env = abridge_testkit::TestEnv::new().await;
     let strict = Server::start(&env, &[]).await;
     let store = env.store();
-    let token = abridge_api::auth::create_token(&store, "acme")
+    let token = abridge_api::auth::create_token(&store, Some("acme"))
         .await
         .unwrap()
         .token;

@@ -165,6 +165,7 @@ async fn checkpoints_are_fenced_by_the_lease_token() {
             name: None,
             priority: Priority::Normal,
             options: Default::default(),
+            offer: abridge_control::Offer::from(&*w.settings),
         },
     )
     .await

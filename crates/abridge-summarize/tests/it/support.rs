@@ -63,7 +63,7 @@ impl Setup {
 
     pub fn worker(&self) -> Worker {
         let settings = abridge_core::Settings::from_source(&self.source()).unwrap();
-        let config = SummarizeConfig::from_source(&self.source(), &settings.summarizer).unwrap();
+        let config = SummarizeConfig::from_source(&self.source(), &settings).unwrap();
         let store = self.env.store();
         let queue = self.env.queue(&settings);
         let summarizer = Summarizer::new(config, store.clone(), queue.clone()).unwrap();
@@ -82,8 +82,22 @@ impl Setup {
         lines: &str,
         options: BatchOptions,
     ) -> (BatchView, Vec<ItemView>) {
+        self.run_batch_as(None, lines, options).await
+    }
+
+    /// [`Setup::run_batch`] for a batch of API tenant `tenant` (made if new); `None` is the
+    /// operator's (a CLI batch).
+    pub async fn run_batch_as(
+        &self,
+        tenant: Option<&str>,
+        lines: &str,
+        options: BatchOptions,
+    ) -> (BatchView, Vec<ItemView>) {
         let worker = self.worker();
-        let done = abridge_control::enqueue(
+        if let Some(t) = tenant {
+            worker.store.ensure_tenant(t, "whsec_test").await.unwrap();
+        }
+        let done = abridge_control::enqueue_once(
             &worker.store,
             &worker.queue,
             &worker.settings.queue,
@@ -92,10 +106,19 @@ impl Setup {
                 name: None,
                 priority: Priority::Normal,
                 options,
+                offer: abridge_control::Offer::from(&*worker.settings),
             },
+            tenant.map(|t| abridge_control::Owner {
+                tenant: Some(t),
+                policy: None,
+                webhook_url: None,
+                idempotency: None,
+            }),
         )
         .await
         .expect("enqueue");
+        let (abridge_control::EnqueueOnce::Created(done)
+        | abridge_control::EnqueueOnce::Replayed { done, .. }) = done;
         let store = worker.store.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
@@ -109,7 +132,11 @@ impl Setup {
     }
 }
 
-async fn wait_finished(store: &abridge_store::Store, id: BatchId, timeout: Duration) -> BatchView {
+pub async fn wait_finished(
+    store: &abridge_store::Store,
+    id: BatchId,
+    timeout: Duration,
+) -> BatchView {
     let deadline = Instant::now() + timeout;
     loop {
         let b = store.batch(id).await.unwrap().unwrap();

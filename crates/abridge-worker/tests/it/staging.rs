@@ -167,7 +167,8 @@ async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_non
     // returned instead) leaves nothing staged.
     w.store.ensure_tenant("acme", "secret").await.unwrap();
     let owner = || abridge_control::Owner {
-        tenant: "acme",
+        tenant: Some("acme"),
+        policy: None,
         webhook_url: None,
         idempotency: Some(("key-1", b"same body".as_slice())),
     };
@@ -175,6 +176,7 @@ async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_non
         name: None,
         priority: Priority::Normal,
         options: Default::default(),
+        ..Default::default()
     };
     let once = |letter| {
         abridge_control::enqueue_once(

@@ -28,6 +28,7 @@ pub async fn enqueue(worker: &Worker, lines: &str, priority: Priority) -> Enqueu
             name: None,
             priority,
             options: Default::default(),
+            ..Default::default()
         },
     )
     .await

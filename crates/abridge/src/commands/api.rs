@@ -24,10 +24,17 @@ pub async fn run(loaded: Loaded, args: ApiArgs) -> anyhow::Result<ExitCode> {
         .context("read the listening address")?;
     tracing::info!(%address, queue = %settings.queue, "abridge api listening");
     abridge_telemetry::metrics::install();
-    let state = ApiState::new(store.clone(), queue, &settings.queue, api);
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(super::worker::MetricsServer::start(addr, None).await?),
+        None => None,
+    };
+    let state = ApiState::new(store.clone(), queue, settings, api);
     abridge_api::serve(listener, state, super::stop_signal())
         .await
         .context("serve the api")?;
+    if let Some(m) = metrics {
+        m.stop().await;
+    }
     store.close().await;
     tracing::info!("abridge api stopped");
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
             name: args.name.as_deref(),
             priority: args.priority,
             options: args.summary.options(),
+            offer: abridge_control::Offer::from(settings),
         },
     )
     .await;

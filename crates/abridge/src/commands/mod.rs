@@ -6,6 +6,7 @@ mod enqueue;
 mod exporter;
 mod ops;
 mod remote;
+mod tenant;
 mod token;
 mod top;
 mod up;
@@ -55,6 +56,7 @@ async fn run_command(
         Command::Bench(args) => bench::run(&loaded.settings, args).await,
         Command::Api(args) => api::run(loaded, args).await,
         Command::Token(command) => token::run(&loaded.settings, command).await,
+        Command::Tenant(command) => tenant::run(&loaded.settings, command).await,
     }
 }
 

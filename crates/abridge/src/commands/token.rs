@@ -10,27 +10,37 @@ use crate::context;
 pub async fn run(settings: &Settings, command: TokenCommand) -> anyhow::Result<ExitCode> {
     let store = context::store(settings).await?;
     match command {
-        TokenCommand::Create { tenant, json } => {
-            let made = abridge_api::auth::create_token(&store, &tenant).await?;
+        TokenCommand::Create {
+            tenant,
+            operator: _,
+            json,
+        } => {
+            let made = abridge_api::auth::create_token(&store, tenant.as_deref()).await?;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "id": made.id,
-                        "tenant": made.tenant.name,
+                        "tenant": made.tenant.as_ref().map(|t| &t.name),
+                        "operator": made.tenant.is_none(),
                         "token": made.token,
-                        "webhook_secret": made.tenant.webhook_secret,
+                        "webhook_secret": made.tenant.as_ref().map(|t| &t.webhook_secret),
                     })
                 );
             } else {
                 println!("token:          {}", made.token);
                 println!("id:             {}", made.id);
-                println!(
-                    "tenant:         {}{}",
-                    made.tenant.name,
-                    if made.tenant.created { " (new)" } else { "" }
-                );
-                println!("webhook secret: {}", made.tenant.webhook_secret);
+                match &made.tenant {
+                    Some(t) => {
+                        println!(
+                            "tenant:         {}{}",
+                            t.name,
+                            if t.created { " (new)" } else { "" }
+                        );
+                        println!("webhook secret: {}", t.webhook_secret);
+                    }
+                    None => println!("operator:       yes (every tenant's batches, the fleet)"),
+                }
                 eprintln!(
                     "the token is shown only now; revoke it with `abridge token revoke {}`",
                     made.id
@@ -52,7 +62,7 @@ pub async fn run(settings: &Settings, command: TokenCommand) -> anyhow::Result<E
                     println!(
                         "{}  {}  created {}{}",
                         t.id,
-                        t.tenant,
+                        t.tenant.as_deref().unwrap_or("(operator)"),
                         t.created_at
                             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         t.revoked_at

@@ -95,6 +95,7 @@ pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow:
                     name: file.file_name().and_then(|n| n.to_str()),
                     priority: Priority::Normal,
                     options: Default::default(),
+                    offer: abridge_control::Offer::from(&settings),
                 },
             )
             .await?;

@@ -15,12 +15,17 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = loaded.settings;
     let concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
     // Check the summarizer's settings before waiting for anything.
-    abridge_summarize::config::SummarizeConfig::from_source(&loaded.source, &settings.summarizer)?;
+    abridge_summarize::config::SummarizeConfig::from_source(&loaded.source, &settings)?;
     // Bind before waiting for the database, so a taken port fails the start at once and
     // /healthz answers while Postgres comes up.
     let metrics = match args.metrics_listen {
         Some(addr) => {
             abridge_telemetry::metrics::install();
+            // Before the listener answers, so the first scrape already has every family.
+            abridge_telemetry::metrics::preregister_worker(
+                settings.summarizer.as_str(),
+                concurrency,
+            );
             Some(MetricsServer::start(addr, None).await?)
         }
         None => None,
@@ -29,9 +34,6 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let store = wait_for_store(&settings).await?;
     let queue = context::queue(&settings)?;
     let processor = processors::build(&settings, &loaded.source, &store, &queue)?;
-    if metrics.is_some() {
-        abridge_telemetry::metrics::preregister_worker(processor.name(), concurrency);
-    }
     let worker = Worker {
         queue,
         store,

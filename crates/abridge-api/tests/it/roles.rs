@@ -1,0 +1,291 @@
+//! Tenants and the operator: what a tenant token may see and ask for, and what only the
+//! operator's token reaches (the fleet's figures, workers, every tenant's batches).
+
+use std::time::Duration;
+
+use abridge_core::Backend;
+use abridge_store::tenants::TenantPolicy;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn the_noop_drill_backend_is_refused_unless_the_operator_turned_drills_on() {
+    let app = App::start(&[
+        ("ABRIDGE_DRILLS", "0"),
+        ("ABRIDGE_SUMMARIZER", "extractive"),
+    ])
+    .await;
+    let token = app.token("acme").await;
+    let (status, body) = app
+        .post(
+            &token,
+            "/v1/batches",
+            json!({"urls": video_ids('d', 2), "summarizer": {"backend": "noop"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("summarizer.backend"), "{message}");
+    assert!(message.contains("ABRIDGE_DRILLS=1"), "{message}");
+    // Nothing of the refused batch was stored.
+    let (_, page) = app.get(&token, "/v1/batches").await;
+    assert_eq!(page["batches"].as_array().unwrap().len(), 0, "{page}");
+    // An unknown backend is refused at enqueue too, not left for a worker to fail.
+    let (status, body) = app
+        .post(
+            &token,
+            "/v1/batches",
+            json!({"urls": video_ids('d', 1), "summarizer": {"backend": "gpt"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown backend")
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_uses_only_the_backends_and_models_the_operator_allows() {
+    let app = App::start(&[]).await;
+    let token = app.token("acme").await;
+    let create = |summarizer: serde_json::Value| json!({"urls": video_ids('p', 1), "summarizer": summarizer});
+    // Default policy: the fleet's backend (noop in tests), no model of its own choosing.
+    let (status, body) = app
+        .post(&token, "/v1/batches", create(json!({"backend": "openai"})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "option_not_allowed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"openai\" is not allowed for this tenant; allowed: noop"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(&token, "/v1/batches", create(json!({"model": "gpt-5-pro"})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("summarizer.model")
+    );
+    let (status, _) = app.post(&token, "/v1/batches", create(json!({}))).await;
+    assert_eq!(status, 201);
+
+    // The operator opens openai with one model.
+    let policy = TenantPolicy {
+        backends: Some(vec![Backend::Noop, Backend::Openai]),
+        models: Some(vec!["gpt-4.1-mini".into()]),
+        weight: 1,
+        ..TenantPolicy::default()
+    };
+    assert!(app.store.set_tenant_policy("acme", &policy).await.unwrap());
+    let (status, body) = app
+        .post(
+            &token,
+            "/v1/batches",
+            create(json!({"backend": "openai", "model": "gpt-4.1-mini"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .post(
+            &token,
+            "/v1/batches",
+            create(json!({"backend": "anthropic"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowed: noop, openai"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_sees_its_own_figures_and_the_operator_sees_the_fleet() {
+    let mut app = App::start(&[]).await;
+    app.start_worker(2);
+    let acme = app.token("acme").await;
+    let globex = app.token("globex").await;
+    let operator = app.operator_token().await;
+    let a = app.create(&acme, json!({"urls": video_ids('a', 3)})).await;
+    let g = app
+        .create(&globex, json!({"urls": video_ids('g', 5)}))
+        .await;
+    app.wait_finished(&acme, a, Duration::from_secs(20)).await;
+    app.wait_finished(&globex, g, Duration::from_secs(20)).await;
+
+    let (status, stats) = app.get(&acme, "/v1/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["scope"], "tenant");
+    assert_eq!(stats["tenant"], "acme");
+    assert_eq!(stats["items"]["succeeded"], 3, "{stats}");
+    assert!(
+        stats.get("workers").is_none(),
+        "no workers for a tenant: {stats}"
+    );
+    assert!(
+        stats.get("depth").is_none(),
+        "no fleet depth for a tenant: {stats}"
+    );
+    assert!(stats["throughput_per_minute"].as_f64().unwrap() > 0.0);
+    let text = stats.to_string();
+    assert!(!text.contains("globex") && !text.contains(&std::process::id().to_string()));
+
+    let (_, history) = app.get(&acme, "/v1/history?minutes=5").await;
+    let minutes = history["minutes"].as_array().unwrap();
+    let finished: i64 = minutes
+        .iter()
+        .map(|m| m["succeeded"].as_i64().unwrap())
+        .sum();
+    assert_eq!(finished, 3, "only acme's own throughput: {history}");
+    assert!(minutes.iter().all(|m| m["ready"].is_null()), "{history}");
+
+    let (status, fleet) = app.get(&operator, "/v1/stats").await;
+    assert_eq!(status, 200, "{fleet}");
+    assert_eq!(fleet["scope"], "fleet");
+    assert!(!fleet["workers"].as_array().unwrap().is_empty(), "{fleet}");
+    let (_, history) = app.get(&operator, "/v1/history?minutes=5").await;
+    let finished: i64 = history["minutes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["succeeded"].as_i64().unwrap())
+        .sum();
+    assert_eq!(finished, 8, "{history}");
+
+    // The operator sees every tenant's batches; a tenant its own.
+    let (_, all) = app.get(&operator, "/v1/batches").await;
+    assert_eq!(all["batches"].as_array().unwrap().len(), 2, "{all}");
+    let (_, own) = app.get(&acme, "/v1/batches").await;
+    assert_eq!(own["batches"].as_array().unwrap().len(), 1, "{own}");
+    let (status, _) = app.get(&operator, &format!("/v1/batches/{g}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.get(&acme, &format!("/v1/batches/{g}")).await;
+    assert_eq!(status, 404);
+
+    // The API's port serves no metrics: they are the operator's, on a listener of their own.
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_tenant_reads_a_stable_error_message_and_the_operator_the_full_one() {
+    let mut app = App::start(&[]).await;
+    let leaky = abridge_testkit::processor(|_job: abridge_worker::Job| async move {
+        Err::<abridge_worker::JobOutput, _>(abridge_core::ItemError::permanent(
+            abridge_core::ErrorKind::new("llm_auth_failed"),
+            "401 from https://api.openai.com/v1/chat/completions: org-SECRETORG42 key sk-...9f",
+        ))
+    });
+    app.start_worker_with(leaky, 2);
+    let acme = app.token("acme").await;
+    let operator = app.operator_token().await;
+    let id = app.create(&acme, json!({"urls": video_ids('e', 1)})).await;
+    app.wait_finished(&acme, id, Duration::from_secs(20)).await;
+
+    let (_, items) = app.get(&acme, &format!("/v1/batches/{id}/items")).await;
+    let item = &items["items"][0];
+    assert_eq!(item["error_kind"], "llm_auth_failed");
+    let shown = item["error_message"].as_str().unwrap();
+    assert!(
+        !shown.contains("SECRETORG") && !shown.contains("openai.com"),
+        "{shown}"
+    );
+    assert!(shown.contains("refused the request"), "{shown}");
+    let (_, failed) = app.get(&acme, "/v1/failed").await;
+    assert!(!failed.to_string().contains("SECRETORG"), "{failed}");
+    let zip = app
+        .http
+        .get(app.url(&format!("/v1/batches/{id}/export")))
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = unzip_text(zip.to_vec()).await;
+    assert!(
+        !text.contains("SECRETORG"),
+        "export keeps the operator's text out"
+    );
+
+    let (_, items) = app.get(&operator, &format!("/v1/batches/{id}/items")).await;
+    assert!(
+        items["items"][0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("SECRETORG42"),
+        "the operator reads the full message"
+    );
+}
+
+/// Every entry of a ZIP archive, inflated and concatenated (for "does it contain").
+async fn unzip_text(bytes: Vec<u8>) -> String {
+    use futures::AsyncReadExt as _;
+    let zip = async_zip::base::read::mem::ZipFileReader::new(bytes)
+        .await
+        .unwrap();
+    let mut all = String::new();
+    for i in 0..zip.file().entries().len() {
+        let mut reader = zip.reader_without_entry(i).await.unwrap();
+        reader.read_to_string(&mut all).await.unwrap();
+    }
+    all
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_token_is_revoked_and_streams_are_capped() {
+    let app = App::start(&[
+        ("ABRIDGE_API_EVENTS_REFRESH_MS", "300"),
+        ("ABRIDGE_API_MAX_STREAMS_PER_TENANT", "2"),
+    ])
+    .await;
+    let acme = app.token("acme").await;
+    // No worker: the batch never finishes, so only a revocation can end its stream.
+    let id = app.create(&acme, json!({"urls": video_ids('r', 2)})).await;
+    let (status, first) = EventReader::open(&app.server.base, &acme, id, None).await;
+    assert_eq!(status, 200);
+    let (_, second) = EventReader::open(&app.server.base, &acme, id, None).await;
+    let (status, _) = EventReader::open(&app.server.base, &acme, id, None).await;
+    assert_eq!(status, 429, "the third stream is over the cap");
+    // Another tenant's streams are counted apart.
+    let globex = app.token("globex").await;
+    let other = app
+        .create(&globex, json!({"urls": video_ids('o', 1)}))
+        .await;
+    let (status, _) = EventReader::open(&app.server.base, &globex, other, None).await;
+    assert_eq!(status, 200);
+
+    // Closing one frees its slot.
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, third) = EventReader::open(&app.server.base, &acme, id, None).await;
+    assert_eq!(status, 200);
+
+    let mut first = first.unwrap();
+    assert_eq!(first.next().await.unwrap().0, "progress");
+    assert!(
+        abridge_api::auth::revoke_token(&app.store, &acme)
+            .await
+            .unwrap()
+    );
+    let rest = first.collect(Duration::from_secs(5)).await;
+    assert!(
+        rest.is_empty(),
+        "nothing more after the revocation: {rest:?}"
+    );
+    third.unwrap().collect(Duration::from_secs(5)).await;
+}

@@ -1,0 +1,129 @@
+//! `abridge tenant set|show|list`: the operator's settings for each API tenant.
+
+use std::process::ExitCode;
+
+use abridge_core::{Backend, Settings};
+use abridge_store::tenants::{TenantPolicy, TenantView};
+use anyhow::Context as _;
+
+use crate::cli::{TenantCommand, TenantSetArgs};
+use crate::context;
+
+pub async fn run(settings: &Settings, command: TenantCommand) -> anyhow::Result<ExitCode> {
+    let store = context::store(settings).await?;
+    match command {
+        TenantCommand::Set(args) => {
+            let name = args.name.clone();
+            let current = store.tenant(&name).await?.with_context(|| {
+                format!("no tenant {name:?}: `abridge token create --tenant {name}` makes it")
+            })?;
+            let policy = apply(current.policy, args)?;
+            store.set_tenant_policy(&name, &policy).await?;
+            let view = store.tenant(&name).await?.context("read the tenant back")?;
+            print_one(&view);
+        }
+        TenantCommand::Show { name, json } => {
+            let view = store
+                .tenant(&name)
+                .await?
+                .with_context(|| format!("no tenant {name:?}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                print_one(&view);
+            }
+        }
+        TenantCommand::List { json } => {
+            let all = store.tenants(None).await?;
+            if json {
+                println!("{}", serde_json::to_string(&all)?);
+            } else {
+                for view in &all {
+                    print_one(view);
+                    println!();
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policy` with the flags given in `args` applied (0 or `default` clears a setting).
+pub fn apply(mut policy: TenantPolicy, args: TenantSetArgs) -> anyhow::Result<TenantPolicy> {
+    let limit = |n: u64| (n > 0).then_some(n);
+    if let Some(w) = args.weight {
+        policy.weight = w;
+    }
+    if let Some(n) = args.max_in_flight {
+        policy.max_in_flight = limit(u64::from(n)).map(|n| n.min(i32::MAX as u64) as i32);
+    }
+    if let Some(n) = args.max_queued {
+        policy.max_queued = limit(n).map(|n| n.min(i64::MAX as u64) as i64);
+    }
+    if let Some(n) = args.max_batches_per_minute {
+        policy.max_batches_per_minute = limit(u64::from(n)).map(|n| n.min(i32::MAX as u64) as i32);
+    }
+    if let Some(n) = args.daily_tokens {
+        policy.daily_tokens = limit(n).map(|n| n.min(i64::MAX as u64) as i64);
+    }
+    if let Some(names) = args.backends {
+        policy.backends = if names == ["default"] {
+            None
+        } else {
+            Some(
+                names
+                    .iter()
+                    .map(|n| n.parse::<Backend>().map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<_>>()
+                    .context("--backends")?,
+            )
+        };
+    }
+    if let Some(models) = args.models {
+        policy.models = if models == ["default"] {
+            None
+        } else {
+            Some(models)
+        };
+    }
+    Ok(policy)
+}
+
+fn print_one(view: &TenantView) {
+    let p = &view.policy;
+    let or = |v: Option<String>, none: &str| v.unwrap_or_else(|| none.to_owned());
+    println!("tenant:                 {}", view.name);
+    println!("weight:                 {}", p.weight);
+    println!(
+        "backends:               {}",
+        or(
+            p.backends
+                .as_ref()
+                .map(|b| b.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(",")),
+            "the fleet's default"
+        )
+    );
+    println!(
+        "models:                 {}",
+        or(
+            p.models.as_ref().map(|m| m.join(",")),
+            "the configured ones"
+        )
+    );
+    println!(
+        "daily tokens:           {}",
+        or(p.daily_tokens.map(|n| n.to_string()), "no limit")
+    );
+    println!(
+        "max in flight:          {}",
+        or(p.max_in_flight.map(|n| n.to_string()), "no limit")
+    );
+    println!(
+        "max queued:             {}",
+        or(p.max_queued.map(|n| n.to_string()), "no limit")
+    );
+    println!(
+        "max batches per minute: {}",
+        or(p.max_batches_per_minute.map(|n| n.to_string()), "no limit")
+    );
+}
