@@ -27,6 +27,59 @@ use crate::views::{
 };
 use crate::webhooks;
 
+fn too_many_items(n: usize, max: usize) -> ApiError {
+    ApiError::TooLarge {
+        code: "too_many_items",
+        message: format!(
+            "{n} inputs is more than the {max} a batch may have (ABRIDGE_API_MAX_ITEMS)"
+        ),
+    }
+}
+
+/// How many inputs a create request holds, read without keeping any of them. Any other field
+/// is skipped; a body this cannot read is left for the real parse to name what is wrong.
+#[derive(serde::Deserialize)]
+struct Shape {
+    #[serde(default, deserialize_with = "count_elements")]
+    urls: usize,
+    #[serde(default, deserialize_with = "count_elements")]
+    items: usize,
+}
+
+fn count_elements<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_unit<E>(self) -> Result<usize, E> {
+            Ok(0)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+    d.deserialize_any(Count)
+}
+
+/// Feeds what is written to a SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Longest `name` accepted.
 const MAX_NAME_CHARS: usize = 200;
 /// Longest `Idempotency-Key` accepted.
@@ -75,15 +128,30 @@ pub async fn create_batch(
             "Idempotency-Key: keys belong to a tenant; an operator token cannot use one",
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
-    // The canonical body (object keys sorted) identifies the request for idempotency.
-    let request_hash = Sha256::digest(serde_json::to_vec(&value).unwrap_or_default()).to_vec();
-    let request: CreateBatch = serde_path_to_error::deserialize(value).map_err(|e| {
+    // Counted before anything is kept: a body of millions of tiny inputs costs nothing but a
+    // scan to refuse.
+    if let Ok(shape) = serde_json::from_slice::<Shape>(&body)
+        && shape.urls + shape.items > state.settings.max_items
+    {
+        return Err(too_many_items(
+            shape.urls + shape.items,
+            state.settings.max_items,
+        ));
+    }
+    // Parsed straight into the request's types, never into a `serde_json::Value` tree (which
+    // costs many times the body's size for a body of many small strings).
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let request: CreateBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        use serde_json::error::Category;
+        if matches!(
+            e.inner().classify(),
+            Category::Syntax | Category::Eof | Category::Io
+        ) {
+            return ApiError::bad_request(
+                "malformed_json",
+                format!("request body is not valid JSON: {}", e.inner()),
+            );
+        }
         let path = e.path().to_string();
         let field = if path == "." {
             "request body".to_owned()
@@ -92,7 +160,20 @@ pub async fn create_batch(
         };
         ApiError::invalid(format!("{field}: {}", e.inner()))
     })?;
-
+    de.end().map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    drop(body);
+    // The canonical request (fields in a fixed order) identifies it for idempotency, hashed
+    // as it is written: no second copy of the body.
+    let request_hash = {
+        let mut hasher = HashWriter(Sha256::new());
+        serde_json::to_writer(&mut hasher, &request).expect("a request serializes");
+        hasher.0.finalize().to_vec()
+    };
     let urls = request.urls.unwrap_or_default();
     let items = request.items.unwrap_or_default();
     let n_inputs = urls.len() + items.len();
@@ -102,13 +183,7 @@ pub async fn create_batch(
         ));
     }
     if n_inputs > state.settings.max_items {
-        return Err(ApiError::TooLarge {
-            code: "too_many_items",
-            message: format!(
-                "{n_inputs} inputs is more than the {} a batch may have (ABRIDGE_API_MAX_ITEMS)",
-                state.settings.max_items
-            ),
-        });
+        return Err(too_many_items(n_inputs, state.settings.max_items));
     }
     let name = match request.name.as_deref().map(str::trim) {
         Some("") | None => None,

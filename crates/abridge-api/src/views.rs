@@ -16,8 +16,9 @@ pub fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// `POST /v1/batches`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /v1/batches`. Serialized (fields in this order, absent ones as `null`) only to hash a
+/// request for its `Idempotency-Key`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
     /// A name to recognise the batch by (at most 200 characters).
@@ -35,7 +36,7 @@ pub struct CreateBatch {
     pub webhook_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemSpec {
     pub url: String,

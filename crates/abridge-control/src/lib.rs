@@ -308,13 +308,13 @@ async fn unstage(queue: &Queue, batch: BatchId, staged: bool) {
 pub async fn cancel(store: &Store, queue: &Queue, id: BatchId) -> Result<u64, ControlError> {
     match store.cancel_batch(id).await? {
         CancelOutcome::Cancelled { items, priority } => {
-            if let Err(e) = queue.cancel_batch(id, priority).await {
+            if let Err(e) = queue.cancel_batch(id, priority, &items).await {
                 // Postgres already refuses to start or finish its items; workers holding some
                 // will find out when their next write or renewal is refused.
                 tracing::warn!(batch = %id, error = %e, "batch cancelled in Postgres but Redis could not be told");
             }
             notify_progress(queue, id).await;
-            Ok(items)
+            Ok(items.len() as u64)
         }
         CancelOutcome::AlreadyFinished(status) => Err(ControlError::AlreadyFinished {
             id,

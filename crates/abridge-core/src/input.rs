@@ -16,11 +16,11 @@ const ECHO_CHARS: usize = 200;
 
 /// `text` with every NUL replaced by U+FFFD: Postgres text and jsonb cannot hold NUL, and an
 /// input (or its echo in a stored reply) must never fail a write for it.
-pub fn without_nul(text: &str) -> String {
+pub fn without_nul(text: String) -> String {
     if text.contains('\0') {
         text.replace('\0', "\u{FFFD}")
     } else {
-        text.to_owned()
+        text
     }
 }
 
@@ -106,7 +106,7 @@ impl BatchInput {
         };
         let title = raw
             .title
-            .map(|t| without_nul(t.trim()))
+            .map(|t| without_nul(t.trim().to_owned()))
             .filter(|t| !t.is_empty());
         if let Some(title) = &title
             && title.chars().count() > MAX_TITLE_CHARS
@@ -120,7 +120,7 @@ impl BatchInput {
         let transcript = raw
             .transcript
             .filter(|t| !t.trim().is_empty())
-            .map(|t| without_nul(&t));
+            .map(without_nul);
         if let Some(transcript) = &transcript
             && transcript.len() > MAX_TRANSCRIPT_BYTES
         {
@@ -146,7 +146,7 @@ impl BatchInput {
     }
 
     fn reject(&mut self, line: usize, input: &str, reason: String) {
-        let (input, reason) = (without_nul(input), without_nul(&reason));
+        let (input, reason) = (without_nul(input.to_owned()), without_nul(reason));
         let input = match input.char_indices().nth(ECHO_CHARS) {
             Some((cut, _)) => format!("{}…", &input[..cut]),
             None => input.to_owned(),

@@ -282,6 +282,8 @@ const STAGED_TTL: Duration = Duration::from_secs(3600);
 /// Item ids per command when a batch's items are pushed or staged: big enough that 100,000
 /// items take five commands, small enough that no single command holds Redis for long.
 const PUSH_CHUNK: usize = 20_000;
+/// Item ids per cancel call: one script call stays short however large the batch.
+const CANCEL_CHUNK: usize = 5_000;
 
 impl Queue {
     /// Builds the pool; no connection is made until first use.
@@ -655,21 +657,41 @@ impl Queue {
         parse_taken(&reply, "take a worker's leases")
     }
 
-    /// Stops handing out a batch's items and tells the workers holding some to stop.
-    pub async fn cancel_batch(&self, batch: BatchId, priority: Priority) -> Result<i64> {
+    /// Stops handing out a batch's items and tells the workers holding some to stop. `items`
+    /// are the batch's unfinished items (those that may wait to retry): the cost is theirs,
+    /// never the other batches' delayed retries.
+    pub async fn cancel_batch(
+        &self,
+        batch: BatchId,
+        priority: Priority,
+        items: &[ItemId],
+    ) -> Result<i64> {
         let mut conn = self.conn("cancel batch").await?;
-        scripts::CANCEL
-            .key(self.keys.rotation_for(priority))
-            .key(self.keys.ready(batch))
-            .key(self.keys.cancelled(batch))
-            .key(&self.keys.delayed)
-            .key(&self.keys.dref)
-            .arg(batch.to_string())
-            .arg(millis(CANCEL_MARKER_TTL))
-            .arg(&self.keys.events)
-            .invoke_async(&mut conn)
-            .await
-            .context("cancel batch")
+        let mut dropped = 0;
+        let mut chunks = items.chunks(CANCEL_CHUNK);
+        let mut first = true;
+        loop {
+            let chunk = chunks.next();
+            if chunk.is_none() && !first {
+                return Ok(dropped);
+            }
+            let mut inv = scripts::CANCEL.prepare_invoke();
+            inv.key(self.keys.rotation_for(priority))
+                .key(self.keys.ready(batch))
+                .key(self.keys.cancelled(batch))
+                .key(&self.keys.delayed)
+                .key(&self.keys.dref)
+                .arg(batch.to_string())
+                .arg(millis(CANCEL_MARKER_TTL))
+                .arg(&self.keys.events)
+                .arg(if first { "1" } else { "0" });
+            for id in chunk.unwrap_or_default() {
+                inv.arg(id.0);
+            }
+            let n: i64 = inv.invoke_async(&mut conn).await.context("cancel batch")?;
+            dropped += n;
+            first = false;
+        }
     }
 
     /// Which of a batch's items Redis holds (ready, delayed or leased); repairs the batch's

@@ -112,11 +112,11 @@ pub struct BatchView {
 }
 
 /// What `cancel_batch` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// The batch is now cancelled; this many unfinished items were cancelled with it.
+    /// The batch is now cancelled; these unfinished items were cancelled with it.
     Cancelled {
-        items: u64,
+        items: Vec<ItemId>,
         priority: Priority,
     },
     /// Nothing to do: the batch had already finished in this state.
@@ -390,15 +390,18 @@ impl Store {
                 None => CancelOutcome::NotFound,
             });
         };
-        let items = sqlx::query!(
+        let items = sqlx::query_scalar!(
             "UPDATE items SET status = 'cancelled', finished_at = now(), available_at = NULL
-             WHERE batch_id = $1 AND status IN ('queued', 'running')",
+             WHERE batch_id = $1 AND status IN ('queued', 'running')
+             RETURNING id",
             id.0
         )
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .context("cancel batch items")?
-        .rows_affected();
+        .into_iter()
+        .map(ItemId)
+        .collect();
         tx.commit().await.context("commit cancel")?;
         Ok(CancelOutcome::Cancelled {
             items,

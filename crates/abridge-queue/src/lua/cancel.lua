@@ -1,4 +1,7 @@
--- cancel: stop handing out a batch's items and tell workers holding them to stop.
+-- cancel: stop handing out a batch's items and tell workers holding them to stop. O(the
+-- batch's items): the caller names them (Postgres knows them), so no other batch's delayed
+-- retries are read. A batch with many items is cancelled in several calls; only the first
+-- sets the marker, drops the ready set and publishes.
 --
 -- KEYS[1] rotation list for the batch's priority
 -- KEYS[2] the batch's ready set
@@ -8,19 +11,24 @@
 -- ARGV[1] batch id
 -- ARGV[2] how long the cancel marker lives, ms (longer than any lease)
 -- ARGV[3] the pub/sub channel workers listen on
+-- ARGV[4] "1" on the first call for the batch, "0" on the others
+-- ARGV[5..] item ids of the batch that may be waiting to retry
 -- Returns the number of ready or delayed items dropped.
 
-redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
-local dropped = redis.call('ZCARD', KEYS[2])
-redis.call('DEL', KEYS[2])
-redis.call('LREM', KEYS[1], 0, ARGV[1])
-local refs = redis.call('HGETALL', KEYS[5])
-for i = 1, #refs, 2 do
-  if first_field_is(refs[i + 1], ARGV[1]) then
-    redis.call('ZREM', KEYS[4], refs[i])
-    redis.call('HDEL', KEYS[5], refs[i])
+local dropped = 0
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
+  dropped = redis.call('ZCARD', KEYS[2])
+  redis.call('DEL', KEYS[2])
+  redis.call('LREM', KEYS[1], 0, ARGV[1])
+end
+for i = 5, #ARGV do
+  if redis.call('ZREM', KEYS[4], ARGV[i]) == 1 then
+    redis.call('HDEL', KEYS[5], ARGV[i])
     dropped = dropped + 1
   end
 end
-redis.call('PUBLISH', ARGV[3], 'cancel ' .. ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('PUBLISH', ARGV[3], 'cancel ' .. ARGV[1])
+end
 return dropped

@@ -98,3 +98,75 @@ async fn cancel_stops_running_items_and_starts_no_more() {
         other => panic!("expected NotFound, got {other:?}"),
     }
 }
+
+/// Cancel costs the batch's own items: another batch's delayed retries are neither read nor
+/// touched (cancel.lua once read every delayed item of every batch, HGETALL on `dref`).
+#[tokio::test]
+async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
+    let env = abridge_testkit::TestEnv::with_own_servers().await;
+    let w = env.worker(processor(|_| async { ok("never") }), &[]);
+    let batch = enqueue(&w, &video_lines('k', 3), Priority::Normal)
+        .await
+        .batch_id;
+    let items = w.store.items_of(batch, None, 0, 10).await.unwrap();
+    let keys = w.queue.keys().clone();
+    let mut r = redis::Client::open(env.redis_url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Two of the batch's items wait to retry; another batch has 20,000 waiting.
+    let mut pipe = redis::pipe();
+    for item in &items[..2] {
+        pipe.zrem(keys.ready(batch), item.id.0)
+            .zadd(&keys.delayed, item.id.0, 9_000_000_000_000i64)
+            .hset(
+                &keys.dref,
+                item.id.0,
+                format!("{batch}|1|{}", item.position),
+            );
+    }
+    let other = abridge_core::BatchId::new();
+    for i in 0..20_000i64 {
+        pipe.zadd(&keys.delayed, 1_000_000_000 + i, 9_000_000_000_000i64)
+            .hset(&keys.dref, 1_000_000_000 + i, format!("{other}|1|{i}"));
+    }
+    let () = pipe.query_async(&mut r).await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        abridge_control::cancel(&w.store, &w.queue, batch)
+            .await
+            .unwrap(),
+        3
+    );
+
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        !stats.contains("cmdstat_hgetall"),
+        "cancel read the whole dref hash: {stats}"
+    );
+    let delayed: i64 = redis::cmd("ZCARD")
+        .arg(&keys.delayed)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let refs: i64 = redis::cmd("HLEN")
+        .arg(&keys.dref)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(
+        (delayed, refs),
+        (20_000, 20_000),
+        "only the cancelled batch's retries go"
+    );
+}

@@ -126,7 +126,10 @@ async fn activation_merges_with_what_the_reconciler_queued_and_skips_a_cancelled
     let ids = w.store.draw_item_ids(LARGE).await.unwrap();
     w.queue.stage(id, &ids).await.unwrap();
     create_rows(&w, id, &ids).await;
-    w.queue.cancel_batch(id, Priority::Normal).await.unwrap();
+    w.queue
+        .cancel_batch(id, Priority::Normal, &ids)
+        .await
+        .unwrap();
     assert_eq!(w.queue.activate(id, Priority::Normal).await.unwrap(), 0);
     let exists: i64 = redis::cmd("EXISTS")
         .arg(w.queue.keys().staged(id))
