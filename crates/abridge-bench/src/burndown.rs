@@ -15,16 +15,7 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
     let queue_name = fresh_queue("burndown");
     let store = servers.store(4)?;
     let queue = servers.queue(&queue_name)?;
-    let input = BatchInput::from_lines(&video_lines('b', opts.items));
-    let batch = abridge_control::enqueue(
-        &store,
-        &queue,
-        &queue_name,
-        input,
-        EnqueueRequest::default(),
-    )
-    .await?
-    .batch_id;
+    let batches = prefill(opts, &store, &queue, &queue_name).await?;
 
     let redis_before = queue.server_stats().await?;
     let commits_before = store.commit_count().await?;
@@ -38,7 +29,10 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
         0,
     )?;
     let timeout = Duration::from_secs(120 + opts.items as u64 / 1_000);
-    let done = wait_batch_finished(&store, batch, timeout).await?;
+    let mut done = true;
+    for batch in &batches {
+        done &= wait_batch_finished(&store, *batch, timeout).await?;
+    }
     let redis_after = queue.server_stats().await?;
     let pg_cpu = postgres_cpu_usec(&store)
         .await?
@@ -51,20 +45,31 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let commits_after = store.commit_count().await?;
 
-    let times = store.batch_times(batch).await?;
-    let (Some(first), Some(last)) = (times.first_start, times.last_finish) else {
+    let (mut first, mut last) = (None, None);
+    let mut succeeded = 0;
+    for batch in &batches {
+        let times = store.batch_times(*batch).await?;
+        first = match (first, times.first_start) {
+            (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+            (a, b) => a.or(b),
+        };
+        last = last.max(times.last_finish);
+        succeeded += store.counts(*batch).await?.succeeded;
+    }
+    let (Some(first), Some(last)) = (first, last) else {
         anyhow::bail!("burn-down batch has no start or finish times");
     };
     let seconds = (last - first).num_microseconds().unwrap_or(1) as f64 / 1e6;
     let n = opts.items as f64;
     let commits = (commits_after - commits_before) as f64;
-    let counts = store.counts(batch).await?;
     Ok(vec![
         Record::new("burndown")
             .set("items", opts.items)
+            .set("batches", opts.batches)
+            .set("tenants", opts.tenants)
             .set("workers", opts.workers)
             .set("concurrency", opts.concurrency)
-            .set("succeeded", counts.succeeded)
+            .set("succeeded", succeeded)
             .set("seconds", round(seconds, 3))
             .set("items_per_s", round(n / seconds, 0))
             .set(
@@ -91,6 +96,48 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
             .set("pg_commits_per_s", round(commits / seconds, 0))
             .set("items_per_commit", round(n / commits.max(1.0), 1)),
     ])
+}
+
+/// The burn-down's items, in `opts.batches` batches, each of a tenant of its own with
+/// `opts.tenants` (else of none).
+async fn prefill(
+    opts: &BenchOptions,
+    store: &abridge_store::Store,
+    queue: &abridge_queue::Queue,
+    queue_name: &str,
+) -> anyhow::Result<Vec<abridge_core::BatchId>> {
+    let lines = video_lines('b', opts.items);
+    let lines: Vec<&str> = lines.lines().collect();
+    let per = opts.items.div_ceil(opts.batches.max(1)).max(1);
+    let policy = abridge_store::tenants::TenantPolicy {
+        weight: 1,
+        ..Default::default()
+    };
+    let mut batches = Vec::new();
+    for (t, chunk) in lines.chunks(per).enumerate() {
+        let tenant = format!("bench-{t}");
+        if opts.tenants {
+            store.ensure_tenant(&tenant, "whsec_bench").await?;
+        }
+        let done = abridge_control::enqueue_once(
+            store,
+            queue,
+            queue_name,
+            BatchInput::from_lines(&chunk.join("\n")),
+            EnqueueRequest::default(),
+            opts.tenants.then(|| abridge_control::Owner {
+                tenant: Some(&tenant),
+                policy: Some(&policy),
+                webhook_url: None,
+                idempotency: None,
+            }),
+        )
+        .await?;
+        let (abridge_control::EnqueueOnce::Created(done)
+        | abridge_control::EnqueueOnce::Replayed { done, .. }) = done;
+        batches.push(done.batch_id);
+    }
+    Ok(batches)
 }
 
 pub(crate) fn round(v: f64, digits: i32) -> f64 {

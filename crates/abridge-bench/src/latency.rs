@@ -118,7 +118,12 @@ async fn enqueue_items(
     let created = create_batch(store, queue_name, None, &input.items).await?;
     let push = Utc::now();
     queue
-        .enqueue(created.id, created.priority, &created.item_ids)
+        .enqueue(
+            created.id,
+            created.priority,
+            abridge_queue::Share::NO_TENANT,
+            &created.item_ids,
+        )
         .await?;
     Ok(Sent {
         batch: created.id,

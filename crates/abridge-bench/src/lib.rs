@@ -28,6 +28,11 @@ pub struct BenchOptions {
     pub scenarios: Vec<Scenario>,
     /// Items pre-filled for the burn-down.
     pub items: usize,
+    /// Batches the burn-down's items are split across (at least 1).
+    pub batches: usize,
+    /// Whether each of those batches belongs to a tenant of its own (else to none), to
+    /// measure the claim's fair share across tenants against the one across batches.
+    pub tenants: bool,
     /// Worker processes.
     pub workers: usize,
     /// Items per worker at once.

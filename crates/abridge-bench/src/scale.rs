@@ -59,7 +59,12 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
 async fn fill(queue: &Queue, n: usize) -> anyhow::Result<()> {
     let ids: Vec<ItemId> = (1..=n as i64).map(|i| ItemId(1_000_000_000 + i)).collect();
     queue
-        .enqueue(BatchId::new(), Priority::Normal, &ids)
+        .enqueue(
+            BatchId::new(),
+            Priority::Normal,
+            abridge_queue::Share::NO_TENANT,
+            &ids,
+        )
         .await?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 
 use abridge_core::input::{BatchInput, Rejected};
 use abridge_core::{Allowed, Backend, BatchId, BatchOptions, ItemId, Priority, Settings};
-use abridge_queue::Placement;
+use abridge_queue::{Placement, Share};
 use abridge_queue::{Queue, QueueError, QueueStats};
 use abridge_store::batch_api::RetryOutcome;
 use abridge_store::batches::{CancelOutcome, SMALL_BATCH};
@@ -247,7 +247,11 @@ async fn enqueue_in_span(
     tracing::Span::current().record("batch", tracing::field::display(created.id));
     // The batch is committed: from here on a Redis failure only delays it (the reconciler
     // pushes what Redis is missing), so report it without failing the enqueue.
-    if let Err(e) = make_ready(queue, &created, staged).await {
+    let share = Share {
+        tenant: owner.as_ref().and_then(|o| o.tenant),
+        weight: policy.map_or(1, |p| p.weight),
+    };
+    if let Err(e) = make_ready(queue, &created, staged, share).await {
         tracing::warn!(batch = %created.id, error = %e, "batch saved but not yet queued in Redis; the reconciler will queue it");
     }
     Ok(EnqueueOnce::Created(done))
@@ -288,12 +292,19 @@ async fn check_quotas(
 
 /// Makes a committed batch's items ready: activates what was staged, and enqueues the items
 /// if the staging was incomplete (or there was none).
-async fn make_ready(queue: &Queue, created: &CreatedBatch, staged: bool) -> Result<(), QueueError> {
-    if staged && queue.activate(created.id, created.priority).await? == created.item_ids.len() {
+async fn make_ready(
+    queue: &Queue,
+    created: &CreatedBatch,
+    staged: bool,
+    share: Share<'_>,
+) -> Result<(), QueueError> {
+    if staged
+        && queue.activate(created.id, created.priority, share).await? == created.item_ids.len()
+    {
         return Ok(());
     }
     queue
-        .enqueue(created.id, created.priority, &created.item_ids)
+        .enqueue(created.id, created.priority, share, &created.item_ids)
         .await
 }
 

@@ -282,6 +282,28 @@ const STAGED_TTL: Duration = Duration::from_secs(3600);
 /// Item ids per command when a batch's items are pushed or staged: big enough that 100,000
 /// items take five commands, small enough that no single command holds Redis for long.
 const PUSH_CHUNK: usize = 20_000;
+/// Whose turn a batch's items take in a claim's fair share: its tenant's (weighted), or the
+/// one turn that every batch of no tenant (the CLI's, the operator's) shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share<'a> {
+    pub tenant: Option<&'a str>,
+    /// The owner's weight against the others' (1 = an equal share).
+    pub weight: i32,
+}
+
+impl Share<'_> {
+    /// The turn of batches that belong to no tenant.
+    pub const NO_TENANT: Share<'static> = Share {
+        tenant: None,
+        weight: 1,
+    };
+
+    /// The owner's name in Redis: tenant names never contain `~`.
+    fn owner(&self) -> &str {
+        self.tenant.unwrap_or("~")
+    }
+}
+
 /// Item ids per cancel call: one script call stays short however large the batch.
 const CANCEL_CHUNK: usize = 5_000;
 
@@ -351,11 +373,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Makes a new batch's items ready, in input order (`item_ids[i]` has position `i`).
+    /// Makes a new batch's items ready, in input order (`item_ids[i]` has position `i`), in
+    /// `share`'s turn.
     pub async fn enqueue(
         &self,
         batch: BatchId,
         priority: Priority,
+        share: Share<'_>,
         item_ids: &[ItemId],
     ) -> Result<()> {
         let mut conn = self.conn("enqueue items").await?;
@@ -365,7 +389,11 @@ impl Queue {
                 .key(self.keys.ready(batch))
                 .key(&self.keys.wake)
                 .key(self.keys.cancelled(batch))
-                .arg(batch.to_string());
+                .arg(batch.to_string())
+                .arg(&self.keys.prefix)
+                .arg(priority.rank())
+                .arg(share.owner())
+                .arg(share.weight);
             for (i, id) in chunk.iter().enumerate() {
                 inv.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
             }
@@ -404,7 +432,12 @@ impl Queue {
     /// Makes a staged batch's items ready (see `lua/activate.lua`). Returns how many were
     /// staged; fewer than the batch has means the staging was lost, and the caller enqueues
     /// the items with [`Queue::enqueue`].
-    pub async fn activate(&self, batch: BatchId, priority: Priority) -> Result<usize> {
+    pub async fn activate(
+        &self,
+        batch: BatchId,
+        priority: Priority,
+        share: Share<'_>,
+    ) -> Result<usize> {
         let mut conn = self.conn("activate items").await?;
         let n: i64 = scripts::ACTIVATE
             .prepare_invoke()
@@ -414,6 +447,10 @@ impl Queue {
             .key(self.keys.cancelled(batch))
             .key(self.keys.staged(batch))
             .arg(batch.to_string())
+            .arg(&self.keys.prefix)
+            .arg(priority.rank())
+            .arg(share.owner())
+            .arg(share.weight)
             .invoke_async(&mut conn)
             .await
             .context("activate items")?;
@@ -684,7 +721,9 @@ impl Queue {
                 .arg(batch.to_string())
                 .arg(millis(CANCEL_MARKER_TTL))
                 .arg(&self.keys.events)
-                .arg(if first { "1" } else { "0" });
+                .arg(if first { "1" } else { "0" })
+                .arg(&self.keys.prefix)
+                .arg(priority.rank());
             for id in chunk.unwrap_or_default() {
                 inv.arg(id.0);
             }
@@ -694,12 +733,13 @@ impl Queue {
         }
     }
 
-    /// Which of a batch's items Redis holds (ready, delayed or leased); repairs the batch's
-    /// place in its rotation on the way.
+    /// Which of a batch's items Redis holds (ready, delayed or leased); records the batch's
+    /// owner again and repairs its place in the rotation on the way.
     pub async fn held(
         &self,
         batch: BatchId,
         priority: Priority,
+        share: Share<'_>,
         items: &[ItemId],
     ) -> Result<Vec<bool>> {
         let mut conn = self.conn("check held items").await?;
@@ -710,7 +750,11 @@ impl Queue {
                 .key(self.keys.ready(batch))
                 .key(&self.keys.delayed)
                 .key(&self.keys.leases)
-                .arg(batch.to_string());
+                .arg(batch.to_string())
+                .arg(&self.keys.prefix)
+                .arg(priority.rank())
+                .arg(share.owner())
+                .arg(share.weight);
             for id in chunk {
                 inv.arg(id.0);
             }

@@ -11,6 +11,10 @@ use crate::{Context, Result, Store};
 pub struct OpenBatch {
     pub id: BatchId,
     pub priority: Priority,
+    /// Its tenant (`None`: the CLI's or the operator's), and the tenant's weight, for its
+    /// turn in the claim's fair share.
+    pub tenant: Option<String>,
+    pub weight: i32,
     /// Items queued or running: each should be in Redis, ready, delayed or leased.
     pub open: i64,
 }
@@ -36,10 +40,12 @@ impl Store {
     /// Open batches of `queue` that have unfinished items, with how many.
     pub async fn open_batches(&self, queue: &str) -> Result<Vec<OpenBatch>> {
         let rows = sqlx::query!(
-            r#"SELECT b.id, b.priority, count(i.id) AS "open!"
+            r#"SELECT b.id, b.priority, b.tenant, coalesce(t.weight, 1) AS "weight!",
+                      count(i.id) AS "open!"
                FROM batches b JOIN items i ON i.batch_id = b.id AND i.status IN ('queued', 'running')
+               LEFT JOIN tenants t ON t.name = b.tenant
                WHERE b.queue = $1 AND b.status IN ('pending', 'running')
-               GROUP BY b.id, b.priority"#,
+               GROUP BY b.id, b.priority, b.tenant, t.weight"#,
             queue
         )
         .fetch_all(&self.pool)
@@ -50,6 +56,8 @@ impl Store {
             .map(|r| OpenBatch {
                 id: BatchId(r.id),
                 priority: r.priority.parse().unwrap_or_default(),
+                tenant: r.tenant,
+                weight: r.weight,
                 open: r.open,
             })
             .collect())

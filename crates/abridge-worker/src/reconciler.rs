@@ -106,7 +106,15 @@ pub async fn reconcile_once(
         let item_ids: Vec<_> = items.iter().map(|i| i.id).collect();
         let held = worker
             .queue
-            .held(batch.id, batch.priority, &item_ids)
+            .held(
+                batch.id,
+                batch.priority,
+                abridge_queue::Share {
+                    tenant: batch.tenant.as_deref(),
+                    weight: batch.weight,
+                },
+                &item_ids,
+            )
             .await?;
         let not_held: Vec<i64> = items
             .iter()

@@ -116,6 +116,13 @@ pub struct BenchArgs {
     /// Items pre-filled for the burn-down (and the ceiling).
     #[arg(long, default_value_t = 100_000)]
     pub items: usize,
+    /// Split the burn-down's items across this many batches.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batches: u64,
+    /// Give each burn-down batch a tenant of its own (the cost of the fair share across
+    /// tenants, against `--batches` alone).
+    #[arg(long)]
+    pub tenants: bool,
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,

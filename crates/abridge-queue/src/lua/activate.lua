@@ -4,12 +4,16 @@
 -- empty, as it is for a new batch (the reconciler may have queued some of its items already:
 -- then the two sets are merged).
 --
--- KEYS[1] rotation list for the batch's priority (PREFIX.."rr:"..rank)
+-- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."rr:"..rank)
 -- KEYS[2] the batch's ready set (PREFIX.."q:"..batch)
 -- KEYS[3] wake list
 -- KEYS[4] the batch's cancel marker (PREFIX.."cancelled:"..batch)
 -- KEYS[5] the batch's staged set (PREFIX.."staged:"..batch)
 -- ARGV[1] batch id
+-- ARGV[2] PREFIX, for the owner's keys
+-- ARGV[3] the batch's priority rank
+-- ARGV[4] owner (a tenant's name, or "~")
+-- ARGV[5] the owner's weight
 -- Returns the number of staged items made ready (0 if the batch is cancelled, or its staged
 -- set expired or was never written: the caller then enqueues the items itself).
 
@@ -21,10 +25,11 @@ local n = redis.call('ZCARD', KEYS[5])
 if n == 0 then
   return 0
 end
+own(ARGV[2], ARGV[1], ARGV[4], ARGV[5])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('RENAME', KEYS[5], KEYS[2])
   redis.call('PERSIST', KEYS[2])
-  redis.call('RPUSH', KEYS[1], ARGV[1])
+  rotate_in(ARGV[2], ARGV[3], ARGV[1])
 else
   redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[5], 'AGGREGATE', 'MIN')
   redis.call('DEL', KEYS[5])

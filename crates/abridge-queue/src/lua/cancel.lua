@@ -3,7 +3,7 @@
 -- retries are read. A batch with many items is cancelled in several calls; only the first
 -- sets the marker, drops the ready set and publishes.
 --
--- KEYS[1] rotation list for the batch's priority
+-- KEYS[1] rotation list of owners for the batch's priority
 -- KEYS[2] the batch's ready set
 -- KEYS[3] the batch's cancel marker
 -- KEYS[4] delayed (ZSET)
@@ -12,7 +12,9 @@
 -- ARGV[2] how long the cancel marker lives, ms (longer than any lease)
 -- ARGV[3] the pub/sub channel workers listen on
 -- ARGV[4] "1" on the first call for the batch, "0" on the others
--- ARGV[5..] item ids of the batch that may be waiting to retry
+-- ARGV[5] PREFIX, for the owner's keys
+-- ARGV[6] the batch's priority rank
+-- ARGV[7..] item ids of the batch that may be waiting to retry
 -- Returns the number of ready or delayed items dropped.
 
 local dropped = 0
@@ -20,9 +22,9 @@ if ARGV[4] == '1' then
   redis.call('SET', KEYS[3], 1, 'PX', ARGV[2])
   dropped = redis.call('ZCARD', KEYS[2])
   redis.call('DEL', KEYS[2])
-  redis.call('LREM', KEYS[1], 0, ARGV[1])
+  rotate_out(ARGV[5], ARGV[6], ARGV[1])
 end
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   if redis.call('ZREM', KEYS[4], ARGV[i]) == 1 then
     redis.call('HDEL', KEYS[5], ARGV[i])
     dropped = dropped + 1

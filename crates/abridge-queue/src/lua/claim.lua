@@ -1,7 +1,8 @@
--- claim: lease up to N ready items to one worker, strictly by priority, round-robin across the
--- batches of a priority, and in position order within a batch. Promotes due retries first.
+-- claim: lease up to N ready items to one worker, strictly by priority; within a priority,
+-- shared out across owners (tenants) by weight, then round-robin across each owner's batches,
+-- and in position order within a batch. Promotes due retries first.
 --
--- KEYS[1..3] rotation lists for ranks 0 (high), 1 (normal), 2 (low)
+-- KEYS[1..3] rotation lists of owners for ranks 0 (high), 1 (normal), 2 (low)
 -- KEYS[4] leases (ZSET item -> deadline ms)
 -- KEYS[5] lease (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[6] delayed (ZSET item -> due ms)
@@ -18,6 +19,7 @@
 
 local prefix, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms, max_n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local MIN_SHARE = 8
 local now = now_ms()
 
 -- Promote retries that are due.
@@ -36,46 +38,96 @@ local out = { redis.call('EXISTS', KEYS[9]), -1 }
 local n = 0
 local deadline = now + lease_ms
 local zargs, hargs = {}, {}
+-- Pops up to `want` items from `batch` at `rank` and leases them; returns how many.
+local function take(rank, owner, list, batch, want)
+  local q = prefix .. 'q:' .. batch
+  local popped = redis.call('ZPOPMIN', q, want)
+  if redis.call('EXISTS', q) == 0 then
+    rotate_out(prefix, rank, batch, owner)
+  end
+  -- An item can be listed while leased (the reconciler re-added it): skip the copy. The
+  -- popped items' leases are looked up in one call.
+  local members = {}
+  for i = 1, #popped, 2 do
+    members[#members + 1] = popped[i]
+  end
+  local leased = call_gathered('ZMSCORE', KEYS[4], members)
+  local got = 0
+  for j = 1, #members do
+    local item, pos = members[j], popped[2 * j]
+    if not leased[j] then
+      zargs[#zargs + 1] = deadline
+      zargs[#zargs + 1] = item
+      hargs[#hargs + 1] = item
+      hargs[#hargs + 1] = token .. '|' .. worker .. '|' .. batch .. '|' .. rank .. '|' .. pos
+      out[#out + 1] = item
+      out[#out + 1] = batch
+      out[#out + 1] = rank
+      out[#out + 1] = pos
+      got = got + 1
+    end
+  end
+  return got
+end
+
+-- Takes up to `want` items from `owner`'s batches at `rank`, an equal share from each in turn.
+local function take_from_owner(rank, owner, want)
+  local list = prefix .. 'orr:' .. rank .. ':' .. owner
+  local got = 0
+  while got < want do
+    local batches = redis.call('LLEN', list)
+    if batches == 0 then
+      -- An owner with no batch left has no turn (a partial loss can leave one behind).
+      redis.call('LREM', prefix .. 'rr:' .. rank, 0, owner)
+      break
+    end
+    local share = math.ceil((want - got) / batches)
+    for _ = 1, batches do
+      if got >= want then
+        break
+      end
+      local batch = redis.call('LMOVE', list, list, 'LEFT', 'RIGHT')
+      got = got + take(rank, owner, list, batch, math.min(share, want - got))
+    end
+  end
+  return got
+end
+
+-- Weights other than 1 are listed in the weights hash; without any, every owner's share is
+-- equal and no weight is read.
+local weighted = redis.call('HLEN', prefix .. 'weights') > 0
 for rank = 0, 2 do
   local rr = KEYS[1 + rank]
   while n < max_n do
-    local batches = redis.call('LLEN', rr)
-    if batches == 0 then
+    local owners = redis.call('LLEN', rr)
+    if owners == 0 then
       break
     end
-    -- One pass over the rotation, each batch giving an equal share of what is left.
-    local share = math.ceil((max_n - n) / batches)
-    for _ = 1, batches do
+    -- One pass over the owners, each taking its weight's share of what is left, and at least
+    -- MIN_SHARE: with many owners and little room, an owner's turn still carries a few items
+    -- (the rotation carries the turns on across claims).
+    local weight, total = {}, owners
+    if weighted then
+      local names = redis.call('LRANGE', rr, 0, -1)
+      local ws = call_gathered('HMGET', prefix .. 'weights', names)
+      total = 0
+      for i = 1, #names do
+        weight[names[i]] = tonumber(ws[i]) or 1
+        total = total + weight[names[i]]
+      end
+    end
+    local left = max_n - n
+    for _ = 1, owners do
       if n >= max_n then
         break
       end
-      local batch = redis.call('LMOVE', rr, rr, 'LEFT', 'RIGHT')
-      local q = prefix .. 'q:' .. batch
-      local popped = redis.call('ZPOPMIN', q, math.min(share, max_n - n))
-      if redis.call('EXISTS', q) == 0 then
-        redis.call('LREM', rr, 0, batch)
+      local owner = redis.call('LMOVE', rr, rr, 'LEFT', 'RIGHT')
+      if not owner then
+        break
       end
-      -- An item can be listed while leased (the reconciler re-added it): skip the copy. The
-      -- popped items' leases are looked up in one call.
-      local members = {}
-      for i = 1, #popped, 2 do
-        members[#members + 1] = popped[i]
-      end
-      local leased = call_gathered('ZMSCORE', KEYS[4], members)
-      for j = 1, #members do
-        local item, pos = members[j], popped[2 * j]
-        if not leased[j] then
-          zargs[#zargs + 1] = deadline
-          zargs[#zargs + 1] = item
-          hargs[#hargs + 1] = item
-          hargs[#hargs + 1] = token .. '|' .. worker .. '|' .. batch .. '|' .. rank .. '|' .. pos
-          out[#out + 1] = item
-          out[#out + 1] = batch
-          out[#out + 1] = rank
-          out[#out + 1] = pos
-          n = n + 1
-        end
-      end
+      local w = weight[owner] or 1
+      local share = math.max(math.min(MIN_SHARE, left), math.ceil(left * w / total))
+      n = n + take_from_owner(rank, owner, math.min(share, max_n - n))
     end
   end
 end

@@ -1,28 +1,33 @@
--- enqueue: make a new batch's items ready, in input order.
+-- enqueue: make a new batch's items ready, in input order, and record its owner.
 --
--- KEYS[1] rotation list for the batch's priority (PREFIX.."rr:"..rank)
+-- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."rr:"..rank)
 -- KEYS[2] the batch's ready set (PREFIX.."q:"..batch)
 -- KEYS[3] wake list
 -- KEYS[4] the batch's cancel marker (PREFIX.."cancelled:"..batch)
 -- ARGV[1] batch id
--- ARGV[2..] pairs: position, item id
+-- ARGV[2] PREFIX, for the owner's keys
+-- ARGV[3] the batch's priority rank
+-- ARGV[4] owner (a tenant's name, or "~")
+-- ARGV[5] the owner's weight
+-- ARGV[6..] pairs: position, item id
 -- Returns the number of items added (0 if the batch is cancelled).
 
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return 0
 end
-if #ARGV < 3 then
+if #ARGV < 7 then
   return 0
 end
+own(ARGV[2], ARGV[1], ARGV[4], ARGV[5])
 local was_empty = redis.call('EXISTS', KEYS[2]) == 0
 local args = {}
-for i = 2, #ARGV do
+for i = 6, #ARGV do
   args[#args + 1] = ARGV[i]
 end
 call_chunked('ZADD', KEYS[2], args, 2)
 if was_empty then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
+  rotate_in(ARGV[2], ARGV[3], ARGV[1])
 end
-local n = (#ARGV - 1) / 2
+local n = (#ARGV - 5) / 2
 wake(KEYS[3], n, 64)
 return n

@@ -1,19 +1,32 @@
--- held: for the reconciler, which of a batch's items Redis holds (ready, delayed or leased),
--- and repair the batch's place in its rotation list if a partial loss broke it.
+-- held: for the reconciler, which of a batch's items Redis holds (ready, delayed or leased);
+-- records the batch's owner again and repairs its place in the rotation if a partial loss
+-- broke them.
 --
--- KEYS[1] rotation list for the batch's priority
+-- KEYS[1] rotation list of owners for the batch's priority
 -- KEYS[2] the batch's ready set
 -- KEYS[3] delayed (ZSET)
 -- KEYS[4] leases (ZSET)
 -- ARGV[1] batch id
--- ARGV[2..] item ids
+-- ARGV[2] PREFIX, for the owner's keys
+-- ARGV[3] the batch's priority rank
+-- ARGV[4] owner (a tenant's name, or "~")
+-- ARGV[5] the owner's weight
+-- ARGV[6..] item ids
 -- Returns one flag per item: 1 held, 0 missing.
 
-if redis.call('EXISTS', KEYS[2]) == 1 and not redis.call('LPOS', KEYS[1], ARGV[1]) then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
+local prefix, rank, owner = ARGV[2], ARGV[3], ARGV[4]
+local recorded = redis.call('GET', prefix .. 'owner:' .. ARGV[1])
+if recorded and recorded ~= owner then
+  rotate_out(prefix, rank, ARGV[1], recorded)
+end
+own(prefix, ARGV[1], owner, ARGV[5])
+if redis.call('EXISTS', KEYS[2]) == 1
+    and not redis.call('LPOS', prefix .. 'orr:' .. rank .. ':' .. owner, ARGV[1]) then
+  rotate_out(prefix, rank, ARGV[1], '~')
+  rotate_in(prefix, rank, ARGV[1])
 end
 local out = {}
-for i = 2, #ARGV do
+for i = 6, #ARGV do
   local item = ARGV[i]
   if redis.call('ZSCORE', KEYS[2], item) or redis.call('ZSCORE', KEYS[3], item)
       or redis.call('ZSCORE', KEYS[4], item) then

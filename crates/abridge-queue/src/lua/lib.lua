@@ -1,7 +1,13 @@
 -- Shared helpers, prepended to every transition script (see scripts.rs). Not a transition.
 --
 -- Key layout under PREFIX = "{redis_prefix}:{{queue}}:" (the braces make one cluster hash slot):
---   PREFIX.."rr:"..rank       LIST  batch ids in round-robin rotation, one list per priority rank
+--   PREFIX.."rr:"..rank       LIST  owners in round-robin rotation, one list per priority rank
+--                                   (an owner is a tenant's name, or "~" for batches of none)
+--   PREFIX.."orr:"..rank..":"..owner
+--                             LIST  the owner's batch ids in round-robin rotation at that rank
+--   PREFIX.."owner:"..batch   STRING the batch's owner (expires; "~" when missing)
+--   PREFIX.."weights"         HASH  owner -> its share of the queue against the others', for
+--                                   weights other than 1 (an owner not listed weighs 1)
 --   PREFIX.."q:"..batch       ZSET  a batch's ready items: member item id, score position
 --   PREFIX.."staged:"..batch  ZSET  a large new batch's items, written while its rows commit;
 --                                   no claim reads it (activate.lua makes it the "q:" set;
@@ -19,7 +25,8 @@
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
 -- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and
 -- PREFIX.."progress" (batch ids whose items changed state, to API processes).
--- Invariant: a batch id is in its rotation list exactly when its "q:" set is non-empty.
+-- Invariant: a batch id is in its owner's rotation list exactly when its "q:" set is
+-- non-empty, and an owner is in "rr:" exactly when its own list is non-empty.
 -- Per-batch keys are built from PREFIX inside scripts; they share the queue's hash slot.
 
 local function now_ms()
@@ -63,6 +70,44 @@ local function call_gathered(cmd, key, members)
   return out
 end
 
+-- The batch's owner: a tenant's name, or "~" (no tenant, or its record is gone: the batch
+-- then shares the "~" turn until an enqueue or the reconciler records its owner again).
+local function owner_of(prefix, batch)
+  return redis.call('GET', prefix .. 'owner:' .. batch) or '~'
+end
+
+-- Puts `batch` (whose ready set just became non-empty) in its owner's rotation at `rank`, and
+-- the owner in the rank's rotation if it had no batch there.
+local function rotate_in(prefix, rank, batch)
+  local owner = owner_of(prefix, batch)
+  local list = prefix .. 'orr:' .. rank .. ':' .. owner
+  if redis.call('EXISTS', list) == 0 then
+    redis.call('RPUSH', prefix .. 'rr:' .. rank, owner)
+  end
+  redis.call('RPUSH', list, batch)
+end
+
+-- Takes `batch` (whose ready set is empty or gone) out of its owner's rotation at `rank`, and
+-- the owner out of the rank's if that was its last batch there.
+local function rotate_out(prefix, rank, batch, owner)
+  owner = owner or owner_of(prefix, batch)
+  local list = prefix .. 'orr:' .. rank .. ':' .. owner
+  redis.call('LREM', list, 0, batch)
+  if redis.call('EXISTS', list) == 0 then
+    redis.call('LREM', prefix .. 'rr:' .. rank, 0, owner)
+  end
+end
+
+-- Records `batch`'s owner and the owner's weight (for as long as a batch could wait).
+local function own(prefix, batch, owner, weight)
+  redis.call('SET', prefix .. 'owner:' .. batch, owner, 'EX', 2592000)
+  if tonumber(weight) == 1 then
+    redis.call('HDEL', prefix .. 'weights', owner)
+  else
+    redis.call('HSET', prefix .. 'weights', owner, weight)
+  end
+end
+
 -- Makes `item` ready in its batch, or delayed until `due` (ms), unless its batch is cancelled
 -- or someone holds a lease on it (the holder settles it). Returns 1 if placed, 2 if placed
 -- ready, 0 if skipped.
@@ -82,10 +127,11 @@ local function place(prefix, leases, delayed, dref, item, batch, rank, pos, due,
   end
   redis.call('ZREM', delayed, item)
   redis.call('HDEL', dref, item)
-  if redis.call('EXISTS', q) == 0 then
-    redis.call('RPUSH', prefix .. 'rr:' .. rank, batch)
-  end
+  local was_empty = redis.call('EXISTS', q) == 0
   redis.call('ZADD', q, pos, item)
+  if was_empty then
+    rotate_in(prefix, rank, batch)
+  end
   return 2
 end
 

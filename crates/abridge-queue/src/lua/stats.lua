@@ -1,6 +1,6 @@
 -- stats: queue depth at a glance.
 --
--- KEYS[1..3] rotation lists for ranks 0, 1, 2
+-- KEYS[1..3] rotation lists of owners for ranks 0, 1, 2
 -- KEYS[4] leases (ZSET)
 -- KEYS[5] delayed (ZSET)
 -- ARGV[1] PREFIX, for per-batch keys
@@ -10,11 +10,13 @@ local out = {}
 local batches = 0
 for rank = 0, 2 do
   local ready = 0
-  local ids = redis.call('LRANGE', KEYS[1 + rank], 0, -1)
-  for _, b in ipairs(ids) do
-    ready = ready + redis.call('ZCARD', ARGV[1] .. 'q:' .. b)
+  for _, owner in ipairs(redis.call('LRANGE', KEYS[1 + rank], 0, -1)) do
+    local ids = redis.call('LRANGE', ARGV[1] .. 'orr:' .. rank .. ':' .. owner, 0, -1)
+    for _, b in ipairs(ids) do
+      ready = ready + redis.call('ZCARD', ARGV[1] .. 'q:' .. b)
+    end
+    batches = batches + #ids
   end
-  batches = batches + #ids
   out[#out + 1] = ready
 end
 out[#out + 1] = redis.call('ZCARD', KEYS[4])

@@ -5,6 +5,7 @@ mod cancel;
 mod concurrency;
 mod connections;
 mod failures;
+mod fairness;
 mod fencing;
 mod leases;
 mod order;

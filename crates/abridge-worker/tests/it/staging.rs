@@ -71,7 +71,13 @@ async fn staged_items_are_out_of_sight_until_the_batch_is_activated() {
         "staged items are not claimable"
     );
 
-    assert_eq!(w.queue.activate(id, Priority::Normal).await.unwrap(), LARGE);
+    assert_eq!(
+        w.queue
+            .activate(id, Priority::Normal, abridge_queue::Share::NO_TENANT)
+            .await
+            .unwrap(),
+        LARGE
+    );
     let claim = w.queue.claim(me, lease, 10).await.unwrap();
     let positions: Vec<i32> = claim.items.iter().map(|l| l.position).collect();
     assert_eq!(positions, (0..10).collect::<Vec<_>>());
@@ -107,7 +113,13 @@ async fn activation_merges_with_what_the_reconciler_queued_and_skips_a_cancelled
     let first = reconcile_once(&w, &mut suspects).await.unwrap();
     let second = reconcile_once(&w, &mut suspects).await.unwrap();
     assert_eq!(first.requeued + second.requeued, LARGE as u64);
-    assert_eq!(w.queue.activate(id, Priority::Normal).await.unwrap(), LARGE);
+    assert_eq!(
+        w.queue
+            .activate(id, Priority::Normal, abridge_queue::Share::NO_TENANT)
+            .await
+            .unwrap(),
+        LARGE
+    );
     assert_eq!(w.queue.stats().await.unwrap().ready[1], LARGE as i64);
     let mut seen = std::collections::HashSet::new();
     loop {
@@ -130,7 +142,13 @@ async fn activation_merges_with_what_the_reconciler_queued_and_skips_a_cancelled
         .cancel_batch(id, Priority::Normal, &ids)
         .await
         .unwrap();
-    assert_eq!(w.queue.activate(id, Priority::Normal).await.unwrap(), 0);
+    assert_eq!(
+        w.queue
+            .activate(id, Priority::Normal, abridge_queue::Share::NO_TENANT)
+            .await
+            .unwrap(),
+        0
+    );
     let exists: i64 = redis::cmd("EXISTS")
         .arg(w.queue.keys().staged(id))
         .query_async(&mut redis(&env).await)
@@ -153,7 +171,13 @@ async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_non
         .query_async(&mut redis(&env).await)
         .await
         .unwrap();
-    assert_eq!(w.queue.activate(id, Priority::Normal).await.unwrap(), 0);
+    assert_eq!(
+        w.queue
+            .activate(id, Priority::Normal, abridge_queue::Share::NO_TENANT)
+            .await
+            .unwrap(),
+        0
+    );
 
     // A large batch through the enqueuer ends fully ready, with nothing left staged.
     let done = enqueue(&w, &video_lines('l', LARGE), Priority::Normal).await;

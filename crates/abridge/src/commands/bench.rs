@@ -21,6 +21,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
     let opts = BenchOptions {
         scenarios,
         items: args.items,
+        batches: args.batches as usize,
+        tenants: args.tenants,
         workers: args.workers,
         concurrency: args.concurrency,
         enqueue_items: args.enqueue_items,

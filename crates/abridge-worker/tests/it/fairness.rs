@@ -1,0 +1,102 @@
+//! Fair share across tenants: within a priority the fleet shares out by tenant first (by the
+//! operator's weights), then by batch within the tenant, so splitting work into many batches
+//! buys a tenant nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abridge_control::{EnqueueOnce, EnqueueRequest, Owner};
+use abridge_core::input::BatchInput;
+use abridge_core::{BatchId, Priority, WorkerId};
+use abridge_store::tenants::TenantPolicy;
+use abridge_worker::Worker;
+
+use crate::support::*;
+
+async fn enqueue_as(w: &Worker, tenant: &str, lines: &str) -> BatchId {
+    w.store.ensure_tenant(tenant, "whsec_test").await.unwrap();
+    let policy = w.store.tenant(tenant).await.unwrap().unwrap().policy;
+    let done = abridge_control::enqueue_once(
+        &w.store,
+        &w.queue,
+        &w.settings.queue,
+        BatchInput::from_lines(lines),
+        EnqueueRequest {
+            priority: Priority::Normal,
+            ..Default::default()
+        },
+        Some(Owner {
+            tenant: Some(tenant),
+            policy: Some(&policy),
+            webhook_url: None,
+            idempotency: None,
+        }),
+    )
+    .await
+    .unwrap();
+    match done {
+        EnqueueOnce::Created(d) | EnqueueOnce::Replayed { done: d, .. } => d.batch_id,
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_with_twenty_batches_gets_no_more_than_a_tenant_with_one() {
+    let order: Arc<Mutex<Vec<BatchId>>> = Arc::default();
+    let seen = order.clone();
+    let p = processor(move |job: abridge_worker::Job| {
+        seen.lock().unwrap().push(job.batch_id);
+        async { ok("x") }
+    });
+    let (_env, w) = env_and_worker(p, &[]).await;
+    let mut a = Vec::new();
+    for i in 0..20 {
+        let prefix = char::from(b'A' + i);
+        a.push(enqueue_as(&w, "acme", &video_lines(prefix, 500)).await);
+    }
+    let b = enqueue_as(&w, "globex", &video_lines('z', 50)).await;
+
+    let running = Running::start(w.clone(), 8);
+    wait_batch_finished(&w, b, Duration::from_secs(60)).await;
+    let done = order.lock().unwrap().clone();
+    running.stop().await;
+    let b_done = done.iter().filter(|id| **id == b).count();
+    let a_done = done.iter().filter(|id| a.contains(id)).count();
+    assert_eq!(b_done, 50);
+    assert!(
+        a_done <= b_done + 100,
+        "globex's 50 items finished while acme finished {a_done}: acme's 20 batches took 20 shares"
+    );
+}
+
+#[tokio::test]
+async fn tenants_share_the_queue_by_their_weights() {
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let heavy = enqueue_as(&w, "heavy", &video_lines('h', 2_000)).await;
+    let light = enqueue_as(&w, "light", &video_lines('l', 2_000)).await;
+    let policy = TenantPolicy {
+        weight: 3,
+        ..TenantPolicy::default()
+    };
+    assert!(w.store.set_tenant_policy("heavy", &policy).await.unwrap());
+    // The weight reaches Redis with the tenant's next enqueue (or the reconciler's pass).
+    enqueue_as(&w, "heavy", &video_lines('x', 1)).await;
+
+    let me = WorkerId::new();
+    let mut taken: HashMap<BatchId, usize> = HashMap::new();
+    for _ in 0..20 {
+        let claim = w
+            .queue
+            .claim(me, Duration::from_secs(60), 40)
+            .await
+            .unwrap();
+        for item in claim.items {
+            *taken.entry(item.batch).or_default() += 1;
+        }
+    }
+    let (h, l) = (taken[&heavy] as f64, taken[&light] as f64);
+    assert!(
+        (2.5..=3.5).contains(&(h / l)),
+        "weight 3 against 1 took {h} against {l}"
+    );
+}
