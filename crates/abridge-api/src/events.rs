@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abridge_core::BatchId;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +33,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::batches::{owned_batch, status_view};
 use crate::error::{ApiError, ErrorBody};
+use crate::params::BatchPath;
 use crate::views::BatchStatusView;
 
 /// What an open stream keeps of its caller: the token, looked up again while the stream is
@@ -283,25 +284,23 @@ fn to_event(view: &BatchStatusView) -> Event {
 #[utoipa::path(
     get, path = "/v1/batches/{id}/events", tag = "batches",
     params(
-        ("id" = String, Path, description = "Batch id"),
+        BatchPath,
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, when reconnecting"),
     ),
     responses(
         (status = 200, description = "text/event-stream: `progress` events (data: the batch status view) at item transitions, at most a few per second, then one `completed` or `cancelled` event, then the stream ends", content_type = "text/event-stream", body = String),
-        (status = 204, description = "The client already received the final event"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 429, description = "The tenant already has as many open streams on this API process as it may (`ABRIDGE_API_MAX_STREAMS_PER_TENANT`)", body = ErrorBody),
+        (status = 204, description = "The client already received the final event (its `Last-Event-ID`): `EventSource` stops reconnecting"),
+        (status = 429, description = "The tenant already has as many open streams on this API process as it may (`ABRIDGE_API_MAX_STREAMS_PER_TENANT`): `too_many_streams`, with `Retry-After`", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn batch_events(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: BatchPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let batch = owned_batch(&state, &caller, &id).await?;
+    let batch = owned_batch(&state, &caller, id).await?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
