@@ -38,11 +38,25 @@ const PAGE: i64 = 250;
 /// Bytes buffered between the writer task and the response body.
 const PIPE_BYTES: usize = 64 * 1024;
 
+/// The archive's bytes, for the OpenAPI document: a binary string (`contentMediaType`).
+pub struct ZipArchive;
+
+impl utoipa::PartialSchema for ZipArchive {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .content_media_type("application/zip")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ZipArchive {}
+
 #[utoipa::path(
     get, path = "/v1/batches/{id}/export", tag = "batches",
     params(BatchPath),
     responses(
-        (status = 200, description = "A ZIP: summaries/NNNN-title.md per succeeded item, index.csv and batch.json listing every item with its status and error", content_type = "application/zip", body = Vec<u8>),
+        (status = 200, description = "A ZIP: summaries/NNNN-title.md per succeeded item, index.csv and batch.json listing every item with its status and error", content_type = "application/zip", body = ZipArchive),
     ),
     security(("bearer" = []))
 )]

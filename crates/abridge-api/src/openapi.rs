@@ -1,12 +1,13 @@
 //! `GET /openapi.json`: the OpenAPI document, generated from the handlers' `utoipa`
 //! annotations, the parameter types of [`crate::params`] and the schemas of [`crate::views`],
-//! so it cannot drift from the code. Two modifiers finish it:
+//! so it cannot drift from the code. Modifiers finish it:
 //!
-//! - [`ErrorResponses`] adds the error answers that follow from what an operation takes:
+//! - `AtLeastOneInput` states the create body's rule that `urls` or `items` has an input.
+//! - `ErrorResponses` adds the error answers that follow from what an operation takes:
 //!   with a security requirement, 401 and 503 (the token is checked in Postgres); with the
 //!   batch id, 400 `invalid_batch_id` and 404; with query parameters, 400 `invalid_query` or
 //!   `invalid_cursor`. Handlers list only the answers of their own logic.
-//! - [`EventStream`] describes each event of the SSE operation (`itemSchema`).
+//! - `EventStream` describes each event of the SSE operation (`itemSchema`).
 //!
 //! utoipa writes OpenAPI 3.1; [`document`] declares 3.2, the version whose `itemSchema`
 //! describes the events of a `text/event-stream` (nothing else in the document differs).
@@ -18,6 +19,7 @@ use std::sync::OnceLock;
 use axum::Json;
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -55,7 +57,7 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail,
         crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),
-    modifiers(&BearerAuth, &ErrorResponses, &EventStream),
+    modifiers(&BearerAuth, &AtLeastOneInput, &ErrorResponses, &EventStream),
     tags(
         (name = "batches", description = "Batches and their items"),
         (name = "fleet", description = "The worker fleet"),
@@ -79,6 +81,36 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// `CreateBatch` needs an input in `urls` or `items` (the create handler's `no inputs` rule):
+/// `anyOf` "`urls` is a non-empty array" or "`items` is".
+struct AtLeastOneInput;
+
+impl Modify for AtLeastOneInput {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let create = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("CreateBatch"));
+        let Some(RefOr::T(Schema::Object(create))) = create else {
+            return;
+        };
+        let non_empty = |field: &str| {
+            serde_json::json!({
+                "required": [field],
+                "properties": { field: { "type": "array", "minItems": 1 } }
+            })
+        };
+        // utoipa's object has no `anyOf` of its own: it goes in as an extra member.
+        create
+            .extensions
+            .get_or_insert_with(Extensions::default)
+            .insert(
+                "anyOf".to_owned(),
+                serde_json::json!([non_empty("urls"), non_empty("items")]),
+            );
     }
 }
 
@@ -251,6 +283,19 @@ mod tests {
             (id["in"].as_str(), id["schema"]["format"].as_str()),
             (Some("path"), Some("uuid"))
         );
+    }
+
+    #[test]
+    fn a_create_body_needs_an_input_in_urls_or_items() {
+        let create = &document()["components"]["schemas"]["CreateBatch"];
+        let either: Vec<&serde_json::Value> = create["anyOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|branch| &branch["required"][0])
+            .collect();
+        assert_eq!(either, ["urls", "items"], "{create}");
+        assert_eq!(create["additionalProperties"], false);
     }
 
     #[test]
