@@ -53,10 +53,11 @@ pub struct ItemSpec {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents BatchOptions in the OpenAPI document
 pub struct Summarizer {
-    /// `extractive`, `openai`, `anthropic`, `noop`, ...: 1 to 32 characters of A-Z, a-z,
-    /// 0-9, `_` and `-`.
+    /// `extractive`, `openai` or `anthropic` (any case), or `noop` where the operator turns
+    /// drills on; a tenant may name only the backends the operator allows it.
     pub backend: Option<String>,
-    /// At most 200 bytes of UTF-8, not only spaces, no control characters.
+    /// At most 200 bytes of UTF-8, not only spaces, no control characters; a tenant may name
+    /// only the models the operator allows it.
     pub model: Option<String>,
     pub length: Option<LengthName>,
     /// Transcript language preference, most preferred first (`de` or `pt-BR,en`): at most
