@@ -17,8 +17,10 @@ use crate::support::*;
 
 /// The fuzzer's seed: the same requests on every run.
 const SEED: &str = "20";
-/// Generated test cases per operation and phase.
-const MAX_EXAMPLES: &str = "100";
+/// Generated test cases per operation and phase, with a tenant's token and with the operator's
+/// (the same operations; only what they see differs).
+const TENANT_EXAMPLES: &str = "100";
+const OPERATOR_EXAMPLES: &str = "30";
 
 fn contract_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/contract")
@@ -122,43 +124,54 @@ async fn the_api_answers_exactly_as_its_openapi_document_says() {
         output_text(&out)
     );
 
-    // The server answers as the document says, for every operation and every check.
-    let started = Instant::now();
-    let out = run(
-        Command::new(venv.join("bin/schemathesis"))
-            .current_dir(work.path())
-            .arg("--config-file")
-            .arg(contract_dir().join("schemathesis.toml"))
-            .args(["run", &format!("{base}/openapi.json")])
-            .args(["--header", &format!("Authorization: Bearer {token}")])
-            .args([
-                "--checks",
-                "all",
-                "--seed",
-                SEED,
-                "--max-examples",
-                MAX_EXAMPLES,
-            ])
-            .args(["--generation-database", "none", "--request-timeout", "10"])
-            .args(["--continue-on-failure", "--no-color"]),
-        "run schemathesis",
-    );
-    let report = output_text(&out);
+    // The server answers as the document says, for every operation and every check: to a
+    // tenant, and to the operator (who sees every batch and the fleet's figures).
+    let (code, out, err) = fleet.run(&["token", "create", "--operator", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let operator = made["token"].as_str().unwrap().to_owned();
     let api = fleet.workers.first().expect("the api process");
-    assert!(
-        out.status.success(),
-        "schemathesis found the server and its document disagree:\n{report}\n\nabridge api:\n{}",
-        api.logs()
-    );
-    let generated = report
-        .lines()
-        .find(|l| l.contains(" generated, "))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    eprintln!("contract: {generated} in {:?}", started.elapsed());
-    assert!(
-        generated.contains("passed") && !generated.starts_with("0 generated"),
-        "{report}"
-    );
+    for (who, token, examples) in [
+        ("tenant", &token, TENANT_EXAMPLES),
+        ("operator", &operator, OPERATOR_EXAMPLES),
+    ] {
+        let started = Instant::now();
+        let out = run(
+            Command::new(venv.join("bin/schemathesis"))
+                .current_dir(work.path())
+                .arg("--config-file")
+                .arg(contract_dir().join("schemathesis.toml"))
+                .args(["run", &format!("{base}/openapi.json")])
+                .args(["--header", &format!("Authorization: Bearer {token}")])
+                .args([
+                    "--checks",
+                    "all",
+                    "--seed",
+                    SEED,
+                    "--max-examples",
+                    examples,
+                ])
+                .args(["--generation-database", "none", "--request-timeout", "10"])
+                .args(["--continue-on-failure", "--no-color"]),
+            "run schemathesis",
+        );
+        let report = output_text(&out);
+        assert!(
+            out.status.success(),
+            "schemathesis, with a {who} token, found the server and its document disagree:\n\
+             {report}\n\nabridge api:\n{}",
+            api.logs()
+        );
+        let generated = report
+            .lines()
+            .find(|l| l.contains(" generated, "))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        eprintln!("contract ({who}): {generated} in {:?}", started.elapsed());
+        assert!(
+            generated.contains("passed") && !generated.starts_with("0 generated"),
+            "{report}"
+        );
+    }
 }
