@@ -2,6 +2,8 @@
 //!
 //! - `bench`: `abridge bench`, small: every scenario runs and reports its figures.
 //! - `cli`: the commands' input, output and errors.
+//! - `contract`: the API against its OpenAPI document: the document validated, the server
+//!   fuzzed with Schemathesis (`--checks all`, fixed seed), no finding allowed.
 //! - `api`: `abridge api` as a process, driven by `abridge enqueue/status --api` and the
 //!   token commands.
 //! - `faults`: the fault drills of the fleet core (SIGKILL, SIGSTOP/SIGCONT, FLUSHALL,
@@ -19,6 +21,7 @@
 mod api;
 mod bench;
 mod cli;
+mod contract;
 mod deploy;
 mod faults;
 mod operating;

@@ -3,17 +3,14 @@
 //! Creation goes through `abridge_control::enqueue_once` with the same `BatchInput` that
 //! `abridge enqueue` uses, so both accept, normalise and de-duplicate exactly the same inputs.
 
-use std::collections::HashMap;
-
 use abridge_control::{EnqueueOnce, EnqueueRequest, Owner};
+use abridge_core::BatchStatus;
 use abridge_core::input::{BatchInput, RawItem, Rejected};
-use abridge_core::{BatchId, BatchStatus, ItemId, ItemStatus};
 use abridge_store::BatchView;
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -21,6 +18,9 @@ use sha2::{Digest, Sha256};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::params::{
+    BatchCursor, BatchListQuery, BatchPath, ItemCursor, ItemListQuery, PageSize, Query, RetryQuery,
+};
 use crate::views::{
     BatchPage, BatchStatusView, CreateBatch, Created, ItemPage, ItemStatusView, RejectedInput,
     Retried,
@@ -84,21 +84,20 @@ impl std::io::Write for HashWriter {
 const MAX_NAME_CHARS: usize = 200;
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-/// Default page size of the lists.
-const DEFAULT_PAGE: i64 = 50;
 
 #[utoipa::path(
     post, path = "/v1/batches", tag = "batches",
     request_body = CreateBatch,
-    params(("Idempotency-Key" = Option<String>, Header,
-            description = "Makes a retried request return the first batch instead of creating another (1 to 255 printable characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$",
+            description = "Makes a retried request return the first batch instead of creating another (1 to 255 printable ASCII characters)")),
     responses(
-        (status = 201, description = "Batch created (or, with a known Idempotency-Key, the first one; then `Idempotent-Replayed: true`)", body = Created),
-        (status = 400, description = "Malformed JSON or header", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or revoked token", body = ErrorBody),
-        (status = 413, description = "Body or item count over the limit", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Wrong types, unknown fields or values, no valid input (every reason in `details.rejected`), refused webhook URL, reused Idempotency-Key", body = ErrorBody),
+        (status = 201, description = "Batch created (or, with a known Idempotency-Key, the first one; then `Idempotent-Replayed: true`)", body = Created,
+            headers(("Location" = String, description = "The batch's URL, `/v1/batches/{id}`"))),
+        (status = 400, description = "The body is not JSON (`malformed_json`) or cannot be read (`unreadable_body`), or the Idempotency-Key is not 1 to 255 printable ASCII characters (`invalid_idempotency_key`)", body = ErrorBody),
+        (status = 413, description = "The body is over `ABRIDGE_API_MAX_BODY_BYTES` (`body_too_large`) or has more inputs than `ABRIDGE_API_MAX_ITEMS` (`too_many_items`)", body = ErrorBody),
+        (status = 415, description = "A content type other than JSON (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "JSON that is not a batch: a wrong type or an unknown field (`invalid_request`, naming the field); or a batch the server refuses although its shape is right, for rules the schema does not express: no input at all in `urls` and `items`, a `name`, `summarizer` or `webhook_url` outside the rules their descriptions give (`invalid_request`), no input that is a video (`no_valid_input`, every reason in `details.rejected`), a webhook host that is internal or does not resolve (`webhook_url_refused`), an Idempotency-Key used before with another body (`idempotency_key_reused`) or sent with an operator token (`invalid_request`: keys belong to tenants), a backend or model the tenant may not use (`option_not_allowed`)", body = ErrorBody),
+        (status = 429, description = "Over the tenant's limits: its queued items (`quota_exceeded`; nothing of the batch is stored) or its batches per minute (`rate_limited`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -366,76 +365,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Query parameters, parsed leniently (unknown ones are ignored) and checked one by one.
-#[derive(Debug, Default)]
-pub struct Params(pub HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or("");
-        Ok(Params(
-            url::form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect(),
-        ))
-    }
-}
-
-impl Params {
-    pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    pub(crate) fn limit(&self, max: i64) -> Result<i64, ApiError> {
-        match self.get("limit") {
-            None => Ok(DEFAULT_PAGE.min(max)),
-            Some(raw) => raw
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("limit: expected a whole number from 1 to {max}, got {raw:?}"),
-                    )
-                }),
-        }
-    }
-
-    pub(crate) fn parsed<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        self.get(name)
-            .map(|raw| {
-                raw.parse::<T>()
-                    .map_err(|e| ApiError::bad_request("invalid_query", format!("{name}: {e}")))
-            })
-            .transpose()
-    }
-}
-
-pub fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_batch_id",
-            format!("{raw:?} is not a batch id (a UUID such as 0193a1b2-...)"),
-        )
-    })
-}
-
-/// The caller's batch `raw`, or 404 — also when another tenant owns it, so ids leak nothing.
+/// The caller's batch `id`, or 404 — also when another tenant owns it, so ids leak nothing.
 pub async fn owned_batch(
     state: &ApiState,
     caller: &Caller,
-    raw: &str,
+    BatchPath(id): BatchPath,
 ) -> Result<BatchView, ApiError> {
-    let id = parse_batch_id(raw)?;
     state
         .store
         .tenant_batch(caller.tenant(), id)
@@ -460,37 +395,22 @@ pub async fn status_view(state: &ApiState, b: &BatchView) -> Result<BatchStatusV
 
 #[utoipa::path(
     get, path = "/v1/batches", tag = "batches",
-    params(
-        ("status" = Option<String>, Query, description = "Only batches in this state: pending, running, completed, cancelled"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-    ),
+    params(BatchListQuery),
     responses(
         (status = 200, description = "The caller's batches, newest first", body = BatchPage),
-        (status = 400, description = "Bad query parameter", body = ErrorBody),
-        (status = 401, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn list_batches(
     State(state): State<ApiState>,
     caller: Caller,
-    params: Params,
+    Query(query): Query<BatchListQuery>,
 ) -> Result<Json<BatchPage>, ApiError> {
-    let limit = params.limit(state.settings.max_page)?;
-    let status = params.parsed::<BatchStatus>("status")?;
-    let before = match params.get("cursor") {
-        None => None,
-        Some(raw) => Some(raw.parse::<BatchId>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                format!("cursor: {raw:?} is not a cursor from a previous page"),
-            )
-        })?),
-    };
+    let PageSize(limit) = query.limit.unwrap_or_default();
+    let before = query.cursor.map(|BatchCursor(id)| id);
     let rows = state
         .store
-        .list_batches(caller.tenant(), status, before, limit + 1)
+        .list_batches(caller.tenant(), query.status, before, limit + 1)
         .await?;
     let more = rows.len() as i64 > limit;
     let mut batches = Vec::with_capacity(rows.len());
@@ -510,59 +430,38 @@ pub async fn list_batches(
 
 #[utoipa::path(
     get, path = "/v1/batches/{id}", tag = "batches",
-    params(("id" = String, Path, description = "Batch id")),
-    responses(
-        (status = 200, body = BatchStatusView),
-        (status = 400, description = "Not a batch id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, description = "No such batch for this tenant", body = ErrorBody),
-    ),
+    params(BatchPath),
+    responses((status = 200, description = "The batch, with progress and ETA", body = BatchStatusView)),
     security(("bearer" = []))
 )]
 pub async fn get_batch(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: BatchPath,
 ) -> Result<Json<BatchStatusView>, ApiError> {
-    let b = owned_batch(&state, &caller, &id).await?;
+    let b = owned_batch(&state, &caller, id).await?;
     Ok(Json(status_view(&state, &b).await?))
 }
 
 #[utoipa::path(
     get, path = "/v1/batches/{id}/items", tag = "batches",
-    params(
-        ("id" = String, Path, description = "Batch id"),
-        ("status" = Option<String>, Query, description = "Only items in this state: queued, running, succeeded, failed, cancelled"),
-        ("limit" = Option<i64>, Query, description = "Page size, 1 to 1000 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-    ),
-    responses(
-        (status = 200, description = "Items in input order", body = ItemPage),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-    ),
+    params(BatchPath, ItemListQuery),
+    responses((status = 200, description = "Items in input order", body = ItemPage)),
     security(("bearer" = []))
 )]
 pub async fn list_items(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
-    params: Params,
+    id: BatchPath,
+    Query(query): Query<ItemListQuery>,
 ) -> Result<Json<ItemPage>, ApiError> {
-    let b = owned_batch(&state, &caller, &id).await?;
-    let limit = params.limit(state.settings.max_page)?;
-    let status = params.parsed::<ItemStatus>("status")?;
-    let from = match params.get("cursor") {
-        None => 0,
-        Some(raw) => raw.parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                format!("cursor: {raw:?} is not a cursor from a previous page"),
-            )
-        })?,
-    };
-    let mut rows = state.store.items_of(b.id, status, from, limit + 1).await?;
+    let b = owned_batch(&state, &caller, id).await?;
+    let PageSize(limit) = query.limit.unwrap_or_default();
+    let ItemCursor(from) = query.cursor.unwrap_or_default();
+    let mut rows = state
+        .store
+        .items_of(b.id, query.status, from, limit + 1)
+        .await?;
     let next_cursor = if rows.len() as i64 > limit {
         rows.pop().map(|next| next.position.to_string())
     } else {
@@ -579,51 +478,43 @@ pub async fn list_items(
 
 #[utoipa::path(
     post, path = "/v1/batches/{id}/cancel", tag = "batches",
-    params(("id" = String, Path, description = "Batch id")),
+    params(BatchPath),
     responses(
         (status = 200, description = "Cancelled: no item starts any more, running ones stop", body = BatchStatusView),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The batch had already finished", body = ErrorBody),
+        (status = 409, description = "The batch had already finished (`batch_finished`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn cancel_batch(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: BatchPath,
 ) -> Result<Json<BatchStatusView>, ApiError> {
-    let b = owned_batch(&state, &caller, &id).await?;
+    let b = owned_batch(&state, &caller, id).await?;
     abridge_control::cancel(&state.store, &state.queue, b.id).await?;
-    let b = owned_batch(&state, &caller, &id).await?;
+    let b = owned_batch(&state, &caller, id).await?;
     Ok(Json(status_view(&state, &b).await?))
 }
 
 #[utoipa::path(
     post, path = "/v1/batches/{id}/retry", tag = "batches",
-    params(
-        ("id" = String, Path, description = "Batch id"),
-        ("item" = Option<i64>, Query, description = "Retry only this item (its `id`); `requeued` is 0 if it is not a failed item of the batch"),
-    ),
+    params(BatchPath, RetryQuery),
     responses(
         (status = 200, description = "Failed items are queued again (attempts reset); a completed batch runs again and its webhook is re-armed", body = Retried),
-        (status = 400, description = "`item` is not an item id", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, description = "The batch is cancelled", body = ErrorBody),
+        (status = 409, description = "The batch is cancelled (`batch_cancelled`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn retry_batch(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
-    params: Params,
+    id: BatchPath,
+    Query(query): Query<RetryQuery>,
 ) -> Result<Json<Retried>, ApiError> {
-    let only = params.parsed::<i64>("item")?.map(ItemId);
-    let b = owned_batch(&state, &caller, &id).await?;
+    let only = query.item.map(|item| item.0);
+    let b = owned_batch(&state, &caller, id).await?;
     let requeued = abridge_control::retry_failed(&state.store, &state.queue, b.id, only).await?;
-    let b = owned_batch(&state, &caller, &id).await?;
+    let b = owned_batch(&state, &caller, id).await?;
     Ok(Json(Retried {
         requeued,
         batch: status_view(&state, &b).await?,
@@ -634,7 +525,6 @@ pub async fn retry_batch(
     get, path = "/v1/stats", tag = "fleet",
     responses(
         (status = 200, description = "For a tenant token, the tenant's own figures (`scope: \"tenant\"`: its items by status, its throughput, its share of the queue). For an operator token, the fleet at a glance as `abridge stats --json` prints it (`scope: \"fleet\"`: queue depth per priority, delayed retries, leased items, failed items in unfinished batches, live workers)", body = Object),
-        (status = 401, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

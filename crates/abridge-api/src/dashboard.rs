@@ -20,8 +20,8 @@ use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::auth::Caller;
-use crate::batches::Params;
 use crate::error::ApiError;
+use crate::params::{FailedQuery, HistoryMinutes, HistoryQuery, PageSize, Query};
 use crate::views::{ItemStatusView, rfc3339};
 
 /// Only this server's own script and styles; the page talks to this server only.
@@ -92,27 +92,20 @@ pub struct FailedItems {
     pub items: Vec<ItemStatusView>,
 }
 
-const MAX_HISTORY_MINUTES: i32 = 24 * 60;
-
 #[utoipa::path(
     get, path = "/v1/history", tag = "fleet",
-    params(("minutes" = Option<i32>, Query, description = "How many minutes back, 1 to 1440 (default 60)")),
+    params(HistoryQuery),
     responses(
-        (status = 200, description = "Queue depth and throughput per minute, for the dashboard's chart", body = History),
-        (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody),
+        (status = 200, description = "Throughput per minute, for the dashboard's chart, and the queue's depth: for a tenant token, the tenant's own items, and the depth fields are `null` (the queue is the fleet's); for an operator token, every item and the depth", body = History),
     ),
     security(("bearer" = []))
 )]
 pub async fn history(
     State(state): State<ApiState>,
     caller: Caller,
-    params: Params,
+    Query(query): Query<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
-    let minutes = params
-        .parsed::<i32>("minutes")?
-        .unwrap_or(60)
-        .clamp(1, MAX_HISTORY_MINUTES);
+    let HistoryMinutes(minutes) = query.minutes.unwrap_or_default();
     // A tenant sees its own throughput; the queue's depth is the fleet's, the operator's.
     let (throughput, depth) = tokio::try_join!(
         state
@@ -153,20 +146,18 @@ pub async fn history(
 
 #[utoipa::path(
     get, path = "/v1/failed", tag = "batches",
-    params(("limit" = Option<i64>, Query, description = "At most this many, 1 to 1000 (default 50)")),
+    params(FailedQuery),
     responses(
         (status = 200, description = "The latest failed items of the caller's newest 100 batches", body = FailedItems),
-        (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn failed(
     State(state): State<ApiState>,
     caller: Caller,
-    params: Params,
+    Query(query): Query<FailedQuery>,
 ) -> Result<Json<FailedItems>, ApiError> {
-    let limit = params.limit(state.settings.max_page)?;
+    let PageSize(limit) = query.limit.unwrap_or_default();
     let items = state
         .store
         .recent_failed_items(caller.tenant(), limit)

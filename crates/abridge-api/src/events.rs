@@ -18,8 +18,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use abridge_core::BatchId;
-use axum::extract::{Path, State};
+use abridge_core::{BatchId, BatchStatus};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -33,7 +33,11 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::batches::{owned_batch, status_view};
 use crate::error::{ApiError, ErrorBody};
+use crate::params::BatchPath;
 use crate::views::BatchStatusView;
+
+/// The name of the events before the final one (which is named for the final status).
+const PROGRESS_EVENT: &str = "progress";
 
 /// What an open stream keeps of its caller: the token, looked up again while the stream is
 /// open, and the stream's slot under the owner's cap.
@@ -267,11 +271,69 @@ fn event_id(view: &BatchStatusView) -> String {
     }
 }
 
+/// The schema of one event of the stream, for the OpenAPI document: `itemSchema` of
+/// `text/event-stream` (OpenAPI 3.2), where an event is an object of its fields (`event`,
+/// `id`, `data`; `data` a string, here JSON described by `contentSchema`). It follows
+/// [`to_event`] and [`event_id`]; the contract test checks real streams against it.
+pub fn event_item_schema() -> serde_json::Value {
+    use serde_json::json;
+    let view = json!({ "$ref": "#/components/schemas/BatchStatusView" });
+    let event = |name: &str, id: serde_json::Value, statuses: &[BatchStatus]| {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        json!({
+            "type": "object",
+            "required": ["event", "id", "data"],
+            "properties": {
+                "event": { "const": name },
+                "id": id,
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {
+                        "allOf": [view, { "properties": { "status": { "enum": statuses } } }]
+                    }
+                }
+            }
+        })
+    };
+    let final_id = |status: BatchStatus| {
+        json!({
+            "type": "string",
+            "pattern": format!("^{status}-"),
+            "description": format!("`{status}-` and the batch's `finished_at`")
+        })
+    };
+    json!({
+        "description": "One event: `progress` while the batch is pending or running, then one `completed` or `cancelled`, the last. `id` is a fingerprint of the state (send it back as `Last-Event-ID`); `data` is the batch status view as JSON",
+        "oneOf": [
+            event(
+                PROGRESS_EVENT,
+                json!({
+                    "type": "string",
+                    "pattern": r"^[0-9]+(\.[0-9]+){4}$",
+                    "description": "The counts: queued.running.succeeded.failed.cancelled"
+                }),
+                &[BatchStatus::Pending, BatchStatus::Running],
+            ),
+            event(
+                BatchStatus::Completed.as_str(),
+                final_id(BatchStatus::Completed),
+                &[BatchStatus::Completed],
+            ),
+            event(
+                BatchStatus::Cancelled.as_str(),
+                final_id(BatchStatus::Cancelled),
+                &[BatchStatus::Cancelled],
+            ),
+        ]
+    })
+}
+
 fn to_event(view: &BatchStatusView) -> Event {
     let name = if view.status.is_finished() {
         view.status.as_str()
     } else {
-        "progress"
+        PROGRESS_EVENT
     };
     Event::default()
         .event(name)
@@ -283,25 +345,23 @@ fn to_event(view: &BatchStatusView) -> Event {
 #[utoipa::path(
     get, path = "/v1/batches/{id}/events", tag = "batches",
     params(
-        ("id" = String, Path, description = "Batch id"),
+        BatchPath,
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, when reconnecting"),
     ),
     responses(
-        (status = 200, description = "text/event-stream: `progress` events (data: the batch status view) at item transitions, at most a few per second, then one `completed` or `cancelled` event, then the stream ends", content_type = "text/event-stream", body = String),
-        (status = 204, description = "The client already received the final event"),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 429, description = "The tenant already has as many open streams on this API process as it may (`ABRIDGE_API_MAX_STREAMS_PER_TENANT`)", body = ErrorBody),
+        (status = 200, description = "`progress` events (data: the batch status view) at item transitions, at most a few per second, then one `completed` or `cancelled` event, then the stream ends (it also ends without one when the token is revoked or the server stops). The first event is the current state. Each event is described by the `itemSchema` of `text/event-stream`", content_type = "text/event-stream"),
+        (status = 204, description = "The client already received the final event (its `Last-Event-ID`): `EventSource` stops reconnecting"),
+        (status = 429, description = "The tenant already has as many open streams on this API process as it may (`ABRIDGE_API_MAX_STREAMS_PER_TENANT`): `too_many_streams`, with `Retry-After`", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn batch_events(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: BatchPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let batch = owned_batch(&state, &caller, &id).await?;
+    let batch = owned_batch(&state, &caller, id).await?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

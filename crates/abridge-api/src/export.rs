@@ -19,7 +19,7 @@ use abridge_store::batch_api::IndexRow;
 use async_zip::base::write::ZipFileWriter;
 use async_zip::{Compression, ZipDateTime, ZipEntryBuilder};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::{AsyncWriteExt, StreamExt};
@@ -29,7 +29,8 @@ use tokio_util::io::ReaderStream;
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::batches::{owned_batch, status_view};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
+use crate::params::BatchPath;
 use crate::views::{BatchStatusView, rfc3339, shown_error};
 
 /// Rows read per query.
@@ -37,22 +38,34 @@ const PAGE: i64 = 250;
 /// Bytes buffered between the writer task and the response body.
 const PIPE_BYTES: usize = 64 * 1024;
 
+/// The archive's bytes, for the OpenAPI document: a binary string (`contentMediaType`).
+pub struct ZipArchive;
+
+impl utoipa::PartialSchema for ZipArchive {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .content_media_type("application/zip")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ZipArchive {}
+
 #[utoipa::path(
     get, path = "/v1/batches/{id}/export", tag = "batches",
-    params(("id" = String, Path, description = "Batch id")),
+    params(BatchPath),
     responses(
-        (status = 200, description = "application/zip: summaries/NNNN-title.md per succeeded item, index.csv and batch.json listing every item with its status and error", content_type = "application/zip", body = Vec<u8>),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, description = "A ZIP: summaries/NNNN-title.md per succeeded item, index.csv and batch.json listing every item with its status and error", content_type = "application/zip", body = ZipArchive),
     ),
     security(("bearer" = []))
 )]
 pub async fn export_batch(
     State(state): State<ApiState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: BatchPath,
 ) -> Result<Response, ApiError> {
-    let batch = owned_batch(&state, &caller, &id).await?;
+    let batch = owned_batch(&state, &caller, id).await?;
     let view = status_view(&state, &batch).await?;
     let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
     let id = batch.id;

@@ -10,6 +10,8 @@
 //! - [`webhooks`]: SSRF guard, HMAC signature, and the at-least-once dispatcher.
 //! - [`dashboard`]: the web dashboard at `/`, its history and failures routes, and the
 //!   depth sampler behind its chart.
+//! - [`params`]: the batch id in the path and the typed query strings, each its own extractor
+//!   and its own OpenAPI parameters.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
 //! - [`client`]: a typed client of this API (used by `abridge enqueue --api` and tests).
 //! - [`error`], [`views`], [`settings`]: the error shape, the JSON shapes, the settings.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod openapi;
+pub mod params;
 pub mod settings;
 pub mod views;
 pub mod webhooks;
@@ -104,7 +107,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/dashboard.css", get(dashboard::styles))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi::document))
+        .route("/openapi.json", get(openapi::serve_document))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))

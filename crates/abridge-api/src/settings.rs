@@ -15,8 +15,6 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Most inputs (`urls` plus `items`) in one batch; more are answered 413.
     pub max_items: usize,
-    /// Most items in one page of a list.
-    pub max_page: i64,
     /// The window of finished items an ETA is computed from.
     pub eta_window: Duration,
     /// Progress events of one batch are at least this far apart (coalescing).
@@ -86,7 +84,6 @@ impl ApiSettings {
             listen,
             max_body_bytes: src.number("api_max_body_bytes", 32 << 20, 1024, 1 << 30)? as usize,
             max_items: src.number("api_max_items", 10_000, 1, 1_000_000)? as usize,
-            max_page: 1_000,
             eta_window: src.millis("api_eta_window_ms", 300_000, 1_000)?,
             events_min_interval: src.millis("api_events_min_interval_ms", 250, 10)?,
             events_refresh: src.millis("api_events_refresh_ms", 5_000, 100)?,

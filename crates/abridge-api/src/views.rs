@@ -21,18 +21,22 @@ pub fn rfc3339(t: &DateTime<Utc>) -> String {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
-    /// A name to recognise the batch by (at most 200 characters).
+    /// A name to recognise the batch by: at most 200 characters, none of them control
+    /// characters, once trimmed (empty is no name).
     pub name: Option<String>,
     #[schema(value_type = Option<PriorityName>)]
     pub priority: Option<Priority>,
-    /// Video URLs or bare 11-character ids.
+    /// Video URLs or bare 11-character ids. An input that is not a video is reported in
+    /// `rejected`; a batch needs at least one that is (else 422 `no_valid_input`).
     pub urls: Option<Vec<String>>,
     /// Videos with an optional title and transcript (a supplied transcript is summarized
     /// without fetching one). Positions continue after `urls`.
     pub items: Option<Vec<ItemSpec>>,
     #[schema(value_type = Option<Summarizer>)]
     pub summarizer: Option<BatchOptions>,
-    /// POSTed the final status, signed, when the batch completes or is cancelled.
+    /// POSTed the final status, signed, when the batch completes or is cancelled. An http(s)
+    /// URL of at most 2048 characters, without credentials, whose host resolves to public
+    /// addresses only (unless the operator allows others).
     pub webhook_url: Option<String>,
 }
 
@@ -46,13 +50,18 @@ pub struct ItemSpec {
 
 /// The batch's summarizer options; unset fields use the fleet's defaults.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents BatchOptions in the OpenAPI document
 pub struct Summarizer {
-    /// `extractive`, `openai`, `anthropic`, `noop`, ...
+    /// `extractive`, `openai` or `anthropic` (any case), or `noop` where the operator turns
+    /// drills on; a tenant may name only the backends the operator allows it.
     pub backend: Option<String>,
+    /// At most 200 bytes of UTF-8, not only spaces, no control characters; a tenant may name
+    /// only the models the operator allows it.
     pub model: Option<String>,
     pub length: Option<LengthName>,
-    /// Transcript language preference, most preferred first (`de` or `pt-BR,en`).
+    /// Transcript language preference, most preferred first (`de` or `pt-BR,en`): at most
+    /// 100 bytes, comma-separated codes of 2 to 12 characters of A-Z, a-z, 0-9 and `-`.
     pub language: Option<String>,
 }
 

@@ -372,6 +372,82 @@ async fn every_kind_of_bad_input_is_a_4xx_with_a_message() {
             )
         },
         get(
+            "empty limit",
+            "/v1/batches?limit=".into(),
+            400,
+            "invalid_query",
+            "limit",
+        ),
+        get(
+            "limit with a plus sign",
+            "/v1/failed?limit=%2B5".into(),
+            400,
+            "invalid_query",
+            "limit",
+        ),
+        get(
+            "empty history minutes",
+            "/v1/history?minutes=".into(),
+            400,
+            "invalid_query",
+            "minutes",
+        ),
+        get(
+            "history minutes over a day",
+            "/v1/history?minutes=1441".into(),
+            400,
+            "invalid_query",
+            "minutes",
+        ),
+        get(
+            "empty cursor",
+            "/v1/batches?cursor=".into(),
+            400,
+            "invalid_cursor",
+            "cursor",
+        ),
+        get(
+            "a status filter in capitals",
+            "/v1/batches?status=RUNNING".into(),
+            400,
+            "invalid_query",
+            "status",
+        ),
+        get(
+            "a batch id that is a number, on the event stream",
+            "/v1/batches/0/events".into(),
+            400,
+            "invalid_batch_id",
+            "\"0\"",
+        ),
+        get(
+            "a batch id without hyphens, on the export",
+            format!("/v1/batches/{}/export", id.0.simple()),
+            400,
+            "invalid_batch_id",
+            "not a batch id",
+        ),
+        Case {
+            method: "POST",
+            ..get(
+                "cancel of a batch id that is not one",
+                "/v1/batches/x/cancel".into(),
+                400,
+                "invalid_batch_id",
+                "not a batch id",
+            )
+        },
+        Case {
+            method: "POST",
+            ..get(
+                "retry of a batch id that is not one",
+                "/v1/batches/x/retry".into(),
+                400,
+                "invalid_batch_id",
+                "not a batch id",
+            )
+        },
+        get(
             "unknown endpoint",
             "/v1/nothing".into(),
             404,
