@@ -23,7 +23,7 @@ use crate::params::{
 };
 use crate::views::{
     BatchPage, BatchStatusView, CreateBatch, Created, ItemPage, ItemStatusView, RejectedInput,
-    Retried,
+    Retried, WebhookView,
 };
 use crate::webhooks;
 
@@ -390,7 +390,13 @@ pub async fn status_view(state: &ApiState, b: &BatchView) -> Result<BatchStatusV
                 .await?,
         )
     };
-    Ok(BatchStatusView::new(b, rate))
+    let mut view = BatchStatusView::new(b, rate);
+    if b.webhook_url.is_some()
+        && let Some(d) = state.store.webhook_delivery(b.id).await?
+    {
+        view.webhook = Some(WebhookView::new(&d, b.status.is_finished()));
+    }
+    Ok(view)
 }
 
 #[utoipa::path(

@@ -53,7 +53,7 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
     ),
     components(schemas(
         CreateBatch, ItemSpec, Summarizer, LengthName, PriorityName, BatchStatusName,
-        ItemStatusName, RejectedInput, Created, CountsView, BatchStatusView, BatchPage,
+        ItemStatusName, RejectedInput, Created, CountsView, BatchStatusView, WebhookView, BatchPage,
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail,
         crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),

@@ -43,6 +43,8 @@ pub struct WebhookSettings {
     pub retry_base: Duration,
     /// No retry waits longer than this.
     pub retry_max: Duration,
+    /// A delivery still failing this long after its first attempt gives up.
+    pub give_up: Duration,
     /// How often a dispatcher looks for due deliveries (it is also woken by progress notices).
     pub poll: Duration,
 }
@@ -98,6 +100,7 @@ impl ApiSettings {
                 timeout: src.millis("webhook_timeout_ms", 10_000, 100)?,
                 retry_base,
                 retry_max,
+                give_up: src.millis("webhook_give_up_ms", 3 * 24 * 3_600_000, 1)?,
                 poll: src.millis("webhook_poll_ms", 1_000, 10)?,
             },
         })

@@ -164,6 +164,54 @@ pub struct BatchStatusView {
     #[schema(value_type = Object)]
     pub summarizer: serde_json::Value,
     pub webhook_url: Option<String>,
+    /// Where the batch's webhook stands; `null` for a batch without one.
+    pub webhook: Option<WebhookView>,
+}
+
+/// A batch's webhook delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookView {
+    /// `waiting` (the batch has not finished), `due`, `sending`, `retrying`, `delivered` or
+    /// `gave_up` (it failed for `ABRIDGE_WEBHOOK_GIVE_UP_MS`; a retry of the batch re-arms it).
+    pub state: String,
+    /// Attempts of the current event.
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<String>,
+    /// When the next attempt is due, while one is.
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub gave_up_at: Option<String>,
+}
+
+impl WebhookView {
+    pub fn new(d: &abridge_store::webhooks::DeliveryView, batch_finished: bool) -> Self {
+        let state = if d.delivered_at.is_some() {
+            "delivered"
+        } else if d.gave_up_at.is_some() {
+            "gave_up"
+        } else if !batch_finished {
+            "waiting"
+        } else if d.in_flight {
+            "sending"
+        } else if d.attempts > 0 {
+            "retrying"
+        } else {
+            "due"
+        };
+        let pending = d.delivered_at.is_none() && d.gave_up_at.is_none() && batch_finished;
+        Self {
+            state: state.to_owned(),
+            attempts: d.attempts,
+            last_status: d.last_status,
+            last_error: d.last_error.clone(),
+            last_attempt_at: d.last_attempt_at.as_ref().map(rfc3339),
+            next_attempt_at: pending.then(|| rfc3339(&d.next_attempt_at)),
+            delivered_at: d.delivered_at.as_ref().map(rfc3339),
+            gave_up_at: d.gave_up_at.as_ref().map(rfc3339),
+        }
+    }
 }
 
 impl BatchStatusView {
@@ -202,6 +250,7 @@ impl BatchStatusView {
             eta_seconds,
             summarizer: b.options.clone(),
             webhook_url: b.webhook_url.clone(),
+            webhook: None,
         }
     }
 }

@@ -32,6 +32,8 @@ use crate::views::BatchStatusView;
 const MAX_URL_LEN: usize = 2048;
 /// Deliveries claimed per dispatcher round.
 const CLAIM_BATCH: i64 = 16;
+/// Attempts one API process has under way at once.
+const MAX_IN_FLIGHT: usize = 64;
 /// Shortest pause between two dispatcher rounds that found little to do.
 const MIN_ROUND_GAP: Duration = Duration::from_millis(100);
 
@@ -256,21 +258,45 @@ pub async fn dispatch(state: ApiState, stop: CancellationToken) {
     let settings = &state.settings.webhooks;
     // A claimed delivery is not due again for this long: longer than any attempt can take.
     let hold = settings.timeout * 2 + Duration::from_secs(5);
+    // Attempts run on their own, never waited for as a round: a slow endpoint holds only its
+    // own attempt (and the claim takes one delivery per tenant at a time).
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut attempts = tokio::task::JoinSet::new();
     loop {
-        let claimed = match state.store.claim_due_webhooks(CLAIM_BATCH, hold).await {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(error = %e, "cannot claim due webhooks; trying again");
-                Vec::new()
+        while attempts.try_join_next().is_some() {}
+        let room = slots.available_permits().min(CLAIM_BATCH as usize) as i64;
+        let claimed = if room == 0 {
+            Vec::new()
+        } else {
+            match state.store.claim_due_webhooks(room, hold).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(error = %e, "cannot claim due webhooks; trying again");
+                    Vec::new()
+                }
             }
         };
-        let full = claimed.len() as i64 == CLAIM_BATCH;
-        futures::future::join_all(claimed.into_iter().map(|w| deliver(&state, &client, w))).await;
+        let full = room > 0 && claimed.len() as i64 == room;
+        for w in claimed {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let (state, client) = (state.clone(), client.clone());
+            attempts.spawn(async move {
+                deliver(&state, &client, w).await;
+                drop(permit);
+            });
+        }
         if full {
             continue;
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // Attempts under way are recorded (or their hold expires and another tries).
+                let _ = tokio::time::timeout(hold, async {
+                    while attempts.join_next().await.is_some() {}
+                })
+                .await;
+                return;
+            }
             _ = state.hub.dispatcher_wakeup.notified() => {}
             _ = tokio::time::sleep(settings.poll) => {}
         }
@@ -290,11 +316,19 @@ async fn deliver(state: &ApiState, client: &reqwest::Client, w: ClaimedWebhook) 
         }
         Err((status, error)) => {
             let retry_in = backoff(w.attempt, settings);
-            warn!(batch = %w.batch_id, attempt = w.attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "webhook attempt failed; will retry");
-            state
-                .store
-                .webhook_failed(&w, status, &error, retry_in)
-                .await
+            let failing_for = (chrono::Utc::now() - w.first_attempt_at)
+                .to_std()
+                .unwrap_or_default();
+            if failing_for + retry_in >= settings.give_up {
+                warn!(batch = %w.batch_id, attempt = w.attempt, error = %error, "webhook attempt failed; giving up (ABRIDGE_WEBHOOK_GIVE_UP_MS)");
+                state.store.webhook_gave_up(&w, status, &error).await
+            } else {
+                warn!(batch = %w.batch_id, attempt = w.attempt, error = %error, retry_in_ms = retry_in.as_millis() as u64, "webhook attempt failed; will retry");
+                state
+                    .store
+                    .webhook_failed(&w, status, &error, retry_in)
+                    .await
+            }
         }
     };
     if let Err(e) = recorded {
@@ -447,6 +481,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(10),
+            give_up: Duration::from_secs(3600),
             poll: Duration::from_secs(1),
         };
         let d1 = backoff(1, &s);

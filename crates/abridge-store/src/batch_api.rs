@@ -274,7 +274,8 @@ impl Store {
             sqlx::query!(
                 "UPDATE webhook_deliveries
                  SET delivered_at = NULL, attempts = 0, claim = NULL, event_id = $2,
-                     next_attempt_at = now(), last_status = NULL, last_error = NULL
+                     next_attempt_at = now(), last_status = NULL, last_error = NULL,
+                     first_attempt_at = NULL, gave_up_at = NULL
                  WHERE batch_id = $1",
                 id.0,
                 uuid::Uuid::new_v4(),

@@ -242,3 +242,125 @@ async fn webhook_urls_to_internal_addresses_are_refused_unless_allowed() {
     strict.stop().await;
     allowing.stop().await;
 }
+
+/// A receiver whose every request hangs for `hang` before answering 500.
+async fn hanging_receiver(hang: Duration) -> (Arc<Mutex<usize>>, String) {
+    let seen: Arc<Mutex<usize>> = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let s = s.clone();
+            async move {
+                *s.lock().unwrap() += 1;
+                tokio::time::sleep(hang).await;
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (seen, url)
+}
+
+/// One tenant's dead endpoint holds one attempt at a time, and never delays another tenant's
+/// delivery by more than that one slot; a delivery that keeps failing gives up after the
+/// bound, records that, and the API shows it.
+#[tokio::test]
+async fn a_dead_endpoint_delays_no_other_tenant_and_gives_up_after_the_bound() {
+    let mut app = App::start(&[
+        ("ABRIDGE_WEBHOOK_TIMEOUT_MS", "3000"),
+        ("ABRIDGE_WEBHOOK_RETRY_BASE_MS", "100"),
+        ("ABRIDGE_WEBHOOK_RETRY_MAX_MS", "200"),
+        ("ABRIDGE_WEBHOOK_GIVE_UP_MS", "4000"),
+    ])
+    .await;
+    app.start_worker(4);
+    let (dead_hits, dead) = hanging_receiver(Duration::from_secs(30)).await;
+    let (receiver, good) = Receiver::start(0).await;
+    let acme = app.token("acme").await;
+    let globex = app.token("globex").await;
+
+    let mut acme_batches = Vec::new();
+    for i in 0..4 {
+        let prefix = char::from(b'a' + i);
+        let id = app
+            .create(
+                &acme,
+                json!({"urls": video_ids(prefix, 1), "webhook_url": dead}),
+            )
+            .await;
+        app.wait_finished(&acme, id, Duration::from_secs(20)).await;
+        acme_batches.push(id);
+    }
+    // Acme's first attempt is under way (and will hang until its timeout).
+    eventually(Duration::from_secs(5), "acme's first attempt", || async {
+        *dead_hits.lock().unwrap() >= 1
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let id = app
+        .create(
+            &globex,
+            json!({"urls": video_ids('g', 1), "webhook_url": good}),
+        )
+        .await;
+    app.wait_finished(&globex, id, Duration::from_secs(20))
+        .await;
+    eventually(Duration::from_secs(10), "globex's delivery", || async {
+        !receiver.requests().is_empty()
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "globex's webhook waited {:?} behind acme's dead endpoint",
+        started.elapsed()
+    );
+    assert_eq!(
+        *dead_hits.lock().unwrap(),
+        1,
+        "one attempt of acme's at a time, not one per batch"
+    );
+
+    // Every acme delivery gives up after the bound (4 s from its first attempt).
+    let (_, view) = app
+        .get(&acme, &format!("/v1/batches/{}", acme_batches[0]))
+        .await;
+    assert!(
+        matches!(
+            view["webhook"]["state"].as_str(),
+            Some("sending" | "retrying")
+        ),
+        "{view}"
+    );
+    eventually(
+        Duration::from_secs(40),
+        "acme's deliveries give up",
+        || async {
+            let mut all = true;
+            for b in &acme_batches {
+                let d = app.store.webhook_delivery(*b).await.unwrap().unwrap();
+                all &= d.gave_up_at.is_some() && d.delivered_at.is_none();
+            }
+            all
+        },
+    )
+    .await;
+    let (_, view) = app
+        .get(&acme, &format!("/v1/batches/{}", acme_batches[0]))
+        .await;
+    assert_eq!(view["webhook"]["state"], "gave_up", "{view}");
+    assert!(view["webhook"]["gave_up_at"].is_string());
+    assert!(view["webhook"]["next_attempt_at"].is_null());
+    let attempts = *dead_hits.lock().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        *dead_hits.lock().unwrap(),
+        attempts,
+        "no attempt after giving up"
+    );
+    let (_, view) = app.get(&globex, &format!("/v1/batches/{id}")).await;
+    assert_eq!(view["webhook"]["state"], "delivered", "{view}");
+    app.stop().await;
+}
