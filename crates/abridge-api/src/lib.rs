@@ -12,6 +12,7 @@
 //!   depth sampler behind its chart.
 //! - [`params`]: the batch id in the path and the typed query strings, each its own extractor
 //!   and its own OpenAPI parameters.
+//! - [`tenants`]: the operator's settings for each tenant (operator tokens only).
 //! - [`openapi`]: the OpenAPI document, generated from the handlers' annotations.
 //! - [`client`]: a typed client of this API (used by `abridge enqueue --api` and tests).
 //! - [`error`], [`views`], [`settings`]: the error shape, the JSON shapes, the settings.
@@ -29,6 +30,7 @@ pub mod export;
 pub mod openapi;
 pub mod params;
 pub mod settings;
+pub mod tenants;
 pub mod views;
 pub mod webhooks;
 
@@ -99,7 +101,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/batches/{id}/events", get(events::batch_events))
         .route("/stats", get(batches::fleet_stats))
         .route("/history", get(dashboard::history))
-        .route("/failed", get(dashboard::failed));
+        .route("/failed", get(dashboard::failed))
+        .route("/tenants", get(tenants::list_tenants))
+        .route(
+            "/tenants/{name}",
+            get(tenants::get_tenant).put(tenants::put_tenant),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/", get(dashboard::page))

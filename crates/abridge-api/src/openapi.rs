@@ -48,12 +48,17 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
         crate::batches::fleet_stats,
         crate::dashboard::history,
         crate::dashboard::failed,
+        crate::tenants::list_tenants,
+        crate::tenants::get_tenant,
+        crate::tenants::put_tenant,
         crate::healthz,
         crate::readyz,
     ),
     components(schemas(
         CreateBatch, ItemSpec, Summarizer, LengthName, PriorityName, BatchStatusName,
         ItemStatusName, RejectedInput, Created, CountsView, BatchStatusView, WebhookView, BatchPage,
+        crate::tenants::TenantSettings, crate::tenants::BackendName, crate::tenants::ModelName, crate::tenants::TenantInfo,
+        crate::tenants::TenantList,
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail,
         crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),
@@ -61,6 +66,7 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
     tags(
         (name = "batches", description = "Batches and their items"),
         (name = "fleet", description = "The worker fleet"),
+        (name = "tenants", description = "The operator's settings for each tenant (operator tokens only)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -19,7 +19,7 @@ pub struct Tenant {
 
 /// What the operator lets a tenant do (`abridge tenant set`). `None` is the default: the
 /// fleet's configured backend and model only, no other limit.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TenantPolicy {
     /// Backends the tenant's batches may name.
     pub backends: Option<Vec<Backend>>,
@@ -35,6 +35,20 @@ pub struct TenantPolicy {
     pub max_queued: Option<i64>,
     /// Most batches it may create per minute.
     pub max_batches_per_minute: Option<i32>,
+}
+
+impl Default for TenantPolicy {
+    fn default() -> Self {
+        Self {
+            backends: None,
+            models: None,
+            daily_tokens: None,
+            weight: 1,
+            max_in_flight: None,
+            max_queued: None,
+            max_batches_per_minute: None,
+        }
+    }
 }
 
 impl TenantPolicy {

@@ -289,3 +289,72 @@ async fn an_event_stream_ends_when_its_token_is_revoked_and_streams_are_capped()
     );
     third.unwrap().collect(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn only_the_operator_reads_and_sets_tenants_settings() {
+    let app = App::start(&[]).await;
+    let acme = app.token("acme").await;
+    let operator = app.operator_token().await;
+    for path in ["/v1/tenants", "/v1/tenants/acme"] {
+        let (status, body) = app.get(&acme, path).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "operator_only");
+    }
+    let put = |token: String, name: &'static str, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .put(app.url(&format!("/v1/tenants/{name}")))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, _) = put(acme.clone(), "acme", json!({"weight": 5})).await;
+    assert_eq!(status, 403, "a tenant cannot raise its own limits");
+
+    let (status, body) = put(
+        operator.clone(),
+        "acme",
+        json!({"weight": 2, "backends": ["noop", "openai"], "max_queued": 100}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["settings"]["weight"], 2);
+    assert_eq!(body["settings"]["backends"], json!(["noop", "openai"]));
+    let stored = app.store.tenant("acme").await.unwrap().unwrap().policy;
+    assert_eq!(stored.backends, Some(vec![Backend::Noop, Backend::Openai]));
+    assert_eq!(stored.max_queued, Some(100));
+    // The new policy applies to acme's next create.
+    let (status, body) = app
+        .post(
+            &acme,
+            "/v1/batches",
+            json!({"urls": video_ids('t', 1), "summarizer": {"backend": "openai"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let (status, body) = put(operator.clone(), "acme", json!({"weight": 0})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("weight")
+    );
+    let (status, _) = put(operator.clone(), "acme", json!({"wieght": 2})).await;
+    assert_eq!(status, 422);
+    let (status, _) = put(operator.clone(), "nobody", json!({})).await;
+    assert_eq!(status, 404);
+    let (status, list) = app.get(&operator, "/v1/tenants").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["tenants"][0]["name"], "acme");
+}
