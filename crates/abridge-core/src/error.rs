@@ -89,6 +89,9 @@ pub fn public_message(kind: &str) -> &'static str {
             "The worker processing the item stopped too many times."
         }
         "cancelled" => "The batch was cancelled.",
+        "tenant_budget_exhausted" => {
+            "The tenant's daily model budget is spent; the item waits for the next UTC day."
+        }
         _ => "The item failed.",
     }
 }

@@ -69,6 +69,11 @@ impl Keys {
         format!("{}breaker:{name}", self.prefix)
     }
 
+    /// LLM tokens a tenant's items spent on one UTC day (`YYYYMMDD`).
+    pub fn tenant_tokens(&self, tenant: &str, day: &str) -> String {
+        format!("{}tokens:{tenant}:{day}", self.prefix)
+    }
+
     pub fn rotation_for(&self, priority: Priority) -> &str {
         &self.rotation[usize::from(priority.rank())]
     }

@@ -881,6 +881,36 @@ impl Queue {
         })
     }
 
+    /// LLM tokens `tenant`'s items have spent on `day` (`YYYYMMDD`, UTC), by this fleet's
+    /// count (lost with Redis: the budget is then counted afresh).
+    pub async fn tenant_tokens(&self, tenant: &str, day: &str) -> Result<i64> {
+        let mut conn = self.conn("read a tenant's tokens").await?;
+        let n: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.tenant_tokens(tenant, day))
+            .query_async(&mut conn)
+            .await
+            .context("read a tenant's tokens")?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Counts `tokens` more against `tenant`'s `day`; the counter outlives its day by one.
+    pub async fn add_tenant_tokens(&self, tenant: &str, day: &str, tokens: u64) -> Result<()> {
+        let key = self.keys.tenant_tokens(tenant, day);
+        let mut conn = self.conn("count a tenant's tokens").await?;
+        redis::pipe()
+            .cmd("INCRBY")
+            .arg(&key)
+            .arg(tokens)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(2 * 24 * 3600)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .context("count a tenant's tokens")
+    }
+
     /// Server-wide counters for benchmarks: memory in use, and command calls and CPU
     /// microseconds summed over every command (`INFO commandstats`).
     pub async fn server_stats(&self) -> Result<ServerStats> {

@@ -67,6 +67,8 @@ pub struct Summarizer {
     openai: LlmBackend,
     anthropic: LlmBackend,
     noop: Noop,
+    /// Tenants' daily token budgets as last read, and when.
+    policies: std::sync::Mutex<std::collections::HashMap<String, (Instant, Option<i64>)>>,
 }
 
 /// What one item asks for, options resolved against the fleet's defaults.
@@ -146,6 +148,7 @@ impl Summarizer {
             store,
             queue,
             config,
+            policies: Default::default(),
         })
     }
 
@@ -408,9 +411,15 @@ impl Processor for Summarizer {
                         Ok((summary, Usage::default()))
                     }
                     Some(b) => {
-                        b.summarize(&self.queue, &mut checkpoints, &doc, &model, request.length)
+                        self.check_tenant_budget(job).await?;
+                        let made = b
+                            .summarize(&self.queue, &mut checkpoints, &doc, &model, request.length)
                             .instrument(span)
-                            .await
+                            .await;
+                        if let (Ok((_, usage)), Some(tenant)) = (&made, &job.tenant) {
+                            self.count_tenant_tokens(tenant, usage).await;
+                        }
+                        made
                     }
                 };
                 abridge_telemetry::metrics::record_stage("summarize", summarize_started.elapsed());
@@ -441,6 +450,80 @@ impl Processor for Summarizer {
             title: transcript.title,
             meta,
         })
+    }
+}
+
+/// How long a tenant's policy is trusted before it is read again.
+const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Summarizer {
+    /// Defers an LLM item of a tenant whose daily token budget is spent, until the next UTC
+    /// day. Checked before each item's model calls, so items already under way can pass the
+    /// budget by their own use; a failed attempt's tokens are not counted.
+    async fn check_tenant_budget(&self, job: &Job) -> Result<(), ItemError> {
+        let Some(tenant) = &job.tenant else {
+            return Ok(());
+        };
+        let Some(limit) = self.daily_tokens(tenant).await? else {
+            return Ok(());
+        };
+        let now = chrono::Utc::now();
+        let used = self
+            .queue
+            .tenant_tokens(tenant, &now.format("%Y%m%d").to_string())
+            .await
+            .map_err(|e| {
+                ItemError::transient(ErrorKind::from_static("redis_unavailable"), e.to_string())
+            })?;
+        if used < limit {
+            return Ok(());
+        }
+        let tomorrow = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(now);
+        Err(ItemError::deferred(
+            ErrorKind::from_static("tenant_budget_exhausted"),
+            format!(
+                "tenant {tenant:?} has spent its daily LLM token budget ({used} of {limit}); the item waits for the next UTC day"
+            ),
+            (tomorrow - now).to_std().unwrap_or_default(),
+        ))
+    }
+
+    async fn count_tenant_tokens(&self, tenant: &str, usage: &Usage) {
+        let spent = usage.input_tokens + usage.output_tokens;
+        if spent == 0 {
+            return;
+        }
+        let day = chrono::Utc::now().format("%Y%m%d").to_string();
+        if let Err(e) = self.queue.add_tenant_tokens(tenant, &day, spent).await {
+            tracing::warn!(%tenant, error = %e, "could not count a tenant's tokens against its daily budget");
+        }
+    }
+
+    /// The tenant's daily token budget, read at most every `POLICY_TTL`.
+    async fn daily_tokens(&self, tenant: &str) -> Result<Option<i64>, ItemError> {
+        if let Some((at, limit)) = self
+            .policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            && at.elapsed() < POLICY_TTL
+        {
+            return Ok(*limit);
+        }
+        let limit = self
+            .store
+            .tenant(tenant)
+            .await
+            .map_err(store_error)?
+            .and_then(|t| t.policy.daily_tokens);
+        self.policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_owned(), (Instant::now(), limit));
+        Ok(limit)
     }
 }
 

@@ -22,6 +22,8 @@
 --   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)
 --   PREFIX.."reconciled"      HASH  the last reconcile pass: drift, requeued, at_ms (fleet gauges)
 --   PREFIX.."budget:"..name   HASH  a fleet-wide token bucket: tokens, at (budget.lua)
+--   PREFIX.."tokens:"..tenant..":"..day
+--                             STRING LLM tokens the tenant's items spent that UTC day (INCRBY)
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
 -- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and
 -- PREFIX.."progress" (batch ids whose items changed state, to API processes).

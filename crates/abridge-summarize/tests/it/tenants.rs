@@ -185,3 +185,89 @@ async fn without_drills_the_noop_backend_is_refused_and_its_directives_are_plain
     assert_eq!(batch.counts.succeeded, 1, "{items:?}");
     assert!(items[0].summary.as_deref().unwrap().contains("Kenobi"));
 }
+
+/// A tenant whose daily LLM token budget is spent: its next LLM item waits (deferred,
+/// `tenant_budget_exhausted`, no attempt used) and no model is asked; another tenant is not
+/// held back.
+#[tokio::test]
+async fn a_tenant_over_its_daily_token_budget_waits_and_others_do_not() {
+    let videos = vec![
+        normal_video("vid_Budget1", "One"),
+        normal_video("vid_Budget2", "Two"),
+        normal_video("vid_Budget3", "Three"),
+    ];
+    let s = Setup::new(videos, &[]).await;
+    s.worker()
+        .store
+        .ensure_tenant("acme", "whsec_test")
+        .await
+        .unwrap();
+    let policy = abridge_store::tenants::TenantPolicy {
+        daily_tokens: Some(10),
+        ..Default::default()
+    };
+    assert!(
+        s.worker()
+            .store
+            .set_tenant_policy("acme", &policy)
+            .await
+            .unwrap()
+    );
+
+    // The first item is under the budget and spends past it.
+    let (_, items) = s
+        .run_batch_as(Some("acme"), "vid_Budget1\n", backend("openai"))
+        .await;
+    assert_eq!(items[0].status, ItemStatus::Succeeded, "{items:?}");
+    assert_eq!(s.openai.requests(), 1);
+
+    // The next waits, without asking the model or using up an attempt.
+    let worker = s.worker();
+    let store = worker.store.clone();
+    let done = abridge_control::enqueue_once(
+        &worker.store,
+        &worker.queue,
+        &worker.settings.queue,
+        abridge_core::input::BatchInput::from_lines("vid_Budget2\n"),
+        abridge_control::EnqueueRequest {
+            options: backend("openai"),
+            offer: abridge_control::Offer::from(&*worker.settings),
+            ..Default::default()
+        },
+        Some(abridge_control::Owner {
+            tenant: Some("acme"),
+            policy: None,
+            webhook_url: None,
+            idempotency: None,
+        }),
+    )
+    .await
+    .unwrap();
+    let (abridge_control::EnqueueOnce::Created(done)
+    | abridge_control::EnqueueOnce::Replayed { done, .. }) = done;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let waiting = loop {
+        let items = store.items_of(done.batch_id, None, 0, 10).await.unwrap();
+        if items[0].error_kind.as_deref() == Some("tenant_budget_exhausted") {
+            break items[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{items:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    assert_eq!(waiting.status, ItemStatus::Queued);
+    assert_eq!(waiting.attempts, 0, "waiting for a budget uses no attempt");
+    assert_eq!(s.openai.requests(), 1, "no model was asked");
+
+    // Another tenant's item runs.
+    let (_, items) = s
+        .run_batch_as(Some("globex"), "vid_Budget3\n", backend("openai"))
+        .await;
+    assert_eq!(items[0].status, ItemStatus::Succeeded, "{items:?}");
+    assert_eq!(s.openai.requests(), 2);
+}
