@@ -250,6 +250,7 @@ async fn enqueue_in_span(
     let share = Share {
         tenant: owner.as_ref().and_then(|o| o.tenant),
         weight: policy.map_or(1, |p| p.weight),
+        max_in_flight: policy.and_then(|p| p.max_in_flight),
     };
     if let Err(e) = make_ready(queue, &created, staged, share).await {
         tracing::warn!(batch = %created.id, error = %e, "batch saved but not yet queued in Redis; the reconciler will queue it");

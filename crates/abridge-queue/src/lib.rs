@@ -289,6 +289,8 @@ pub struct Share<'a> {
     pub tenant: Option<&'a str>,
     /// The owner's weight against the others' (1 = an equal share).
     pub weight: i32,
+    /// Most of the owner's items leased at once across the fleet.
+    pub max_in_flight: Option<i32>,
 }
 
 impl Share<'_> {
@@ -296,6 +298,7 @@ impl Share<'_> {
     pub const NO_TENANT: Share<'static> = Share {
         tenant: None,
         weight: 1,
+        max_in_flight: None,
     };
 
     /// The owner's name in Redis: tenant names never contain `~`.
@@ -393,7 +396,8 @@ impl Queue {
                 .arg(&self.keys.prefix)
                 .arg(priority.rank())
                 .arg(share.owner())
-                .arg(share.weight);
+                .arg(share.weight)
+                .arg(share.max_in_flight.unwrap_or(0));
             for (i, id) in chunk.iter().enumerate() {
                 inv.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
             }
@@ -451,6 +455,7 @@ impl Queue {
             .arg(priority.rank())
             .arg(share.owner())
             .arg(share.weight)
+            .arg(share.max_in_flight.unwrap_or(0))
             .invoke_async(&mut conn)
             .await
             .context("activate items")?;
@@ -754,7 +759,8 @@ impl Queue {
                 .arg(&self.keys.prefix)
                 .arg(priority.rank())
                 .arg(share.owner())
-                .arg(share.weight);
+                .arg(share.weight)
+                .arg(share.max_in_flight.unwrap_or(0));
             for id in chunk {
                 inv.arg(id.0);
             }

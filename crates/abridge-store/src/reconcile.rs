@@ -15,6 +15,7 @@ pub struct OpenBatch {
     /// turn in the claim's fair share.
     pub tenant: Option<String>,
     pub weight: i32,
+    pub max_in_flight: Option<i32>,
     /// Items queued or running: each should be in Redis, ready, delayed or leased.
     pub open: i64,
 }
@@ -41,11 +42,11 @@ impl Store {
     pub async fn open_batches(&self, queue: &str) -> Result<Vec<OpenBatch>> {
         let rows = sqlx::query!(
             r#"SELECT b.id, b.priority, b.tenant, coalesce(t.weight, 1) AS "weight!",
-                      count(i.id) AS "open!"
+                      t.max_in_flight AS "max_in_flight?", count(i.id) AS "open!"
                FROM batches b JOIN items i ON i.batch_id = b.id AND i.status IN ('queued', 'running')
                LEFT JOIN tenants t ON t.name = b.tenant
                WHERE b.queue = $1 AND b.status IN ('pending', 'running')
-               GROUP BY b.id, b.priority, b.tenant, t.weight"#,
+               GROUP BY b.id, b.priority, b.tenant, t.weight, t.max_in_flight"#,
             queue
         )
         .fetch_all(&self.pool)
@@ -58,6 +59,7 @@ impl Store {
                 priority: r.priority.parse().unwrap_or_default(),
                 tenant: r.tenant,
                 weight: r.weight,
+                max_in_flight: r.max_in_flight,
                 open: r.open,
             })
             .collect())

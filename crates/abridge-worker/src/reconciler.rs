@@ -112,6 +112,7 @@ pub async fn reconcile_once(
                 abridge_queue::Share {
                     tenant: batch.tenant.as_deref(),
                     weight: batch.weight,
+                    max_in_flight: batch.max_in_flight,
                 },
                 &item_ids,
             )

@@ -35,6 +35,15 @@ for n, item in ipairs(items) do
 end
 call_chunked('ZREM', KEYS[1], gone, 1)
 call_chunked('HDEL', KEYS[2], gone, 1)
+-- A capped owner's count of leased items loses these.
+if redis.call('HLEN', prefix .. 'caps') > 0 then
+  local owners = {}
+  for n, item in ipairs(items) do
+    if held[n] and first_field_is(held[n], tokens[n]) then
+      track(prefix, owners, split(held[n])[3], item, nil)
+    end
+  end
+end
 
 for i = 3 + k, #ARGV, 6 do
   local item, batch, rank, pos, requeue =

@@ -14,6 +14,7 @@
 -- ARGV[3] the batch's priority rank
 -- ARGV[4] owner (a tenant's name, or "~")
 -- ARGV[5] the owner's weight
+-- ARGV[6] the owner's limit on items in flight (0: none)
 -- Returns the number of staged items made ready (0 if the batch is cancelled, or its staged
 -- set expired or was never written: the caller then enqueues the items itself).
 
@@ -25,7 +26,7 @@ local n = redis.call('ZCARD', KEYS[5])
 if n == 0 then
   return 0
 end
-own(ARGV[2], ARGV[1], ARGV[4], ARGV[5])
+own(ARGV[2], ARGV[1], ARGV[4], ARGV[5], ARGV[6])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('RENAME', KEYS[5], KEYS[2])
   redis.call('PERSIST', KEYS[2])

@@ -96,6 +96,7 @@ end
 -- Weights other than 1 are listed in the weights hash; without any, every owner's share is
 -- equal and no weight is read.
 local weighted = redis.call('HLEN', prefix .. 'weights') > 0
+local capped = redis.call('HLEN', prefix .. 'caps') > 0
 for rank = 0, 2 do
   local rr = KEYS[1 + rank]
   while n < max_n do
@@ -103,6 +104,7 @@ for rank = 0, 2 do
     if owners == 0 then
       break
     end
+    local before = n
     -- One pass over the owners, each taking its weight's share of what is left, and at least
     -- MIN_SHARE: with many owners and little room, an owner's turn still carries a few items
     -- (the rotation carries the turns on across claims).
@@ -127,7 +129,25 @@ for rank = 0, 2 do
       end
       local w = weight[owner] or 1
       local share = math.max(math.min(MIN_SHARE, left), math.ceil(left * w / total))
-      n = n + take_from_owner(rank, owner, math.min(share, max_n - n))
+      share = math.min(share, max_n - n)
+      local limit = capped and room(prefix, owner, now)
+      if limit then
+        share = math.min(share, limit)
+      end
+      if share > 0 then
+        local first = #out + 1
+        n = n + take_from_owner(rank, owner, share)
+        if limit then
+          local key = prefix .. 'inflight:' .. owner
+          for j = first, #out, 4 do
+            redis.call('ZADD', key, deadline, out[j])
+          end
+        end
+      end
+    end
+    -- Every owner left is at its cap: nothing more at this rank.
+    if n == before then
+      break
     end
   end
 end

@@ -9,25 +9,26 @@
 -- ARGV[3] the batch's priority rank
 -- ARGV[4] owner (a tenant's name, or "~")
 -- ARGV[5] the owner's weight
--- ARGV[6..] pairs: position, item id
+-- ARGV[6] the owner's limit on items in flight (0: none)
+-- ARGV[7..] pairs: position, item id
 -- Returns the number of items added (0 if the batch is cancelled).
 
 if redis.call('EXISTS', KEYS[4]) == 1 then
   return 0
 end
-if #ARGV < 7 then
+if #ARGV < 8 then
   return 0
 end
-own(ARGV[2], ARGV[1], ARGV[4], ARGV[5])
+own(ARGV[2], ARGV[1], ARGV[4], ARGV[5], ARGV[6])
 local was_empty = redis.call('EXISTS', KEYS[2]) == 0
 local args = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   args[#args + 1] = ARGV[i]
 end
 call_chunked('ZADD', KEYS[2], args, 2)
 if was_empty then
   rotate_in(ARGV[2], ARGV[3], ARGV[1])
 end
-local n = (#ARGV - 5) / 2
+local n = (#ARGV - 6) / 2
 wake(KEYS[3], n, 64)
 return n

@@ -11,7 +11,8 @@
 -- ARGV[3] the batch's priority rank
 -- ARGV[4] owner (a tenant's name, or "~")
 -- ARGV[5] the owner's weight
--- ARGV[6..] item ids
+-- ARGV[6] the owner's limit on items in flight (0: none)
+-- ARGV[7..] item ids
 -- Returns one flag per item: 1 held, 0 missing.
 
 local prefix, rank, owner = ARGV[2], ARGV[3], ARGV[4]
@@ -19,14 +20,14 @@ local recorded = redis.call('GET', prefix .. 'owner:' .. ARGV[1])
 if recorded and recorded ~= owner then
   rotate_out(prefix, rank, ARGV[1], recorded)
 end
-own(prefix, ARGV[1], owner, ARGV[5])
+own(prefix, ARGV[1], owner, ARGV[5], ARGV[6])
 if redis.call('EXISTS', KEYS[2]) == 1
     and not redis.call('LPOS', prefix .. 'orr:' .. rank .. ':' .. owner, ARGV[1]) then
   rotate_out(prefix, rank, ARGV[1], '~')
   rotate_in(prefix, rank, ARGV[1])
 end
 local out = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local item = ARGV[i]
   if redis.call('ZSCORE', KEYS[2], item) or redis.call('ZSCORE', KEYS[3], item)
       or redis.call('ZSCORE', KEYS[4], item) then

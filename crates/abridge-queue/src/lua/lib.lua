@@ -8,6 +8,10 @@
 --   PREFIX.."owner:"..batch   STRING the batch's owner (expires; "~" when missing)
 --   PREFIX.."weights"         HASH  owner -> its share of the queue against the others', for
 --                                   weights other than 1 (an owner not listed weighs 1)
+--   PREFIX.."caps"            HASH  owner -> most of its items leased at once, for owners with
+--                                   such a limit
+--   PREFIX.."inflight:"..owner ZSET a capped owner's leased items: member item id, score the
+--                                   lease deadline (ms); entries past it no longer count
 --   PREFIX.."q:"..batch       ZSET  a batch's ready items: member item id, score position
 --   PREFIX.."staged:"..batch  ZSET  a large new batch's items, written while its rows commit;
 --                                   no claim reads it (activate.lua makes it the "q:" set;
@@ -100,13 +104,49 @@ local function rotate_out(prefix, rank, batch, owner)
   end
 end
 
--- Records `batch`'s owner and the owner's weight (for as long as a batch could wait).
-local function own(prefix, batch, owner, weight)
+-- Records `batch`'s owner (for as long as a batch could wait), the owner's weight, and its
+-- limit on items in flight (`cap`; 0: none).
+local function own(prefix, batch, owner, weight, cap)
   redis.call('SET', prefix .. 'owner:' .. batch, owner, 'EX', 2592000)
   if tonumber(weight) == 1 then
     redis.call('HDEL', prefix .. 'weights', owner)
   else
     redis.call('HSET', prefix .. 'weights', owner, weight)
+  end
+  if tonumber(cap) > 0 then
+    redis.call('HSET', prefix .. 'caps', owner, cap)
+  else
+    redis.call('HDEL', prefix .. 'caps', owner)
+  end
+end
+
+-- How many more items `owner` may have leased now; nil when it has no cap. Entries whose
+-- lease deadline has passed are dropped first: an expired lease is no longer in flight.
+local function room(prefix, owner, now)
+  local cap = redis.call('HGET', prefix .. 'caps', owner)
+  if not cap then
+    return nil
+  end
+  local key = prefix .. 'inflight:' .. owner
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return math.max(0, tonumber(cap) - redis.call('ZCARD', key))
+end
+
+-- Keeps a capped owner's count of leased items: `item`'s lease (of `batch`) runs until
+-- `deadline`, or is gone (`deadline` nil). `owners` caches batch -> owner for one call.
+local function track(prefix, owners, batch, item, deadline)
+  local owner = owners[batch]
+  if not owner then
+    owner = owner_of(prefix, batch)
+    owners[batch] = owner
+  end
+  if redis.call('HEXISTS', prefix .. 'caps', owner) == 0 then
+    return
+  end
+  if deadline then
+    redis.call('ZADD', prefix .. 'inflight:' .. owner, deadline, item)
+  else
+    redis.call('ZREM', prefix .. 'inflight:' .. owner, item)
   end
 end
 

@@ -14,6 +14,8 @@
 local prefix, worker = ARGV[1], ARGV[2]
 local deadline = now_ms() + tonumber(ARGV[3])
 local out = {}
+local capped = redis.call('HLEN', prefix .. 'caps') > 0
+local owners = {}
 for i = 4, #ARGV, 5 do
   local item, token, batch, rank, pos = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local code
@@ -33,6 +35,9 @@ for i = 4, #ARGV, 5 do
     redis.call('ZADD', KEYS[1], deadline, item)
     redis.call('HSET', KEYS[2], item, token .. '|' .. worker .. '|' .. batch .. '|' .. rank .. '|' .. pos)
     code = 3
+  end
+  if capped and (code == 1 or code == 3) then
+    track(prefix, owners, batch, item, deadline)
   end
   out[#out + 1] = code
 end

@@ -100,3 +100,56 @@ async fn tenants_share_the_queue_by_their_weights() {
         "weight 3 against 1 took {h} against {l}"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_at_its_in_flight_cap_never_holds_more_and_others_go_on() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Items of each tenant running now, and the most seen at once.
+    let running: Arc<Mutex<HashMap<BatchId, (usize, usize)>>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let (r, d) = (running.clone(), done.clone());
+    let p = processor(move |job: abridge_worker::Job| {
+        let (r, d) = (r.clone(), d.clone());
+        async move {
+            {
+                let mut m = r.lock().unwrap();
+                let e = m.entry(job.batch_id).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(e.0);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            r.lock().unwrap().get_mut(&job.batch_id).unwrap().0 -= 1;
+            d.fetch_add(1, Ordering::SeqCst);
+            ok("x")
+        }
+    });
+    let (_env, w) = env_and_worker(p, &[]).await;
+    w.store.ensure_tenant("capped", "whsec_test").await.unwrap();
+    let policy = TenantPolicy {
+        max_in_flight: Some(3),
+        ..TenantPolicy::default()
+    };
+    assert!(w.store.set_tenant_policy("capped", &policy).await.unwrap());
+    let capped = enqueue_as(&w, "capped", &video_lines('c', 30)).await;
+    let free = enqueue_as(&w, "free", &video_lines('f', 60)).await;
+
+    // Two workers, 16 slots each: only the cap holds the capped tenant back.
+    let one = Running::start(w.clone(), 16);
+    let two = Running::start(w.clone(), 16);
+    wait_batch_finished(&w, capped, Duration::from_secs(60)).await;
+    wait_batch_finished(&w, free, Duration::from_secs(60)).await;
+    one.stop().await;
+    two.stop().await;
+    let m = running.lock().unwrap().clone();
+    assert!(
+        m[&capped].1 <= 3,
+        "the capped tenant had {} in flight",
+        m[&capped].1
+    );
+    assert!(
+        m[&free].1 > 3,
+        "the other tenant is not held to it: {}",
+        m[&free].1
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 90);
+}
