@@ -241,12 +241,16 @@ pub async fn get_tenant(
 ) -> Result<Json<TenantInfo>, ApiError> {
     caller.require_operator()?;
     check_name(&name)?;
+    tenant_info(&state, &name).await.map(Json)
+}
+
+async fn tenant_info(state: &ApiState, name: &str) -> Result<TenantInfo, ApiError> {
     let view = state
         .store
-        .tenant(&name)
+        .tenant(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no tenant {name:?}")))?;
-    Ok(Json(view.into()))
+    Ok(view.into())
 }
 
 #[utoipa::path(
@@ -285,10 +289,5 @@ pub async fn put_tenant(
     if !state.store.set_tenant_policy(&name, &policy).await? {
         return Err(ApiError::NotFound(format!("no tenant {name:?}")));
     }
-    let view = state
-        .store
-        .tenant(&name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no tenant {name:?}")))?;
-    Ok(Json(view.into()))
+    tenant_info(&state, &name).await.map(Json)
 }

@@ -392,12 +392,8 @@ impl Queue {
                 .key(self.keys.ready(batch))
                 .key(&self.keys.wake)
                 .key(self.keys.cancelled(batch))
-                .arg(batch.to_string())
-                .arg(&self.keys.prefix)
-                .arg(priority.rank())
-                .arg(share.owner())
-                .arg(share.weight)
-                .arg(share.max_in_flight.unwrap_or(0));
+                .arg(batch.to_string());
+            self.share_args(&mut inv, priority, share);
             for (i, id) in chunk.iter().enumerate() {
                 inv.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
             }
@@ -443,23 +439,34 @@ impl Queue {
         share: Share<'_>,
     ) -> Result<usize> {
         let mut conn = self.conn("activate items").await?;
-        let n: i64 = scripts::ACTIVATE
-            .prepare_invoke()
-            .key(self.keys.rotation_for(priority))
+        let mut inv = scripts::ACTIVATE.prepare_invoke();
+        inv.key(self.keys.rotation_for(priority))
             .key(self.keys.ready(batch))
             .key(&self.keys.wake)
             .key(self.keys.cancelled(batch))
             .key(self.keys.staged(batch))
-            .arg(batch.to_string())
-            .arg(&self.keys.prefix)
-            .arg(priority.rank())
-            .arg(share.owner())
-            .arg(share.weight)
-            .arg(share.max_in_flight.unwrap_or(0))
+            .arg(batch.to_string());
+        self.share_args(&mut inv, priority, share);
+        let n: i64 = inv
             .invoke_async(&mut conn)
             .await
             .context("activate items")?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The arguments every script that records a batch's owner takes after the batch id:
+    /// PREFIX, rank, owner, weight, limit on items in flight (0: none).
+    fn share_args(
+        &self,
+        inv: &mut redis::ScriptInvocation<'_>,
+        priority: Priority,
+        share: Share<'_>,
+    ) {
+        inv.arg(&self.keys.prefix)
+            .arg(priority.rank())
+            .arg(share.owner())
+            .arg(share.weight)
+            .arg(share.max_in_flight.unwrap_or(0));
     }
 
     /// Drops a staged batch whose rows were not written.
@@ -755,12 +762,8 @@ impl Queue {
                 .key(self.keys.ready(batch))
                 .key(&self.keys.delayed)
                 .key(&self.keys.leases)
-                .arg(batch.to_string())
-                .arg(&self.keys.prefix)
-                .arg(priority.rank())
-                .arg(share.owner())
-                .arg(share.weight)
-                .arg(share.max_in_flight.unwrap_or(0));
+                .arg(batch.to_string());
+            self.share_args(&mut inv, priority, share);
             for id in chunk {
                 inv.arg(id.0);
             }

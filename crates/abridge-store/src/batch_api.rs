@@ -162,14 +162,7 @@ impl Store {
         .context("count a tenant's items")?;
         let mut c = Counts::default();
         for r in rows {
-            match r.status.as_str() {
-                "queued" => c.queued += r.n,
-                "running" => c.running += r.n,
-                "succeeded" => c.succeeded += r.n,
-                "failed" => c.failed += r.n,
-                "cancelled" => c.cancelled += r.n,
-                _ => {}
-            }
+            c.add(&r.status, r.n);
         }
         Ok(c)
     }
@@ -185,15 +178,7 @@ impl Store {
         .context("count items of batches")?;
         let mut counts: HashMap<uuid::Uuid, Counts> = HashMap::new();
         for r in rows {
-            let c = counts.entry(r.batch_id).or_default();
-            match r.status.as_str() {
-                "queued" => c.queued += r.n,
-                "running" => c.running += r.n,
-                "succeeded" => c.succeeded += r.n,
-                "failed" => c.failed += r.n,
-                "cancelled" => c.cancelled += r.n,
-                _ => {}
-            }
+            counts.entry(r.batch_id).or_default().add(&r.status, r.n);
         }
         Ok(counts)
     }
