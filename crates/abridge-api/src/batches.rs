@@ -547,13 +547,8 @@ pub async fn fleet_stats(
             v
         }
         Some(tenant) => {
-            let stats = abridge_control::tenant_stats(
-                &state.store,
-                &state.queue,
-                &state.queue_name,
-                tenant,
-            )
-            .await?;
+            let stats =
+                abridge_control::tenant_stats(&state.store, &state.queue_name, tenant).await?;
             let mut v = serde_json::to_value(stats).expect("stats serialize");
             v["scope"] = "tenant".into();
             v

@@ -286,7 +286,7 @@ pub async fn put_tenant(
         other => ApiError::invalid(other.body_text()),
     })?;
     let policy = settings.into_policy()?;
-    if !state.store.set_tenant_policy(&name, &policy).await? {
+    if !abridge_control::set_tenant_policy(&state.store, &state.queue, &name, &policy).await? {
         return Err(ApiError::NotFound(format!("no tenant {name:?}")));
     }
     tenant_info(&state, &name).await.map(Json)

@@ -258,6 +258,27 @@ async fn enqueue_in_span(
     Ok(EnqueueOnce::Created(done))
 }
 
+/// Sets tenant `name`'s policy (false: no such tenant), and its weight and limit on items in
+/// flight where claims read them, so they apply to its queued batches at once (the
+/// reconciler records them again on its passes if Redis is away now).
+pub async fn set_tenant_policy(
+    store: &Store,
+    queue: &Queue,
+    name: &str,
+    policy: &TenantPolicy,
+) -> Result<bool, ControlError> {
+    if !store.set_tenant_policy(name, policy).await? {
+        return Ok(false);
+    }
+    if let Err(e) = queue
+        .set_limits(name, policy.weight, policy.max_in_flight)
+        .await
+    {
+        tracing::warn!(tenant = %name, error = %e, "tenant policy saved; Redis will have its limits at the tenant's next enqueue");
+    }
+    Ok(true)
+}
+
 /// Refuses a batch that would take `tenant` over its queued-items limit or its batches per
 /// minute. Checked before anything is stored, so a refused batch leaves nothing behind; two
 /// creates of one tenant racing each other may both pass.
@@ -413,17 +434,17 @@ pub struct TenantStats {
     pub items: abridge_store::batches::Counts,
     /// Its items finished per minute over the last five minutes.
     pub throughput_per_minute: f64,
-    /// Its queued items as a share of every queued item (0 to 1).
-    pub queue_share: f64,
+    /// Its queued items as a share of every queued item (0 to 1), from the API's latest
+    /// depth sample; `null` without a recent one.
+    pub queue_share: Option<f64>,
 }
 
 pub async fn tenant_stats(
     store: &Store,
-    queue: &Queue,
     queue_name: &str,
     tenant: &str,
 ) -> Result<TenantStats, ControlError> {
-    let (items, minutes, depth) = futures::try_join!(
+    let (items, minutes, queued_fleet) = futures::try_join!(
         async {
             store
                 .tenant_counts(tenant)
@@ -436,18 +457,24 @@ pub async fn tenant_stats(
                 .await
                 .map_err(ControlError::from)
         },
-        async { queue.stats().await.map_err(ControlError::from) },
+        async {
+            store
+                .latest_queued(queue_name)
+                .await
+                .map_err(ControlError::from)
+        },
     )?;
     let finished: i64 = minutes.iter().map(|m| m.succeeded + m.failed).sum();
-    let queued_fleet = depth.ready.iter().sum::<i64>() + depth.delayed;
     Ok(TenantStats {
         tenant: tenant.to_owned(),
         throughput_per_minute: finished as f64 / 5.0,
-        queue_share: if queued_fleet > 0 {
-            (items.queued as f64 / queued_fleet as f64).min(1.0)
-        } else {
-            0.0
-        },
+        queue_share: queued_fleet.map(|all| {
+            if all > 0 {
+                (items.queued as f64 / all as f64).min(1.0)
+            } else {
+                0.0
+            }
+        }),
         items,
     })
 }

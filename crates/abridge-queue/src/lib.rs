@@ -890,6 +890,26 @@ impl Queue {
         })
     }
 
+    /// Records a tenant's weight and limit on items in flight where claims read them, so they
+    /// apply to its queued batches at once.
+    pub async fn set_limits(
+        &self,
+        tenant: &str,
+        weight: i32,
+        max_in_flight: Option<i32>,
+    ) -> Result<()> {
+        let mut conn = self.conn("set a tenant's limits").await?;
+        scripts::LIMITS
+            .key(format!("{}weights", self.keys.prefix))
+            .key(format!("{}caps", self.keys.prefix))
+            .arg(tenant)
+            .arg(weight)
+            .arg(max_in_flight.unwrap_or(0))
+            .invoke_async::<()>(&mut conn)
+            .await
+            .context("set a tenant's limits")
+    }
+
     /// LLM tokens `tenant`'s items have spent on `day` (`YYYYMMDD`, UTC), by this fleet's
     /// count (lost with Redis: the budget is then counted afresh).
     pub async fn tenant_tokens(&self, tenant: &str, day: &str) -> Result<i64> {

@@ -189,6 +189,21 @@ impl Store {
             .collect())
     }
 
+    /// Ready and delayed items of `queue` at its latest depth sample (within the last minute),
+    /// if there is one: a tenant's share of the queue is read from it, never from a scan of
+    /// every batch in Redis.
+    pub async fn latest_queued(&self, queue: &str) -> Result<Option<i64>> {
+        sqlx::query_scalar!(
+            r#"SELECT ready + delayed AS "queued!" FROM queue_samples
+               WHERE queue = $1 AND at > now() - interval '1 minute'
+               ORDER BY at DESC LIMIT 1"#,
+            queue
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("read the latest depth sample")
+    }
+
     /// Records the queue's depth for the time bucket of `every` that holds now. Replicas
     /// sampling the same bucket write one row; samples older than a day are dropped.
     pub async fn record_depth_sample(

@@ -64,15 +64,19 @@ impl Store {
                  FROM webhook_deliveries d JOIN batches b ON b.id = d.batch_id
                  WHERE d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_attempt_at <= now()
                    AND b.status IN ('completed', 'cancelled')
-                   AND NOT EXISTS (
-                       SELECT 1 FROM webhook_deliveries o JOIN batches ob ON ob.id = o.batch_id
-                       WHERE ob.tenant IS NOT DISTINCT FROM b.tenant AND o.claim IS NOT NULL
-                         AND o.delivered_at IS NULL AND o.gave_up_at IS NULL
-                         AND o.next_attempt_at > now())
+                   AND coalesce(b.tenant, '') NOT IN (
+                       SELECT coalesce(ob.tenant, '')
+                       FROM webhook_deliveries o JOIN batches ob ON ob.id = o.batch_id
+                       WHERE o.claim IS NOT NULL AND o.delivered_at IS NULL
+                         AND o.gave_up_at IS NULL AND o.next_attempt_at > now())
              ),
              due AS (
+                 -- The due conditions again: they are checked anew on a row another
+                 -- dispatcher claimed while this one waited for its lock.
                  SELECT d.batch_id FROM webhook_deliveries d
                  WHERE d.batch_id IN (SELECT batch_id FROM ready WHERE turn = 1)
+                   AND d.delivered_at IS NULL AND d.gave_up_at IS NULL
+                   AND d.next_attempt_at <= now()
                  ORDER BY d.next_attempt_at
                  LIMIT $1
                  FOR UPDATE OF d SKIP LOCKED

@@ -166,3 +166,56 @@ impl Breaker {
         }
     }
 }
+
+/// A tenant's daily LLM token budget: checked before each model request and charged with each
+/// answer's tokens (an attempt that fails later still pays for what it used). Requests already
+/// under way can pass it by their own use.
+#[derive(Clone, Debug)]
+pub struct TenantBudget {
+    pub tenant: String,
+    pub daily_tokens: i64,
+}
+
+impl TenantBudget {
+    fn today() -> String {
+        chrono::Utc::now().format("%Y%m%d").to_string()
+    }
+
+    /// Defers the item until the next UTC day when the budget is spent.
+    pub async fn check(&self, queue: &Queue) -> Result<(), ItemError> {
+        let now = chrono::Utc::now();
+        let used = queue
+            .tenant_tokens(&self.tenant, &Self::today())
+            .await
+            .map_err(|e| {
+                ItemError::transient(ErrorKind::from_static("redis_unavailable"), e.to_string())
+            })?;
+        if used < self.daily_tokens {
+            return Ok(());
+        }
+        let tomorrow = (now.date_naive() + chrono::Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or(now);
+        Err(ItemError::deferred(
+            ErrorKind::from_static("tenant_budget_exhausted"),
+            format!(
+                "tenant {:?} has spent its daily LLM token budget ({used} of {}); the item waits for the next UTC day",
+                self.tenant, self.daily_tokens
+            ),
+            (tomorrow - now).to_std().unwrap_or_default(),
+        ))
+    }
+
+    pub async fn charge(&self, queue: &Queue, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        if let Err(e) = queue
+            .add_tenant_tokens(&self.tenant, &Self::today(), tokens)
+            .await
+        {
+            tracing::warn!(tenant = %self.tenant, error = %e, "could not count a tenant's tokens against its daily budget");
+        }
+    }
+}

@@ -44,7 +44,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
-use crate::fleet::{Breaker, Bucket, YoutubeBudget};
+use crate::fleet::{Breaker, Bucket, TenantBudget, YoutubeBudget};
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
 
@@ -411,15 +411,17 @@ impl Processor for Summarizer {
                         Ok((summary, Usage::default()))
                     }
                     Some(b) => {
-                        self.check_tenant_budget(job).await?;
-                        let made = b
-                            .summarize(&self.queue, &mut checkpoints, &doc, &model, request.length)
-                            .instrument(span)
-                            .await;
-                        if let (Ok((_, usage)), Some(tenant)) = (&made, &job.tenant) {
-                            self.count_tenant_tokens(tenant, usage).await;
-                        }
-                        made
+                        let spend = self.tenant_budget(job).await?;
+                        b.summarize(
+                            &self.queue,
+                            &mut checkpoints,
+                            &doc,
+                            &model,
+                            request.length,
+                            spend.as_ref(),
+                        )
+                        .instrument(span)
+                        .await
                     }
                 };
                 abridge_telemetry::metrics::record_stage("summarize", summarize_started.elapsed());
@@ -457,49 +459,18 @@ impl Processor for Summarizer {
 const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Summarizer {
-    /// Defers an LLM item of a tenant whose daily token budget is spent, until the next UTC
-    /// day. Checked before each item's model calls, so items already under way can pass the
-    /// budget by their own use; a failed attempt's tokens are not counted.
-    async fn check_tenant_budget(&self, job: &Job) -> Result<(), ItemError> {
+    /// The daily token budget of `job`'s tenant, if it has one.
+    async fn tenant_budget(&self, job: &Job) -> Result<Option<TenantBudget>, ItemError> {
         let Some(tenant) = &job.tenant else {
-            return Ok(());
+            return Ok(None);
         };
-        let Some(limit) = self.daily_tokens(tenant).await? else {
-            return Ok(());
-        };
-        let now = chrono::Utc::now();
-        let used = self
-            .queue
-            .tenant_tokens(tenant, &now.format("%Y%m%d").to_string())
-            .await
-            .map_err(|e| {
-                ItemError::transient(ErrorKind::from_static("redis_unavailable"), e.to_string())
-            })?;
-        if used < limit {
-            return Ok(());
-        }
-        let tomorrow = (now.date_naive() + chrono::Days::new(1))
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc())
-            .unwrap_or(now);
-        Err(ItemError::deferred(
-            ErrorKind::from_static("tenant_budget_exhausted"),
-            format!(
-                "tenant {tenant:?} has spent its daily LLM token budget ({used} of {limit}); the item waits for the next UTC day"
-            ),
-            (tomorrow - now).to_std().unwrap_or_default(),
-        ))
-    }
-
-    async fn count_tenant_tokens(&self, tenant: &str, usage: &Usage) {
-        let spent = usage.input_tokens + usage.output_tokens;
-        if spent == 0 {
-            return;
-        }
-        let day = chrono::Utc::now().format("%Y%m%d").to_string();
-        if let Err(e) = self.queue.add_tenant_tokens(tenant, &day, spent).await {
-            tracing::warn!(%tenant, error = %e, "could not count a tenant's tokens against its daily budget");
-        }
+        Ok(self
+            .daily_tokens(tenant)
+            .await?
+            .map(|daily_tokens| TenantBudget {
+                tenant: tenant.clone(),
+                daily_tokens,
+            }))
     }
 
     /// The tenant's daily token budget, read at most every `POLICY_TTL`.

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
-use crate::fleet::{self, Breaker, Bucket};
+use crate::fleet::{self, Breaker, Bucket, TenantBudget};
 use crate::render::{KeyPoint, Summary, parse_answer};
 use crate::text::{Doc, prompt_lines, stamp};
 
@@ -195,6 +195,7 @@ impl LlmBackend {
         doc: &Doc,
         model: &str,
         length: SummaryLength,
+        spend: Option<&TenantBudget>,
     ) -> Result<(Summary, Usage), ItemError> {
         let budget = self.body_budget(doc, length)?;
         let run = run_id(&[
@@ -222,7 +223,7 @@ impl LlmBackend {
                     max_tokens: answer_tokens(length),
                     temperature: 0.2,
                 };
-                let response = self.call(queue, &request, &mut usage).await?;
+                let response = self.call(queue, &request, &mut usage, spend).await?;
                 let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
                 let Some((mut tldr, points)) = parse_answer(&response.text, duration) else {
                     return Err(ItemError::transient(
@@ -291,7 +292,7 @@ impl LlmBackend {
                     max_tokens: MAP_ANSWER_TOKENS,
                     temperature: 0.2,
                 };
-                let response = self.call(queue, &request, &mut usage).await?;
+                let response = self.call(queue, &request, &mut usage, spend).await?;
                 let chunk_notes: Vec<(u64, String)> = match parse_answer(&response.text, None) {
                     Some((_, points)) if !points.is_empty() => points
                         .into_iter()
@@ -336,11 +337,15 @@ impl LlmBackend {
         queue: &Queue,
         request: &ChatRequest,
         usage: &mut Usage,
+        spend: Option<&TenantBudget>,
     ) -> Result<ChatResponse, ItemError> {
         let cost =
             estimate(&request.system) + estimate(&request.user) + u64::from(request.max_tokens);
         let mut retry = 0;
         loop {
+            if let Some(budget) = spend {
+                budget.check(queue).await?;
+            }
             self.breaker.pass(queue).await?;
             if let Some(bucket) = &self.requests {
                 fleet::take(queue, bucket, 1.0, self.budget_max_wait).await?;
@@ -356,6 +361,11 @@ impl LlmBackend {
                 try_number = retry + 1
             );
             let answer = self.client.complete(request).instrument(span).await;
+            if let (Some(budget), Ok(response)) = (spend, &answer) {
+                budget
+                    .charge(queue, response.input_tokens + response.output_tokens)
+                    .await;
+            }
             match &answer {
                 Ok(response) => {
                     metrics::summarizer_request(self.name(), "ok");

@@ -147,7 +147,7 @@ function renderStats(stats) {
     setText($("queue-name"), "tenant " + stats.tenant);
     setText($("t-ready-label"), "Queued");
     setText($("t-ready"), n.queued);
-    setText($("t-ready-split"), Math.round(stats.queue_share * 100) + "% of the queue");
+    setText($("t-ready-split"), stats.queue_share == null ? "" : Math.round(stats.queue_share * 100) + "% of the queue");
     setText($("t-delayed-label"), "Succeeded");
     setText($("t-delayed"), n.succeeded);
     setText($("t-leased-label"), "Running");

@@ -20,6 +20,7 @@
 local prefix, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms, max_n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local MIN_SHARE = 8
+local OWNER_TTL_S = 2592000
 local now = now_ms()
 
 -- Promote retries that are due.
@@ -42,6 +43,8 @@ local zargs, hargs = {}, {}
 local function take(rank, owner, list, batch, want)
   local q = prefix .. 'q:' .. batch
   local popped = redis.call('ZPOPMIN', q, want)
+  -- A batch being worked keeps its owner record, however long it runs.
+  redis.call('EXPIRE', prefix .. 'owner:' .. batch, OWNER_TTL_S)
   if redis.call('EXISTS', q) == 0 then
     rotate_out(prefix, rank, batch, owner)
   end

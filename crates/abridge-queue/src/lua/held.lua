@@ -26,6 +26,11 @@ if redis.call('EXISTS', KEYS[2]) == 1
   rotate_out(prefix, rank, ARGV[1], '~')
   rotate_in(prefix, rank, ARGV[1])
 end
+-- An owner with batches at this rank is in the rank's rotation (a partial loss can drop it).
+if redis.call('EXISTS', prefix .. 'orr:' .. rank .. ':' .. owner) == 1
+    and not redis.call('LPOS', KEYS[1], owner) then
+  redis.call('RPUSH', KEYS[1], owner)
+end
 local out = {}
 for i = 7, #ARGV do
   local item = ARGV[i]

@@ -18,7 +18,8 @@ pub async fn run(settings: &Settings, command: TenantCommand) -> anyhow::Result<
                 format!("no tenant {name:?}: `abridge token create --tenant {name}` makes it")
             })?;
             let policy = apply(current.policy, args)?;
-            store.set_tenant_policy(&name, &policy).await?;
+            let queue = context::queue(settings)?;
+            abridge_control::set_tenant_policy(&store, &queue, &name, &policy).await?;
             let view = store.tenant(&name).await?.context("read the tenant back")?;
             print_one(&view);
         }
