@@ -46,6 +46,9 @@ pub struct TenantSettings {
     #[schema(minimum = 1)]
     #[serde(default, deserialize_with = "whole")]
     pub max_batches_per_minute: Option<i32>,
+    /// The highest priority its batches may ask for; `null`: any.
+    #[schema(value_type = Option<crate::views::PriorityName>)]
+    pub max_priority: Option<abridge_core::Priority>,
 }
 
 /// A whole number as JSON may write it (`75` or `75.0`: JSON Schema's `integer` allows both),
@@ -149,6 +152,7 @@ impl From<TenantView> for TenantInfo {
                 max_in_flight: p.max_in_flight,
                 max_queued: p.max_queued,
                 max_batches_per_minute: p.max_batches_per_minute,
+                max_priority: p.max_priority,
             },
             created_at: rfc3339(&v.created_at),
         }
@@ -195,6 +199,7 @@ impl TenantSettings {
             max_in_flight: self.max_in_flight,
             max_queued: self.max_queued,
             max_batches_per_minute: self.max_batches_per_minute,
+            max_priority: self.max_priority,
         })
     }
 }

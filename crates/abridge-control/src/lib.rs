@@ -178,6 +178,20 @@ async fn enqueue_in_span(
             &allowed,
         )
         .map_err(ControlError::OptionsRefused)?;
+    if let Some(max) = policy.and_then(|p| p.max_priority)
+        && request.priority.rank() < max.rank()
+    {
+        let allowed: Vec<&str> = Priority::ALL
+            .iter()
+            .filter(|p| p.rank() >= max.rank())
+            .map(|p| p.as_str())
+            .collect();
+        return Err(ControlError::OptionsRefused(format!(
+            "priority: {:?} is not allowed for this tenant; allowed: {}",
+            request.priority.as_str(),
+            allowed.join(", ")
+        )));
+    }
     if let (Some(policy), Some(tenant)) = (policy, owner.as_ref().and_then(|o| o.tenant)) {
         check_quotas(store, tenant, policy, input.items.len()).await?;
     }

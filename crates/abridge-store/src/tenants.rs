@@ -1,7 +1,7 @@
 //! API tenants, the operator's policy for each, and bearer tokens. Only a token's SHA-256 is
 //! stored; the token itself is shown once, when it is made.
 
-use abridge_core::{Allowed, Backend, BatchId};
+use abridge_core::{Allowed, Backend, BatchId, Priority};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -35,6 +35,8 @@ pub struct TenantPolicy {
     pub max_queued: Option<i64>,
     /// Most batches it may create per minute.
     pub max_batches_per_minute: Option<i32>,
+    /// The highest priority its batches may ask for (priorities are strict across tenants).
+    pub max_priority: Option<Priority>,
 }
 
 impl Default for TenantPolicy {
@@ -47,6 +49,7 @@ impl Default for TenantPolicy {
             max_in_flight: None,
             max_queued: None,
             max_batches_per_minute: None,
+            max_priority: None,
         }
     }
 }
@@ -150,7 +153,8 @@ impl Store {
     pub async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
         let row = sqlx::query!(
             r#"SELECT k.operator, t.name AS "name?", t.backends, t.models, t.daily_tokens,
-                      t.weight AS "weight?", t.max_in_flight, t.max_queued, t.max_batches_per_minute
+                      t.weight AS "weight?", t.max_in_flight, t.max_queued, t.max_batches_per_minute,
+                      t.max_priority
                FROM api_tokens k LEFT JOIN tenants t ON t.name = k.tenant
                WHERE k.token_hash = $1 AND k.revoked_at IS NULL"#,
             token_hash
@@ -173,6 +177,7 @@ impl Store {
                 max_in_flight: r.max_in_flight,
                 max_queued: r.max_queued,
                 max_batches_per_minute: r.max_batches_per_minute,
+                max_priority: r.max_priority.and_then(|p| p.parse().ok()),
             },
         }))
     }
@@ -186,7 +191,7 @@ impl Store {
     pub async fn tenants(&self, name: Option<&str>) -> Result<Vec<TenantView>> {
         let rows = sqlx::query!(
             r#"SELECT name, backends, models, daily_tokens, weight, max_in_flight, max_queued,
-                      max_batches_per_minute, created_at
+                      max_batches_per_minute, max_priority, created_at
                FROM tenants WHERE ($1::text IS NULL OR name = $1) ORDER BY name"#,
             name
         )
@@ -205,6 +210,7 @@ impl Store {
                     max_in_flight: r.max_in_flight,
                     max_queued: r.max_queued,
                     max_batches_per_minute: r.max_batches_per_minute,
+                    max_priority: r.max_priority.and_then(|p| p.parse().ok()),
                 },
                 created_at: r.created_at,
             })
@@ -219,7 +225,8 @@ impl Store {
             .map(|b| b.iter().map(|b| b.as_str().to_owned()).collect());
         let n = sqlx::query!(
             "UPDATE tenants SET backends = $2, models = $3, daily_tokens = $4, weight = $5,
-                    max_in_flight = $6, max_queued = $7, max_batches_per_minute = $8
+                    max_in_flight = $6, max_queued = $7, max_batches_per_minute = $8,
+                    max_priority = $9
              WHERE name = $1",
             name,
             backends.as_deref(),
@@ -229,6 +236,7 @@ impl Store {
             p.max_in_flight,
             p.max_queued,
             p.max_batches_per_minute,
+            p.max_priority.map(|p| p.as_str()),
         )
         .execute(&self.pool)
         .await

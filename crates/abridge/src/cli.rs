@@ -102,6 +102,9 @@ pub struct TenantSetArgs {
     /// LLM tokens (in + out) its items may spend per UTC day (0: no limit).
     #[arg(long, value_name = "N")]
     pub daily_tokens: Option<u64>,
+    /// The highest priority its batches may ask for: high, normal or low (`any`: no limit).
+    #[arg(long, value_name = "PRIORITY")]
+    pub max_priority: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -358,3 +358,40 @@ async fn only_the_operator_reads_and_sets_tenants_settings() {
     assert_eq!(status, 200);
     assert_eq!(list["tenants"][0]["name"], "acme");
 }
+
+#[tokio::test]
+async fn the_operator_caps_the_priority_a_tenant_may_ask_for() {
+    let app = App::start(&[]).await;
+    let acme = app.token("acme").await;
+    let policy = TenantPolicy {
+        max_priority: Some(abridge_core::Priority::Normal),
+        ..TenantPolicy::default()
+    };
+    assert!(app.store.set_tenant_policy("acme", &policy).await.unwrap());
+    let (status, body) = app
+        .post(
+            &acme,
+            "/v1/batches",
+            json!({"urls": video_ids('h', 1), "priority": "high"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "option_not_allowed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("allowed: normal, low"),
+        "{body}"
+    );
+    for priority in ["normal", "low"] {
+        let (status, body) = app
+            .post(
+                &acme,
+                "/v1/batches",
+                json!({"urls": video_ids('n', 1), "priority": priority, "name": priority}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+}

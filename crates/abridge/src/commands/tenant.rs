@@ -80,6 +80,16 @@ pub fn apply(mut policy: TenantPolicy, args: TenantSetArgs) -> anyhow::Result<Te
             )
         };
     }
+    if let Some(p) = args.max_priority {
+        policy.max_priority = if p == "any" {
+            None
+        } else {
+            Some(
+                p.parse()
+                    .map_err(|e| anyhow::anyhow!("--max-priority: {e}"))?,
+            )
+        };
+    }
     if let Some(models) = args.models {
         policy.models = if models == ["default"] {
             None
@@ -122,6 +132,10 @@ fn print_one(view: &TenantView) {
     println!(
         "max queued:             {}",
         or(p.max_queued.map(|n| n.to_string()), "no limit")
+    );
+    println!(
+        "max priority:           {}",
+        or(p.max_priority.map(|p| p.as_str().to_owned()), "any")
     );
     println!(
         "max batches per minute: {}",
