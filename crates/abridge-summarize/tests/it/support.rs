@@ -94,42 +94,57 @@ impl Setup {
         options: BatchOptions,
     ) -> (BatchView, Vec<ItemView>) {
         let worker = self.worker();
-        if let Some(t) = tenant {
-            worker.store.ensure_tenant(t, "whsec_test").await.unwrap();
-        }
-        let done = abridge_control::enqueue_once(
-            &worker.store,
-            &worker.queue,
-            &worker.settings.queue,
-            BatchInput::from_lines(lines),
-            EnqueueRequest {
-                name: None,
-                priority: Priority::Normal,
-                options,
-                offer: abridge_control::Offer::from(&*worker.settings),
-            },
-            tenant.map(|t| abridge_control::Owner {
-                tenant: Some(t),
-                policy: None,
-                webhook_url: None,
-                idempotency: None,
-            }),
-        )
-        .await
-        .expect("enqueue");
-        let (abridge_control::EnqueueOnce::Created(done)
-        | abridge_control::EnqueueOnce::Replayed { done, .. }) = done;
+        let offer = abridge_control::Offer::from(&*worker.settings);
+        let id = enqueue_as(&worker, tenant, lines, options, offer)
+            .await
+            .expect("enqueue");
         let store = worker.store.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
             let _ = stopped.await;
         }));
-        let batch = wait_finished(&store, done.batch_id, Duration::from_secs(60)).await;
+        let batch = wait_finished(&store, id, Duration::from_secs(60)).await;
         let _ = stop.send(());
         running.await.unwrap().unwrap();
-        let items = store.items_of(done.batch_id, None, 0, 1000).await.unwrap();
+        let items = store.items_of(id, None, 0, 1000).await.unwrap();
         (batch, items)
     }
+}
+
+/// Enqueues `lines` as API tenant `tenant` (made if new; `None`: a CLI batch), with what
+/// `offer` says the enqueuing process offers.
+pub async fn enqueue_as(
+    worker: &Worker,
+    tenant: Option<&str>,
+    lines: &str,
+    options: BatchOptions,
+    offer: abridge_control::Offer,
+) -> Result<BatchId, abridge_control::ControlError> {
+    if let Some(t) = tenant {
+        worker.store.ensure_tenant(t, "whsec_test").await.unwrap();
+    }
+    let done = abridge_control::enqueue_once(
+        &worker.store,
+        &worker.queue,
+        &worker.settings.queue,
+        BatchInput::from_lines(lines),
+        EnqueueRequest {
+            name: None,
+            priority: Priority::Normal,
+            options,
+            offer,
+        },
+        tenant.map(|t| abridge_control::Owner {
+            tenant: Some(t),
+            policy: None,
+            webhook_url: None,
+            idempotency: None,
+        }),
+    )
+    .await?;
+    let (abridge_control::EnqueueOnce::Created(done)
+    | abridge_control::EnqueueOnce::Replayed { done, .. }) = done;
+    Ok(done.batch_id)
 }
 
 pub async fn wait_finished(

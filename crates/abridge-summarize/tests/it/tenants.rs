@@ -131,50 +131,31 @@ async fn without_drills_the_noop_backend_is_refused_and_its_directives_are_plain
     let poison = r#"{"url": "sup_0000002", "transcript": "abridge:exit\nabridge:sleep 60000\nHello there. General Kenobi."}"#;
     // A batch that asks for noop is refused at enqueue, naming the switch.
     let worker = s.worker();
-    let done = abridge_control::enqueue(
-        &worker.store,
-        &worker.queue,
-        &worker.settings.queue,
-        abridge_core::input::BatchInput::from_lines(poison),
-        abridge_control::EnqueueRequest {
-            options: backend("noop"),
-            offer: abridge_control::Offer::from(&*worker.settings),
-            ..Default::default()
-        },
-    )
-    .await;
+    let offer = abridge_control::Offer::from(&*worker.settings);
+    let done = enqueue_as(&worker, None, poison, backend("noop"), offer).await;
     assert!(
         matches!(&done, Err(abridge_control::ControlError::OptionsRefused(m)) if m.contains("ABRIDGE_DRILLS")),
         "{done:?}"
     );
     // A noop batch already stored (by an enqueuer with drills on): a worker without drills
     // fails it with `unknown_backend` and lives (`abridge:exit` would end this test process).
-    let done = abridge_control::enqueue(
-        &worker.store,
-        &worker.queue,
-        &worker.settings.queue,
-        abridge_core::input::BatchInput::from_lines(poison),
-        abridge_control::EnqueueRequest {
-            options: backend("noop"),
-            offer: abridge_control::Offer {
-                drills: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let drills = abridge_control::Offer {
+        drills: true,
+        ..Default::default()
+    };
+    let batch_id = enqueue_as(&worker, None, poison, backend("noop"), drills)
+        .await
+        .unwrap();
     let store = worker.store.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
         let _ = stopped.await;
     }));
-    let batch = wait_finished(&store, done.batch_id, std::time::Duration::from_secs(30)).await;
+    let batch = wait_finished(&store, batch_id, std::time::Duration::from_secs(30)).await;
     let _ = stop.send(());
     running.await.unwrap().unwrap();
     assert_eq!(batch.counts.failed, 1);
-    let items = store.items_of(done.batch_id, None, 0, 10).await.unwrap();
+    let items = store.items_of(batch_id, None, 0, 10).await.unwrap();
     assert_eq!(items[0].error_kind.as_deref(), Some("unknown_backend"));
     assert_eq!(items[0].attempts, 1, "permanent: no retry");
 
@@ -224,34 +205,23 @@ async fn a_tenant_over_its_daily_token_budget_waits_and_others_do_not() {
     // The next waits, without asking the model or using up an attempt.
     let worker = s.worker();
     let store = worker.store.clone();
-    let done = abridge_control::enqueue_once(
-        &worker.store,
-        &worker.queue,
-        &worker.settings.queue,
-        abridge_core::input::BatchInput::from_lines("vid_Budget2\n"),
-        abridge_control::EnqueueRequest {
-            options: backend("openai"),
-            offer: abridge_control::Offer::from(&*worker.settings),
-            ..Default::default()
-        },
-        Some(abridge_control::Owner {
-            tenant: Some("acme"),
-            policy: None,
-            webhook_url: None,
-            idempotency: None,
-        }),
+    let offer = abridge_control::Offer::from(&*worker.settings);
+    let batch_id = enqueue_as(
+        &worker,
+        Some("acme"),
+        "vid_Budget2\n",
+        backend("openai"),
+        offer,
     )
     .await
     .unwrap();
-    let (abridge_control::EnqueueOnce::Created(done)
-    | abridge_control::EnqueueOnce::Replayed { done, .. }) = done;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
         let _ = stopped.await;
     }));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let waiting = loop {
-        let items = store.items_of(done.batch_id, None, 0, 10).await.unwrap();
+        let items = store.items_of(batch_id, None, 0, 10).await.unwrap();
         if items[0].error_kind.as_deref() == Some("tenant_budget_exhausted") {
             break items[0].clone();
         }
