@@ -14,6 +14,9 @@ pub struct Keys {
     pub lease: String,
     pub delayed: String,
     pub dref: String,
+    /// Leases a reaper took (`item|token`, scored by when): their old holders may not
+    /// re-create them (renew.lua), only a holder whose lease Redis lost may.
+    pub taken: String,
     pub wake: String,
     pub epoch: String,
     pub reconcile_lock: String,
@@ -36,6 +39,7 @@ impl Keys {
             lease: k("lease"),
             delayed: k("delayed"),
             dref: k("dref"),
+            taken: k("taken"),
             wake: k("wake"),
             epoch: k("epoch"),
             reconcile_lock: k("reconcile-lock"),

@@ -574,6 +574,7 @@ impl Queue {
         inv.key(&self.keys.leases)
             .key(&self.keys.lease)
             .key(&self.keys.delayed)
+            .key(&self.keys.taken)
             .arg(&self.keys.prefix)
             .arg(worker.to_string())
             .arg(millis(lease));
@@ -686,6 +687,7 @@ impl Queue {
         let reply: Vec<String> = scripts::REAP
             .key(&self.keys.leases)
             .key(&self.keys.lease)
+            .key(&self.keys.taken)
             .arg(max)
             .invoke_async(&mut conn)
             .await
@@ -699,6 +701,7 @@ impl Queue {
         let reply: Vec<String> = scripts::RELEASE_WORKER
             .key(&self.keys.leases)
             .key(&self.keys.lease)
+            .key(&self.keys.taken)
             .arg(worker.to_string())
             .invoke_async(&mut conn)
             .await

@@ -1,5 +1,7 @@
 -- ack: a worker lets go of items it claimed (finished, dropped, or to be retried later).
--- A lease is only removed if it still carries the caller's token.
+-- A lease is only removed if it still carries the caller's token, and an item is only placed
+-- again by the holder of its lease: a stale give-back (its lease taken, the item requeued or
+-- delayed by someone else) places nothing.
 --
 -- KEYS[1] leases (ZSET)
 -- KEYS[2] lease (HASH)
@@ -27,10 +29,11 @@ for i = 3 + k, #ARGV, 6 do
   tokens[#tokens + 1] = ARGV[i + 1]
 end
 local held = call_gathered('HMGET', KEYS[2], items)
-local gone = {}
+local gone, holds = {}, {}
 for n, item in ipairs(items) do
   if held[n] and first_field_is(held[n], tokens[n]) then
     gone[#gone + 1] = item
+    holds[n] = true
   end
 end
 call_chunked('ZREM', KEYS[1], gone, 1)
@@ -48,7 +51,7 @@ end
 for i = 3 + k, #ARGV, 6 do
   local item, batch, rank, pos, requeue =
     ARGV[i], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
-  if requeue >= 0 then
+  if requeue >= 0 and holds[(i - 3 - k) / 6 + 1] then
     local due = 0
     if requeue > 0 then
       due = now + requeue

@@ -20,6 +20,9 @@
 --   PREFIX.."dref"            HASH  delayed item id -> "batch|rank|position"
 --   PREFIX.."leases"          ZSET  claimed items: member item id, score lease deadline (ms)
 --   PREFIX.."lease"           HASH  claimed item id -> "token|worker|batch|rank|position"
+--   PREFIX.."taken"           ZSET  leases a reaper took: member "item|token", score when (ms);
+--                                   kept an hour, so that the old holder's renewal is told
+--                                   it lost the item instead of re-creating the lease
 --   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on
 --   PREFIX.."cancelled:"..b   STRING present while batch b is cancelled (expires)
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
@@ -186,4 +189,14 @@ local function wake(key, n, limit)
   for _ = 1, math.min(n, limit - have) do
     redis.call('LPUSH', key, 1)
   end
+end
+
+-- How long a taken lease is remembered (ms): far longer than a renewal can be in flight.
+local TAKEN_KEPT_MS = 3600000
+
+-- Remembers that the lease `item` held under `token` was taken from its holder, and forgets
+-- takings older than TAKEN_KEPT_MS.
+local function remember_taken(key, item, token, now)
+  redis.call('ZADD', key, now, item .. '|' .. token)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - TAKEN_KEPT_MS)
 end

@@ -3,6 +3,8 @@
 --
 -- KEYS[1] leases (ZSET item -> deadline ms)
 -- KEYS[2] lease (HASH item -> "token|worker|batch|rank|position")
+-- KEYS[3] taken (ZSET "item|token" -> ms): each lease taken here is remembered, so its old
+--         holder's renewal cannot re-create it
 -- ARGV[1] the most leases to take
 -- Returns groups of 6: item, token, worker, batch, rank, position.
 
@@ -15,6 +17,7 @@ for _, item in ipairs(expired) do
   redis.call('HDEL', KEYS[2], item)
   if held then
     local f = split(held)
+    remember_taken(KEYS[3], item, f[1], now)
     out[#out + 1] = item
     for j = 1, 5 do
       out[#out + 1] = f[j]

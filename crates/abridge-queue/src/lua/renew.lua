@@ -3,6 +3,7 @@
 -- KEYS[1] leases (ZSET item -> deadline ms)
 -- KEYS[2] lease (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[3] delayed (ZSET)
+-- KEYS[4] taken (ZSET "item|token" -> ms): leases reapers took
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2] worker id
 -- ARGV[3] lease duration ms
@@ -10,6 +11,7 @@
 -- Returns one code per item: 1 renewed, 0 lost (another claim holds it, or it was requeued),
 -- 2 cancelled (its batch was cancelled), 3 re-created (Redis had lost the lease and the item
 -- was nowhere else, as after a FLUSHALL: the holder re-asserts it; Postgres still fences it).
+-- A lease a reaper took is lost, never re-created: the reaper is about to requeue the item.
 
 local prefix, worker = ARGV[1], ARGV[2]
 local deadline = now_ms() + tonumber(ARGV[3])
@@ -29,7 +31,8 @@ for i = 4, #ARGV, 5 do
     else
       code = 0
     end
-  elseif redis.call('ZSCORE', prefix .. 'q:' .. batch, item) or redis.call('ZSCORE', KEYS[3], item) then
+  elseif redis.call('ZSCORE', KEYS[4], item .. '|' .. token)
+      or redis.call('ZSCORE', prefix .. 'q:' .. batch, item) or redis.call('ZSCORE', KEYS[3], item) then
     code = 0
   else
     redis.call('ZADD', KEYS[1], deadline, item)
