@@ -165,6 +165,58 @@ async fn a_worker_paused_past_its_lease_cannot_write_when_it_resumes() {
 }
 
 #[tokio::test]
+async fn a_worker_paused_holding_unstarted_items_cannot_write_when_it_resumes() {
+    // Starts are deferred past the drill, so every write is an unstarted one, fenced by
+    // the attempt count its claim read; each item takes 6 s.
+    let mut fleet = Fleet::new(
+        TestEnv::new().await,
+        &[
+            ("ABRIDGE_START_AFTER_MS", "60000"),
+            ("ABRIDGE_NOOP_DELAY_MS", "6000"),
+        ],
+    )
+    .await;
+    fleet.spawn_worker(4);
+    let zombie = session_of(&fleet, fleet.workers[0].pid().as_raw()).await;
+    let id = fleet.enqueue(&video_lines('h', 4));
+    let queue = fleet.env.queue(&fleet.env.settings(&[]));
+    wait_until(
+        Duration::from_secs(20),
+        "the zombie to hold every item",
+        || async { queue.leases_by_worker().await.unwrap().get(&zombie) == Some(&4) },
+    )
+    .await;
+    // Let it read them from Postgres and begin: it is paused mid-work, not mid-claim.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Paused past its lease and session TTL: another worker takes the items over and
+    // works on them; the zombie resumes after its own 6 s are up, before the live holder's.
+    fleet.workers[0].signal(Signal::SIGSTOP);
+    fleet.spawn_worker(4);
+    let live = session_of(&fleet, fleet.workers[1].pid().as_raw()).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    fleet.workers[0].signal(Signal::SIGCONT);
+
+    fleet.wait_finished(id, Duration::from_secs(60)).await;
+    fleet.assert_exactly_once(id, 4).await;
+    let items = fleet.store.items_of(id, None, 0, 4).await.unwrap();
+    for item in &items {
+        assert_eq!(
+            item.worker_id,
+            Some(live.0),
+            "item {} carries the zombie's write (attempts {})",
+            item.id,
+            item.attempts
+        );
+    }
+    let ids: Vec<_> = items.iter().map(|i| i.id).collect();
+    let fenced = fleet.store.fenced_write_counts(&ids).await.unwrap();
+    // Whether the zombie got as far as writing (rather than learning first that it lost
+    // the items) is a race; when it does, its writes are refused and recorded.
+    eprintln!("the zombie's refused writes: {fenced:?}");
+}
+
+#[tokio::test]
 async fn redis_flushall_mid_batch_loses_nothing() {
     let mut fleet = Fleet::new(
         TestEnv::with_own_servers().await,

@@ -96,6 +96,7 @@ async fn write_groups(store: &Store, ids: &[ItemId], next: &AtomicUsize) -> anyh
                     meta: serde_json::json!({ "backend": "noop" }),
                 },
                 started: false,
+                attempt: item.attempt,
                 began,
             })
             .collect();

@@ -268,8 +268,13 @@ pub struct Settings {
     pub max_attempts: u32,
     /// The first retry waits about this long; each later one doubles it, with jitter.
     pub retry_base: Duration,
-    /// No retry waits longer than this.
+    /// No retry's own backoff waits longer than this (a service's `retry-after` may ask for
+    /// more, up to `max_wait`).
     pub retry_max: Duration,
+    /// No item waits longer than this before it is tried again, whatever asked for the wait
+    /// (a backoff, a service's `retry-after`, a breaker or a spent budget): a hostile or
+    /// broken `retry-after` cannot park an item for years.
+    pub max_wait: Duration,
     /// The fleet's summarizer backend for batches that name none (`extractive`, the default;
     /// `openai`, `anthropic`; `noop` with drills on).
     pub summarizer: Backend,
@@ -322,6 +327,14 @@ impl Settings {
                 &retry_max.as_millis().to_string(),
             ));
         }
+        let max_wait = src.millis("max_wait_ms", 3_600_000, 1)?;
+        if max_wait < retry_max {
+            return Err(src.invalid(
+                "max_wait_ms",
+                "at least retry_max_ms",
+                &max_wait.as_millis().to_string(),
+            ));
+        }
         let queue = src.text("queue")?.unwrap_or_else(|| "default".to_owned());
         check_key_part(src, "queue", &queue)?;
         let redis_prefix = src
@@ -359,6 +372,7 @@ impl Settings {
             max_attempts: src.number("max_attempts", 5, 1, 1_000)? as u32,
             retry_base,
             retry_max,
+            max_wait,
             summarizer,
             drills,
             noop_delay: src.millis("noop_delay_ms", 0, 0)?,

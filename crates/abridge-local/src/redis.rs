@@ -92,6 +92,15 @@ impl LocalRedis {
         }
     }
 
+    /// Sends the server `signal` (SIGSTOP and SIGCONT pause and resume it with its data: an
+    /// outage that loses nothing).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
     /// Kills the server and starts a new, empty one on the same port.
     pub fn restart_empty(&mut self) -> anyhow::Result<()> {
         self.kill();

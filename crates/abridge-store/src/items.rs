@@ -12,9 +12,12 @@
 //! which the planner cannot turn into a badly estimated filter on `items` alone. The plans are
 //! then a key lookup and a hash join, linear in the group.
 //!
-//! Every statement that moves an item out of `running` is a compare-and-set on
-//! `lease_token = $token AND status = 'running'`: only the holder of the current claim can
-//! finish, retry or release an item, and only once.
+//! The fencing rule (ARCHITECTURE.md, "Leases and fencing"): every write a claim makes is a
+//! compare-and-set that a claim taken over cannot pass. Out of `running`: `lease_token =
+//! $token AND status = 'running'`. Out of `queued` (a start, or the outcome of an item that
+//! never started): `status = 'queued' AND attempts = $attempt - 1`, the count the claim read;
+//! every take-over of an unstarted claim counts an attempt, so it moves that count on. And no
+//! write of a worker whose session was buried is taken.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +25,7 @@ use std::time::Duration;
 use abridge_core::{BatchId, ErrorKind, ItemId, ItemStatus, LeaseToken, Priority, WorkerId};
 use chrono::{DateTime, Utc};
 
+use crate::text::{clean, clean_json};
 use crate::{Context, Result, Store};
 
 /// An item that this worker has started: its payload, and the batch's options.
@@ -49,6 +53,28 @@ pub struct StartedItem {
     /// The batch was still `pending` when read: the worker marks it running
     /// ([`Store::mark_batches_running`]) beside the item's work, not before it.
     pub batch_pending: bool,
+}
+
+/// A claim on an item, as the fenced writes out of `queued` need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub item: ItemId,
+    pub token: LeaseToken,
+    /// The attempt this claim makes: the item's stored `attempts` plus one, as read after
+    /// the claim. A start or an unstarted outcome is taken only while `attempts` is still one
+    /// less; a take-over of the claim (a reaper, a dead worker's burial) counts an attempt.
+    pub attempt: i32,
+}
+
+impl Claim {
+    /// A claim of an item never attempted before (tests and tools).
+    pub fn first(item: ItemId, token: LeaseToken) -> Self {
+        Self {
+            item,
+            token,
+            attempt: 1,
+        }
+    }
 }
 
 /// A claimed item's row, as [`Store::read_claimed`] reads it.
@@ -97,8 +123,6 @@ pub enum Outcome {
     },
     /// Give the item back untouched (graceful shutdown): the attempt is refunded.
     Release,
-    /// Give the item back after losing its lease: the attempt counts.
-    Abandon,
 }
 
 impl Outcome {
@@ -109,7 +133,6 @@ impl Outcome {
             Outcome::Retry { .. } => "retry",
             Outcome::Defer { .. } => "defer",
             Outcome::Release => "release",
-            Outcome::Abandon => "abandon",
         }
     }
 }
@@ -122,8 +145,11 @@ pub struct Finish {
     pub token: LeaseToken,
     pub outcome: Outcome,
     /// Whether this claim marked the item `running` ([`Store::start_items`]). If not, the
-    /// write applies only while the item is still `queued`, and counts the attempt.
+    /// write applies only while the item is still `queued` with the attempt count the claim
+    /// read, and counts the attempt.
     pub started: bool,
+    /// The attempt this claim makes ([`Claim::attempt`]): fences an unstarted write.
+    pub attempt: i32,
     /// When the attempt began, on this process's monotonic clock. An item never marked
     /// running gets `started_at = now() - began.elapsed()` as the write runs: Postgres's
     /// clock, and the true start however long the outcome waited for its group commit.
@@ -150,6 +176,8 @@ pub type Finished = ItemRef;
 #[derive(Clone, Debug, Default)]
 pub struct Reclaimed {
     pub reclaimed: u64,
+    /// The items it took back (were running under the claim).
+    pub ids: Vec<ItemId>,
     pub items: Vec<ItemRef>,
 }
 
@@ -254,13 +282,10 @@ impl Store {
     }
 
     /// Marks claimed items `running` under their claim's token (`queued` → `running`, one
-    /// attempt more). Returns the ids that started; the others are no longer `queued` (taken
-    /// by another claim, finished, or cancelled) and their worker must stop.
-    pub async fn start_items(
-        &self,
-        worker: WorkerId,
-        claims: &[(ItemId, LeaseToken)],
-    ) -> Result<Vec<ItemId>> {
+    /// attempt more), fenced by the attempt count each claim read. Returns the ids that
+    /// started; the others are no longer `queued` under that claim (taken over, finished, or
+    /// cancelled), or `worker`'s session was buried, and their worker must stop.
+    pub async fn start_items(&self, worker: WorkerId, claims: &[Claim]) -> Result<Vec<ItemId>> {
         self.start_items_begun(worker, claims, &[]).await
     }
 
@@ -269,7 +294,7 @@ impl Store {
     pub async fn start_items_begun(
         &self,
         worker: WorkerId,
-        claims: &[(ItemId, LeaseToken)],
+        claims: &[Claim],
         began: &[std::time::Instant],
     ) -> Result<Vec<ItemId>> {
         if claims.is_empty() {
@@ -282,8 +307,9 @@ impl Store {
             .acquire()
             .await
             .context("start claimed items")?;
-        let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
-        let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
+        let ids: Vec<i64> = claims.iter().map(|c| c.item.0).collect();
+        let tokens: Vec<i64> = claims.iter().map(|c| c.token.0).collect();
+        let attempts: Vec<i32> = claims.iter().map(|c| c.attempt).collect();
         let ran_us: Vec<i64> = began
             .iter()
             .map(|b| i64::try_from(b.elapsed().as_micros()).unwrap_or(i64::MAX))
@@ -294,14 +320,19 @@ impl Store {
                SET status = 'running', lease_token = t.token, worker_id = $3,
                    attempts = i.attempts + 1, available_at = NULL,
                    started_at = now() - coalesce(t.ran_us, 0) * interval '1 microsecond'
-               FROM unnest($1::bigint[], $2::bigint[], $4::bigint[]) AS t(id, token, ran_us)
+               FROM unnest($1::bigint[], $2::bigint[], $4::bigint[], $5::int4[])
+                        AS t(id, token, ran_us, attempt)
                WHERE i.id = ANY($1) AND i.id = t.id
                  AND i.status = CASE WHEN t.token IS NOT NULL THEN 'queued' END
+                 AND i.attempts = t.attempt - 1
+                 AND NOT EXISTS (SELECT 1 FROM worker_sessions s
+                                 WHERE s.id = $3 AND s.stopped_at IS NOT NULL)
                RETURNING i.id"#,
             &ids,
             &tokens,
             worker.0,
             &ran_us,
+            &attempts,
         )
         .fetch_all(&mut *conn)
         .await
@@ -366,6 +397,7 @@ impl Store {
         let mut tokens = Vec::with_capacity(n);
         let mut outcomes = Vec::with_capacity(n);
         let mut bumps = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
         let mut ran_us = Vec::with_capacity(n);
         let mut summaries = Vec::with_capacity(n);
         let mut titles = Vec::with_capacity(n);
@@ -378,6 +410,7 @@ impl Store {
             token,
             outcome,
             started,
+            attempt,
             began,
         } in finishes
         {
@@ -385,12 +418,13 @@ impl Store {
             tokens.push(token.0);
             // An item that was never marked running gets its attempt counted here.
             bumps.push(i32::from(!*started));
+            attempts.push(*attempt);
             ran_us.push(i64::try_from(began.elapsed().as_micros()).unwrap_or(i64::MAX));
             outcomes.push(outcome.name());
             let (title, meta) = match outcome {
                 Outcome::Succeeded { title, meta, .. } => (
                     title.as_deref().map(clean).unwrap_or_default(),
-                    meta.clone(),
+                    clean_json(meta),
                 ),
                 _ => (String::new(), serde_json::Value::Null),
             };
@@ -414,9 +448,9 @@ impl Store {
                     String::new(),
                     kind.as_str(),
                     clean(message),
-                    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+                    i64::try_from(delay.min(&LONGEST_DELAY).as_millis()).unwrap_or(i64::MAX),
                 ),
-                Outcome::Release | Outcome::Abandon => (String::new(), "", String::new(), 0),
+                Outcome::Release => (String::new(), "", String::new(), 0),
             };
             summaries.push(summary);
             kinds.push(kind.to_owned());
@@ -463,7 +497,7 @@ impl Store {
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN now()
                            ELSE NULL END,
                        queued_at = CASE
-                           WHEN t.outcome IN ('release', 'abandon', 'defer') THEN now()
+                           WHEN t.outcome IN ('release', 'defer') THEN now()
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 THEN now()
                            ELSE i.queued_at END,
                        available_at = CASE
@@ -474,12 +508,15 @@ impl Store {
                            ELSE NULL END
                    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                                $6::text[], $7::bigint[], $9::text[], $10::jsonb[], $12::int4[],
-                               $13::bigint[])
+                               $13::bigint[], $14::int4[])
                             AS t(id, token, outcome, summary, error_kind, error_message, delay_ms,
-                                 title, meta, bump, ran_us)
+                                 title, meta, bump, ran_us, attempt)
                    WHERE i.id = ANY($1) AND i.id = t.id
                      AND i.status = CASE t.bump WHEN 0 THEN 'running' WHEN 1 THEN 'queued' END
-                     AND (t.bump = 1 OR i.lease_token = t.token)
+                     AND (CASE t.bump WHEN 0 THEN i.lease_token = t.token
+                                      ELSE i.attempts = t.attempt - 1 END)
+                     AND NOT EXISTS (SELECT 1 FROM worker_sessions s
+                                     WHERE s.id = $11 AND s.stopped_at IS NOT NULL)
                    RETURNING i.id, i.batch_id, i.position, i.status, i.available_at
                ),
                -- Mark the batch running if this is its first outcome. SKIP LOCKED: this
@@ -508,6 +545,7 @@ impl Store {
             worker.0,
             &bumps,
             &ran_us,
+            &attempts,
         )
         .fetch_all(&mut *conn)
         .await
@@ -591,7 +629,7 @@ impl Store {
         }
         let ids: Vec<i64> = claims.iter().map(|(id, _)| id.0).collect();
         let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
-        let reclaimed = sqlx::query!(
+        let reclaimed = sqlx::query_scalar!(
             "UPDATE items i SET
                  status = CASE WHEN i.attempts >= $3 THEN 'failed' ELSE 'queued' END,
                  lease_token = CASE WHEN i.attempts >= $3 THEN i.lease_token ELSE NULL END,
@@ -603,19 +641,20 @@ impl Store {
                  queued_at = now(), available_at = NULL
              FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
              WHERE i.id = ANY($1) AND i.id = t.id AND i.lease_token = t.token
-               AND i.status = CASE WHEN t.token IS NOT NULL THEN 'running' END",
+               AND i.status = CASE WHEN t.token IS NOT NULL THEN 'running' END
+             RETURNING i.id",
             &ids,
             &tokens,
             i32::try_from(max_attempts).unwrap_or(i32::MAX),
             kind.as_str(),
             reclaim_message(kind),
         )
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .context("reclaim items")?
-        .rows_affected();
+        .context("reclaim items")?;
         Ok(Reclaimed {
-            reclaimed,
+            reclaimed: reclaimed.len() as u64,
+            ids: reclaimed.into_iter().map(ItemId).collect(),
             items: self.item_refs(&ids).await?,
         })
     }
@@ -650,6 +689,7 @@ impl Store {
         .context("reclaim a dead worker's items")?;
         Ok(Reclaimed {
             reclaimed: ids.len() as u64,
+            ids: ids.iter().copied().map(ItemId).collect(),
             items: self.item_refs(&ids).await?,
         })
     }
@@ -702,11 +742,6 @@ fn reclaim_message(kind: &ErrorKind) -> &'static str {
     }
 }
 
-/// Postgres text cannot hold NUL; everything else is kept.
-fn clean(s: &str) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "")
-    } else {
-        s.to_owned()
-    }
-}
+/// The longest wait a write stores: `now() + delay` must stay far inside Postgres's
+/// `interval` and `timestamptz`, whatever a caller passes (the worker caps waits far lower).
+const LONGEST_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);

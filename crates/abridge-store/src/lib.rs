@@ -25,6 +25,7 @@ pub mod reconcile;
 pub mod sessions;
 pub mod summaries;
 pub mod tenants;
+pub mod text;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -36,7 +37,7 @@ pub use batches::{
     BatchView, Counts, CreateOnce, CreatedBatch, IdempotencyKey, ItemView, NewBatch,
 };
 pub use fleet::{BatchHeader, FleetSnapshot, MinuteDepth, MinuteThroughput};
-pub use items::{Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
+pub use items::{Claim, Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use sessions::{NewSession, SessionView};
 pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};
 

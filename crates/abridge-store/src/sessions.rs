@@ -1,7 +1,9 @@
 //! Worker sessions. A session is registered when a worker starts, heartbeats while it runs,
 //! and ends either closed by its worker (`shutdown`) or buried by a reaper (`dead: ...`).
 //! Liveness is judged on Postgres's clock alone (`now()` on both sides), so skew between
-//! worker hosts cannot make a live worker look dead.
+//! worker hosts cannot make a live worker look dead; and only over time Postgres was up: a
+//! heartbeat's age counts from the server's start at the earliest, so a stopped Postgres
+//! makes no session look dead when it comes back (the liveness rule, ARCHITECTURE.md).
 
 use std::time::Duration;
 
@@ -83,8 +85,9 @@ impl Store {
         Ok(())
     }
 
-    /// Buries every session of `queue` with no heartbeat for `ttl`, and returns them. Each is
-    /// a compare-and-set, so of several reapers exactly one buries a given session.
+    /// Buries every session of `queue` with no heartbeat for `ttl` while Postgres was up, and
+    /// returns them. Each is a compare-and-set, so of several reapers exactly one buries a
+    /// given session. The caller must itself have seen Postgres for `ttl` (`reaper`).
     pub async fn bury_dead_sessions(&self, queue: &str, ttl: Duration) -> Result<Vec<WorkerId>> {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let ids = sqlx::query_scalar!(
@@ -92,7 +95,8 @@ impl Store {
              SET stopped_at = now(),
                  stop_reason = 'dead: no heartbeat for ' || round(extract(epoch FROM now() - last_seen_at), 1) || 's'
              WHERE queue = $1 AND stopped_at IS NULL
-               AND last_seen_at < now() - $2 * interval '1 millisecond'
+               AND greatest(last_seen_at, pg_postmaster_start_time())
+                   < now() - $2 * interval '1 millisecond'
              RETURNING id",
             queue,
             ttl_ms as f64,

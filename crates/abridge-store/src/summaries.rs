@@ -1,13 +1,16 @@
 //! What the summarizer keeps: the transcript cache (one row per video and language), the
 //! summary cache, and per-item stage checkpoints.
 //!
-//! The caches are shared by every item and batch, so their writes are upserts that any worker
-//! may make (a stale writer only rewrites the same facts). Checkpoints belong to one attempt
-//! of one item: they are written fenced, like every other write to a running item.
+//! The caches are shared by every item and batch; checkpoints belong to one attempt of one
+//! item. Every write here is fenced by the writing claim, like the worker's own writes (the
+//! fencing rule, in `items`): a claim that was taken over fills no cache and writes no
+//! checkpoint, and its refused write is recorded in `fenced_writes`.
 
-use abridge_core::{ItemId, LeaseToken};
+use abridge_core::{ItemId, LeaseToken, WorkerId};
 use chrono::{DateTime, Utc};
 
+use crate::items::Claim;
+use crate::text::{clean, clean_cow, clean_json};
 use crate::{Context, Result, Store};
 
 /// A cached transcript: one video's captions in one language.
@@ -88,28 +91,47 @@ impl Store {
             .collect())
     }
 
-    /// Caches a transcript (replacing an older fetch of the same video and language).
-    pub async fn save_transcript(&self, t: &CachedTranscript) -> Result<()> {
-        sqlx::query!(
+    /// Caches a transcript (replacing an older fetch of the same video and language), if
+    /// `claim` still holds its item. Returns false (and records the refusal) otherwise.
+    pub async fn save_transcript(
+        &self,
+        t: &CachedTranscript,
+        claim: &Claim,
+        worker: WorkerId,
+    ) -> Result<bool> {
+        let (video_id, language, kind) = (clean(&t.video_id), clean(&t.language), clean(&t.kind));
+        let written = sqlx::query!(
             r#"INSERT INTO transcripts (video_id, language, kind, title, channel, duration_s, segments, tracks)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8
+               WHERE EXISTS (SELECT 1 FROM items i WHERE i.id = $9
+                               AND ((i.status = 'running' AND i.lease_token = $10)
+                                    OR (i.status = 'queued' AND i.attempts = $11 - 1)))
                ON CONFLICT (video_id, language) DO UPDATE
                SET kind = EXCLUDED.kind, title = EXCLUDED.title, channel = EXCLUDED.channel,
                    duration_s = EXCLUDED.duration_s, segments = EXCLUDED.segments,
                    tracks = EXCLUDED.tracks, fetched_at = now()"#,
-            t.video_id,
-            t.language,
-            t.kind,
-            t.title,
-            t.channel,
+            video_id,
+            language,
+            kind,
+            t.title.as_deref().map(clean),
+            t.channel.as_deref().map(clean),
             t.duration_s,
-            t.segments,
-            t.tracks,
+            clean_json(&t.segments),
+            clean_json(&t.tracks),
+            claim.item.0,
+            claim.token.0,
+            claim.attempt,
         )
         .execute(&self.pool)
         .await
-        .context("cache transcript")?;
-        Ok(())
+        .context("cache transcript")?
+        .rows_affected()
+            == 1;
+        if !written {
+            self.record_refused(worker, claim.item, claim.token, "cache transcript")
+                .await?;
+        }
+        Ok(written)
     }
 
     pub async fn cached_summary(&self, key: &SummaryKey) -> Result<Option<CachedSummary>> {
@@ -139,19 +161,31 @@ impl Store {
         }))
     }
 
-    /// Caches a summary. The first one stored for a key stays: equal keys mean equal work.
+    /// Caches a summary, if `claim` still holds its item: the first one stored for a key
+    /// stays (equal keys mean equal work). Returns false if the claim was refused (recorded).
     pub async fn save_summary(
         &self,
         key: &SummaryKey,
         summary: &str,
         title: Option<&str>,
         meta: &serde_json::Value,
-    ) -> Result<()> {
-        sqlx::query!(
-            r#"INSERT INTO summaries (video_id, backend, model, length, language, prompt_version, source,
-                                      scope, prompt_title, summary, title, meta)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-               ON CONFLICT DO NOTHING"#,
+        claim: &Claim,
+        worker: WorkerId,
+    ) -> Result<bool> {
+        let summary = clean_cow(summary);
+        let holds = sqlx::query_scalar!(
+            r#"WITH holds AS (
+                   SELECT 1 FROM items i WHERE i.id = $13
+                     AND ((i.status = 'running' AND i.lease_token = $14)
+                          OR (i.status = 'queued' AND i.attempts = $15 - 1))
+               ),
+               ins AS (
+                   INSERT INTO summaries (video_id, backend, model, length, language, prompt_version,
+                                          source, scope, prompt_title, summary, title, meta)
+                   SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM holds
+                   ON CONFLICT DO NOTHING
+               )
+               SELECT EXISTS (SELECT 1 FROM holds) AS "holds!""#,
             key.video_id,
             key.backend,
             key.model,
@@ -161,13 +195,43 @@ impl Store {
             key.source,
             key.scope,
             key.prompt_title,
-            summary,
-            title,
-            meta,
+            summary.as_ref(),
+            title.map(clean),
+            clean_json(meta),
+            claim.item.0,
+            claim.token.0,
+            claim.attempt,
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("cache summary")?;
+        if !holds {
+            self.record_refused(worker, claim.item, claim.token, "cache summary")
+                .await?;
+        }
+        Ok(holds)
+    }
+
+    /// Records a write of the claim `token` on `item` that was refused because the claim no
+    /// longer holds the item, with the status the item was found in.
+    pub(crate) async fn record_refused(
+        &self,
+        worker: WorkerId,
+        item: ItemId,
+        token: LeaseToken,
+        attempted: &str,
+    ) -> Result<()> {
+        sqlx::query!(
+            "INSERT INTO fenced_writes (item_id, worker_id, lease_token, attempted, found)
+             SELECT $1, $2, $3, $4, coalesce((SELECT status FROM items WHERE id = $1), 'missing')",
+            item.0,
+            worker.0,
+            token.0,
+            attempted,
         )
         .execute(&self.pool)
         .await
-        .context("cache summary")?;
+        .context("record a fenced write")?;
         Ok(())
     }
 
@@ -193,6 +257,7 @@ impl Store {
         token: LeaseToken,
         stage: &str,
         data: &serde_json::Value,
+        worker: WorkerId,
     ) -> Result<bool> {
         let written = sqlx::query!(
             r#"INSERT INTO item_checkpoints (item_id, stage, data, lease_token)
@@ -204,11 +269,17 @@ impl Store {
             item.0,
             token.0,
             stage,
-            data,
+            clean_json(data),
         )
         .execute(&self.pool)
         .await
-        .context("write item checkpoint")?;
-        Ok(written.rows_affected() == 1)
+        .context("write item checkpoint")?
+        .rows_affected()
+            == 1;
+        if !written {
+            self.record_refused(worker, item, token, &format!("checkpoint {stage}"))
+                .await?;
+        }
+        Ok(written)
     }
 }

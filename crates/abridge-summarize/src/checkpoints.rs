@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken};
+use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken, WorkerId};
 use abridge_store::Store;
 use abridge_worker::{StartHandle, StartResult};
 
@@ -11,6 +11,8 @@ pub struct Checkpoints<'a> {
     store: &'a Store,
     item: ItemId,
     token: LeaseToken,
+    /// The claiming worker, under which a refused write is recorded.
+    worker: WorkerId,
     /// Checkpoint writes are fenced on the item running under this claim, so the item's
     /// deferred start is written first.
     start: StartHandle,
@@ -22,6 +24,7 @@ impl<'a> Checkpoints<'a> {
         store: &'a Store,
         item: ItemId,
         token: LeaseToken,
+        worker: WorkerId,
         start: StartHandle,
     ) -> Result<Self, ItemError> {
         let saved = store
@@ -34,6 +37,7 @@ impl<'a> Checkpoints<'a> {
             store,
             item,
             token,
+            worker,
             start,
             saved,
         })
@@ -63,7 +67,7 @@ impl<'a> Checkpoints<'a> {
         }
         let written = self
             .store
-            .write_checkpoint(self.item, self.token, stage, &data)
+            .write_checkpoint(self.item, self.token, stage, &data, self.worker)
             .await
             .map_err(store_error)?;
         if !written {

@@ -31,6 +31,26 @@ pub fn shape(length: SummaryLength) -> (usize, usize) {
     }
 }
 
+/// [`summarize`] on a blocking thread: LexRank over a long transcript is a second or more
+/// of CPU, which on the async runtime would hold back every timer of the worker (lease
+/// renewals among them). A copy of the document goes to the thread; the work goes on there
+/// if the item is dropped meanwhile, and its result is then unused.
+pub async fn summarize_off_runtime(
+    doc: &Doc,
+    length: SummaryLength,
+) -> Result<Summary, abridge_core::ItemError> {
+    let doc = doc.clone();
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| summarize(&doc, length)))
+        .await
+        .map_err(|e| {
+            abridge_core::ItemError::transient(
+                abridge_core::ErrorKind::INTERNAL,
+                format!("extractive summarizer failed: {e}"),
+            )
+        })
+}
+
 pub fn summarize(doc: &Doc, length: SummaryLength) -> Summary {
     let units = merge_to(sentences(&doc.segments), MAX_UNITS);
     let (n_tldr, n_points) = shape(length);

@@ -245,8 +245,7 @@ impl Summarizer {
                 match hit {
                     Some(row) => (row.clone(), "cache"),
                     None => (
-                        self.fetch_and_cache(&job.video_id, &request.languages)
-                            .await?,
+                        self.fetch_and_cache(job, &request.languages).await?,
                         "youtube",
                     ),
                 }
@@ -287,10 +286,13 @@ impl Summarizer {
 
     async fn fetch_and_cache(
         &self,
-        video_id: &str,
+        job: &Job,
         languages: &[String],
     ) -> Result<CachedTranscript, ItemError> {
-        let t = self.youtube.fetch_transcript(video_id, languages).await?;
+        let t = self
+            .youtube
+            .fetch_transcript(&job.video_id, languages)
+            .await?;
         let row = CachedTranscript {
             video_id: t.video_id.clone(),
             language: t.language.clone(),
@@ -302,10 +304,17 @@ impl Summarizer {
             tracks: serde_json::to_value(&t.tracks).expect("tracks serialize"),
             fetched_at: chrono::Utc::now(),
         };
-        self.store
-            .save_transcript(&row)
+        let cached = self
+            .store
+            .save_transcript(&row, &job.claim(), job.worker)
             .await
             .map_err(store_error)?;
+        if !cached {
+            return Err(ItemError::transient(
+                ErrorKind::from_static("lease_lost"),
+                "transcript cache fill refused: this attempt no longer holds the item",
+            ));
+        }
         Ok(row)
     }
 }
@@ -354,8 +363,14 @@ impl Processor for Summarizer {
             ),
         };
 
-        let mut checkpoints =
-            Checkpoints::load(&self.store, job.item_id, job.lease_token, job.start.clone()).await?;
+        let mut checkpoints = Checkpoints::load(
+            &self.store,
+            job.item_id,
+            job.lease_token,
+            job.worker,
+            job.start.clone(),
+        )
+        .await?;
         let fetch_started = Instant::now();
         let fetched = self
             .transcript(job, &request, &mut checkpoints)
@@ -406,7 +421,9 @@ impl Processor for Summarizer {
                 let span = tracing::info_span!("summarize", backend = %request.backend);
                 let summarized = match llm {
                     None => {
-                        let summary = span.in_scope(|| extractive::summarize(&doc, request.length));
+                        let summary = extractive::summarize_off_runtime(&doc, request.length)
+                            .instrument(span)
+                            .await?;
                         abridge_telemetry::metrics::summarizer_request("extractive", "ok");
                         Ok((summary, Usage::default()))
                     }
@@ -439,13 +456,30 @@ impl Processor for Summarizer {
             meta["truncated"] = json!(usage.truncated);
         }
         meta["duration_ms"] = json!(started.elapsed().as_millis() as u64);
-        if cache == "miss"
-            && let Err(e) = self
+        if cache == "miss" {
+            match self
                 .store
-                .save_summary(&key, &summary, transcript.title.as_deref(), &meta)
+                .save_summary(
+                    &key,
+                    &summary,
+                    transcript.title.as_deref(),
+                    &meta,
+                    &job.claim(),
+                    job.worker,
+                )
                 .await
-        {
-            tracing::warn!(item = %job.item_id, error = %e, "could not cache the summary");
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(ItemError::transient(
+                        ErrorKind::from_static("lease_lost"),
+                        "summary cache fill refused: this attempt no longer holds the item",
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(item = %job.item_id, error = %e, "could not cache the summary")
+                }
+            }
         }
         Ok(JobOutput {
             summary: render::heading(&doc.title) + &summary,

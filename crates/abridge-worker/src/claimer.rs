@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::backoff::retry_delay;
+use crate::backoff::{defer_delay, retry_delay};
 use crate::finisher;
 use crate::holdings::{StopReason, StopSignal};
 use crate::session::SessionCtx;
@@ -152,11 +152,15 @@ async fn start_claimed(
         match worker.store.read_claimed(&claims).await {
             Ok(started) => break started,
             Err(e) => {
-                // Postgres is down or failing: hold on while the leases are valid, then give
-                // the items back to Redis untouched (Postgres still says queued).
-                let all_stopped = held.iter().all(|(_, s, _)| s.reason().is_some());
+                // Postgres is down or failing: hold on while the leases are kept (the keeper
+                // renews them meanwhile), then give the items back to Redis untouched
+                // (Postgres still says queued).
+                let now = Instant::now();
+                let all_gone = held
+                    .iter()
+                    .all(|(l, s, _)| s.reason().is_some() || !ctx.holdings.valid(l.item, now));
                 warn!(error = %e, items = claims.len(), "cannot read claimed items; retrying");
-                if all_stopped || !e.is_unavailable() {
+                if all_gone || !e.is_unavailable() {
                     give_back(&worker, held.iter().map(|(l, _, _)| l.clone()).collect()).await;
                     for (l, _, _) in &held {
                         ctx.holdings.remove(l.item);
@@ -168,6 +172,21 @@ async fn start_claimed(
             }
         }
     };
+    // The fencing rule for unstarted items rests on this read: the attempt count it saw is
+    // the claim's fence, so the read must have run while the claim still held its lease (a
+    // take-over counts an attempt, but only after the lease expired). A read that came back
+    // after the local deadline may have seen a taken-over count: let those items go.
+    let now = Instant::now();
+    let (started, late): (Vec<StartedItem>, Vec<StartedItem>) = started
+        .into_iter()
+        .partition(|s| ctx.holdings.valid(s.id, now));
+    if !late.is_empty() {
+        warn!(
+            items = late.len(),
+            "claimed items were read after their lease could have expired; giving them back"
+        );
+    }
+    let late: HashSet<ItemId> = late.iter().map(|s| s.id).collect();
     let started_at = SystemTime::now();
     // A batch's first items flip it to `running`, beside their work rather than before it.
     let pending: HashSet<BatchId> = started
@@ -216,6 +235,11 @@ async fn start_claimed(
                     ))
                     .instrument(span),
                 );
+            }
+            None if late.contains(&lease.item) => {
+                // Given back untouched: placed again only if this claim still holds it.
+                ctx.holdings.remove(lease.item);
+                dropped.push((lease, AfterAck::Ready));
             }
             None => {
                 debug!(item = %lease.item, "claimed item was not queued any more; dropping it");
@@ -277,14 +301,16 @@ async fn run_item(
     signal: StopSignal,
     permit: OwnedSemaphorePermit,
 ) {
-    let attempt = u32::try_from(item.attempt).unwrap_or(1);
+    let claim_attempt = item.attempt;
+    let attempt = u32::try_from(claim_attempt).unwrap_or(1);
     let began = std::time::Instant::now();
-    let start = StartHandle::new(&ctx, &lease, began);
+    let start = StartHandle::new(&ctx, &lease, item.attempt, began);
     let job = Job {
         item_id: item.id,
         batch_id: item.batch_id,
         attempt,
         lease_token: item.token,
+        worker: ctx.id,
         video_id: item.video_id,
         url: item.url,
         title: item.title,
@@ -338,6 +364,7 @@ async fn run_item(
             settings.retry_base,
             settings.retry_max,
             e.retry_after(),
+            settings.max_wait,
         ),
     };
     let outcome = match result {
@@ -357,7 +384,7 @@ async fn run_item(
                 Some(Outcome::Defer {
                     kind: kind.clone(),
                     message: message.clone(),
-                    delay: (*retry_after).max(settings.retry_base),
+                    delay: defer_delay(*retry_after, settings.retry_base, settings.max_wait),
                 })
             } else if e.is_transient() {
                 info!(error = %e, "attempt failed; will retry");
@@ -383,12 +410,6 @@ async fn run_item(
         }
         Err(reason) => match reason {
             StopReason::Shutdown => Some(Outcome::Release),
-            StopReason::Deadline => {
-                warn!(
-                    "lease could not be renewed in time: abandoning the item before anyone else can be given it"
-                );
-                Some(Outcome::Abandon)
-            }
             StopReason::Lost | StopReason::Cancelled | StopReason::SessionBuried => {
                 info!(
                     ?reason,
@@ -419,20 +440,16 @@ async fn run_item(
     match outcome {
         // Giving back an item that was never marked running needs no Postgres write: it is
         // still `queued` there. Put it back in Redis.
-        Some(Outcome::Release | Outcome::Abandon) if !started => {
+        Some(Outcome::Release) if !started => {
             if let Err(e) =
                 Box::pin(worker.queue.ack(&[(lease.clone(), AfterAck::Ready)], &[])).await
             {
                 debug!(error = %e, "cannot give the item back; its lease will expire");
             }
-            if matches!(signal.reason(), Some(StopReason::Shutdown)) {
-                ctx.tally
-                    .released
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                metrics::counter!("abridge_items_total", "outcome" => "released").increment(1);
-            } else {
-                metrics::counter!("abridge_items_total", "outcome" => "abandoned").increment(1);
-            }
+            ctx.tally
+                .released
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("abridge_items_total", "outcome" => "released").increment(1);
         }
         Some(outcome) => {
             let write = info_span!("write outcome", outcome = outcome.name());
@@ -443,6 +460,7 @@ async fn run_item(
                     token: lease.token,
                     outcome,
                     started,
+                    attempt: claim_attempt,
                     began,
                 },
                 lease.clone(),

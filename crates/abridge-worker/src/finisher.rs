@@ -23,6 +23,9 @@ use crate::{Worker, batching};
 /// against 40); since the permit ends at the hand-over, two beat one by 5-10 % in the
 /// burn-down, with or without a CPU hog beside it, and three lose again (BENCHMARKS.md).
 pub(crate) const WRITERS: usize = 2;
+
+/// How long a writer keeps trying to acknowledge written outcomes while Redis is away.
+const ACK_PATIENCE: Duration = Duration::from_secs(300);
 pub(crate) struct FinishOp {
     finish: Finish,
     waiter: Waiter,
@@ -81,28 +84,26 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
     let (finishes, waiters): (Vec<Finish>, Vec<Waiter>) =
         ops.into_iter().map(|op| (op.finish, op.waiter)).unzip();
     let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(50);
-    // A finished result is never thrown away while it can still be written: the write is
-    // fenced, so trying again later is always safe.
-    let report = loop {
-        match worker
-            .store
-            .finish_items(ctx.id, &finishes, worker.settings.max_attempts)
-            .await
-        {
-            Ok(report) => break report,
-            Err(e) if e.is_unavailable() => {
-                warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; holding them and retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; their leases will expire and the items will be retried");
-                for w in waiters {
-                    let _ = w.done.send(());
+    let report = match write_group(worker, ctx, &finishes).await {
+        Ok(report) => report,
+        Err(e) if finishes.len() > 1 => {
+            // One bad outcome must not discard the others written with it: write each alone.
+            warn!(error = %e, outcomes = finishes.len(), "cannot write a group of outcomes; writing them one by one");
+            let mut report = FinishReport::default();
+            for (finish, waiter) in finishes.iter().zip(&waiters) {
+                match write_group(worker, ctx, std::slice::from_ref(finish)).await {
+                    Ok(one) => {
+                        report.accepted.extend(one.accepted);
+                        report.rejected.extend(one.rejected);
+                    }
+                    Err(e) => waiter.span.in_scope(|| log_unwritable(&e)),
                 }
-                return;
             }
+            report
+        }
+        Err(e) => {
+            log_unwritable(&e);
+            FinishReport::default()
         }
     };
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "store")
@@ -116,6 +117,37 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
     for w in waiters {
         let _ = w.done.send(());
     }
+}
+
+/// Writes outcomes in one fenced statement. A finished result is never thrown away while it
+/// can still be written: while Postgres is unavailable the write is retried (it is fenced, so
+/// trying again later is always safe); any other error is returned.
+async fn write_group(
+    worker: &Worker,
+    ctx: &SessionCtx,
+    finishes: &[Finish],
+) -> Result<FinishReport, abridge_store::StoreError> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match worker
+            .store
+            .finish_items(ctx.id, finishes, worker.settings.max_attempts)
+            .await
+        {
+            Err(e) if e.is_unavailable() => {
+                warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; holding them and retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// An outcome Postgres refused to take (not a fence: an error). Its lease is let go below;
+/// the item stays as Postgres has it and the reaper or reconciler takes it from there.
+fn log_unwritable(e: &abridge_store::StoreError) {
+    warn!(error = %e, "cannot write an outcome; the item will be retried");
 }
 
 /// Lets go of the leases in Redis, places retried and released items, completes batches.
@@ -139,13 +171,6 @@ async fn acknowledge(
             continue;
         };
         let after = match (f.status, &finish.outcome) {
-            (ItemStatus::Queued, Outcome::Abandon) => {
-                // The run report counts it with releases, as before; the metric tells them
-                // apart (a release is routine at shutdown, an abandon means Redis trouble).
-                tally.released.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("abridge_items_total", "outcome" => "abandoned").increment(1);
-                AfterAck::Ready
-            }
             (ItemStatus::Queued, Outcome::Retry { delay, .. }) => {
                 tally.retried.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("abridge_items_total", "outcome" => "retried").increment(1);
@@ -188,11 +213,24 @@ async fn acknowledge(
         }
     }
     let batches: Vec<_> = finished_batches.into_iter().collect();
-    let ready = match worker.queue.ack(&acks, &batches).await {
-        Ok(acked) => acked.ready,
-        Err(e) => {
-            warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
-            vec![0; batches.len()]
+    // Retried while Redis is away: a lease left behind would expire and be taken as a lost
+    // claim (an attempt counted for an item whose outcome was written). Reapers wait a lease
+    // period after an outage before taking anything, so an acknowledgement that lands within
+    // it is in time.
+    let mut delay = Duration::from_millis(50);
+    let gave_up_at = std::time::Instant::now() + ACK_PATIENCE;
+    let ready = loop {
+        match worker.queue.ack(&acks, &batches).await {
+            Ok(acked) => break acked.ready,
+            Err(e) if e.is_unavailable() && std::time::Instant::now() < gave_up_at => {
+                warn!(error = %e, leases = acks.len(), "cannot acknowledge leases; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");
+                break vec![0; batches.len()];
+            }
         }
     };
     // A batch with items still ready in Redis cannot be complete: check the others only.

@@ -18,8 +18,6 @@ pub enum StopReason {
     Lost,
     /// Its batch was cancelled.
     Cancelled,
-    /// Renewals failed for too long: the local deadline passed before the lease could expire.
-    Deadline,
     /// The worker is shutting down and the grace period is over.
     Shutdown,
     /// This worker's session was declared dead: its items were already taken back.
@@ -54,8 +52,10 @@ impl StopSignal {
 #[derive(Debug)]
 struct Holding {
     lease: LeaseRef,
-    /// Past this instant the lease may have expired in Redis: stop before anyone else can get
-    /// the item. Moved forward by every successful renewal.
+    /// Until this instant the lease is known to hold in Redis (a margin before it could
+    /// expire). Moved forward by every successful renewal. Past it, the claim may have been
+    /// taken over: the item keeps running (its writes are fenced in Postgres), but a claim
+    /// read only after it is let go ([`Holdings::valid`]).
     valid_until: Instant,
     signal: StopSignal,
     /// The item's span once it has started, so what the keeper logs about the item carries
@@ -158,17 +158,9 @@ impl Holdings {
         }
     }
 
-    /// Stops the items whose local deadline has passed; returns how many.
-    pub fn stop_expired(&self, now: Instant) -> usize {
-        let items = self.lock();
-        let mut n = 0;
-        for h in items.values().filter(|h| h.valid_until <= now) {
-            if h.signal.reason().is_none() {
-                h.signal.stop(StopReason::Deadline);
-                n += 1;
-            }
-        }
-        n
+    /// Whether the lease on `item` is known to hold at `now` (false if not held).
+    pub fn valid(&self, item: ItemId, now: Instant) -> bool {
+        self.lock().get(&item).is_some_and(|h| h.valid_until > now)
     }
 
     /// Waits until nothing is held.
@@ -213,17 +205,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deadlines_stop_only_unrenewed_items() {
+    async fn only_a_renewal_of_the_same_claim_moves_the_deadline() {
         let holdings = Holdings::default();
         let batch = BatchId::new();
         let now = Instant::now();
-        let a = holdings.add(lease(1, batch), now + Duration::from_secs(1));
-        let b = holdings.add(lease(2, batch), now + Duration::from_secs(1));
+        holdings.add(lease(1, batch), now + Duration::from_secs(1));
+        holdings.add(lease(2, batch), now + Duration::from_secs(1));
         holdings.extend(ItemId(2), LeaseToken(7), now + Duration::from_secs(30));
         holdings.extend(ItemId(1), LeaseToken(8), now + Duration::from_secs(30)); // wrong token
-        assert_eq!(holdings.stop_expired(now + Duration::from_secs(2)), 1);
-        assert_eq!(a.stopped().await, StopReason::Deadline);
-        assert_eq!(b.reason(), None);
+        let later = now + Duration::from_secs(2);
+        assert!(!holdings.valid(ItemId(1), later));
+        assert!(holdings.valid(ItemId(2), later));
+        assert!(!holdings.valid(ItemId(3), now));
     }
 
     #[tokio::test]

@@ -1,5 +1,10 @@
-//! Keeps this worker's claims alive: renews leases every `heartbeat`, enforces the local
-//! lease deadline, and heartbeats the session in Postgres every `session_ttl / 3`.
+//! Keeps this worker's claims alive: renews leases every `heartbeat` (moving each item's
+//! local deadline), and heartbeats the session in Postgres every `session_ttl / 3`.
+//!
+//! A renewal that fails (Redis away) stops nothing: a store outage is nobody's death. The
+//! items carry on, their outcomes are fenced in Postgres, and reapers judge a lease expired
+//! only over time they could see Redis themselves (the liveness rule, `reaper`), so holders
+//! renew before anyone takes their leases once Redis is back.
 
 use std::sync::Arc;
 
@@ -13,22 +18,31 @@ use crate::holdings::StopReason;
 use crate::session::SessionCtx;
 
 pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
+    // Two loops, not one: a renewal stuck on an unresponsive Redis must not hold back the
+    // session's heartbeat to Postgres (the worker would look dead to reapers that see it).
+    tokio::join!(
+        renew_every_heartbeat(&worker, &ctx, &stop),
+        heartbeat_session(&worker, &ctx, &stop)
+    );
+}
+
+async fn renew_every_heartbeat(worker: &Worker, ctx: &SessionCtx, stop: &CancellationToken) {
     let mut renew = interval(worker.settings.heartbeat);
-    let mut deadlines = interval(worker.deadline_check_every());
-    let mut session = interval(worker.settings.session_ttl / 3);
-    for t in [&mut renew, &mut deadlines, &mut session] {
-        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    }
+    renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = renew.tick() => renew_leases(&worker, &ctx).await,
-            _ = deadlines.tick() => {
-                let n = ctx.holdings.stop_expired(Instant::now());
-                if n > 0 {
-                    warn!(items = n, "lease deadline reached without a successful renewal; abandoning items");
-                }
-            }
+            _ = renew.tick() => renew_leases(worker, ctx).await,
+        }
+    }
+}
+
+async fn heartbeat_session(worker: &Worker, ctx: &SessionCtx, stop: &CancellationToken) {
+    let mut session = interval(worker.settings.session_ttl / 3);
+    session.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
             _ = session.tick() => match worker.store.heartbeat_session(ctx.id).await {
                 Ok(true) => {}
                 Ok(false) => {

@@ -30,7 +30,7 @@ pub mod starter;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abridge_core::{BatchId, ItemError, ItemId, LeaseToken, Settings};
+use abridge_core::{BatchId, ItemError, ItemId, LeaseToken, Settings, WorkerId};
 use abridge_queue::Queue;
 use abridge_store::Store;
 use async_trait::async_trait;
@@ -46,8 +46,10 @@ pub struct Job {
     /// 1 for the first attempt.
     pub attempt: u32,
     /// This attempt's claim token. Any write a processor makes for the item (a checkpoint,
-    /// progress) must be fenced by it, like the worker's own writes.
+    /// a cache fill) must be fenced by it ([`Job::claim`]), like the worker's own writes.
     pub lease_token: LeaseToken,
+    /// The claiming worker's session: a refused write is recorded under it.
+    pub worker: WorkerId,
     pub video_id: String,
     pub url: String,
     pub title: Option<String>,
@@ -62,6 +64,17 @@ pub struct Job {
     /// item running (a checkpoint) must call `start.ensure()` first; otherwise the worker
     /// does it once the item has run for `start_after`.
     pub start: StartHandle,
+}
+
+impl Job {
+    /// The claim a fenced write of this attempt presents (the fencing rule, ARCHITECTURE.md).
+    pub fn claim(&self) -> abridge_store::Claim {
+        abridge_store::Claim {
+            item: self.item_id,
+            token: self.lease_token,
+            attempt: i32::try_from(self.attempt).unwrap_or(i32::MAX),
+        }
+    }
 }
 
 /// A processor's result for one item.
@@ -95,14 +108,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The deadline margin: a worker abandons an item this long before its lease could
-    /// expire in Redis, so it has stopped before anyone else can be given the item.
+    /// The deadline margin: a claim is known to hold until this long before its lease could
+    /// expire in Redis (clock drift, and the time between a renewal's send and its effect).
     pub(crate) fn lease_margin(&self) -> Duration {
-        self.deadline_check_every() * 2 + self.settings.lease / 10
-    }
-
-    /// How often local lease deadlines are checked.
-    pub(crate) fn deadline_check_every(&self) -> Duration {
-        (self.settings.lease / 10).min(Duration::from_secs(1))
+        (self.settings.lease / 10).min(Duration::from_secs(1)) * 2 + self.settings.lease / 10
     }
 }

@@ -2,9 +2,18 @@
 //! `abridge reap` runs one pass. Every step is a compare-and-set, so any number of reapers
 //! can run at once: Redis hands each expired lease to one of them, Postgres buries each dead
 //! session once, and an item is reclaimed only if it is still running under the same claim.
+//!
+//! The liveness rule: a holder is judged gone only over time the judge could itself see the
+//! store its evidence lives in. A store outage is nobody's death: a reaper takes expired
+//! leases only once it has seen Redis without a break for a whole lease, and buries sessions
+//! only once it has seen Postgres for a whole session TTL ([`Sight`]), so every live holder
+//! has renewed (or heartbeaten) before anyone judges it after an outage, a pause of the
+//! reaper's own process, or a cut between the two.
 
 use std::collections::HashSet;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use abridge_core::{ErrorKind, ItemStatus, WorkerId};
 use abridge_queue::Placement;
@@ -22,6 +31,8 @@ pub struct ReapReport {
     pub expired_leases: u64,
     /// Items taken back from expired leases (were running in Postgres under that claim).
     pub reclaimed_expired: u64,
+    /// Expired claims that had not started: their attempt counted.
+    pub counted_unstarted: u64,
     /// Sessions declared dead.
     pub dead_sessions: Vec<WorkerId>,
     /// Items taken back from dead sessions.
@@ -32,18 +43,84 @@ pub struct ReapReport {
     pub requeued: u64,
 }
 
+/// How long a process has seen a store without a break. Each reaper pass looks (one round
+/// trip); a failed look, or a gap between two good looks longer than `max_gap` (the process
+/// was paused, or the pass was stuck), starts the count again.
+#[derive(Clone, Copy, Debug)]
+pub struct Sight {
+    /// Since when the store has been seen without a break; `None` while it is not seen.
+    since: Option<Instant>,
+    last_seen: Option<Instant>,
+    max_gap: Duration,
+}
+
+impl Sight {
+    pub fn new(max_gap: Duration) -> Self {
+        Self {
+            since: None,
+            last_seen: None,
+            max_gap,
+        }
+    }
+
+    /// A judge that vouches for having seen the store all along: `abridge reap`, run by the
+    /// operator, who decides when the stores have been up long enough to judge.
+    pub fn vouched() -> Self {
+        Self {
+            since: Some(Instant::now() - Duration::from_secs(365 * 24 * 3600)),
+            last_seen: None,
+            max_gap: Duration::MAX,
+        }
+    }
+
+    pub fn observe(&mut self, seen: bool, now: Instant) {
+        if !seen {
+            self.since = None;
+            self.last_seen = None;
+            return;
+        }
+        let broken = self
+            .last_seen
+            .is_some_and(|last| now.saturating_duration_since(last) > self.max_gap);
+        if self.since.is_none() || broken {
+            self.since = Some(now);
+        }
+        self.last_seen = Some(now);
+    }
+
+    /// How long the store has been seen without a break, as of `now`.
+    pub fn seen_for(&self, now: Instant) -> Duration {
+        self.since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+}
+
+/// What a reaper has seen of the two stores.
+#[derive(Clone, Copy, Debug)]
+pub struct Sights {
+    pub redis: Sight,
+    pub postgres: Sight,
+}
+
 pub(crate) async fn run(worker: Worker, stop: CancellationToken) {
     let mut tick = tokio::time::interval(worker.settings.reap_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A pass every `reap_every`; three missed in a row is a break in what the reaper saw.
+    let max_gap = worker.settings.reap_every * 3 + Duration::from_secs(1);
+    let mut sights = Sights {
+        redis: Sight::new(max_gap),
+        postgres: Sight::new(max_gap),
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match reap_once(&worker).await {
+        match reap_pass(&worker, &mut sights).await {
             Ok(r) if r != ReapReport::default() => info!(
                 expired_leases = r.expired_leases,
                 reclaimed_expired = r.reclaimed_expired,
+                counted_unstarted = r.counted_unstarted,
                 dead_sessions = r.dead_sessions.len(),
                 reclaimed_from_dead = r.reclaimed_from_dead,
                 failed = r.failed,
@@ -56,12 +133,33 @@ pub(crate) async fn run(worker: Worker, stop: CancellationToken) {
     }
 }
 
-/// One pass: expired leases, then dead sessions.
+/// One pass, judged as of now by the operator ([`Sight::vouched`]): `abridge reap`.
 pub async fn reap_once(worker: &Worker) -> anyhow::Result<ReapReport> {
+    let mut sights = Sights {
+        redis: Sight::vouched(),
+        postgres: Sight::vouched(),
+    };
+    reap_pass(worker, &mut sights).await
+}
+
+/// One pass: expired leases, then dead sessions, each judged only if the reaper has seen
+/// the store behind it for long enough (the liveness rule, above).
+pub async fn reap_pass(worker: &Worker, sights: &mut Sights) -> anyhow::Result<ReapReport> {
     let s = &worker.settings;
     let mut report = ReapReport::default();
+    // A store that does not answer within a second is not seen (a stuck Redis would
+    // otherwise hold the pass, and the judgement of Postgres with it, for its whole timeout).
+    let (redis_up, postgres_up) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(1), worker.queue.ping()),
+        tokio::time::timeout(Duration::from_secs(1), worker.store.ping())
+    );
+    let now = Instant::now();
+    sights.redis.observe(matches!(redis_up, Ok(Ok(()))), now);
+    sights
+        .postgres
+        .observe(matches!(postgres_up, Ok(Ok(()))), now);
     const BATCH: usize = 1_000;
-    loop {
+    while sights.redis.seen_for(now) >= s.lease {
         let taken = worker.queue.take_expired(BATCH).await?;
         if taken.is_empty() {
             break;
@@ -78,10 +176,44 @@ pub async fn reap_once(worker: &Worker) -> anyhow::Result<ReapReport> {
         report.reclaimed_expired += reclaimed.reclaimed;
         metrics::counter!("abridge_reclaimed_total", "reason" => "lease_expired")
             .increment(reclaimed.reclaimed);
-        settle(worker, &reclaimed.items, &mut report).await?;
+        // Claims that expired before their start was written: the claim is taken over, so
+        // the attempt counts (a poison item that hangs before its start runs out of
+        // attempts), and counting it moves the attempt count that fences the old claim.
+        let taken_back: HashSet<_> = reclaimed.ids.iter().copied().collect();
+        let unstarted: Vec<abridge_core::ItemId> = reclaimed
+            .items
+            .iter()
+            .filter(|i| i.status == ItemStatus::Queued && !taken_back.contains(&i.id))
+            .map(|i| i.id)
+            .collect();
+        let mut items = reclaimed.items;
+        if !unstarted.is_empty() {
+            let counted = worker
+                .store
+                .count_unstarted_attempts(&unstarted, s.max_attempts, &ErrorKind::LEASE_EXPIRED)
+                .await?;
+            report.counted_unstarted += counted;
+            let ids: Vec<i64> = unstarted.iter().map(|i| i.0).collect();
+            let now_at: std::collections::HashMap<_, _> = worker
+                .store
+                .item_refs(&ids)
+                .await?
+                .into_iter()
+                .map(|i| (i.id, i))
+                .collect();
+            for item in &mut items {
+                if let Some(fresh) = now_at.get(&item.id) {
+                    *item = fresh.clone();
+                }
+            }
+        }
+        settle(worker, &items, &mut report).await?;
         if taken.len() < BATCH {
             break;
         }
+    }
+    if sights.postgres.seen_for(now) < s.session_ttl {
+        return Ok(report);
     }
     for dead in worker
         .store

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abridge_core::{BatchId, ItemId, LeaseToken};
+use abridge_core::{BatchId, ItemId};
 use abridge_queue::LeaseRef;
+use abridge_store::Claim;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -20,8 +21,9 @@ use crate::{Worker, batching};
 pub enum StartResult {
     /// The item is `running` under this claim's token.
     Started,
-    /// The item was no longer `queued`: another claim owns it, or it was cancelled. The
-    /// attempt must stop and write nothing.
+    /// The item was no longer `queued` under this claim (taken over, finished elsewhere, or
+    /// cancelled), or this worker's session was buried. The attempt must stop and write
+    /// nothing.
     Refused,
     /// Postgres could not take the statement; the item carries on unstarted.
     NotWritten,
@@ -68,8 +70,18 @@ impl StartHandle {
         }))
     }
 
-    pub(crate) fn new(ctx: &Arc<SessionCtx>, lease: &LeaseRef, began: Instant) -> Self {
-        let (tx, item, token, batch) = (ctx.start_tx.clone(), lease.item, lease.token, lease.batch);
+    pub(crate) fn new(
+        ctx: &Arc<SessionCtx>,
+        lease: &LeaseRef,
+        attempt: i32,
+        began: Instant,
+    ) -> Self {
+        let (tx, batch) = (ctx.start_tx.clone(), lease.batch);
+        let claim = Claim {
+            item: lease.item,
+            token: lease.token,
+            attempt,
+        };
         Self(Arc::new(StartState {
             result: tokio::sync::OnceCell::new(),
             request: Box::new(move || {
@@ -77,8 +89,7 @@ impl StartHandle {
                 Box::pin(async move {
                     let (done, reply) = oneshot::channel();
                     let op = StartOp {
-                        item,
-                        token,
+                        claim,
                         batch,
                         began,
                         done,
@@ -98,8 +109,8 @@ impl StartHandle {
 }
 
 pub(crate) struct StartOp {
-    item: ItemId,
-    token: LeaseToken,
+    /// The start is fenced by the claim's token and the attempt count it read.
+    claim: Claim,
     /// For the progress notice once the item is marked running.
     batch: BatchId,
     /// When the attempt began: `started_at` is that, not when the deferred write runs.
@@ -114,7 +125,7 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) {
     while let Some(ops) = batching::next_batch(&rx, &stop).await {
-        let claims: Vec<_> = ops.iter().map(|op| (op.item, op.token)).collect();
+        let claims: Vec<Claim> = ops.iter().map(|op| op.claim).collect();
         let began: Vec<_> = ops.iter().map(|op| op.began).collect();
         let mut delay = Duration::from_millis(50);
         let started = loop {
@@ -140,13 +151,15 @@ pub(crate) async fn run(
         if let Some(started) = &started {
             let batches: std::collections::HashSet<BatchId> = ops
                 .iter()
-                .filter(|op| started.contains(&op.item))
+                .filter(|op| started.contains(&op.claim.item))
                 .map(|op| op.batch)
                 .collect();
             crate::finisher::notify_progress(&worker, batches.into_iter().collect());
         }
         for op in ops {
-            let _ = op.done.send(started.as_ref().map(|s| s.contains(&op.item)));
+            let _ = op
+                .done
+                .send(started.as_ref().map(|s| s.contains(&op.claim.item)));
         }
     }
 }

@@ -178,7 +178,13 @@ async fn checkpoints_are_fenced_by_the_lease_token() {
         .unwrap();
     let started = w
         .store
-        .start_items(worker, &[(claim.items[0].item, claim.token)])
+        .start_items(
+            worker,
+            &[abridge_store::Claim::first(
+                claim.items[0].item,
+                claim.token,
+            )],
+        )
         .await
         .unwrap();
     let item = started[0];
@@ -186,13 +192,19 @@ async fn checkpoints_are_fenced_by_the_lease_token() {
 
     assert!(
         w.store
-            .write_checkpoint(item, claim.token, "transcript", &data)
+            .write_checkpoint(item, claim.token, "transcript", &data, worker)
             .await
             .unwrap()
     );
     assert!(
         !w.store
-            .write_checkpoint(item, LeaseToken(claim.token.0 ^ 1), "map:x:0:0", &data)
+            .write_checkpoint(
+                item,
+                LeaseToken(claim.token.0 ^ 1),
+                "map:x:0:0",
+                &data,
+                worker,
+            )
             .await
             .unwrap(),
         "a stale token is refused"
@@ -210,6 +222,7 @@ async fn checkpoints_are_fenced_by_the_lease_token() {
                     meta: json!({}),
                 },
                 started: true,
+                attempt: 1,
                 began: std::time::Instant::now(),
             }],
             5,
@@ -219,7 +232,7 @@ async fn checkpoints_are_fenced_by_the_lease_token() {
     assert_eq!(report.accepted.len(), 1);
     assert!(
         !w.store
-            .write_checkpoint(item, claim.token, "map:x:0:1", &data)
+            .write_checkpoint(item, claim.token, "map:x:0:1", &data, worker)
             .await
             .unwrap(),
         "a finished item takes no checkpoint"

@@ -247,3 +247,100 @@ async fn the_youtube_budget_paces_requests() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn nul_from_captions_titles_and_model_answers_never_reaches_postgres() {
+    let video = "vid_NulText";
+    // Captions with `&#0;` (which decodes to NUL), and a title with NUL in it.
+    let lines: Vec<(f64, f64, String)> = talk_lines(20.0)
+        .into_iter()
+        .map(|(s, d, t)| (s, d, format!("{t} &#0;null&#0;")))
+        .collect();
+    let s = Setup::new(
+        vec![abridge_standins::youtube::Video::new(
+            video,
+            "Nul\u{0} in the title",
+            vec![Track::new("en", false, lines)],
+        )],
+        &[],
+    )
+    .await;
+
+    // The captions and title go into the transcript cache and the extractive summary...
+    let (batch, items) = s
+        .run_batch(&format!("{video}\n"), BatchOptions::default())
+        .await;
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    let item = &items[0];
+    assert_eq!(item.title.as_deref(), Some("Nul in the title"));
+    let summary = item.summary.as_deref().unwrap();
+    assert!(
+        summary.contains("null") && !summary.contains('\0'),
+        "{summary}"
+    );
+    let cached = s.env.store().cached_transcripts(video).await.unwrap();
+    assert_eq!(cached.len(), 1);
+    assert!(!cached[0].segments.to_string().contains("\\u0000"));
+
+    // ...and, through a model's answer that repeats them, into the LLM summary and its cache.
+    let (batch, items) = s
+        .run_batch(
+            &format!("{video}\n"),
+            BatchOptions {
+                backend: Some("openai".into()),
+                ..BatchOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    let summary = items[0].summary.as_deref().unwrap();
+    assert!(
+        summary.contains("null") && !summary.contains('\0'),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_large_transcript_is_summarized_off_the_async_runtime() {
+    // A supplied transcript of ~1 MiB: LexRank over it is seconds of CPU in a test build.
+    let sentences: String = (0..6_000)
+        .map(|i| {
+            format!(
+                "{} Part {i} adds its own remark number {i}. ",
+                TALK[i % TALK.len()]
+            )
+        })
+        .collect();
+    let line = serde_json::json!({ "url": "vid_BigTxt1", "transcript": sentences }).to_string();
+    let s = Setup::new(vec![], &[]).await;
+
+    // This test's runtime has one thread (`#[tokio::test]`): the worker, its keeper and this
+    // ticker share it, so a summarizer that blocked the thread would stop the ticker too.
+    let ticking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let ticker = {
+        let ticking = ticking.clone();
+        tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            let mut last = Instant::now();
+            while ticking.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            longest
+        })
+    };
+    let started = Instant::now();
+    let (batch, items) = s
+        .run_batch(&format!("{line}\n"), BatchOptions::default())
+        .await;
+    let took = started.elapsed();
+    ticking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let longest_gap = ticker.await.unwrap();
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    eprintln!("summarized in {took:?}; the runtime's longest stall {longest_gap:?}");
+    assert!(
+        longest_gap < Duration::from_millis(250),
+        "timers (lease renewal among them) stalled {longest_gap:?} while summarizing"
+    );
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use abridge_core::{ItemStatus, Priority, WorkerId};
-use abridge_store::NewSession;
+use abridge_store::{Claim, NewSession};
 use abridge_worker::reaper::reap_once;
 
 use crate::support::*;
@@ -30,7 +30,15 @@ async fn expired_leases_are_requeued_and_count_as_attempts() {
             3,
             "round {round}: every item claimable again"
         );
-        let claims: Vec<_> = claim.items.iter().map(|l| (l.item, l.token)).collect();
+        let claims: Vec<_> = claim
+            .items
+            .iter()
+            .map(|l| Claim {
+                item: l.item,
+                token: l.token,
+                attempt: round,
+            })
+            .collect();
         assert_eq!(w.store.start_items(ghost, &claims).await.unwrap().len(), 3);
         assert_eq!(
             reap_once(&w).await.unwrap().expired_leases,
@@ -83,7 +91,11 @@ async fn a_dead_sessions_items_are_requeued_without_waiting_for_their_leases() {
         .claim(dead, Duration::from_secs(600), 4)
         .await
         .unwrap();
-    let claims: Vec<_> = claim.items.iter().map(|l| (l.item, l.token)).collect();
+    let claims: Vec<_> = claim
+        .items
+        .iter()
+        .map(|l| Claim::first(l.item, l.token))
+        .collect();
     w.store.start_items(dead, &claims[..3]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
 
@@ -120,8 +132,9 @@ async fn a_dead_sessions_items_are_requeued_without_waiting_for_their_leases() {
         .finish_items(
             dead,
             &[abridge_store::Finish {
-                item: claims[0].0,
-                token: claims[0].1,
+                item: claims[0].item,
+                token: claims[0].token,
+                attempt: 1,
                 outcome: abridge_store::Outcome::Release,
                 started: true,
                 began: std::time::Instant::now(),

@@ -73,7 +73,11 @@ async fn running_items_without_a_lease_are_taken_back_on_the_second_pass() {
         .claim(gone, Duration::from_secs(600), 2)
         .await
         .unwrap();
-    let claims: Vec<_> = claim.items.iter().map(|l| (l.item, l.token)).collect();
+    let claims: Vec<_> = claim
+        .items
+        .iter()
+        .map(|l| abridge_store::Claim::first(l.item, l.token))
+        .collect();
     w.store.start_items(gone, &claims).await.unwrap();
     wipe_redis(&env).await; // the leases vanish; Postgres still says running
 
