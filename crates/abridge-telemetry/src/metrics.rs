@@ -85,7 +85,7 @@ pub const RECONCILE_LAST_RUN: &str = "abridge_reconcile_last_run_timestamp_secon
 pub const FLEET_SOURCE_UP: &str = "abridge_fleet_source_up";
 
 /// Outcomes of `abridge_items_total`.
-pub const OUTCOMES: &[&str] = &["succeeded", "failed", "retried", "released"];
+pub const OUTCOMES: &[&str] = &["succeeded", "failed", "retried", "released", "deferred"];
 /// Stages of `abridge_item_duration_seconds`: `process` is the whole processor call;
 /// summarizers record `transcript` and `summarize` inside it; `store` is the outcome write.
 pub const STAGES: &[&str] = &["process", "transcript", "summarize", "store"];
@@ -105,7 +105,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         name: ITEMS_TOTAL,
         kind: Counter,
         scope: Process,
-        help: "Attempt outcomes this process wrote: succeeded, failed, retried, released (handed back at shutdown).",
+        help: "Attempt outcomes this process wrote: succeeded, failed, retried, released (handed back at shutdown), deferred (waiting without using an attempt).",
         labels: &["outcome"],
     },
     MetricDef {
