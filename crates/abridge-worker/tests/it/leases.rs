@@ -141,6 +141,17 @@ async fn a_lost_lease_stops_the_work_and_writes_nothing() {
     );
 }
 
+/// Where a reaper puts a claimed item back: ready at once.
+fn ready_now(lease: &abridge_queue::LeaseRef) -> Placement {
+    Placement {
+        item: lease.item,
+        batch: lease.batch,
+        priority: lease.priority,
+        position: lease.position,
+        due: None,
+    }
+}
+
 #[tokio::test]
 async fn a_renewal_racing_the_reaper_does_not_recreate_the_lease_it_took() {
     let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
@@ -169,17 +180,7 @@ async fn a_renewal_racing_the_reaper_does_not_recreate_the_lease_it_took() {
         .unwrap();
     assert_eq!(renewed, vec![abridge_queue::Renewal::Lost]);
     // So the requeue places the item, and another worker can claim it at once.
-    let placed = w
-        .queue
-        .requeue(&[Placement {
-            item: lease.item,
-            batch: lease.batch,
-            priority: lease.priority,
-            position: lease.position,
-            due: None,
-        }])
-        .await
-        .unwrap();
+    let placed = w.queue.requeue(&[ready_now(&lease)]).await.unwrap();
     assert_eq!(placed, 1);
     let again = w
         .queue
@@ -205,16 +206,7 @@ async fn a_stale_give_back_does_not_move_a_retry_scheduled_by_the_new_holder() {
     // it and schedules a retry an hour out.
     let taken = w.queue.take_expired(10).await.unwrap();
     assert_eq!(taken.len(), 1);
-    w.queue
-        .requeue(&[Placement {
-            item: stale.item,
-            batch: stale.batch,
-            priority: stale.priority,
-            position: stale.position,
-            due: None,
-        }])
-        .await
-        .unwrap();
+    w.queue.requeue(&[ready_now(&stale)]).await.unwrap();
     let second = w
         .queue
         .claim(new, Duration::from_secs(30), 1)
