@@ -1023,21 +1023,28 @@ impl Queue {
     }
 
     /// Takes `cost` from the fleet-wide token bucket `name`, which refills at `per_second` up
-    /// to `capacity`. `None`: taken. `Some(wait)`: not enough yet; ask again after `wait`.
+    /// to `capacity`, for `owner` (a tenant; `None` for batches of none): while another owner
+    /// waits, an owner past its equal share waits too (budget.lua). `None`: taken.
+    /// `Some(wait)`: not yet; ask again after `wait`.
     pub async fn take_budget(
         &self,
         name: &str,
         per_second: f64,
         capacity: f64,
         cost: f64,
+        owner: Option<&str>,
     ) -> Result<Option<Duration>> {
         let mut conn = self.conn("take from budget").await?;
+        let bucket = self.keys.budget(name);
         let wait_ms: i64 = scripts::BUDGET
             .prepare_invoke()
-            .key(self.keys.budget(name))
+            .key(&bucket)
+            .key(format!("{bucket}:owners"))
+            .key(format!("{bucket}:waiting"))
             .arg(per_second)
             .arg(capacity)
             .arg(cost)
+            .arg(owner.unwrap_or("~"))
             .invoke_async(&mut conn)
             .await
             .context("take from budget")?;

@@ -42,17 +42,25 @@ pub struct OverBudget {
     pub wait: Duration,
 }
 
-/// Takes `cost` from `bucket`, waiting in-process for at most `max_wait` in all.
+/// Takes `cost` from `bucket` for `owner` (the item's tenant; `None` for a CLI batch), waiting
+/// in-process for at most `max_wait` in all. Owners share a contended bucket equally.
 pub async fn take(
     queue: &Queue,
     bucket: &Bucket,
+    owner: Option<&str>,
     cost: f64,
     max_wait: Duration,
 ) -> Result<(), OverBudget> {
     let mut waited = Duration::ZERO;
     loop {
         match queue
-            .take_budget(&bucket.name, bucket.per_second, bucket.capacity, cost)
+            .take_budget(
+                &bucket.name,
+                bucket.per_second,
+                bucket.capacity,
+                cost,
+                owner,
+            )
             .await
         {
             Ok(None) => return Ok(()),
@@ -90,24 +98,33 @@ impl From<OverBudget> for ItemError {
     }
 }
 
-/// The YouTube request budget, asked before every request.
+/// The YouTube request budget, asked before every request of one owner's item.
 pub struct YoutubeBudget {
     pub queue: Queue,
     pub bucket: Bucket,
     pub max_wait: Duration,
+    /// The tenant whose item makes the requests (`None`: a CLI batch); owners share the
+    /// budget equally while it is contended.
+    pub owner: Option<String>,
 }
 
 #[async_trait]
 impl Throttle for YoutubeBudget {
     async fn before_request(&self) -> Result<(), YoutubeError> {
-        take(&self.queue, &self.bucket, 1.0, self.max_wait)
-            .await
-            .map_err(|e| {
-                YoutubeError::Budget(format!(
-                    "the fleet's youtube request budget is spent for now ({} ms to wait)",
-                    e.wait.as_millis()
-                ))
-            })
+        take(
+            &self.queue,
+            &self.bucket,
+            self.owner.as_deref(),
+            1.0,
+            self.max_wait,
+        )
+        .await
+        .map_err(|e| {
+            YoutubeError::Budget(format!(
+                "the fleet's youtube request budget is spent for now ({} ms to wait)",
+                e.wait.as_millis()
+            ))
+        })
     }
 }
 
@@ -165,6 +182,15 @@ impl Breaker {
             }
         }
     }
+}
+
+/// Who pays for an item's model requests: its owner shares the fleet's LLM budgets with the
+/// other owners, and a tenant may have a daily token budget of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Payer<'a> {
+    /// The item's tenant; `None` for a CLI batch.
+    pub owner: Option<&'a str>,
+    pub daily: Option<&'a TenantBudget>,
 }
 
 /// A tenant's daily LLM token budget: checked before each model request and charged with each

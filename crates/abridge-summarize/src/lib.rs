@@ -44,7 +44,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
-use crate::fleet::{Breaker, Bucket, TenantBudget, YoutubeBudget};
+use crate::fleet::{Breaker, Bucket, Payer, TenantBudget, YoutubeBudget};
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
 
@@ -96,22 +96,11 @@ struct TranscriptInfo {
 
 impl Summarizer {
     pub fn new(config: SummarizeConfig, store: Store, queue: Queue) -> Result<Self, BuildError> {
-        let mut youtube = YoutubeClient::new(&YoutubeConfig {
+        let youtube = YoutubeClient::new(&YoutubeConfig {
             base_url: config.youtube.base_url.clone(),
             proxy: config.youtube.proxy.as_ref().map(|p| p.expose().to_owned()),
             timeout: config.youtube.timeout,
         })?;
-        if config.youtube.requests_per_second > 0.0 {
-            youtube = youtube.with_throttle(Arc::new(YoutubeBudget {
-                queue: queue.clone(),
-                bucket: Bucket {
-                    name: "youtube".into(),
-                    per_second: config.youtube.requests_per_second,
-                    capacity: config.youtube.burst,
-                },
-                max_wait: config.budget_max_wait,
-            }));
-        }
         let backend = |settings: &LlmSettings| -> Result<LlmBackend, BuildError> {
             let name = settings.provider.name();
             Ok(LlmBackend {
@@ -284,13 +273,32 @@ impl Summarizer {
         ))
     }
 
+    /// The YouTube client for an item of `owner`: its requests go through the fleet's request
+    /// budget as that owner's (owners share a contended budget equally).
+    fn youtube_for(&self, owner: Option<&str>) -> YoutubeClient {
+        let youtube = &self.config.youtube;
+        if youtube.requests_per_second <= 0.0 {
+            return self.youtube.clone();
+        }
+        self.youtube.clone().with_throttle(Arc::new(YoutubeBudget {
+            queue: self.queue.clone(),
+            bucket: Bucket {
+                name: "youtube".into(),
+                per_second: youtube.requests_per_second,
+                capacity: youtube.burst,
+            },
+            max_wait: self.config.budget_max_wait,
+            owner: owner.map(str::to_owned),
+        }))
+    }
+
     async fn fetch_and_cache(
         &self,
         job: &Job,
         languages: &[String],
     ) -> Result<CachedTranscript, ItemError> {
         let t = self
-            .youtube
+            .youtube_for(job.tenant.as_deref())
             .fetch_transcript(&job.video_id, languages)
             .await?;
         let row = CachedTranscript {
@@ -435,7 +443,10 @@ impl Processor for Summarizer {
                             &doc,
                             &model,
                             request.length,
-                            spend.as_ref(),
+                            Payer {
+                                owner: job.tenant.as_deref(),
+                                daily: spend.as_ref(),
+                            },
                         )
                         .instrument(span)
                         .await

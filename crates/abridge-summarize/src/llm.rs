@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
-use crate::fleet::{self, Breaker, Bucket, TenantBudget};
+use crate::fleet::{self, Breaker, Bucket, Payer};
 use crate::render::{KeyPoint, Summary, parse_answer};
 use crate::text::{Doc, prompt_lines, stamp};
 
@@ -195,7 +195,7 @@ impl LlmBackend {
         doc: &Doc,
         model: &str,
         length: SummaryLength,
-        spend: Option<&TenantBudget>,
+        payer: Payer<'_>,
     ) -> Result<(Summary, Usage), ItemError> {
         let budget = self.body_budget(doc, length)?;
         let run = run_id(&[
@@ -223,7 +223,7 @@ impl LlmBackend {
                     max_tokens: answer_tokens(length),
                     temperature: 0.2,
                 };
-                let response = self.call(queue, &request, &mut usage, spend).await?;
+                let response = self.call(queue, &request, &mut usage, payer).await?;
                 let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
                 let Some((mut tldr, points)) = parse_answer(&response.text, duration) else {
                     return Err(ItemError::transient(
@@ -292,7 +292,7 @@ impl LlmBackend {
                     max_tokens: MAP_ANSWER_TOKENS,
                     temperature: 0.2,
                 };
-                let response = self.call(queue, &request, &mut usage, spend).await?;
+                let response = self.call(queue, &request, &mut usage, payer).await?;
                 let chunk_notes: Vec<(u64, String)> = match parse_answer(&response.text, None) {
                     Some((_, points)) if !points.is_empty() => points
                         .into_iter()
@@ -337,21 +337,28 @@ impl LlmBackend {
         queue: &Queue,
         request: &ChatRequest,
         usage: &mut Usage,
-        spend: Option<&TenantBudget>,
+        payer: Payer<'_>,
     ) -> Result<ChatResponse, ItemError> {
         let cost =
             estimate(&request.system) + estimate(&request.user) + u64::from(request.max_tokens);
         let mut retry = 0;
         loop {
-            if let Some(budget) = spend {
+            if let Some(budget) = payer.daily {
                 budget.check(queue).await?;
             }
             self.breaker.pass(queue).await?;
             if let Some(bucket) = &self.requests {
-                fleet::take(queue, bucket, 1.0, self.budget_max_wait).await?;
+                fleet::take(queue, bucket, payer.owner, 1.0, self.budget_max_wait).await?;
             }
             if let Some(bucket) = &self.tokens {
-                fleet::take(queue, bucket, cost as f64, self.budget_max_wait).await?;
+                fleet::take(
+                    queue,
+                    bucket,
+                    payer.owner,
+                    cost as f64,
+                    self.budget_max_wait,
+                )
+                .await?;
             }
             usage.requests += 1;
             let span = tracing::info_span!(
@@ -361,7 +368,7 @@ impl LlmBackend {
                 try_number = retry + 1
             );
             let answer = self.client.complete(request).instrument(span).await;
-            if let (Some(budget), Ok(response)) = (spend, &answer) {
+            if let (Some(budget), Ok(response)) = (payer.daily, &answer) {
                 budget
                     .charge(queue, response.input_tokens + response.output_tokens)
                     .await;

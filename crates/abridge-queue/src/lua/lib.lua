@@ -29,6 +29,10 @@
 --   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)
 --   PREFIX.."reconciled"      HASH  the last reconcile pass: drift, requeued, at_ms (fleet gauges)
 --   PREFIX.."budget:"..name   HASH  a fleet-wide token bucket: tokens, at (budget.lua)
+--   PREFIX.."budget:"..name..":owners"
+--                             HASH  owner -> "use|ms": each owner's recent use of the bucket
+--   PREFIX.."budget:"..name..":waiting"
+--                             ZSET  owners waiting for the bucket: owner -> ms until then
 --   PREFIX.."tokens:"..tenant..":"..day
 --                             STRING LLM tokens the tenant's items spent that UTC day (INCRBY)
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until

@@ -16,10 +16,16 @@ async fn the_token_bucket_is_shared_and_refills_on_redis_time() {
     let a = s.worker().queue;
     let b = s.worker().queue; // another worker's connection pool, same fleet
     // 10 per second, a burst of 2.
-    assert_eq!(a.take_budget("t", 10.0, 2.0, 1.0).await.unwrap(), None);
-    assert_eq!(b.take_budget("t", 10.0, 2.0, 1.0).await.unwrap(), None);
+    assert_eq!(
+        a.take_budget("t", 10.0, 2.0, 1.0, None).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.take_budget("t", 10.0, 2.0, 1.0, None).await.unwrap(),
+        None
+    );
     let wait = a
-        .take_budget("t", 10.0, 2.0, 1.0)
+        .take_budget("t", 10.0, 2.0, 1.0, None)
         .await
         .unwrap()
         .expect("the burst is spent");
@@ -28,16 +34,24 @@ async fn the_token_bucket_is_shared_and_refills_on_redis_time() {
         "{wait:?}"
     );
     tokio::time::sleep(wait + Duration::from_millis(5)).await;
-    assert_eq!(b.take_budget("t", 10.0, 2.0, 1.0).await.unwrap(), None);
+    assert_eq!(
+        b.take_budget("t", 10.0, 2.0, 1.0, None).await.unwrap(),
+        None
+    );
     // Another bucket is independent.
-    assert_eq!(a.take_budget("other", 10.0, 2.0, 1.0).await.unwrap(), None);
+    assert_eq!(
+        a.take_budget("other", 10.0, 2.0, 1.0, None).await.unwrap(),
+        None
+    );
     // A cost above the capacity goes through once the bucket is full, leaving a debt.
     assert_eq!(
-        a.take_budget("big", 100.0, 50.0, 120.0).await.unwrap(),
+        a.take_budget("big", 100.0, 50.0, 120.0, None)
+            .await
+            .unwrap(),
         None
     );
     let wait = a
-        .take_budget("big", 100.0, 50.0, 1.0)
+        .take_budget("big", 100.0, 50.0, 1.0, None)
         .await
         .unwrap()
         .expect("in debt");
@@ -45,6 +59,39 @@ async fn the_token_bucket_is_shared_and_refills_on_redis_time() {
         wait >= Duration::from_millis(600),
         "70 tokens of debt at 100/s: {wait:?}"
     );
+}
+
+#[tokio::test]
+async fn owners_share_a_contended_budget_equally_and_one_alone_may_use_it_all() {
+    let s = Setup::new(vec![], &[]).await;
+    let q = s.worker().queue;
+    // 2 per second, a burst of 10 (refilled in 5 s).
+    let take = |owner: &'static str| {
+        let q = q.clone();
+        async move {
+            q.take_budget("f", 2.0, 10.0, 1.0, Some(owner))
+                .await
+                .unwrap()
+        }
+    };
+    // Tenant A alone: nobody else is waiting, so it may spend the whole burst.
+    for _ in 0..10 {
+        assert_eq!(take("a").await, None);
+    }
+    // Tenant B arrives to an empty bucket and waits for the next token.
+    let wait = take("b").await.expect("the burst is spent");
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    // A asks first for that token, but it has used far more than an equal share while B
+    // waits: it waits too, and B gets the token.
+    assert!(
+        take("a").await.is_some(),
+        "A is held to its share while B waits"
+    );
+    assert_eq!(take("b").await, None, "B gets the refilled token");
+    // B is served and waits no more: A alone may take the next token again.
+    let wait = take("a").await.expect("nothing left yet");
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    assert_eq!(take("a").await, None);
 }
 
 #[tokio::test]
