@@ -477,3 +477,72 @@ impl Store {
         Ok(row.map(|r| (WorkerId(r.holder), r.left)))
     }
 }
+
+/// Old finished rows made fast (for `abridge bench`'s retention scenario): no queue, no
+/// worker, one statement per group of batches.
+impl Store {
+    /// Inserts `batches` completed batches of `items_per_batch` succeeded items each (with a
+    /// `summary_bytes` summary) in queue `queue`, finished `finished_ago` ago.
+    pub async fn fill_finished_batches(
+        &self,
+        queue: &str,
+        batches: i64,
+        items_per_batch: i32,
+        finished_ago: Duration,
+        summary_bytes: i32,
+    ) -> Result<()> {
+        let ids = sqlx::query_scalar!(
+            "INSERT INTO batches (id, queue, status, total, created_at, started_at, finished_at)
+             SELECT gen_random_uuid(), $1, 'completed', $3,
+                    now() - make_interval(secs => $4::float8 + 3600), now() - make_interval(secs => $4::float8 + 3600),
+                    now() - make_interval(secs => $4::float8)
+             FROM generate_series(1::bigint, $2::bigint)
+             RETURNING id",
+            queue,
+            batches,
+            items_per_batch,
+            finished_ago.as_secs_f64(),
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("insert finished benchmark batches")?;
+        sqlx::query!(
+            "INSERT INTO items (batch_id, position, url, video_id, status, attempts, summary,
+                                queued_at, started_at, finished_at)
+             SELECT b, p, 'https://www.youtube.com/watch?v=r' || lpad(p::text, 10, '0'),
+                    'r' || lpad(p::text, 10, '0'), 'succeeded', 1, repeat('s', $3),
+                    now() - make_interval(secs => $4::float8 + 3600), now() - make_interval(secs => $4::float8 + 60),
+                    now() - make_interval(secs => $4::float8)
+             FROM unnest($1::uuid[]) b, generate_series(0, $2 - 1) p",
+            &ids,
+            items_per_batch,
+            summary_bytes,
+            finished_ago.as_secs_f64(),
+        )
+        .execute(&self.pool)
+        .await
+        .context("insert finished benchmark items")?;
+        Ok(())
+    }
+
+    /// `VACUUM ANALYZE` of the tables a fill or a prune changed, as autovacuum would do in time.
+    pub async fn vacuum_analyze(&self) -> Result<()> {
+        // One statement per call: several in one message would run as one transaction block,
+        // which VACUUM refuses.
+        for statement in ["VACUUM ANALYZE batches", "VACUUM ANALYZE items"] {
+            sqlx::raw_sql(statement)
+                .execute(&self.pool)
+                .await
+                .context("vacuum analyze")?;
+        }
+        Ok(())
+    }
+
+    /// Rows in `items` (an estimate is not enough for a benchmark's report).
+    pub async fn item_rows(&self) -> Result<i64> {
+        sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM items"#)
+            .fetch_one(&self.pool)
+            .await
+            .context("count items")
+    }
+}

@@ -153,7 +153,8 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling (comma-separated).
+    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling, retention
+    /// (comma-separated; retention is not in the default set: it writes millions of rows).
     #[arg(
         long,
         value_delimiter = ',',
@@ -192,6 +193,12 @@ pub struct BenchArgs {
     /// Items in the scale scenario's big backlog.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// Finished items the retention scenario puts in the `items` table.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub retention_rows: usize,
+    /// Of those, how many the retention scenario's pruner deletes while a burn-down runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub retention_prune: usize,
     /// Print only the JSON lines (no table).
     #[arg(long)]
     pub json: bool,
