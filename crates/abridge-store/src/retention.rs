@@ -135,6 +135,22 @@ pub struct PruneAges {
     pub fenced_writes: Option<Duration>,
 }
 
+/// A finished batch due for deletion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DueBatch {
+    pub id: BatchId,
+    /// Its items' positions are `0..total`.
+    pub total: i32,
+}
+
+/// Items `from..to` (positions) of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemRange {
+    pub batch: BatchId,
+    pub from: i32,
+    pub to: i32,
+}
+
 /// The lease row of the pruner (`maintenance_leases.task`).
 pub const PRUNE_TASK: &str = "prune";
 
@@ -153,11 +169,11 @@ impl Store {
         &self,
         batches: Option<Duration>,
         limit: i64,
-    ) -> Result<Vec<BatchId>> {
+    ) -> Result<Vec<DueBatch>> {
         // The first bound (the shortest retention of any batch) keeps the walk of
         // `batches_finished` to the batches old enough for someone; the second is the batch's own.
-        let ids = sqlx::query_scalar!(
-            r#"SELECT b.id FROM batches b
+        let rows = sqlx::query!(
+            r#"SELECT b.id, b.total FROM batches b
                WHERE b.status IN ('completed', 'cancelled')
                  AND b.finished_at < now() - make_interval(secs => least(
                          $1::float8, (SELECT min(retention_days) * 86400.0 FROM tenants)::float8))
@@ -175,32 +191,45 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("find batches due for pruning")?;
-        Ok(ids.into_iter().map(BatchId).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| DueBatch {
+                id: BatchId(r.id),
+                total: r.total,
+            })
+            .collect())
     }
 
-    /// Deletes up to `limit` items of these batches, with their checkpoints and fenced-write
-    /// records. Only items of a batch that is still finished and due (checked under a share
-    /// lock on the batch row, so a concurrent retry waits or wins), and only terminal ones.
+    /// Deletes the items of these position ranges (`[lo, hi)` of a batch), with their
+    /// checkpoints and fenced-write records. Only items of a batch that is still finished and
+    /// due (checked under a share lock on the batch row, so a concurrent retry waits or wins),
+    /// and only terminal ones. Ranges, not "any N items of these batches": each is one walk of
+    /// the `(batch_id, position)` index, whatever the statistics say about the batch (a
+    /// `LIMIT` over the batches' items was planned as a scan of the whole table once most of
+    /// them were gone).
     pub async fn prune_batch_items(
         &self,
-        ids: &[BatchId],
+        ranges: &[ItemRange],
         batches: Option<Duration>,
-        limit: i64,
     ) -> Result<PruneCounts> {
-        let ids: Vec<uuid::Uuid> = ids.iter().map(|b| b.0).collect();
+        let ids: Vec<uuid::Uuid> = ranges.iter().map(|r| r.batch.0).collect();
+        let lo: Vec<i32> = ranges.iter().map(|r| r.from).collect();
+        let hi: Vec<i32> = ranges.iter().map(|r| r.to).collect();
         let r = sqlx::query!(
-            r#"WITH due AS (
+            r#"WITH r AS (
+                   SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int4[]) AS r (batch_id, lo, hi)
+               ),
+               due AS (
                    SELECT b.id FROM batches b
-                   WHERE b.id = ANY($1) AND b.status IN ('completed', 'cancelled')
+                   WHERE b.id IN (SELECT batch_id FROM r) AND b.status IN ('completed', 'cancelled')
                      AND b.finished_at < now() - make_interval(secs => coalesce(
                              (SELECT t.retention_days * 86400.0 FROM tenants t WHERE t.name = b.tenant)::float8,
-                             $2::float8))
+                             $4::float8))
                    FOR SHARE OF b
                ),
                gone AS (
-                   DELETE FROM items i
-                   WHERE i.id IN (SELECT c.id FROM items c WHERE c.batch_id IN (SELECT id FROM due)
-                                  LIMIT $3)
+                   DELETE FROM items i USING r
+                   WHERE i.batch_id = r.batch_id AND i.position >= r.lo AND i.position < r.hi
                      AND i.batch_id IN (SELECT id FROM due)
                      AND i.status IN ('succeeded', 'failed', 'cancelled')
                    RETURNING i.id
@@ -215,8 +244,9 @@ impl Store {
                       (SELECT count(*) FROM checkpoints) AS checkpoints,
                       (SELECT count(*) FROM fenced) AS fenced"#,
             &ids,
+            &lo,
+            &hi,
             secs(batches),
-            limit,
         )
         .fetch_one(&self.pool)
         .await
@@ -525,7 +555,9 @@ impl Store {
         Ok(())
     }
 
-    /// `VACUUM ANALYZE` of the tables a fill or a prune changed, as autovacuum would do in time.
+    /// `VACUUM ANALYZE` of the tables a fill or a prune changed, as autovacuum would do in
+    /// time, then a `CHECKPOINT` (if the role may), so that what comes next is not measured
+    /// while gigabytes of freshly written pages go to disk.
     pub async fn vacuum_analyze(&self) -> Result<()> {
         // One statement per call: several in one message would run as one transaction block,
         // which VACUUM refuses.
@@ -534,6 +566,9 @@ impl Store {
                 .execute(&self.pool)
                 .await
                 .context("vacuum analyze")?;
+        }
+        if let Err(e) = sqlx::raw_sql("CHECKPOINT").execute(&self.pool).await {
+            tracing::warn!(error = %e, "cannot checkpoint (needs superuser or pg_checkpoint); measuring anyway");
         }
         Ok(())
     }

@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use abridge_core::WorkerId;
 use abridge_core::settings::Retention;
-use abridge_store::retention::PRUNE_TASK;
+use abridge_core::{BatchId, WorkerId};
+use abridge_store::retention::{ItemRange, PRUNE_TASK};
 use abridge_store::{PruneAges, PruneCounts, PruneKind, Store, StoreError};
 use abridge_telemetry::metrics::PRUNED;
 use serde::Serialize;
@@ -27,8 +27,8 @@ use crate::Worker;
 const LEASE_TTL: Duration = Duration::from_secs(30);
 /// A running pass renews its lease when this much has passed since the last renewal.
 const RENEW_AFTER: Duration = Duration::from_secs(10);
-/// Finished batches taken up at once: their items are deleted in chunks, then the emptied
-/// batch rows in one statement.
+/// Finished batches taken up at once (their items are deleted in chunks of position ranges,
+/// then their rows), and the most batch rows one statement deletes.
 const BATCH_PAGE: u64 = 100;
 
 /// How one pass runs.
@@ -89,8 +89,12 @@ pub struct ChunkSizer {
 impl ChunkSizer {
     /// Starts small (100 rows, or `max`): the first statement measures the rows' cost.
     pub fn new(target: Duration, max: u64) -> Self {
+        Self::starting_at(100, target, max)
+    }
+
+    pub fn starting_at(start: u64, target: Duration, max: u64) -> Self {
         Self {
-            size: 100.min(max).max(1),
+            size: start.min(max).max(1),
             max: max.max(1),
             target,
         }
@@ -165,43 +169,78 @@ impl Pass<'_> {
         true
     }
 
-    /// Finished batches due for deletion: their items in chunks, then the emptied batches.
+    /// Finished batches due for deletion: their items in chunks of position ranges, then
+    /// each emptied batch row (in chunks of their own: checking that a batch has no item left
+    /// walks the index entries of the items just deleted).
     async fn batches(&mut self) -> Result<bool, StoreError> {
         let age = self.options.ages.batches;
-        let mut items = ChunkSizer::new(self.options.statement_target, self.options.max_chunk);
-        let page = BATCH_PAGE.min(self.options.max_chunk) as i64;
+        let target = self.options.statement_target;
+        let mut items = ChunkSizer::new(target, self.options.max_chunk);
+        let mut rows = ChunkSizer::starting_at(10, target, BATCH_PAGE.min(self.options.max_chunk));
         loop {
-            let due = self.store.prunable_batches(age, page).await?;
+            let due = self.store.prunable_batches(age, BATCH_PAGE as i64).await?;
             if due.is_empty() {
                 return Ok(true);
             }
             let mut progress = false;
-            loop {
+            let (mut next, mut from) = (0, 0);
+            let mut emptied: Vec<BatchId> = Vec::new();
+            while next < due.len() || !emptied.is_empty() {
                 let n = items.size();
-                let started = Instant::now();
-                let deleted = self.store.prune_batch_items(&due, age, n as i64).await?;
-                let took = started.elapsed();
-                items.record(deleted.items, took);
-                progress |= deleted.items > 0;
-                debug!(
-                    items = deleted.items,
-                    chunk = n,
-                    took_ms = took.as_millis() as u64,
-                    "pruned a chunk of items"
-                );
-                if !self.after_statement(deleted, deleted.items, took).await {
-                    return Ok(false);
+                let mut ranges = Vec::new();
+                let mut planned = 0u64;
+                while planned < n && next < due.len() {
+                    let b = due[next];
+                    let to =
+                        (i64::from(from) + (n - planned) as i64).min(i64::from(b.total)) as i32;
+                    if to > from {
+                        ranges.push(ItemRange {
+                            batch: b.id,
+                            from,
+                            to,
+                        });
+                        planned += (to - from) as u64;
+                    }
+                    if to >= b.total {
+                        emptied.push(b.id);
+                        (next, from) = (next + 1, 0);
+                    } else {
+                        from = to;
+                    }
                 }
-                if deleted.items < n {
-                    break;
+                if !ranges.is_empty() {
+                    let started = Instant::now();
+                    let deleted = self.store.prune_batch_items(&ranges, age).await?;
+                    let took = started.elapsed();
+                    items.record(deleted.items, took);
+                    progress |= deleted.items > 0;
+                    debug!(
+                        items = deleted.items,
+                        planned,
+                        took_ms = took.as_millis() as u64,
+                        "pruned a chunk of items"
+                    );
+                    if !self.after_statement(deleted, deleted.items, took).await {
+                        return Ok(false);
+                    }
                 }
-            }
-            let started = Instant::now();
-            let deleted = self.store.prune_empty_batches(&due, age).await?;
-            let took = started.elapsed();
-            progress |= deleted.batches > 0;
-            if !self.after_statement(deleted, deleted.batches, took).await {
-                return Ok(false);
+                while emptied.len() as u64 >= rows.size()
+                    || (next == due.len() && !emptied.is_empty())
+                {
+                    let take = (rows.size() as usize).min(emptied.len());
+                    let chunk: Vec<BatchId> = emptied.drain(..take).collect();
+                    let started = Instant::now();
+                    let deleted = self.store.prune_empty_batches(&chunk, age).await?;
+                    let took = started.elapsed();
+                    rows.record(chunk.len() as u64, took);
+                    progress |= deleted.batches > 0;
+                    if !self
+                        .after_statement(deleted, chunk.len() as u64, took)
+                        .await
+                    {
+                        return Ok(false);
+                    }
+                }
             }
             if !progress {
                 // Candidates that cannot go (an item not terminal): leave them to a later pass.
