@@ -75,3 +75,58 @@ async fn bench_runs_every_scenario_and_reports_its_figures() {
         positive(scale, key);
     }
 }
+
+#[tokio::test]
+async fn bench_retention_measures_a_big_table_and_a_pruner_at_work() {
+    let fleet = Fleet::new(TestEnv::new().await, &[]).await;
+    let (code, out, err) = fleet.run(
+        &[
+            "bench",
+            "--json",
+            "--scenario",
+            "retention",
+            "--items",
+            "2000",
+            "--concurrency",
+            "16",
+            "--retention-rows",
+            "30000",
+            "--retention-prune",
+            "12000",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let find = |scenario: &str| {
+        records
+            .iter()
+            .find(|r| r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {scenario} line in:\n{out}"))
+    };
+    let table = find("retention-table");
+    assert!(
+        table["items_table_rows"].as_i64().unwrap() >= 32_000,
+        "{table}"
+    );
+    for key in [
+        "burndown_items_per_s_small_table",
+        "burndown_items_per_s_big_table",
+        "big_vs_small",
+    ] {
+        assert!(table[key].as_f64().unwrap() > 0.0, "{key} in {table}");
+    }
+    let prune = find("retention-prune");
+    assert_eq!(prune["pruned_items"], 12_000, "{prune}");
+    assert_eq!(prune["pruned_batches"], 2, "{prune}");
+    assert!(prune["prune_rows_per_s"].as_f64().unwrap() > 0.0, "{prune}");
+    assert!(prune["largest_chunk"].as_u64().unwrap() <= 5_000, "{prune}");
+    assert!(prune["statements"].as_u64().unwrap() >= 3, "{prune}");
+    assert!(
+        prune["while_pruning_vs_without"].as_f64().unwrap() > 0.0,
+        "{prune}"
+    );
+}

@@ -329,3 +329,97 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
     );
     assert!(err.contains("completed: 50 succeeded, 0 failed"), "{err}");
 }
+
+#[tokio::test]
+async fn prune_counts_with_dry_run_then_deletes_finished_batches_only() {
+    let fleet = Fleet::new(TestEnv::new().await, &[("ABRIDGE_PRUNE_INTERVAL_MS", "0")]).await;
+    let done = fleet.enqueue(&video_lines('p', 3));
+    let (code, _, err) = fleet.run(&["cancel", &done.to_string()], None);
+    assert_eq!(code, 0, "{err}");
+    let open = fleet.enqueue(&video_lines('q', 2));
+
+    let (code, out, err) = fleet.run(
+        &["prune", "--dry-run", "--json", "--older-than", "0s"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["older_than_seconds"], 0);
+    assert_eq!(dry["counts"]["batches"], 1, "{dry}");
+    assert_eq!(dry["counts"]["items"], 3, "{dry}");
+    let mut kinds: Vec<&str> = dry["counts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "batches",
+            "checkpoints",
+            "fenced_writes",
+            "idempotency_keys",
+            "items",
+            "summaries",
+            "transcripts",
+            "webhook_deliveries",
+            "worker_sessions"
+        ]
+    );
+    assert_eq!(
+        fleet.batch(done).await.counts.cancelled,
+        3,
+        "a dry run deletes nothing"
+    );
+
+    let (code, out, err) = fleet.run(&["prune", "--json", "--older-than", "0s"], None);
+    assert_eq!(code, 0, "{err}");
+    let pass: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(pass["dry_run"], false);
+    assert_eq!(
+        (
+            pass["counts"]["batches"].as_u64(),
+            pass["counts"]["items"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert!(pass["statements"].as_u64().unwrap() >= 2, "{pass}");
+    assert!(fleet.store.batch(done).await.unwrap().is_none());
+    assert_eq!(fleet.batch(open).await.counts.queued, 2, "open work stays");
+
+    // The default retention (30 days) keeps everything left; the text names each kind.
+    let (code, out, err) = fleet.run(&["prune", "--dry-run"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("older than 30d") && out.contains("would delete"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["batches", "0"])),
+        "{out}"
+    );
+
+    let (code, _, err) = fleet.run(&["prune", "--older-than", "a while"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("30d"), "{err}");
+}
+
+#[tokio::test]
+async fn tenant_set_keeps_a_tenants_own_retention() {
+    let fleet = Fleet::new(TestEnv::new().await, &[]).await;
+    let (code, _, err) = fleet.run(&["token", "create", "--tenant", "acme"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = fleet.run(&["tenant", "set", "acme", "--retention-days", "5"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("retention days:         5"), "{out}");
+    let (_, out, _) = fleet.run(&["tenant", "show", "acme", "--json"], None);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["retention_days"], 5);
+    let (code, out, _) = fleet.run(&["tenant", "set", "acme", "--retention-days", "0"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("retention days:         the fleet's"), "{out}");
+}

@@ -49,6 +49,11 @@ pub struct TenantSettings {
     /// The highest priority its batches may ask for; `null`: any.
     #[schema(value_type = Option<crate::views::PriorityName>)]
     pub max_priority: Option<abridge_core::Priority>,
+    /// Days its finished batches (with their items and summaries) are kept before the pruner
+    /// deletes them; `null`: the fleet's `ABRIDGE_RETENTION_DAYS` (default 30).
+    #[schema(minimum = 1, maximum = 36500)]
+    #[serde(default, deserialize_with = "whole")]
+    pub retention_days: Option<i32>,
 }
 
 /// A whole number as JSON may write it (`75` or `75.0`: JSON Schema's `integer` allows both),
@@ -153,6 +158,7 @@ impl From<TenantView> for TenantInfo {
                 max_queued: p.max_queued,
                 max_batches_per_minute: p.max_batches_per_minute,
                 max_priority: p.max_priority,
+                retention_days: p.retention_days,
             },
             created_at: rfc3339(&v.created_at),
         }
@@ -178,6 +184,13 @@ impl TenantSettings {
             "max_batches_per_minute",
             self.max_batches_per_minute.map(i64::from),
         )?;
+        if let Some(days) = self.retention_days
+            && !(1..=36_500).contains(&days)
+        {
+            return Err(ApiError::invalid(
+                "retention_days: must be from 1 to 36500 (null: the fleet's retention)",
+            ));
+        }
         if let Some(models) = &self.models
             && models.iter().any(|ModelName(m)| {
                 m.is_empty() || m.chars().count() > 200 || m.chars().any(char::is_control)
@@ -200,6 +213,7 @@ impl TenantSettings {
             max_queued: self.max_queued,
             max_batches_per_minute: self.max_batches_per_minute,
             max_priority: self.max_priority,
+            retention_days: self.retention_days,
         })
     }
 }

@@ -141,6 +141,9 @@ impl Workers {
                 .env("ABRIDGE_DRILLS", "1")
                 .env("ABRIDGE_NOOP_DELAY_MS", noop_delay_ms.to_string())
                 .env("ABRIDGE_SHUTDOWN_GRACE_MS", "2000")
+                // The queue alone is measured: no pruner in the workers (the retention
+                // scenario runs one itself, where it wants one).
+                .env("ABRIDGE_PRUNE_INTERVAL_MS", "0")
                 // ABRIDGE_BENCH_LOG=info shows each worker's claim and write tallies at exit.
                 .env(
                     "RUST_LOG",

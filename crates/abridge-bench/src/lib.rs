@@ -5,7 +5,8 @@
 //!
 //! - [`fleet`]: servers and worker processes.
 //! - [`burndown`], [`enqueue`], [`latency`], [`scale`]: the scenarios; [`ceiling`]: the
-//!   burn-down's Postgres statements alone, the bound the burn-down cannot pass.
+//!   burn-down's Postgres statements alone, the bound the burn-down cannot pass;
+//!   [`retention`]: the burn-down against a big `items` table, and while the pruner runs.
 //! - [`report`]: one JSON line per scenario result, and a table against the targets.
 
 pub mod burndown;
@@ -14,6 +15,7 @@ pub mod enqueue;
 pub mod fleet;
 pub mod latency;
 pub mod report;
+pub mod retention;
 pub mod scale;
 
 use std::path::PathBuf;
@@ -45,6 +47,12 @@ pub struct BenchOptions {
     pub rate_seconds: f64,
     /// Items in the big backlog of the scale scenario.
     pub backlog: usize,
+    /// Finished items the retention scenario puts in `items` before its second burn-down.
+    pub retention_rows: usize,
+    /// Of those, how many are past their retention (the pruner's work).
+    pub retention_prune: usize,
+    /// The pruner's chunk settings (`ABRIDGE_PRUNE_*`).
+    pub retention: abridge_core::settings::Retention,
     /// The `abridge` executable, for worker processes and `abridge enqueue`.
     pub exe: PathBuf,
     /// Use these servers instead of throwaway ones.
@@ -59,15 +67,17 @@ pub enum Scenario {
     Latency,
     Scale,
     Ceiling,
+    Retention,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Self::Burndown,
         Self::Enqueue,
         Self::Latency,
         Self::Scale,
         Self::Ceiling,
+        Self::Retention,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +87,7 @@ impl Scenario {
             Self::Latency => "latency",
             Self::Scale => "scale",
             Self::Ceiling => "ceiling",
+            Self::Retention => "retention",
         }
     }
 }
@@ -89,7 +100,7 @@ impl std::str::FromStr for Scenario {
             .find(|x| x.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown scenario {s:?}: expected burndown, enqueue, latency, scale or ceiling"
+                    "unknown scenario {s:?}: expected burndown, enqueue, latency, scale, ceiling or retention"
                 )
             })
     }
@@ -109,6 +120,7 @@ pub async fn run(
             Scenario::Latency => latency::run(opts, &servers).await?,
             Scenario::Scale => scale::run(opts, &servers).await?,
             Scenario::Ceiling => ceiling::run(opts, &servers).await?,
+            Scenario::Retention => retention::run(opts, &servers).await?,
         };
         for r in records {
             emit(&r);

@@ -298,6 +298,54 @@ pub struct Settings {
     /// Postgres connections per process.
     pub database_pool_size: u32,
     pub log_format: LogFormat,
+    /// What the pruner deletes, and when (see [`Retention`]).
+    pub retention: Retention,
+}
+
+/// How long abridge keeps what it no longer needs, and how the pruner runs. A retention of
+/// `None` (the setting `0`) keeps that kind of row forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished (completed or cancelled) batches, their items, checkpoints, webhook deliveries
+    /// and idempotency keys go this long after the batch finished. A tenant's own
+    /// `retention_days` (set by the operator) takes its place for the tenant's batches.
+    pub batches: Option<Duration>,
+    /// Transcript and summary cache entries go after this long without a read.
+    pub caches: Option<Duration>,
+    /// An `Idempotency-Key` replays its batch for this long (Stripe's 24 hours).
+    pub idempotency_keys: Option<Duration>,
+    /// Stopped (shut down or buried) worker sessions stay this long, for `abridge top` and
+    /// post-mortems.
+    pub sessions: Option<Duration>,
+    /// Records of refused (fenced) writes stay this long.
+    pub fenced_writes: Option<Duration>,
+    /// How often the fleet runs a pass (one worker at a time); `None` (0): workers never
+    /// prune, the operator runs `abridge prune`.
+    pub prune_every: Option<Duration>,
+    /// The time one delete statement should take: chunk sizes grow and shrink to meet it, so
+    /// no statement holds its row locks much longer.
+    pub prune_statement_target: Duration,
+    /// The most rows one delete statement takes, however fast the statements are.
+    pub prune_max_chunk: u64,
+}
+
+impl Retention {
+    pub fn from_source(src: &SettingsSource) -> Result<Self, SettingsError> {
+        const DAY: u64 = 86_400;
+        let keep = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        Ok(Self {
+            batches: keep(src.number("retention_days", 30, 0, 36_500)? * DAY),
+            caches: keep(src.number("cache_retention_days", 30, 0, 36_500)? * DAY),
+            idempotency_keys: keep(
+                src.number("idempotency_retention_hours", 24, 0, 876_000)? * 3_600,
+            ),
+            sessions: keep(src.number("session_retention_days", 7, 0, 36_500)? * DAY),
+            fenced_writes: keep(src.number("fenced_retention_days", 30, 0, 36_500)? * DAY),
+            prune_every: Some(src.millis("prune_interval_ms", 60_000, 0)?).filter(|d| !d.is_zero()),
+            prune_statement_target: src.millis("prune_statement_ms", 50, 1)?,
+            prune_max_chunk: src.number("prune_max_chunk", 5_000, 1, 100_000)?,
+        })
+    }
 }
 
 impl Settings {
@@ -383,6 +431,7 @@ impl Settings {
             start_after: src.millis("start_after_ms", 200, 0)?,
             database_pool_size: src.number("database_pool_size", 8, 1, 1_000)? as u32,
             log_format: src.parse("log_format", "text or json")?.unwrap_or_default(),
+            retention: Retention::from_source(src)?,
         })
     }
 
@@ -465,6 +514,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ABRIDGE_DRILLS"), "{err}");
+    }
+
+    #[test]
+    fn retention_has_defaults_and_zero_keeps_forever() {
+        let s = Settings::from_source(&SettingsSource::from_vars([])).unwrap();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(s.retention.batches, Some(day * 30));
+        assert_eq!(s.retention.caches, Some(day * 30));
+        assert_eq!(
+            s.retention.idempotency_keys,
+            Some(Duration::from_secs(24 * 3_600))
+        );
+        assert_eq!(s.retention.sessions, Some(day * 7));
+        assert_eq!(s.retention.fenced_writes, Some(day * 30));
+        assert_eq!(s.retention.prune_every, Some(Duration::from_secs(60)));
+        assert_eq!(s.retention.prune_max_chunk, 5_000);
+
+        let s = Settings::from_source(&SettingsSource::from_vars([
+            ("ABRIDGE_RETENTION_DAYS", "0"),
+            ("ABRIDGE_PRUNE_INTERVAL_MS", "0"),
+            ("ABRIDGE_IDEMPOTENCY_RETENTION_HOURS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(s.retention.batches, None);
+        assert_eq!(s.retention.prune_every, None);
+        assert_eq!(
+            s.retention.idempotency_keys,
+            Some(Duration::from_secs(7_200))
+        );
+
+        let err = Settings::from_source(&SettingsSource::from_vars([(
+            "ABRIDGE_CACHE_RETENTION_DAYS",
+            "a month",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "configuration cache_retention_days (ABRIDGE_CACHE_RETENTION_DAYS): expected a whole number from 0 to 36500, got \"a month\""
+        );
+        let err = Settings::from_source(&SettingsSource::from_vars([(
+            "ABRIDGE_PRUNE_MAX_CHUNK",
+            "0",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ABRIDGE_PRUNE_MAX_CHUNK"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - [`tenants`]: API tenants and their (hashed) bearer tokens.
 //! - [`batch_api`]: the producer API's batch queries: pages, completion rate, retry, export.
 //! - [`webhooks`]: webhook deliveries, claimed by dispatchers and recorded per attempt.
+//! - [`retention`]: the pruner's bounded deletes (finished batches and what hangs off them,
+//!   unused cache entries, old keys, sessions and fenced-write records) and its lease.
 //!
 //! Architecture Invariant: every write to an item that is `running` is a compare-and-set on
 //! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
@@ -22,6 +24,7 @@ pub mod batches;
 pub mod fleet;
 pub mod items;
 pub mod reconcile;
+pub mod retention;
 pub mod sessions;
 pub mod summaries;
 pub mod tenants;
@@ -38,6 +41,7 @@ pub use batches::{
 };
 pub use fleet::{BatchHeader, FleetSnapshot, MinuteDepth, MinuteThroughput};
 pub use items::{Claim, Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
+pub use retention::{PruneAges, PruneCounts, PruneKind};
 pub use sessions::{NewSession, SessionView};
 pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};
 

@@ -65,10 +65,16 @@ pub struct CachedSummary {
 }
 
 impl Store {
-    /// Every cached language of `video_id`.
+    /// Every cached language of `video_id`. A read keeps them cached (see `touch` below).
     pub async fn cached_transcripts(&self, video_id: &str) -> Result<Vec<CachedTranscript>> {
+        // The touch: `last_used_at` moves at most once a day per row, so a hot entry costs one
+        // write a day and a read that finds every row touched today writes nothing.
         let rows = sqlx::query!(
-            r#"SELECT video_id, language, kind, title, channel, duration_s, segments, tracks, fetched_at
+            r#"WITH touch AS (
+                   UPDATE transcripts SET last_used_at = now()
+                   WHERE video_id = $1 AND last_used_at < now() - interval '1 day'
+               )
+               SELECT video_id, language, kind, title, channel, duration_s, segments, tracks, fetched_at
                FROM transcripts WHERE video_id = $1 ORDER BY fetched_at"#,
             video_id
         )
@@ -134,9 +140,17 @@ impl Store {
         Ok(written)
     }
 
+    /// The summary cached under `key`; a hit keeps it cached (touched at most once a day).
     pub async fn cached_summary(&self, key: &SummaryKey) -> Result<Option<CachedSummary>> {
         let row = sqlx::query!(
-            r#"SELECT summary, title, meta, created_at FROM summaries
+            r#"WITH touch AS (
+                   UPDATE summaries SET last_used_at = now()
+                   WHERE video_id = $1 AND backend = $2 AND model = $3 AND length = $4
+                     AND language = $5 AND prompt_version = $6 AND source = $7
+                     AND scope = $8 AND prompt_title = $9
+                     AND last_used_at < now() - interval '1 day'
+               )
+               SELECT summary, title, meta, created_at FROM summaries
                WHERE video_id = $1 AND backend = $2 AND model = $3 AND length = $4
                  AND language = $5 AND prompt_version = $6 AND source = $7
                  AND scope = $8 AND prompt_title = $9"#,

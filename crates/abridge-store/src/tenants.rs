@@ -37,6 +37,9 @@ pub struct TenantPolicy {
     pub max_batches_per_minute: Option<i32>,
     /// The highest priority its batches may ask for (priorities are strict across tenants).
     pub max_priority: Option<Priority>,
+    /// Days its finished batches are kept; `None`: the fleet's `retention_days`.
+    #[serde(default)]
+    pub retention_days: Option<i32>,
 }
 
 impl Default for TenantPolicy {
@@ -50,6 +53,7 @@ impl Default for TenantPolicy {
             max_queued: None,
             max_batches_per_minute: None,
             max_priority: None,
+            retention_days: None,
         }
     }
 }
@@ -154,7 +158,7 @@ impl Store {
         let row = sqlx::query!(
             r#"SELECT k.operator, t.name AS "name?", t.backends, t.models, t.daily_tokens,
                       t.weight AS "weight?", t.max_in_flight, t.max_queued, t.max_batches_per_minute,
-                      t.max_priority
+                      t.max_priority, t.retention_days
                FROM api_tokens k LEFT JOIN tenants t ON t.name = k.tenant
                WHERE k.token_hash = $1 AND k.revoked_at IS NULL"#,
             token_hash
@@ -178,6 +182,7 @@ impl Store {
                 max_queued: r.max_queued,
                 max_batches_per_minute: r.max_batches_per_minute,
                 max_priority: r.max_priority.and_then(|p| p.parse().ok()),
+                retention_days: r.retention_days,
             },
         }))
     }
@@ -191,7 +196,7 @@ impl Store {
     pub async fn tenants(&self, name: Option<&str>) -> Result<Vec<TenantView>> {
         let rows = sqlx::query!(
             r#"SELECT name, backends, models, daily_tokens, weight, max_in_flight, max_queued,
-                      max_batches_per_minute, max_priority, created_at
+                      max_batches_per_minute, max_priority, retention_days, created_at
                FROM tenants WHERE ($1::text IS NULL OR name = $1) ORDER BY name"#,
             name
         )
@@ -211,6 +216,7 @@ impl Store {
                     max_queued: r.max_queued,
                     max_batches_per_minute: r.max_batches_per_minute,
                     max_priority: r.max_priority.and_then(|p| p.parse().ok()),
+                    retention_days: r.retention_days,
                 },
                 created_at: r.created_at,
             })
@@ -226,7 +232,7 @@ impl Store {
         let n = sqlx::query!(
             "UPDATE tenants SET backends = $2, models = $3, daily_tokens = $4, weight = $5,
                     max_in_flight = $6, max_queued = $7, max_batches_per_minute = $8,
-                    max_priority = $9
+                    max_priority = $9, retention_days = $10
              WHERE name = $1",
             name,
             backends.as_deref(),
@@ -237,6 +243,7 @@ impl Store {
             p.max_queued,
             p.max_batches_per_minute,
             p.max_priority.map(|p| p.as_str()),
+            p.retention_days,
         )
         .execute(&self.pool)
         .await

@@ -72,6 +72,7 @@ pub const WORKER_CONCURRENCY: &str = "abridge_worker_concurrency";
 pub const BUILD_INFO: &str = "abridge_build_info";
 pub const CLAIM_SIZE: &str = "abridge_claim_size";
 pub const WRITE_SIZE: &str = "abridge_write_size";
+pub const PRUNED: &str = "abridge_pruned_total";
 
 pub const QUEUE_DEPTH: &str = "abridge_queue_depth";
 pub const QUEUE_DELAYED: &str = "abridge_queue_delayed";
@@ -94,6 +95,18 @@ pub const RECLAIM_REASONS: &[&str] = &["lease_expired", "session_dead", "reconci
 /// Outcomes of `abridge_summarizer_requests_total` (a backend may add its own, such as
 /// `rate_limited` or `timeout`).
 pub const SUMMARIZER_OUTCOMES: &[&str] = &["ok", "error"];
+/// Kinds of `abridge_pruned_total` (`abridge_store::PruneKind`).
+pub const PRUNED_KINDS: &[&str] = &[
+    "batches",
+    "items",
+    "checkpoints",
+    "webhook_deliveries",
+    "idempotency_keys",
+    "fenced_writes",
+    "worker_sessions",
+    "transcripts",
+    "summaries",
+];
 /// Directions of `abridge_summarizer_tokens_total`.
 pub const TOKEN_DIRECTIONS: &[&str] = &["input", "output"];
 
@@ -198,6 +211,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         scope: Process,
         help: "Outcomes per write (one Postgres statement): the writers' group commit at work.",
         labels: &[],
+    },
+    MetricDef {
+        name: PRUNED,
+        kind: Counter,
+        scope: Process,
+        help: "Rows this process's pruner deleted because their retention ran out, by kind (batches, items, checkpoints, caches, ...).",
+        labels: &["kind"],
     },
     MetricDef {
         name: QUEUE_DEPTH,
@@ -352,6 +372,9 @@ pub fn preregister_worker(backend: &str, concurrency: usize) {
     }
     for reason in RECLAIM_REASONS {
         metrics::counter!(RECLAIMED, "reason" => *reason).absolute(0);
+    }
+    for kind in PRUNED_KINDS {
+        metrics::counter!(PRUNED, "kind" => *kind).absolute(0);
     }
     for name in [LEASE_RENEW_FAILURES, STALE_WRITES_REJECTED, CLAIM_ERRORS] {
         metrics::counter!(name).absolute(0);

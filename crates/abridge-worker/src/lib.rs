@@ -10,6 +10,8 @@
 //! - [`keeper`]: lease renewal, the local lease deadline, and the session heartbeat.
 //! - [`reaper`]: expired leases and dead sessions (`abridge reap` runs one pass).
 //! - [`reconciler`]: repairs Redis from Postgres (after a FLUSHALL, a failover, a crash).
+//! - [`pruner`]: deletes what retention allows, one worker at a time (`abridge prune` runs
+//!   one pass).
 //! - [`noop`]: the `noop` processor, for benchmarks and fault drills.
 //!
 //! Architecture Invariant: the worker never holds a Postgres transaction or a lock across a
@@ -22,6 +24,7 @@ pub mod finisher;
 pub mod holdings;
 pub mod keeper;
 pub mod noop;
+pub mod pruner;
 pub mod reaper;
 pub mod reconciler;
 pub mod session;

@@ -19,7 +19,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::finisher::{self, FinishOp};
 use crate::holdings::{Holdings, StopReason};
 use crate::starter::{self, StartOp};
-use crate::{Worker, claimer, keeper, reaper, reconciler};
+use crate::{Worker, claimer, keeper, pruner, reaper, reconciler};
 
 /// What a worker process did, for logs and tests.
 #[derive(Debug, Default)]
@@ -182,6 +182,7 @@ async fn run_session(
         background_stop.clone(),
     ));
     background.spawn(reaper::run(worker.clone(), background_stop.clone()));
+    background.spawn(pruner::run(worker.clone(), id, background_stop.clone()));
     background.spawn(reconciler::run(
         worker.clone(),
         ctx.clone(),

@@ -38,6 +38,10 @@ pub enum Command {
     /// Run one reaper pass (expired leases, dead workers) and one reconcile pass, and print
     /// what they did.
     Reap(JsonFlag),
+    /// Run one pruner pass: delete what retention allows now (finished batches past their
+    /// retention and everything of theirs, unused cache entries, old idempotency keys,
+    /// stopped sessions, old fenced-write records) and print how many rows of each kind went.
+    Prune(PruneArgs),
     /// Queue depth, retries, leases, failures and live workers.
     Stats(JsonFlag),
     /// The fleet at a glance, refreshing: depth, throughput, workers, recent batches.
@@ -105,11 +109,52 @@ pub struct TenantSetArgs {
     /// The highest priority its batches may ask for: high, normal or low (`any`: no limit).
     #[arg(long, value_name = "PRIORITY")]
     pub max_priority: Option<String>,
+    /// Days its finished batches are kept before the pruner deletes them (0: the fleet's
+    /// ABRIDGE_RETENTION_DAYS).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete finished batches older than this (`30d`, `12h`, `90m`, `45s`) instead of
+    /// ABRIDGE_RETENTION_DAYS; a tenant's own retention still applies to its batches.
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub older_than: Option<std::time::Duration>,
+    /// Count what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An age: a whole number followed by `d`, `h`, `m` or `s`.
+pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let unit = match s.chars().last() {
+        Some('d') => 86_400,
+        Some('h') => 3_600,
+        Some('m') => 60,
+        Some('s') => 1,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected a number and a unit: 30d, 12h, 90m or 45s"
+            ));
+        }
+    };
+    let n: u64 = s[..s.len() - 1]
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit: 30d, 12h, 90m or 45s"))?;
+    n.checked_mul(unit)
+        .filter(|secs| *secs <= 36_500 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: at most 36500d"))
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling (comma-separated).
+    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling, retention
+    /// (comma-separated; retention is not in the default set: it writes millions of rows).
     #[arg(
         long,
         value_delimiter = ',',
@@ -148,6 +193,12 @@ pub struct BenchArgs {
     /// Items in the scale scenario's big backlog.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// Finished items the retention scenario puts in the `items` table.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub retention_rows: usize,
+    /// Of those, how many the retention scenario's pruner deletes while a burn-down runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub retention_prune: usize,
     /// Print only the JSON lines (no table).
     #[arg(long)]
     pub json: bool,

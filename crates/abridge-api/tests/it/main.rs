@@ -7,6 +7,7 @@
 //! - `lifecycle`: cancel mid-batch, retry failed items.
 //! - `export`: the ZIP, unzipped and checked file by file.
 //! - `tenancy`: another tenant's batch is a 404 everywhere; revoked tokens.
+//! - `retention`: a pruned batch is a 404 like an unknown one; a tenant's own retention.
 //! - `roles`: drills off, the operator's policy per tenant, tenant and operator views.
 //! - `webhooks`: signed deliveries retried until a 2xx; SSRF refusal.
 //! - `dashboard`: the web dashboard in headless Chromium (WebDriver): live progress, cancel,
@@ -20,6 +21,7 @@ mod export;
 mod health;
 mod lifecycle;
 mod progress;
+mod retention;
 mod roles;
 mod support;
 mod tenancy;

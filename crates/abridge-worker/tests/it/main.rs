@@ -12,6 +12,7 @@ mod order;
 mod plans;
 mod reaper;
 mod reconcile;
+mod retention;
 mod shutdown;
 mod staging;
 mod support;

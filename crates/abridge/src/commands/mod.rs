@@ -49,6 +49,7 @@ async fn run_command(
         Command::Status(args) => ops::status(&loaded.settings, args).await,
         Command::Cancel(args) => ops::cancel(&loaded.settings, args).await,
         Command::Reap(args) => ops::reap(loaded, args).await,
+        Command::Prune(args) => ops::prune(&loaded.settings, args).await,
         Command::Stats(args) => ops::stats(&loaded.settings, args).await,
         Command::Top(args) => top::run(&loaded.settings, args).await,
         Command::Exporter(args) => exporter::run(&loaded.settings, args).await,

@@ -1,4 +1,4 @@
-//! The operator commands: `migrate`, `status`, `cancel`, `reap`, `stats`.
+//! The operator commands: `migrate`, `status`, `cancel`, `reap`, `prune`, `stats`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use abridge_worker::reconciler::{Suspects, reconcile_once};
 use abridge_worker::{Worker, reaper};
 use serde::Serialize;
 
-use crate::cli::{BatchArg, JsonFlag, StatusArgs};
+use crate::cli::{BatchArg, JsonFlag, PruneArgs, StatusArgs};
 use crate::context::{self, Loaded};
 use crate::processors;
 
@@ -127,6 +127,91 @@ pub async fn reap(loaded: Loaded, args: JsonFlag) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn prune(settings: &Settings, args: PruneArgs) -> anyhow::Result<ExitCode> {
+    use abridge_worker::pruner::{self, PruneOptions};
+    let store = context::store(settings).await?;
+    let mut options = PruneOptions::from_settings(&settings.retention);
+    if let Some(age) = args.older_than {
+        options.ages.batches = Some(age);
+    }
+    options.dry_run = args.dry_run;
+    let holder = abridge_core::WorkerId::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            super::stop_signal().await;
+            stop.cancel();
+        });
+    }
+    let mut told = false;
+    let report = loop {
+        if let Some(report) = pruner::prune_once(&store, &options, holder, None, &stop).await? {
+            break report;
+        }
+        if !told {
+            if let Some((worker, left)) = store
+                .lease_holder(abridge_store::retention::PRUNE_TASK)
+                .await?
+            {
+                eprintln!(
+                    "another pruner is running (worker {worker}, lease for {left:.0}s more); waiting for it to end"
+                );
+            }
+            told = true;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => anyhow::bail!("stopped while waiting for the running pruner"),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    };
+    if args.json {
+        let mut json = serde_json::to_value(&report)?;
+        json["older_than_seconds"] = options.ages.batches.map(|d| d.as_secs()).into();
+        println!("{json}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    match options.ages.batches {
+        Some(age) => println!(
+            "finished batches older than {} (a tenant's own retention applies to its batches); {verb}:",
+            describe_age(age)
+        ),
+        None => println!("finished batches are kept (but tenants' own retention); {verb}:"),
+    }
+    for kind in abridge_store::PruneKind::ALL {
+        println!("  {:<20} {:>10}", kind.as_str(), report.counts.get(kind));
+    }
+    if !report.dry_run {
+        println!(
+            "{} statements, at most {} rows each, in {} ms{}",
+            report.statements,
+            report.largest_chunk,
+            report.took_ms,
+            if report.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_age(age: std::time::Duration) -> String {
+    let s = age.as_secs();
+    match s {
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
 }
 
 pub async fn stats(settings: &Settings, args: JsonFlag) -> anyhow::Result<ExitCode> {

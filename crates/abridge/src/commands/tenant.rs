@@ -90,6 +90,9 @@ pub fn apply(mut policy: TenantPolicy, args: TenantSetArgs) -> anyhow::Result<Te
             )
         };
     }
+    if let Some(days) = args.retention_days {
+        policy.retention_days = (days > 0).then_some(days as i32);
+    }
     if let Some(models) = args.models {
         policy.models = if models == ["default"] {
             None
@@ -140,5 +143,9 @@ fn print_one(view: &TenantView) {
     println!(
         "max batches per minute: {}",
         or(p.max_batches_per_minute.map(|n| n.to_string()), "no limit")
+    );
+    println!(
+        "retention days:         {}",
+        or(p.retention_days.map(|n| n.to_string()), "the fleet's")
     );
 }
