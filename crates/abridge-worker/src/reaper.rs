@@ -52,6 +52,8 @@ pub struct Sight {
     since: Option<Instant>,
     last_seen: Option<Instant>,
     max_gap: Duration,
+    /// The operator vouches for the store having been seen all along.
+    vouched: bool,
 }
 
 impl Sight {
@@ -60,6 +62,7 @@ impl Sight {
             since: None,
             last_seen: None,
             max_gap,
+            vouched: false,
         }
     }
 
@@ -67,9 +70,8 @@ impl Sight {
     /// operator, who decides when the stores have been up long enough to judge.
     pub fn vouched() -> Self {
         Self {
-            since: Some(Instant::now() - Duration::from_secs(365 * 24 * 3600)),
-            last_seen: None,
-            max_gap: Duration::MAX,
+            vouched: true,
+            ..Self::new(Duration::MAX)
         }
     }
 
@@ -90,6 +92,9 @@ impl Sight {
 
     /// How long the store has been seen without a break, as of `now`.
     pub fn seen_for(&self, now: Instant) -> Duration {
+        if self.vouched {
+            return Duration::MAX;
+        }
         self.since
             .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
     }
@@ -336,5 +341,37 @@ pub(crate) async fn reclaim_own(worker: &Worker, id: WorkerId) {
         Ok(Ok(n)) => info!(items = n, "gave back items left running under this session"),
         Ok(Err(e)) => warn!(error = %e, "cannot give back leftover items; the reconciler will"),
         Err(_) => warn!("timed out giving back leftover items; the reconciler will"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_break_in_what_the_judge_saw_starts_the_count_again() {
+        let t0 = Instant::now();
+        let mut sight = Sight::new(Duration::from_secs(1));
+        assert_eq!(sight.seen_for(t0), Duration::ZERO);
+        sight.observe(true, t0);
+        sight.observe(true, t0 + Duration::from_millis(800));
+        assert_eq!(
+            sight.seen_for(t0 + Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+        // A failed look, then a good one: seen only since the good one.
+        sight.observe(false, t0 + Duration::from_secs(2));
+        sight.observe(true, t0 + Duration::from_secs(3));
+        assert_eq!(
+            sight.seen_for(t0 + Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        // A gap between two good looks longer than `max_gap` (the judge was paused).
+        sight.observe(true, t0 + Duration::from_secs(9));
+        assert_eq!(
+            sight.seen_for(t0 + Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(Sight::vouched().seen_for(t0), Duration::MAX);
     }
 }
