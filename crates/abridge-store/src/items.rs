@@ -193,8 +193,8 @@ pub struct FinishReport {
 impl Store {
     /// Reads the payload of claimed items that are still `queued`, so a worker can begin
     /// work on them; the others (cancelled, finished, or started under another claim) must be
-    /// dropped. Read-only: it is on every item's path to its start, and a write here (flipping
-    /// a `pending` batch, as it once did) cost a third of the idle enqueue-to-start latency.
+    /// dropped. Read-only: it is on every item's path to its start, where a write (flipping a
+    /// `pending` batch) would cost a large share of the idle enqueue-to-start latency.
     ///
     /// The item is not marked `running` here: see [`Store::start_items`] and
     /// ARCHITECTURE.md ("Deferred starts").

@@ -222,8 +222,8 @@ async fn start_claimed(
                     .to_std()
                     .unwrap_or_default();
                 metrics::histogram!("abridge_enqueue_to_start_seconds").record(lag.as_secs_f64());
-                // Boxed: the item's future is large (~2 kB; see the end of `run_item`), and
-                // spawning moves a future by value several times; a box is moved instead.
+                // Boxed: the item's future is large, and spawning moves a future by value
+                // several times; a box is moved instead.
                 ctx.tasks.spawn(
                     Box::pin(run_item(
                         worker.clone(),
@@ -434,9 +434,8 @@ async fn run_item(
     let took = began.elapsed();
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "process")
         .record(took.as_secs_f64());
-    // The Redis calls of the rare arms below are boxed: inline, an `ack` future made this
-    // item's future 8.4 kB instead of 2.2, copied into its box for every item (~12 % of a
-    // worker's CPU in the burn-down, BENCHMARKS.md).
+    // The Redis calls of the rare arms below are boxed: inline, they would make every item's
+    // future several times larger, and it is copied into its box for every item.
     match outcome {
         // Giving back an item that was never marked running needs no Postgres write: it is
         // still `queued` there. Put it back in Redis.

@@ -18,10 +18,8 @@ use tracing::{debug, info, warn};
 use crate::session::SessionCtx;
 use crate::{Worker, batching};
 
-/// Writer tasks per process. Two: while one writes, the other gathers the next group. When a
-/// permit was held until the write, one writer won (two halved the groups, 25 items a commit
-/// against 40); since the permit ends at the hand-over, two beat one by 5-10 % in the
-/// burn-down, with or without a CPU hog beside it, and three lose again (BENCHMARKS.md).
+/// Writer tasks per process: while one writes, the other gathers the next group (two beat one
+/// and three in the burn-down; BENCHMARKS.md has the figures).
 pub(crate) const WRITERS: usize = 2;
 
 /// How long a writer keeps trying to acknowledge written outcomes while Redis is away.
