@@ -6,6 +6,32 @@ use abridge_testkit::TestEnv;
 
 use crate::support::*;
 
+/// The JSON lines `abridge bench --json` printed, one record per scenario result.
+struct BenchRecords {
+    records: Vec<serde_json::Value>,
+    out: String,
+}
+
+impl BenchRecords {
+    /// Parses a finished run's output; the run must have exited 0.
+    fn parse(code: i32, out: String, err: String) -> Self {
+        assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+        let records = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        Self { records, out }
+    }
+
+    /// The record of `scenario`.
+    fn find(&self, scenario: &str) -> &serde_json::Value {
+        self.records
+            .iter()
+            .find(|r| r["scenario"] == scenario)
+            .unwrap_or_else(|| panic!("no {scenario} line in:\n{}", self.out))
+    }
+}
+
 #[tokio::test]
 async fn bench_runs_every_scenario_and_reports_its_figures() {
     let fleet = Fleet::new(TestEnv::new().await, &[]).await;
@@ -28,17 +54,8 @@ async fn bench_runs_every_scenario_and_reports_its_figures() {
         ],
         None,
     );
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    let records: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let find = |scenario: &str| {
-        records
-            .iter()
-            .find(|r| r["scenario"] == scenario)
-            .unwrap_or_else(|| panic!("no {scenario} line in:\n{out}"))
-    };
+    let records = BenchRecords::parse(code, out, err);
+    let find = |scenario: &str| records.find(scenario);
     let positive = |r: &serde_json::Value, key: &str| {
         let v = r[key].as_f64().unwrap_or(f64::NAN);
         assert!(v > 0.0, "{key} = {v} in {r}");
@@ -96,17 +113,8 @@ async fn bench_retention_measures_a_big_table_and_a_pruner_at_work() {
         ],
         None,
     );
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    let records: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let find = |scenario: &str| {
-        records
-            .iter()
-            .find(|r| r["scenario"] == scenario)
-            .unwrap_or_else(|| panic!("no {scenario} line in:\n{out}"))
-    };
+    let records = BenchRecords::parse(code, out, err);
+    let find = |scenario: &str| records.find(scenario);
     let table = find("retention-table");
     assert!(
         table["items_table_rows"].as_i64().unwrap() >= 32_000,
