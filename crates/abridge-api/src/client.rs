@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use abridge_core::BatchId;
+use abridge_core::{BatchId, ItemStatus};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::views::{BatchStatusView, Created};
+use crate::views::{BatchStatusView, Created, ItemPage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -76,6 +76,49 @@ impl ApiClient {
             self.http.get(&url).bearer_auth(&self.token).send().await,
         )
         .await
+    }
+
+    /// `GET /v1/batches/{id}/items`: one page of items from position `from` (0-based), with
+    /// the next page's cursor.
+    pub async fn items(
+        &self,
+        id: BatchId,
+        status: Option<ItemStatus>,
+        from: i32,
+        limit: i64,
+    ) -> Result<ItemPage, ClientError> {
+        // Numbers and a status name: nothing to escape.
+        let mut url = self.url(&format!(
+            "/v1/batches/{id}/items?cursor={from}&limit={limit}"
+        ));
+        if let Some(s) = status {
+            url.push_str(&format!("&status={s}"));
+        }
+        decode(
+            &url,
+            self.http.get(&url).bearer_auth(&self.token).send().await,
+        )
+        .await
+    }
+
+    /// `GET /v1/batches/{id}/export`: the ZIP's bytes.
+    pub async fn export(&self, id: BatchId) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(&format!("/v1/batches/{id}/export"));
+        let failed = |e: reqwest::Error| ClientError::Http {
+            url: url.clone(),
+            cause: e.to_string(),
+        };
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(failed)?;
+        if !response.status().is_success() {
+            return Err(api_error(response).await);
+        }
+        Ok(response.bytes().await.map_err(failed)?.to_vec())
     }
 
     /// Follows `GET /v1/batches/{id}/events` until the batch finishes, calling `on_event` with

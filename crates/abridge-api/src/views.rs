@@ -296,10 +296,10 @@ pub struct ItemStatusView {
     pub finished_at: Option<String>,
 }
 
-/// The error message `caller` may read: the operator's is the full one (provider text, request
+/// The error message a reader may see: the operator's is the full one (provider text, request
 /// URLs, SQL); a tenant's is the stable message of the error's kind.
-pub fn shown_error(caller: &Caller, kind: Option<&str>, message: Option<String>) -> Option<String> {
-    if caller.is_operator() {
+pub fn shown_error(operator: bool, kind: Option<&str>, message: Option<String>) -> Option<String> {
+    if operator {
         return message;
     }
     message.map(|_| abridge_core::public_message(kind.unwrap_or("")).to_owned())
@@ -308,7 +308,12 @@ pub fn shown_error(caller: &Caller, kind: Option<&str>, message: Option<String>)
 impl ItemStatusView {
     /// The item as `caller` may see it.
     pub fn shown_to(i: ItemView, caller: &Caller) -> Self {
-        let error_message = shown_error(caller, i.error_kind.as_deref(), i.error_message);
+        Self::new(i, caller.is_operator())
+    }
+
+    /// The item with its full error message (`operator`) or its kind's stable one.
+    pub fn new(i: ItemView, operator: bool) -> Self {
+        let error_message = shown_error(operator, i.error_kind.as_deref(), i.error_message);
         Self {
             id: i.id.0,
             batch_id: i.batch_id,
