@@ -1,6 +1,7 @@
 //! Spawning children that die with this process.
 
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -8,6 +9,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// Where a server keeps its files: a temporary directory removed on drop, or one kept.
+pub(crate) enum Dir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Dir {
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            Dir::Temp(t) => t.path(),
+            Dir::Kept(p) => p,
+        }
+    }
+}
 
 /// A temporary directory for a throwaway server, named with this process's id so that later
 /// runs can tell it is orphaned. Servers kept for a process's whole life (the test kit's

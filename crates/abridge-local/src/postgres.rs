@@ -5,9 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tempfile::TempDir;
 
-use crate::child::{find_binary, free_port, server_dir, spawn_tied, wait_for_port};
+use crate::child::{Dir, find_binary, free_port, server_dir, spawn_tied, wait_for_port};
 
 /// A `postgres` on a free port, its cluster in a temporary directory. Killed on drop.
 ///
@@ -16,7 +15,7 @@ use crate::child::{find_binary, free_port, server_dir, spawn_tied, wait_for_port
 pub struct LocalPostgres {
     child: Option<Child>,
     port: u16,
-    dir: TempDir,
+    dir: Dir,
     bin_dir: PathBuf,
     /// The uid/gid to run as, when we are root.
     run_as: Option<(u32, u32)>,
@@ -28,46 +27,47 @@ impl LocalPostgres {
     /// Initialises and starts a cluster. `fast` turns fsync off (for tests; a crash of the
     /// machine could corrupt it, which does not matter for throwaway data).
     pub fn start(fast: bool) -> anyhow::Result<Self> {
+        let dir = server_dir("pg")?;
+        Self::start_in(Dir::Temp(dir), fast)
+    }
+
+    /// Starts the cluster kept in `dir`, making it first if `dir` holds none: a cluster that
+    /// outlives this process (`abridge up`'s data directory). Fsync stays on, so a crash of
+    /// this process or the machine leaves a cluster that recovers on the next start. Call
+    /// [`LocalPostgres::stop`] to shut it down cleanly; dropping it kills the server.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let dir = std::fs::canonicalize(dir).with_context(|| format!("find {}", dir.display()))?;
+        Self::start_in(Dir::Kept(dir), false)
+    }
+
+    fn start_in(dir: Dir, fast: bool) -> anyhow::Result<Self> {
         let initdb = find_binary("initdb", &debian_bin_dirs())?;
         // PATH may hold symlinks (/usr/local/bin/initdb); the sibling tools live by the target.
         let initdb = std::fs::canonicalize(&initdb).unwrap_or(initdb);
         let bin_dir = initdb.parent().map(Path::to_path_buf).unwrap_or_default();
         let run_as = run_as_postgres_user()?;
-        let dir = server_dir("pg")?;
-        let data = dir.path().join("data");
-        std::fs::create_dir(&data).context("create postgres data directory")?;
-        if let Some((uid, gid)) = run_as {
-            for path in [dir.path(), data.as_path()] {
-                nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-                    .with_context(|| format!("give {} to the postgres user", path.display()))?;
-            }
+        if run_as.is_some() {
+            reachable_by_others(dir.path())?;
         }
-        let mut cmd = Command::new(&initdb);
-        cmd.arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        as_user(&mut cmd, run_as);
-        let out = cmd
-            .output()
-            .with_context(|| format!("run {}", initdb.display()))?;
-        if !out.status.success() {
-            bail!(
-                "initdb failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let data = dir.path().join("data");
+        if data.join("PG_VERSION").exists() {
+            remove_stale_pid_file(&data)?;
+        } else {
+            // No cluster, or one whose initdb was cut short: make it (again).
+            if data.exists() {
+                std::fs::remove_dir_all(&data)
+                    .with_context(|| format!("remove the unfinished cluster {}", data.display()))?;
+            }
+            std::fs::create_dir(&data).context("create postgres data directory")?;
+            if let Some((uid, gid)) = run_as {
+                for path in [dir.path(), data.as_path()] {
+                    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+                        .with_context(|| format!("give {} to the postgres user", path.display()))?;
+                }
+            }
+            // A kept cluster is synced once made; a throwaway one need not be.
+            initdb_at(&initdb, &data, run_as, matches!(dir, Dir::Kept(_)))?;
         }
         let mut pg = Self {
             child: None,
@@ -97,11 +97,8 @@ impl LocalPostgres {
             .arg(&data)
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!(
-                "unix_socket_directories={}",
-                self.dir.path().display()
-            ))
+            // TCP only: a socket path under a long data directory can pass the 107-byte limit.
+            .args(["-c", "unix_socket_directories="])
             .args(["-c", "max_connections=400"])
             .args(["-c", "shared_buffers=128MB"]);
         if self.fast {
@@ -200,6 +197,100 @@ impl Drop for LocalPostgres {
             let _ = child.wait();
         }
     }
+}
+
+fn initdb_at(
+    initdb: &Path,
+    data: &Path,
+    run_as: Option<(u32, u32)>,
+    sync: bool,
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(initdb);
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"]);
+    if !sync {
+        cmd.arg("--no-sync");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    as_user(&mut cmd, run_as);
+    let out = cmd
+        .output()
+        .with_context(|| format!("run {}", initdb.display()))?;
+    if !out.status.success() {
+        bail!(
+            "initdb failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the lock file a killed server left behind. Postgres removes one whose process is
+/// gone by itself, but not one whose pid a process of another user now has. A postgres that
+/// still runs on this cluster (one killed a moment ago may take that moment to go) is waited
+/// for a few seconds, then an error.
+fn remove_stale_pid_file(data: &Path) -> anyhow::Result<()> {
+    let file = data.join("postmaster.pid");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    if let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while postgres_runs(pid) {
+            if Instant::now() > deadline {
+                bail!(
+                    "a postgres (pid {pid}) still runs on {}; stop it first",
+                    data.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::fs::remove_file(&file).with_context(|| format!("remove {}", file.display()))
+}
+
+/// Whether `pid` is a live (not zombie) postgres process.
+fn postgres_runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state ...": the name may hold spaces, so read around its parentheses.
+    let name = stat
+        .split_once('(')
+        .and_then(|(_, rest)| rest.rsplit_once(')'));
+    match name {
+        Some((comm, rest)) => comm == "postgres" && !rest.trim_start().starts_with('Z'),
+        None => false,
+    }
+}
+
+/// Postgres runs as the `postgres` user when we are root: it must be able to walk down to
+/// its cluster (a directory under /root is out of its reach).
+fn reachable_by_others(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o755);
+        if mode & 0o001 == 0 {
+            bail!(
+                "postgres runs as the postgres user (this process is root) and cannot reach {}: \
+                 {} is closed to other users; choose a data directory it can reach, e.g. under \
+                 /var/lib or /tmp",
+                dir.display(),
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn debian_bin_dirs() -> Vec<PathBuf> {

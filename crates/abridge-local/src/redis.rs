@@ -2,28 +2,39 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tempfile::TempDir;
+use anyhow::Context;
 
-use crate::child::{find_binary, free_port, server_dir, spawn_tied, wait_for_port};
+use crate::child::{Dir, find_binary, free_port, server_dir, spawn_tied, wait_for_port};
 
 /// A `redis-server` on a free port with no persistence (like a Redis that can lose
-/// everything, which abridge must survive). Killed on drop.
+/// everything, which abridge must survive), or one that keeps its data in a directory of
+/// ours (`abridge up`'s data directory). Killed on drop.
 pub struct LocalRedis {
     child: Option<Child>,
     port: u16,
-    dir: TempDir,
+    dir: Dir,
 }
 
 impl LocalRedis {
     pub fn start() -> anyhow::Result<Self> {
-        let dir = server_dir("redis")?;
-        let port = free_port()?;
+        Self::start_in(Dir::Temp(server_dir("redis")?))
+    }
+
+    /// A server whose data (an append-only file, synced each second) lives in `dir` and is
+    /// loaded again by the next server started on it.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        Self::start_in(Dir::Kept(dir.to_path_buf()))
+    }
+
+    fn start_in(dir: Dir) -> anyhow::Result<Self> {
         let mut redis = Self {
             child: None,
-            port,
+            port: free_port()?,
             dir,
         };
         redis.spawn()?;
@@ -36,7 +47,14 @@ impl LocalRedis {
         cmd.args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
-            .args(["--appendonly", "no"])
+            .args([
+                "--appendonly",
+                if matches!(self.dir, Dir::Kept(_)) {
+                    "yes"
+                } else {
+                    "no"
+                },
+            ])
             .args(["--protected-mode", "no"])
             .args(["--maxclients", "10000"])
             .arg("--dir")
@@ -98,6 +116,23 @@ impl LocalRedis {
         if let Some(child) = &self.child {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
+    /// Shuts the server down (SIGTERM: it writes what it keeps, then exits).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
