@@ -1,4 +1,5 @@
-// The abridge dashboard: a client of the /v1 API with the token pasted at sign-in. It polls
+// The abridge dashboard: a client of the /v1 API with the token pasted at sign-in (or given in
+// the URL's fragment by `abridge up`). It polls
 // (every second for the fleet and batches, every ten for the chart) and updates the page in
 // place, row by row, so a button never disappears under the pointer between two refreshes.
 // Everything shown is set as text (never as HTML), since names, errors and summaries come from
@@ -446,5 +447,21 @@ document.addEventListener("DOMContentLoaded", () => {
   $("signout").addEventListener("click", () => signOut(""));
   $("detail-close").addEventListener("click", () => { selected = null; $("detail").hidden = true; refresh(); });
   $("detail-filter").addEventListener("change", () => { $("items").tBodies[0].replaceChildren(); refresh(); });
+  takeTokenFromFragment();
+  // A sign-in URL opened in a tab that already shows the page changes only the fragment.
+  window.addEventListener("hashchange", () => { if (takeTokenFromFragment()) start(); });
   if (token) start(); else signOut("");
 });
+
+// `abridge up` prints a URL with the token in the fragment (`#token=...`), which the browser
+// never sends to the server: take it, keep it like a pasted one, and clear the address bar.
+function takeTokenFromFragment() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (!given) return false;
+  history.replaceState(null, "", location.pathname + location.search);
+  if (!given.trim()) return false;
+  clearTimeout(timer);
+  token = given.trim();
+  localStorage.setItem(TOKEN_KEY, token);
+  return true;
+}

@@ -312,6 +312,23 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     find(&c, "#chart rect.done").await;
     tokio::time::sleep(Duration::from_millis(600)).await; // the bars' width transition
     screenshot(&c, "dashboard-cancelled").await;
+
+    // `abridge up`'s sign-in URL: the token in the fragment signs in, and leaves the address
+    // bar at once (the fragment never reaches the server).
+    find(&c, "#signout").await.click().await.unwrap();
+    find(&c, "#token").await;
+    let base = app.server.base.trim_end_matches('/');
+    c.goto(&format!("{base}/#token={token}")).await.unwrap();
+    until(
+        T,
+        "signed in from the URL's fragment",
+        async || text(&c, "#workers tbody").await,
+        |t| t.contains(" / 2"),
+    )
+    .await;
+    let url = c.current_url().await.unwrap();
+    assert!(!url.as_str().contains(token), "{url}");
+    assert!(find(&c, "#signout").await.is_displayed().await.unwrap());
 }
 
 /// What the dashboard reads, without a browser: `/v1/history` counts finished items per
