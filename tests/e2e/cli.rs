@@ -300,7 +300,9 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
         video_lines('u', 50) + "https://www.youtube.com/@channel\n",
     )
     .unwrap();
-    // No database or Redis configured: `up` starts its own, then stops them.
+    let out = tempfile::tempdir().unwrap();
+    // No database or Redis configured: `up` starts its own (throwaway ones, with
+    // `--ephemeral`), then stops them.
     let vars = vec![
         ("ABRIDGE_SHUTDOWN_GRACE_MS".to_owned(), "2000".to_owned()),
         // The default summarizer (extractive) would fetch these made-up videos from YouTube.
@@ -313,6 +315,11 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
             "up",
             "--workers",
             "2",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--out",
+            out.path().join("results").to_str().unwrap(),
             "--exit-when-done",
             file.path().to_str().unwrap(),
         ],
@@ -328,6 +335,16 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
         "{err}"
     );
     assert!(err.contains("completed: 50 succeeded, 0 failed"), "{err}");
+    assert!(
+        err.contains("throwaway: its data is deleted on exit"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path().join("results/summaries"))
+            .unwrap()
+            .count(),
+        50
+    );
 }
 
 #[tokio::test]

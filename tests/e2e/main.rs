@@ -15,6 +15,9 @@
 //! - `deploy`: docker-compose.yml, the Dockerfile, Prometheus rules and alerts, the Grafana
 //!   dashboard and the Kubernetes manifests, checked without Docker or a cluster.
 //! - `traces`: trace propagation from enqueue to outcome write, with an in-test OTLP receiver.
+//! - `results`: how a person gets the summaries: `abridge up`'s data directory, sign-in URL and
+//!   results folder with its exit codes, `enqueue --wait`, and `items`/`show`/`export`, local
+//!   and through the API.
 //! - `summaries`: real summaries from workers against local YouTube and LLM stand-ins: every
 //!   URL form, every failure's `error_kind`, and caches that stop refetching.
 
@@ -25,6 +28,7 @@ mod contract;
 mod deploy;
 mod faults;
 mod operating;
+mod results;
 mod summaries;
 mod support;
 mod traces;

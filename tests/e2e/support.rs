@@ -147,8 +147,21 @@ pub fn run_with(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (i32, String, String) {
+    run_in(None, vars, args, stdin)
+}
+
+/// [`run_with`] in the working directory `cwd`.
+pub fn run_in(
+    cwd: Option<&std::path::Path>,
+    vars: &[(String, String)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (i32, String, String) {
     use std::io::Write;
     let mut cmd = Command::new(bin());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     for (k, _) in std::env::vars() {
         if k.starts_with("ABRIDGE_") {
             cmd.env_remove(k);

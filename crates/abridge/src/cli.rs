@@ -33,6 +33,13 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Show a batch's progress.
     Status(StatusArgs),
+    /// List a batch's items: position, video, status, attempts, error.
+    Items(ItemsArgs),
+    /// Print the summary of one item of a batch.
+    Show(ShowArgs),
+    /// Write a batch's results: a markdown file per summarized video, index.csv and
+    /// batch.json (the files of the API's ZIP), into a folder or a ZIP file.
+    Export(ExportArgs),
     /// Cancel a batch: no item of it starts afterwards; running ones stop.
     Cancel(BatchArg),
     /// Run one reaper pass (expired leases, dead workers) and one reconcile pass, and print
@@ -214,9 +221,60 @@ pub struct UpArgs {
     pub concurrency: Option<usize>,
     /// A batch to enqueue once the fleet is up (as for `abridge enqueue`).
     pub file: Option<PathBuf>,
-    /// Exit (stopping the fleet) once that batch is finished, instead of waiting for Ctrl-C.
+    /// Exit (stopping the fleet) once that batch is finished, instead of waiting for Ctrl-C:
+    /// with 0 if every item succeeded, 1 if some failed, 2 if the batch was cancelled.
     #[arg(long, requires = "file")]
     pub exit_when_done: bool,
+    /// Where the servers `up` starts keep their data, reused by the next `up` (default:
+    /// $XDG_DATA_HOME/abridge, else ~/.local/share/abridge; /var/lib/abridge for root).
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep nothing: the servers' data is deleted when `up` exits.
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Where to serve the API and the dashboard.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The folder for the batch's results (default: ./abridge-summaries/<batch name or id>).
+    #[arg(long, value_name = "DIR", requires = "file")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ItemsArgs {
+    pub batch: String,
+    /// Only items in this state: queued, running, succeeded, failed or cancelled.
+    #[arg(long, value_parser = parse_item_status)]
+    pub status: Option<abridge_core::ItemStatus>,
+    /// One JSON object per item (as the API's item list gives it: `position` counts from 0).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub batch: String,
+    /// The item's position in the batch, counted from 1 (as `abridge items` and the summary
+    /// files number them).
+    #[arg(value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub position: u32,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub batch: String,
+    /// The folder to write (default: ./abridge-summaries/<batch name or id>).
+    #[arg(long, value_name = "DIR", conflicts_with = "zip")]
+    pub out: Option<PathBuf>,
+    /// Write one ZIP file instead of a folder.
+    #[arg(long, value_name = "FILE")]
+    pub zip: Option<PathBuf>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -235,9 +293,15 @@ pub struct EnqueueArgs {
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub remote: RemoteArgs,
-    /// With --api: follow the batch with a progress bar until it completes or is cancelled.
-    #[arg(long, requires = "api")]
+    /// Follow the batch with a progress bar until it completes or is cancelled, then write
+    /// its results to a folder; exit 0 if every item succeeded, 1 if some failed, 2 if
+    /// cancelled.
+    #[arg(long)]
     pub wait: bool,
+    /// With --wait: the folder for the results (default:
+    /// ./abridge-summaries/<batch name or id>).
+    #[arg(long, value_name = "DIR", requires = "wait")]
+    pub out: Option<PathBuf>,
     /// With --api: an Idempotency-Key, so that running the command again returns the first
     /// batch instead of creating another.
     #[arg(long, value_name = "KEY", requires = "api")]
@@ -414,6 +478,11 @@ pub struct BatchArg {
 pub struct JsonFlag {
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_item_status(s: &str) -> Result<abridge_core::ItemStatus, String> {
+    s.parse()
+        .map_err(|e: abridge_core::status::ParseEnumError| e.to_string())
 }
 
 fn parse_priority(s: &str) -> Result<Priority, String> {

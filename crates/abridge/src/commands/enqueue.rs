@@ -2,11 +2,13 @@
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use abridge_control::{ControlError, EnqueueRequest};
-use abridge_core::Settings;
 use abridge_core::input::BatchInput;
+use abridge_core::{BatchId, Settings};
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::EnqueueArgs;
 use crate::context;
@@ -34,6 +36,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
     .await;
     match result {
         Ok(done) => {
+            let id = done.batch_id;
             if args.json {
                 println!("{}", serde_json::to_string(&done)?);
             } else {
@@ -49,7 +52,16 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
                     eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            if !args.wait {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let finished = follow(&store, id).await?;
+            let results = super::results::Results::Local(store);
+            let view = results.batch(finished).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&view)?);
+            }
+            super::results::hand_over(&results, &view, args.out.as_deref()).await
         }
         Err(ControlError::NothingToEnqueue { rejected }) => {
             if args.json {
@@ -67,6 +79,28 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
             )
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Shows the batch's progress until it is finished (read from Postgres every 250 ms).
+pub async fn follow(store: &abridge_store::Store, id: BatchId) -> anyhow::Result<BatchId> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("##-"),
+    );
+    loop {
+        let b = abridge_control::status(store, id).await?;
+        let c = b.counts;
+        bar.set_length(u64::try_from(b.total).unwrap_or(0));
+        bar.set_position(u64::try_from(c.terminal()).unwrap_or(0));
+        bar.set_message(format!("{} running, {} failed", c.running, c.failed));
+        if b.status.is_finished() {
+            bar.finish_and_clear();
+            return Ok(id);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -6,6 +6,7 @@ mod enqueue;
 mod exporter;
 mod ops;
 mod remote;
+mod results;
 mod tenant;
 mod token;
 mod top;
@@ -47,6 +48,9 @@ async fn run_command(
         Command::Enqueue(args) => enqueue::run(&loaded.settings, args).await,
         Command::Worker(args) => worker::run(loaded, args).await,
         Command::Status(args) => ops::status(&loaded.settings, args).await,
+        Command::Items(args) => results::items(&loaded.settings, args).await,
+        Command::Show(args) => results::show(&loaded.settings, args).await,
+        Command::Export(args) => results::export(&loaded.settings, args).await,
         Command::Cancel(args) => ops::cancel(&loaded.settings, args).await,
         Command::Reap(args) => ops::reap(loaded, args).await,
         Command::Prune(args) => ops::prune(&loaded.settings, args).await,

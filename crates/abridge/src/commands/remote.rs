@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{EnqueueArgs, RemoteArgs, StatusArgs};
 
-fn client(remote: &RemoteArgs) -> anyhow::Result<ApiClient> {
+pub(super) fn client(remote: &RemoteArgs) -> anyhow::Result<ApiClient> {
     let api = remote.api.as_deref().context("no --api URL")?;
     let token = remote.token.as_deref().context(
         "--api needs a token: pass --token or set ABRIDGE_API_TOKEN (make one with `abridge token create`)",
@@ -135,14 +135,9 @@ pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> 
     let done = follow(&client, created.id, created.total as u64).await?;
     if args.json {
         println!("{}", serde_json::to_string(&done)?);
-    } else {
-        print_status(&done);
     }
-    if done.status == abridge_core::BatchStatus::Cancelled {
-        eprintln!("error: batch {} was cancelled", done.id);
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    let results = super::results::Results::Remote(client);
+    super::results::hand_over(&results, &done, args.out.as_deref()).await
 }
 
 /// Shows a progress bar fed by the batch's event stream until it finishes.
