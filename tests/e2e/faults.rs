@@ -395,3 +395,80 @@ async fn a_poison_item_that_kills_its_worker_fails_after_max_attempts() {
         .collect();
     assert_eq!(others, HashSet::from([ItemStatus::Succeeded]));
 }
+
+/// `abridge pause` starts no item fleet-wide (checked over 3 s under a full queue), holds
+/// through a Redis FLUSHALL (Postgres has it; the reconciler puts it back before any item),
+/// and `abridge resume` has the workers claiming again at once.
+#[tokio::test]
+async fn pause_starts_nothing_through_a_redis_loss_and_resume_restarts_at_once() {
+    let mut fleet = Fleet::new(
+        TestEnv::with_own_servers().await,
+        &[("ABRIDGE_NOOP_DELAY_MS", "50")],
+    )
+    .await;
+    let id = fleet.enqueue(&video_lines('p', 400));
+    fleet.spawn_worker(4);
+    fleet.spawn_worker(4);
+    wait_until(Duration::from_secs(30), "some done", || async {
+        fleet.batch(id).await.counts.succeeded >= 20
+    })
+    .await;
+    let (code, out, err) = fleet.run(&["pause"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("paused"), "{out}");
+    // Items in hand finish (50 ms each); then nothing moves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let finished = |b: abridge_store::BatchView| b.counts.terminal();
+    let at_pause = finished(fleet.batch(id).await);
+    assert!(at_pause < 400, "the queue was drained before the pause");
+    let (_, stats, _) = fleet.run(&["stats", "--json"], None);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(stats["paused_at"].is_string(), "{stats}");
+    assert_eq!(stats["leased"], 0, "nothing in hand while paused: {stats}");
+    let (_, top, _) = fleet.run(&["top", "--once"], None);
+    assert!(top.contains("PAUSED since"), "{top}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        finished(fleet.batch(id).await),
+        at_pause,
+        "an item started while the queue was paused"
+    );
+
+    // Redis loses everything; the reconciler rebuilds the queue, paused.
+    let client = redis::Client::open(fleet.env.redis_url.expose()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the reconciler to put the queue back",
+        || async {
+            let (_, s, _) = fleet.run(&["stats", "--json"], None);
+            let s: serde_json::Value = serde_json::from_str(&s).unwrap();
+            s["depth"]["normal"].as_i64().unwrap_or(0) > 0
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        finished(fleet.batch(id).await),
+        at_pause,
+        "an item started after the Redis loss while the queue was paused"
+    );
+
+    let (code, _, err) = fleet.run(&["resume"], None);
+    assert_eq!(code, 0, "{err}");
+    let resumed = std::time::Instant::now();
+    wait_until(
+        Duration::from_secs(2),
+        "an item to finish after resume",
+        || async { finished(fleet.batch(id).await) > at_pause },
+    )
+    .await;
+    assert!(
+        resumed.elapsed() < Duration::from_millis(1500),
+        "claims resumed after {:?}",
+        resumed.elapsed()
+    );
+    fleet.wait_finished(id, Duration::from_secs(60)).await;
+    fleet.assert_exactly_once(id, 400).await;
+}

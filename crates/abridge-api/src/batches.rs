@@ -527,10 +527,63 @@ pub async fn retry_batch(
     }))
 }
 
+/// Whether the queue is paused.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct QueueState {
+    pub queue: String,
+    pub paused: bool,
+    /// Since when (RFC 3339); `null` while the queue runs.
+    pub paused_at: Option<String>,
+}
+
+impl From<abridge_control::PauseState> for QueueState {
+    fn from(p: abridge_control::PauseState) -> Self {
+        Self {
+            queue: p.queue,
+            paused: p.paused,
+            paused_at: p.paused_at,
+        }
+    }
+}
+
+#[utoipa::path(
+    post, path = "/v1/queue/pause", tag = "fleet",
+    responses(
+        (status = 200, description = "The queue is paused: no new item starts fleet-wide within a second; items in hand finish; batches are still accepted. Pausing a paused queue changes nothing", body = QueueState),
+        (status = 403, description = "Not an operator token (`operator_only`)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn pause_queue(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<QueueState>, ApiError> {
+    caller.require_operator()?;
+    let p = abridge_control::pause(&state.store, &state.queue, &state.queue_name, "api").await?;
+    Ok(Json(p.into()))
+}
+
+#[utoipa::path(
+    post, path = "/v1/queue/resume", tag = "fleet",
+    responses(
+        (status = 200, description = "The queue runs: workers claim again within a second", body = QueueState),
+        (status = 403, description = "Not an operator token (`operator_only`)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn resume_queue(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<QueueState>, ApiError> {
+    caller.require_operator()?;
+    let p = abridge_control::resume(&state.store, &state.queue, &state.queue_name).await?;
+    Ok(Json(p.into()))
+}
+
 #[utoipa::path(
     get, path = "/v1/stats", tag = "fleet",
     responses(
-        (status = 200, description = "For a tenant token, the tenant's own figures (`scope: \"tenant\"`: its items by status, its throughput, its share of the queue). For an operator token, the fleet at a glance as `abridge stats --json` prints it (`scope: \"fleet\"`: queue depth per priority, delayed retries, leased items, failed items in unfinished batches, live workers)", body = Object),
+        (status = 200, description = "For a tenant token, the tenant's own figures (`scope: \"tenant\"`: its items by status, its throughput, its share of the queue). For an operator token, the fleet at a glance as `abridge stats --json` prints it (`scope: \"fleet\"`: queue depth per priority, delayed retries, leased items, failed items in unfinished batches, `paused_at` while the queue is paused, live workers)", body = Object),
     ),
     security(("bearer" = []))
 )]

@@ -100,6 +100,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/batches/{id}/export", get(export::export_batch))
         .route("/batches/{id}/events", get(events::batch_events))
         .route("/stats", get(batches::fleet_stats))
+        .route("/queue/pause", post(batches::pause_queue))
+        .route("/queue/resume", post(batches::resume_queue))
         .route("/history", get(dashboard::history))
         .route("/failed", get(dashboard::failed))
         .route("/tenants", get(tenants::list_tenants))

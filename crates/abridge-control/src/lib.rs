@@ -371,6 +371,50 @@ pub async fn cancel(store: &Store, queue: &Queue, id: BatchId) -> Result<u64, Co
     }
 }
 
+/// Whether a queue is paused, and since when.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PauseState {
+    pub queue: String,
+    pub paused: bool,
+    /// RFC 3339; `null` while the queue runs.
+    pub paused_at: Option<String>,
+}
+
+impl PauseState {
+    fn new(queue: &str, since: Option<chrono::DateTime<chrono::Utc>>) -> Self {
+        Self {
+            queue: queue.to_owned(),
+            paused: since.is_some(),
+            paused_at: since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        }
+    }
+}
+
+/// Pauses a queue: no claim takes an item afterwards (items in hand finish; enqueues are
+/// still accepted). Postgres holds the pause; Redis's copy is what claims obey, and the
+/// reconciler puts it back if Redis loses it. `by` says who paused it (`cli`, `api`).
+pub async fn pause(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+    by: &str,
+) -> Result<PauseState, ControlError> {
+    let since = store.pause_queue(queue_name, by).await?;
+    queue.set_paused(true).await?;
+    Ok(PauseState::new(queue_name, Some(since)))
+}
+
+/// Resumes a paused queue (a running one: no change) and wakes the workers.
+pub async fn resume(
+    store: &Store,
+    queue: &Queue,
+    queue_name: &str,
+) -> Result<PauseState, ControlError> {
+    store.resume_queue(queue_name).await?;
+    queue.set_paused(false).await?;
+    Ok(PauseState::new(queue_name, None))
+}
+
 /// Puts a batch's failed items back in the queue (attempts reset) and reopens the batch if it
 /// had completed; returns how many items were requeued. A cancelled batch cannot be retried.
 pub async fn retry_failed(
@@ -428,6 +472,8 @@ pub struct FleetStats {
     pub leased: i64,
     /// Failed items in unfinished batches.
     pub failed: i64,
+    /// Since when an operator has the queue paused (RFC 3339); `null` while it runs.
+    pub paused_at: Option<String>,
     pub workers: Vec<SessionView>,
 }
 
@@ -521,6 +567,7 @@ pub async fn stats(
         delayed,
         leased,
         failed: store.failed_in_open_batches(queue_name).await?,
+        paused_at: PauseState::new(queue_name, store.queue_paused(queue_name).await?).paused_at,
         workers,
     })
 }

@@ -18,6 +18,8 @@ pub struct Keys {
     /// re-create them (renew.lua), only a holder whose lease Redis lost may.
     pub taken: String,
     pub wake: String,
+    /// Present while an operator has the queue paused: no claim takes an item.
+    pub paused: String,
     pub epoch: String,
     pub reconcile_lock: String,
     /// The last reconcile pass's findings, for the fleet gauges.
@@ -41,6 +43,7 @@ impl Keys {
             dref: k("dref"),
             taken: k("taken"),
             wake: k("wake"),
+            paused: k("paused"),
             epoch: k("epoch"),
             reconcile_lock: k("reconcile-lock"),
             reconciled: k("reconciled"),

@@ -551,6 +551,7 @@ impl Queue {
             .key(&self.keys.dref)
             .key(&self.keys.wake)
             .key(&self.keys.epoch)
+            .key(&self.keys.paused)
             .arg(&self.keys.prefix)
             .arg(worker.to_string())
             .arg(token.0)
@@ -953,6 +954,36 @@ impl Queue {
             .await
             .context("read redis server stats")?;
         Ok(ServerStats::parse(&info))
+    }
+
+    /// Sets or clears the paused marker that claim.lua obeys. Clearing a marker that was
+    /// there wakes an idle worker (which passes the wake-up on while it finds more work than
+    /// it can carry).
+    pub async fn set_paused(&self, paused: bool) -> Result<()> {
+        let mut conn = self.conn("pause or resume").await?;
+        if paused {
+            redis::cmd("SET")
+                .arg(&self.keys.paused)
+                .arg(1)
+                .query_async::<()>(&mut conn)
+                .await
+                .context("pause")?;
+            return Ok(());
+        }
+        let removed: i64 = redis::cmd("DEL")
+            .arg(&self.keys.paused)
+            .query_async(&mut conn)
+            .await
+            .context("resume")?;
+        if removed > 0 {
+            redis::cmd("LPUSH")
+                .arg(&self.keys.wake)
+                .arg(1)
+                .query_async::<()>(&mut conn)
+                .await
+                .context("wake a worker")?;
+        }
+        Ok(())
     }
 
     /// Sets the epoch marker; true if it was missing (Redis lost its data, or first run).

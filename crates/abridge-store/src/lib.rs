@@ -23,6 +23,7 @@ pub mod batch_api;
 pub mod batches;
 pub mod fleet;
 pub mod items;
+pub mod pauses;
 pub mod reconcile;
 pub mod retention;
 pub mod sessions;

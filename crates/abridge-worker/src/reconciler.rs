@@ -6,7 +6,8 @@
 //!   failover, or a crash between a Postgres commit and the Redis push);
 //! - running items with no lease in Redis on two passes in a row under the same claim (a live
 //!   worker re-creates a lost lease on its next renewal, so only orphans stay missing);
-//! - batches whose items are all terminal but that were never marked completed.
+//! - batches whose items are all terminal but that were never marked completed;
+//! - the pause, if an operator paused the queue (before any item is put back).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,6 +87,9 @@ pub async fn reconcile_once(
     suspects: &mut Suspects,
 ) -> anyhow::Result<ReconcileReport> {
     let s = &worker.settings;
+    // The pause first: a Redis that lost its data gets it back before any item.
+    let paused = worker.store.queue_paused(&s.queue).await?.is_some();
+    worker.queue.set_paused(paused).await?;
     let mut report = ReconcileReport {
         redis_was_empty: worker.queue.mark_epoch().await?,
         ..ReconcileReport::default()

@@ -49,6 +49,11 @@ pub enum Command {
     /// retention and everything of theirs, unused cache entries, old idempotency keys,
     /// stopped sessions, old fenced-write records) and print how many rows of each kind went.
     Prune(PruneArgs),
+    /// Pause a queue: no new item starts fleet-wide (items in hand finish; enqueues are still
+    /// accepted) until `abridge resume`.
+    Pause(PauseArgs),
+    /// Resume a paused queue.
+    Resume(PauseArgs),
     /// Queue depth, retries, leases, failures and live workers.
     Stats(JsonFlag),
     /// The fleet at a glance, refreshing: depth, throughput, workers, recent batches.
@@ -472,6 +477,15 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct BatchArg {
     pub batch: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The queue (default: ABRIDGE_QUEUE).
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

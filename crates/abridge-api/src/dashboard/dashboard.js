@@ -143,6 +143,13 @@ function renderStats(stats) {
   const fleet = stats.scope !== "tenant";
   $("workers-section").hidden = !fleet;
   $("t-workers-tile").hidden = !fleet;
+  // Pause and resume are the operator's: only the fleet's figures carry the queue's state.
+  const paused = fleet && !!stats.paused_at;
+  $("paused").hidden = !paused;
+  $("paused").title = paused ? "since " + stats.paused_at : "";
+  $("pause").hidden = !fleet;
+  setText($("pause"), paused ? "Resume queue" : "Pause queue");
+  $("pause").dataset.paused = paused ? "1" : "";
   if (!fleet) {
     const n = stats.items;
     setText($("queue-name"), "tenant " + stats.tenant);
@@ -423,6 +430,8 @@ function signOut(why) {
   localStorage.removeItem(TOKEN_KEY);
   $("main").hidden = true;
   $("signout").hidden = true;
+  $("pause").hidden = true;
+  $("paused").hidden = true;
   $("signin").hidden = false;
   setText($("signin-error"), why || "");
 }
@@ -445,6 +454,16 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   $("signout").addEventListener("click", () => signOut(""));
+  $("pause").addEventListener("click", async () => {
+    const b = $("pause");
+    b.disabled = true;
+    try {
+      await api(b.dataset.paused ? "/v1/queue/resume" : "/v1/queue/pause", "POST");
+      showError("");
+    } catch (e) { showError(e.message); }
+    b.disabled = false;
+    refresh();
+  });
   $("detail-close").addEventListener("click", () => { selected = null; $("detail").hidden = true; refresh(); });
   $("detail-filter").addEventListener("change", () => { $("items").tBodies[0].replaceChildren(); refresh(); });
   takeTokenFromFragment();

@@ -395,3 +395,34 @@ async fn the_operator_caps_the_priority_a_tenant_may_ask_for() {
         assert_eq!(status, 201, "{body}");
     }
 }
+
+#[tokio::test]
+async fn only_the_operator_pauses_and_resumes_the_queue() {
+    let app = App::start(&[]).await;
+    let acme = app.token("acme").await;
+    let operator = app.operator_token().await;
+    for path in ["/v1/queue/pause", "/v1/queue/resume"] {
+        let (status, body) = app.post(&acme, path, json!({})).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "operator_only");
+    }
+    let (status, body) = app.post(&operator, "/v1/queue/pause", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["paused"], true);
+    let since = body["paused_at"].as_str().unwrap().to_owned();
+    // Pausing again changes nothing; the fleet's figures say since when.
+    let (_, again) = app.post(&operator, "/v1/queue/pause", json!({})).await;
+    assert_eq!(again["paused_at"], since.as_str());
+    let (_, stats) = app.get(&operator, "/v1/stats").await;
+    assert_eq!(stats["paused_at"], since.as_str());
+    // Batches are still accepted while paused.
+    let (status, created) = app
+        .post(&acme, "/v1/batches", json!({"urls": ["dQw4w9WgXcQ"]}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, body) = app.post(&operator, "/v1/queue/resume", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["paused"], false);
+    let (_, stats) = app.get(&operator, "/v1/stats").await;
+    assert!(stats["paused_at"].is_null(), "{stats}");
+}

@@ -9,6 +9,7 @@
 -- KEYS[7] dref (HASH delayed item -> "batch|rank|position")
 -- KEYS[8] wake list
 -- KEYS[9] epoch marker
+-- KEYS[10] paused marker: while present, nothing is claimed (due retries are still promoted)
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2] worker id
 -- ARGV[3] lease token for this claim (shared by the items it returns)
@@ -36,6 +37,9 @@ for _, item in ipairs(due) do
 end
 
 local out = { redis.call('EXISTS', KEYS[9]), -1 }
+if redis.call('EXISTS', KEYS[10]) == 1 then
+  return out
+end
 local n = 0
 local deadline = now + lease_ms
 local zargs, hargs = {}, {}

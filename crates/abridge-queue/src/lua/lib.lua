@@ -24,6 +24,8 @@
 --                                   kept an hour, so that the old holder's renewal is told
 --                                   it lost the item instead of re-creating the lease
 --   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on
+--   PREFIX.."paused"          STRING present while the queue is paused (a copy of Postgres's
+--                                   queue_pauses row, put back by the reconciler)
 --   PREFIX.."cancelled:"..b   STRING present while batch b is cancelled (expires)
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
 --   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)

@@ -54,6 +54,8 @@ async fn run_command(
         Command::Cancel(args) => ops::cancel(&loaded.settings, args).await,
         Command::Reap(args) => ops::reap(loaded, args).await,
         Command::Prune(args) => ops::prune(&loaded.settings, args).await,
+        Command::Pause(args) => ops::pause(&loaded.settings, args, true).await,
+        Command::Resume(args) => ops::pause(&loaded.settings, args, false).await,
         Command::Stats(args) => ops::stats(&loaded.settings, args).await,
         Command::Top(args) => top::run(&loaded.settings, args).await,
         Command::Exporter(args) => exporter::run(&loaded.settings, args).await,

@@ -4,12 +4,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use abridge_core::Settings;
+use abridge_queue::Queue;
 use abridge_store::{BatchView, Store};
 use abridge_worker::reconciler::{Suspects, reconcile_once};
 use abridge_worker::{Worker, reaper};
 use serde::Serialize;
 
-use crate::cli::{BatchArg, JsonFlag, PruneArgs, StatusArgs};
+use crate::cli::{BatchArg, JsonFlag, PauseArgs, PruneArgs, StatusArgs};
 use crate::context::{self, Loaded};
 use crate::processors;
 
@@ -214,6 +215,31 @@ fn describe_age(age: std::time::Duration) -> String {
     }
 }
 
+/// `abridge pause` / `abridge resume`.
+pub async fn pause(settings: &Settings, args: PauseArgs, paused: bool) -> anyhow::Result<ExitCode> {
+    let store = context::store(settings).await?;
+    let name = args.queue.as_deref().unwrap_or(&settings.queue);
+    let queue = Queue::connect(
+        settings.require_redis_url()?,
+        &settings.redis_prefix,
+        name,
+        1,
+    )?;
+    let state = if paused {
+        abridge_control::pause(&store, &queue, name, "cli").await?
+    } else {
+        abridge_control::resume(&store, &queue, name).await?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&state)?);
+    } else if let Some(since) = &state.paused_at {
+        println!("queue {name} paused (since {since}): items in hand finish, no new item starts");
+    } else {
+        println!("queue {name} running");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn stats(settings: &Settings, args: JsonFlag) -> anyhow::Result<ExitCode> {
     let store = context::store(settings).await?;
     let queue = context::queue(settings)?;
@@ -223,6 +249,9 @@ pub async fn stats(settings: &Settings, args: JsonFlag) -> anyhow::Result<ExitCo
         return Ok(ExitCode::SUCCESS);
     }
     println!("queue {}", s.queue);
+    if let Some(since) = &s.paused_at {
+        println!("  PAUSED since {since}: no item starts until `abridge resume`");
+    }
     println!(
         "  ready:   high {}, normal {}, low {}",
         s.depth.high, s.depth.normal, s.depth.low

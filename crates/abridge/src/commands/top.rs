@@ -55,6 +55,12 @@ pub fn render(o: &Overview, queue: &str, now: chrono::DateTime<chrono::Utc>) -> 
         "abridge top · queue {queue} · {}",
         now.format("%H:%M:%S UTC")
     );
+    if let Some(since) = &s.paused_at {
+        let _ = writeln!(
+            out,
+            "PAUSED since {since}: no item starts until `abridge resume`"
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
