@@ -27,7 +27,7 @@ use crate::views::{
 };
 use crate::webhooks;
 
-fn too_many_items(n: usize, max: usize) -> ApiError {
+pub(crate) fn too_many_items(n: usize, max: usize) -> ApiError {
     ApiError::TooLarge {
         code: "too_many_items",
         message: format!(

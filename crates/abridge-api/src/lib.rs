@@ -6,6 +6,8 @@
 //! - [`auth`]: bearer tokens (hashed at rest) and the [`auth::Caller`] extractor.
 //! - [`batches`]: create (idempotent), list, read, items, cancel, retry, fleet stats.
 //! - [`events`]: Server-Sent Events fed by Redis progress notices, coalesced per batch.
+//! - [`intake`]: what the new-batch form asks first: the options the caller may pick, and
+//!   what a pasted list or an uploaded file holds (nothing created).
 //! - [`export`]: the streamed ZIP of a batch's summaries, `index.csv` and `batch.json`.
 //! - [`webhooks`]: SSRF guard, HMAC signature, and the at-least-once dispatcher.
 //! - [`dashboard`]: the web dashboard at `/`, its history and failures routes, and the
@@ -27,6 +29,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod intake;
 pub mod openapi;
 pub mod params;
 pub mod settings;
@@ -93,6 +96,8 @@ pub fn router(state: ApiState) -> Router {
             "/batches",
             post(batches::create_batch).get(batches::list_batches),
         )
+        .route("/batches/check", post(intake::check_input))
+        .route("/options", get(intake::options))
         .route("/batches/{id}", get(batches::get_batch))
         .route("/batches/{id}/items", get(batches::list_items))
         .route("/batches/{id}/cancel", post(batches::cancel_batch))

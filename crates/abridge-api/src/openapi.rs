@@ -38,6 +38,8 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
     ),
     paths(
         crate::batches::create_batch,
+        crate::intake::check_input,
+        crate::intake::options,
         crate::batches::list_batches,
         crate::batches::get_batch,
         crate::batches::list_items,
@@ -62,6 +64,8 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
         crate::tenants::TenantSettings, crate::tenants::BackendName, crate::tenants::ModelName, crate::tenants::TenantInfo,
         crate::tenants::TenantList,
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail, crate::batches::QueueState,
+        crate::intake::CheckInput, crate::intake::InputFormat, crate::intake::CheckedInput,
+        crate::intake::CheckedItem, crate::intake::RejectedLine, crate::intake::Options,
         crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),
     modifiers(&BearerAuth, &AtLeastOneInput, &ErrorResponses, &EventStream),

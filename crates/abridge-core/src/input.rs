@@ -39,6 +39,8 @@ pub struct RawItem {
 /// One accepted, normalised input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemInput {
+    /// Where it came from: its line (files) or index (API), as [`Rejected::line`].
+    pub line: usize,
     pub video_id: VideoId,
     /// The canonical watch URL, not the form the producer sent.
     pub url: String,
@@ -78,6 +80,62 @@ impl BatchInput {
             input.push_line(n + 1, trimmed);
         }
         input
+    }
+
+    /// Reads a CSV file with a header row naming a `url` column (and optionally `title` and
+    /// `transcript`; any case, other columns ignored). Line numbers are 1-based, counting the
+    /// header; a record's line is the one it starts on. A file without a `url` column, or not
+    /// CSV at all, is an error naming what is wrong.
+    pub fn from_csv(text: &str) -> Result<Self, String> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| format!("the CSV header row cannot be read: {e}"))?
+            .clone();
+        let column = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
+        let Some(url) = column("url") else {
+            return Err("the CSV file has no `url` column in its header row".to_owned());
+        };
+        let (title, transcript) = (column("title"), column("transcript"));
+        let mut input = Self::default();
+        for record in reader.records() {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line() as usize);
+                    input.reject(line, "", format!("not a CSV record: {e}"));
+                    continue;
+                }
+            };
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            let field = |i: Option<usize>| {
+                i.and_then(|i| record.get(i))
+                    .map(str::to_owned)
+                    .filter(|v| !v.trim().is_empty())
+            };
+            let Some(raw_url) = field(Some(url)) else {
+                if record.iter().all(|f| f.trim().is_empty()) {
+                    continue;
+                }
+                input.reject(line, "", "the `url` column is empty".to_owned());
+                continue;
+            };
+            input.push(
+                line,
+                RawItem {
+                    url: raw_url.trim().to_owned(),
+                    title: field(title),
+                    transcript: field(transcript),
+                },
+            );
+        }
+        Ok(input)
     }
 
     /// Adds one input line (a URL, an id, or a JSON object).
@@ -138,6 +196,7 @@ impl BatchInput {
             return;
         }
         self.items.push(ItemInput {
+            line,
             url: video_id.watch_url(),
             video_id,
             title,
@@ -162,6 +221,47 @@ impl BatchInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_files_are_read_by_their_url_column_with_line_numbers() {
+        let text = "Title,URL,notes\n\
+                    A talk,https://youtu.be/dQw4w9WgXcQ,x\n\
+                    \"Quoted, with a comma\",jNQXAC9IVRw,\n\
+                    ,,\n\
+                    No url,,y\n\
+                    Bad,https://www.youtube.com/@channel,\n\
+                    \"Two\nlines\",aqz-KE-bpKQ,\n";
+        let input = BatchInput::from_csv(text).unwrap();
+        let got: Vec<(usize, &str, Option<&str>)> = input
+            .items
+            .iter()
+            .map(|i| (i.line, i.video_id.as_str(), i.title.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "dQw4w9WgXcQ", Some("A talk")),
+                (3, "jNQXAC9IVRw", Some("Quoted, with a comma")),
+                (7, "aqz-KE-bpKQ", Some("Two\nlines")),
+            ]
+        );
+        let rejected: Vec<(usize, &str)> = input
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            rejected,
+            [
+                (5, "the `url` column is empty"),
+                (6, "channel pages are not videos")
+            ]
+        );
+        assert_eq!(
+            BatchInput::from_csv("title,link\nx,y\n").unwrap_err(),
+            "the CSV file has no `url` column in its header row"
+        );
+    }
 
     #[test]
     fn keeps_order_drops_duplicates_and_reports_rejects_by_line() {

@@ -22,18 +22,21 @@ let lastHistory = 0;
 
 class Unauthorized extends Error {}
 
-async function api(path, method = "GET") {
+async function api(path, method = "GET", body = undefined) {
+  const headers = { Authorization: "Bearer " + token, Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch(path, {
     method,
-    headers: { Authorization: "Bearer " + token, Accept: "application/json" },
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (res.status === 401) throw new Unauthorized("the token was refused");
-  const body = await res.json().catch(() => null);
+  const answer = await res.json().catch(() => null);
   if (!res.ok) {
-    const msg = body && body.error ? body.error.message : res.status + " " + res.statusText;
+    const msg = answer && answer.error ? answer.error.message : res.status + " " + res.statusText;
     throw new Error(method + " " + path + ": " + msg);
   }
-  return body;
+  return answer;
 }
 
 // ---- DOM helpers ---------------------------------------------------------------------------
@@ -197,6 +200,9 @@ function batchRow(b) {
   cancel.dataset.action = "cancel";
   const retry = actionButton("Retry failed", () => api("/v1/batches/" + b.id + "/retry", "POST"));
   retry.dataset.action = "retry";
+  const zip = actionButton("ZIP", () => downloadZip(b.id));
+  zip.dataset.action = "zip";
+  zip.title = "Download the summaries, index.csv and batch.json";
   const row = el("tr", { class: "clickable batch", "data-batch": b.id, onclick: () => select(b) },
     el("td", {}, el("span", { class: "name" }), el("br"), el("span", { class: "muted id" })),
     el("td", {}, el("span")),
@@ -204,7 +210,7 @@ function batchRow(b) {
     el("td", {}, bar, el("span", { class: "progress-text" })),
     el("td", { class: "eta" }),
     el("td", { class: "created" }),
-    el("td", { class: "actions" }, cancel, " ", retry));
+    el("td", { class: "actions" }, cancel, " ", retry, " ", zip));
   return row;
 }
 
@@ -240,6 +246,117 @@ function renderBatches(page) {
   if (selected) {
     const fresh = page.batches.find((b) => b.id === selected.id);
     if (fresh) selected = fresh;
+  }
+}
+
+// The export needs the token in a header, which a plain link cannot send: fetch it, then hand
+// the bytes to the browser as a download.
+async function downloadZip(id) {
+  const path = "/v1/batches/" + id + "/export";
+  const res = await fetch(path, { headers: { Authorization: "Bearer " + token } });
+  if (res.status === 401) throw new Unauthorized("the token was refused");
+  if (!res.ok) throw new Error("GET " + path + ": " + res.status + " " + res.statusText);
+  const url = URL.createObjectURL(await res.blob());
+  const a = el("a", { href: url, download: "batch-" + id + ".zip", hidden: "" });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+// ---- New batch -------------------------------------------------------------------------------
+
+// The form never judges an input itself: the server reads the text exactly as `abridge
+// enqueue` reads a file (POST /v1/batches/check) and the form shows what it found.
+let newFormat = "lines"; // "csv" while the text came from a .csv file
+let checked = null; // the last check of the text as it is now
+let checkTimer = null;
+let checkSeq = 0;
+
+async function loadOptions() {
+  const o = await api("/v1/options");
+  const backend = $("new-backend");
+  backend.replaceChildren(el("option", { value: "" }, "backend: default (" + o.default_backend + ")"));
+  for (const b of o.backends) if (b !== o.default_backend) backend.append(el("option", { value: b }, b));
+  const models = $("new-models");
+  models.replaceChildren(...(o.models || []).map((m) => el("option", { value: m })));
+  // An empty list: only the fleet's configured model.
+  $("new-model").disabled = Array.isArray(o.models) && o.models.length === 0;
+}
+
+function scheduleCheck() {
+  clearTimeout(checkTimer);
+  checked = null;
+  $("new-submit").disabled = true;
+  checkTimer = setTimeout(checkText, 300);
+}
+
+async function checkText() {
+  const text = $("new-text").value;
+  const seq = ++checkSeq;
+  if (!text.trim()) { newFormat = "lines"; showCheck(null, ""); return; }
+  try {
+    const r = await api("/v1/batches/check", "POST", { text, format: newFormat });
+    if (seq === checkSeq) { checked = r; showCheck(r, ""); }
+  } catch (e) {
+    if (seq === checkSeq) showCheck(null, e.message);
+  }
+}
+
+function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+function showCheck(r, message, rejected = r ? r.rejected : []) {
+  let text = message;
+  if (r && !message) {
+    text = plural(r.items.length, "video") + " ready";
+    if (r.duplicates) text += ", " + plural(r.duplicates, "duplicate") + " dropped";
+    if (rejected.length) text += ", " + plural(rejected.length, "line") + " rejected";
+  }
+  setText($("new-check"), text);
+  $("new-rejects").replaceChildren(...rejected.map((x) =>
+    el("li", { "data-line": x.line }, "line " + x.line + ": " + x.input + ": " + x.reason)));
+  $("new-submit").disabled = !r || r.items.length === 0;
+}
+
+async function loadFile(file) {
+  if (!file) return;
+  newFormat = /\.csv$/i.test(file.name) ? "csv" : "lines";
+  $("new-text").value = await file.text();
+  if (!$("new-name").value.trim()) $("new-name").value = file.name;
+  scheduleCheck();
+}
+
+async function submitBatch() {
+  const r = checked;
+  if (!r || r.items.length === 0) return;
+  const body = {
+    priority: $("new-priority").value,
+    items: r.items.map((i) => ({ url: i.url, title: i.title, transcript: i.transcript })),
+  };
+  const name = $("new-name").value.trim();
+  if (name) body.name = name;
+  const summarizer = {};
+  if ($("new-backend").value) summarizer.backend = $("new-backend").value;
+  if ($("new-model").value.trim()) summarizer.model = $("new-model").value.trim();
+  if ($("new-length").value) summarizer.length = $("new-length").value;
+  if ($("new-language").value.trim()) summarizer.language = $("new-language").value.trim();
+  if (Object.keys(summarizer).length) body.summarizer = summarizer;
+  $("new-submit").disabled = true;
+  try {
+    const created = await api("/v1/batches", "POST", body);
+    // The server reads the items again; anything it refuses now is shown by its line too.
+    const late = created.rejected.map((x) => ({ line: r.items[x.index].line, input: x.input, reason: x.reason }));
+    const rejected = r.rejected.concat(late).sort((a, b) => a.line - b.line);
+    showCheck(null, "Created batch " + shortId(created.id) + " with " + plural(created.accepted, "video") +
+      (rejected.length ? "; " + plural(rejected.length, "line") + " rejected" : ""), rejected);
+    $("new-text").value = "";
+    $("new-name").value = "";
+    $("new-file").value = "";
+    newFormat = "lines";
+    checked = null;
+    refresh();
+  } catch (e) {
+    showCheck(r, e.message);
   }
 }
 
@@ -285,7 +402,71 @@ function showSummary(id) {
   if (!it) return;
   $("summary").hidden = false;
   setText($("summary-title"), (it.title || it.video_id) + " — " + it.status);
-  setText($("summary-text"), it.summary || (it.error_message ? it.error_kind + ": " + it.error_message : "No summary yet."));
+  const text = it.summary || (it.error_message ? it.error_kind + ": " + it.error_message : "No summary yet.");
+  // Redraw only when the text changed, so a refresh does not reset a reader's selection.
+  if ($("summary-text").dataset.shown !== text) {
+    $("summary-text").replaceChildren(markdown(text, it.video_id));
+    $("summary-text").dataset.shown = text;
+  }
+}
+
+// ---- Summaries as formatted text -------------------------------------------------------------
+
+// The summary's markdown (the shape abridge renders: headings, paragraphs, `- ` lists, **bold**,
+// timestamps) as DOM nodes. Every piece of text is a text node, never HTML: titles, transcripts
+// and model answers are anyone's words. The only links made are timestamps into this item's
+// own video: `[01:23](https://youtu.be/ID?t=83)` with the item's id, or a bare `[01:23]`.
+// Any other link stays text.
+function markdown(text, videoId) {
+  const out = document.createDocumentFragment();
+  let list = null;
+  let para = [];
+  const flush = () => {
+    if (para.length) out.append(el("p", {}, ...inline(para.join(" "), videoId)));
+    para = [];
+  };
+  for (const raw of text.split("\n")) {
+    const line = raw.trimEnd();
+    const heading = /^(#{1,3}) (.*)$/.exec(line);
+    const item = /^[-*] (.*)$/.exec(line);
+    if (heading) {
+      flush(); list = null;
+      out.append(el("h" + (heading[1].length + 3), {}, ...inline(heading[2], videoId)));
+    } else if (item) {
+      flush();
+      if (!list) { list = el("ul"); out.append(list); }
+      list.append(el("li", {}, ...inline(item[1], videoId)));
+    } else if (line.trim() === "") {
+      flush(); list = null;
+    } else {
+      list = null;
+      para.push(line.trim());
+    }
+  }
+  flush();
+  return out;
+}
+
+// One line's `**bold**` and timestamps as nodes.
+function inline(text, videoId) {
+  const nodes = [];
+  const pattern = /\*\*(.+?)\*\*|\[((?:\d{1,2}:)?\d{1,2}:\d{2})\](?:\(([^)\s]*)\))?/g;
+  let at = 0;
+  for (let m; (m = pattern.exec(text)) !== null; ) {
+    if (m.index > at) nodes.push(document.createTextNode(text.slice(at, m.index)));
+    at = pattern.lastIndex;
+    if (m[1] !== undefined) { nodes.push(el("strong", {}, m[1])); continue; }
+    const seconds = m[2].split(":").reduce((acc, part) => acc * 60 + Number(part), 0);
+    const own = "https://youtu.be/" + videoId + "?t=" + seconds;
+    if (m[3] === undefined || m[3] === own) {
+      nodes.push(el("a", { href: "https://www.youtube.com/watch?v=" + encodeURIComponent(videoId) + "&t=" + seconds + "s",
+        target: "_blank", rel: "noopener noreferrer", class: "stamp" }, m[2]));
+    } else {
+      nodes.push(document.createTextNode(m[0]));
+    }
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
 }
 
 async function refreshItems() {
@@ -441,6 +622,7 @@ function start() {
   $("main").hidden = false;
   $("signout").hidden = false;
   lastHistory = 0;
+  loadOptions().catch((e) => showError(e.message));
   refresh();
 }
 
@@ -454,6 +636,16 @@ document.addEventListener("DOMContentLoaded", () => {
     start();
   });
   $("signout").addEventListener("click", () => signOut(""));
+  $("new-text").addEventListener("input", scheduleCheck);
+  $("new-file").addEventListener("change", () => loadFile($("new-file").files[0]));
+  $("new-text").addEventListener("dragover", (ev) => { ev.preventDefault(); $("new-text").classList.add("dropping"); });
+  $("new-text").addEventListener("dragleave", () => $("new-text").classList.remove("dropping"));
+  $("new-text").addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    $("new-text").classList.remove("dropping");
+    loadFile(ev.dataTransfer.files[0]);
+  });
+  $("new-form").addEventListener("submit", (ev) => { ev.preventDefault(); submitBatch(); });
   $("pause").addEventListener("click", async () => {
     const b = $("pause");
     b.disabled = true;

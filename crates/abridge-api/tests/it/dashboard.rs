@@ -62,7 +62,8 @@ impl Driver {
         Self { child, url }
     }
 
-    async fn browser(&self) -> Client {
+    /// A Chromium session that saves downloads into `downloads`.
+    async fn browser(&self, downloads: &std::path::Path) -> Client {
         let mut caps = serde_json::Map::new();
         let chrome = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         caps.insert(
@@ -71,6 +72,10 @@ impl Driver {
                 "binary": chrome,
                 "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                          "--disable-gpu", "--window-size=1400,1200"],
+                "prefs": {
+                    "download.default_directory": downloads,
+                    "download.prompt_for_download": false,
+                },
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -138,8 +143,16 @@ async fn the_dashboard_shows_live_progress_and_its_buttons_cancel_and_retry() {
                 }
                 Some(_) => {}
             }
+            // Markdown as the summarizer writes it, with a title's kind of hostile text and a
+            // link that is not a timestamp into this video.
+            let id = &job.video_id;
             Ok(JobOutput {
-                summary: format!("Summary of {}.", job.video_id),
+                summary: format!(
+                    "Summary of {id}.\n\n## Key points\n\n\
+                     - [01:23](https://youtu.be/{id}?t=83) A point <b>in bold</b>.\n\
+                     - [00:05] A bare stamp.\n\
+                     - [02:00](https://evil.example/x) Not a stamp of ours.\n"
+                ),
                 ..JobOutput::default()
             })
         }
@@ -160,12 +173,13 @@ async fn the_dashboard_shows_live_progress_and_its_buttons_cancel_and_retry() {
         .await;
 
     let driver = Driver::start().await;
-    let c = driver.browser().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let c = driver.browser(downloads.path()).await;
     // Whatever happens, end the browser session (chromedriver then stops Chromium) before
     // the test's verdict.
     // The operator sees the workers; a tenant token would see only its own figures.
     let operator = app.operator_token().await;
-    let verdict = AssertUnwindSafe(exercise(&c, &app, &operator, quick, slow))
+    let verdict = AssertUnwindSafe(exercise(&c, &app, &operator, quick, slow, downloads.path()))
         .catch_unwind()
         .await;
     let _ = c.close().await;
@@ -177,7 +191,14 @@ async fn the_dashboard_shows_live_progress_and_its_buttons_cancel_and_retry() {
 }
 
 /// The browser's part of the test, on the page of `app`'s server.
-async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: BatchId) {
+async fn exercise(
+    c: &Client,
+    app: &App,
+    token: &str,
+    quick: BatchId,
+    slow: BatchId,
+    downloads: &std::path::Path,
+) {
     let c = c.clone();
     c.goto(&app.server.base).await.unwrap();
 
@@ -279,6 +300,66 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
         |t| t.starts_with("Summary of q000000000"),
     )
     .await;
+    // Rendered as formatted text: a heading, a list, timestamps as links into the video;
+    // markup in the text stays text, and a link that is not such a timestamp is not a link.
+    let shown = text(&c, "#summary-text").await;
+    assert!(shown.contains("A point <b>in bold</b>."), "{shown}");
+    assert!(shown.contains("[02:00](https://evil.example/x)"), "{shown}");
+    assert!(c.find(Locator::Css("#summary-text b")).await.is_err());
+    find(&c, "#summary-text h5").await;
+    let stamps = c.find_all(Locator::Css("#summary-text a")).await.unwrap();
+    let mut hrefs = Vec::new();
+    for a in &stamps {
+        hrefs.push(a.attr("href").await.unwrap().unwrap_or_default());
+    }
+    assert_eq!(hrefs.len(), 2, "{hrefs:?}");
+    assert!(hrefs[0].ends_with("watch?v=q0000000000&t=83s"), "{hrefs:?}");
+    assert!(hrefs[1].ends_with("watch?v=q0000000000&t=5s"), "{hrefs:?}");
+    c.execute(
+        "document.getElementById('summary').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    screenshot(&c, "dashboard-summary").await;
+
+    // Download ZIP: the batch's files, as the export serves them.
+    find(
+        &c,
+        &format!("tr[data-batch='{quick_id}'] [data-action='zip']"),
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    let file = downloads.join(format!("batch-{quick_id}.zip"));
+    let bytes = until(
+        T,
+        "the ZIP download",
+        async || std::fs::read(&file).ok(),
+        |b| b.is_some(),
+    )
+    .await
+    .unwrap();
+    let zip = async_zip::base::read::mem::ZipFileReader::new(bytes)
+        .await
+        .expect("a whole ZIP");
+    let mut names: Vec<String> = zip
+        .file()
+        .entries()
+        .iter()
+        .map(|e| e.filename().as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "batch.json",
+            "index.csv",
+            "summaries/0001-q0000000000.md",
+            "summaries/0002-q0000000001.md"
+        ]
+    );
 
     // Cancel asks for a second click, then cancels the slow batch.
     let cancel = format!("tr[data-batch='{slow_id}'] [data-action='cancel']");
@@ -329,6 +410,127 @@ async fn exercise(c: &Client, app: &App, token: &str, quick: BatchId, slow: Batc
     let url = c.current_url().await.unwrap();
     assert!(!url.as_str().contains(token), "{url}");
     assert!(find(&c, "#signout").await.is_displayed().await.unwrap());
+}
+
+/// The new-batch form: pasted lines and an uploaded CSV file are read by the server (the
+/// rejected lines shown with their numbers before and after submit), and the batch it
+/// creates is the tenant's.
+#[tokio::test]
+async fn the_new_batch_form_shows_rejected_lines_and_creates_the_batch() {
+    let mut app = App::start(&[]).await;
+    app.start_worker_with(
+        abridge_testkit::processor(|job: abridge_worker::Job| async move {
+            abridge_testkit::ok(format!("Summary of {}.", job.video_id))
+        }),
+        2,
+    );
+    let token = app.token("acme").await;
+    let driver = Driver::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let c = driver.browser(downloads.path()).await;
+    let csv = downloads.path().join("videos.csv");
+    std::fs::write(
+        &csv,
+        "title,url\nFirst,https://youtu.be/f0000000001\nNo video,https://www.youtube.com/@chan\nSecond,f0000000002\n",
+    )
+    .unwrap();
+    let verdict = AssertUnwindSafe(new_batch(&c, &app, &token, &csv))
+        .catch_unwind()
+        .await;
+    let _ = c.close().await;
+    drop(driver);
+    app.stop().await;
+    if let Err(panic) = verdict {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn new_batch(c: &Client, app: &App, token: &str, csv: &std::path::Path) {
+    let c = c.clone();
+    let base = app.server.base.trim_end_matches('/');
+    c.goto(&format!("{base}/#token={token}")).await.unwrap();
+    let lines = "https://youtu.be/p0000000001\n\
+                 p0000000002\n\
+                 https://www.youtube.com/playlist?list=PL123\n\
+                 https://www.youtube.com/watch?v=p0000000003&t=10s\n\
+                 https://youtu.be/p0000000004\n\
+                 not a video\n\
+                 https://www.youtube.com/shorts/p0000000005\n";
+    find(&c, "#new-text").await.send_keys(lines).await.unwrap();
+    let check = until(
+        T,
+        "the check of the pasted lines",
+        async || text(&c, "#new-check").await,
+        |t| t.contains("ready"),
+    )
+    .await;
+    assert_eq!(check, "5 videos ready, 2 lines rejected");
+    let rejects = text(&c, "#new-rejects").await;
+    assert!(
+        rejects.contains(
+            "line 3: https://www.youtube.com/playlist?list=PL123: playlist URLs are not supported"
+        ),
+        "{rejects}"
+    );
+    assert!(rejects.contains("line 6: not a video:"), "{rejects}");
+    screenshot(&c, "dashboard-new-batch").await;
+    find(&c, "#new-name")
+        .await
+        .send_keys("pasted")
+        .await
+        .unwrap();
+    find(&c, "#new-submit").await.click().await.unwrap();
+    let done = until(
+        T,
+        "the batch to be created",
+        async || text(&c, "#new-check").await,
+        |t| t.starts_with("Created batch"),
+    )
+    .await;
+    assert!(done.ends_with("with 5 videos; 2 lines rejected"), "{done}");
+    assert_eq!(
+        text(&c, "#new-rejects").await.lines().count(),
+        2,
+        "the rejected lines are still shown after submit"
+    );
+    let (_, page) = app.get(token, "/v1/batches").await;
+    assert_eq!(page["batches"][0]["name"], "pasted", "{page}");
+    assert_eq!(page["batches"][0]["total"], 5, "{page}");
+
+    // A CSV file with a url column: its lines count the header.
+    find(&c, "#new-file")
+        .await
+        .send_keys(csv.to_str().unwrap())
+        .await
+        .unwrap();
+    let check = until(
+        T,
+        "the check of the file",
+        async || text(&c, "#new-check").await,
+        |t| t.contains("ready"),
+    )
+    .await;
+    assert_eq!(check, "2 videos ready, 1 line rejected");
+    assert!(
+        text(&c, "#new-rejects")
+            .await
+            .starts_with("line 3: https://www.youtube.com/@chan:"),
+        "{}",
+        text(&c, "#new-rejects").await
+    );
+    find(&c, "#new-submit").await.click().await.unwrap();
+    until(
+        T,
+        "the file's batch",
+        async || app.get(token, "/v1/batches").await.1,
+        |p| p["batches"][0]["name"] == "videos.csv",
+    )
+    .await;
+    let (_, page) = app.get(token, "/v1/batches").await;
+    let id = page["batches"][0]["id"].as_str().unwrap().to_owned();
+    let (_, items) = app.get(token, &format!("/v1/batches/{id}/items")).await;
+    assert_eq!(items["items"][0]["title"], "First", "{items}");
+    assert_eq!(items["items"][1]["video_id"], "f0000000002", "{items}");
 }
 
 /// What the dashboard reads, without a browser: `/v1/history` counts finished items per

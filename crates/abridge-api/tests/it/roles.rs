@@ -426,3 +426,54 @@ async fn only_the_operator_pauses_and_resumes_the_queue() {
     let (_, stats) = app.get(&operator, "/v1/stats").await;
     assert!(stats["paused_at"].is_null(), "{stats}");
 }
+
+#[tokio::test]
+async fn the_form_learns_what_a_caller_may_pick_and_what_a_text_holds() {
+    let app = App::start(&[]).await;
+    let acme = app.token("acme").await;
+    let operator = app.operator_token().await;
+    // A tenant may use the fleet's backend only (until the operator says otherwise), and the
+    // fleet's configured model; the operator anything offered.
+    let (status, o) = app.get(&acme, "/v1/options").await;
+    assert_eq!(status, 200, "{o}");
+    assert_eq!(
+        o["backends"],
+        json!([o["default_backend"].as_str().unwrap()])
+    );
+    assert_eq!(o["models"], json!([]));
+    let (_, o) = app.get(&operator, "/v1/options").await;
+    assert!(o["backends"].as_array().unwrap().len() >= 3, "{o}");
+    assert!(o["models"].is_null(), "{o}");
+
+    // The check reads a text as `abridge enqueue` reads a file, and creates nothing.
+    let (status, checked) = app
+        .post(
+            &acme,
+            "/v1/batches/check",
+            json!({"text": "dQw4w9WgXcQ\n# a comment\nhttps://www.youtube.com/@chan\n{\"url\": \"jNQXAC9IVRw\", \"title\": \"T\"}\ndQw4w9WgXcQ\n"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["items"][0]["line"], 1);
+    assert_eq!(checked["items"][1]["line"], 4);
+    assert_eq!(checked["items"][1]["title"], "T");
+    assert_eq!(checked["duplicates"], 1);
+    assert_eq!(checked["rejected"][0]["line"], 3);
+    let (_, page) = app.get(&acme, "/v1/batches").await;
+    assert_eq!(page["batches"], json!([]), "nothing was created");
+    let (status, err) = app
+        .post(
+            &acme,
+            "/v1/batches/check",
+            json!({"text": "title,link\nx,y\n", "format": "csv"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no `url` column"),
+        "{err}"
+    );
+}
