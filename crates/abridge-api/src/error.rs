@@ -226,3 +226,23 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed("method not allowed on this endpoint".to_owned())
 }
+
+/// A JSON request body, or the API's answer for one that is not: `400 malformed_json`, `415`
+/// for another content type, `422` naming the field for a wrong type or unknown field.
+/// `what` names the body in the 415 message ("the settings").
+pub fn json_body<T>(
+    body: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
+    use axum::extract::rejection::JsonRejection;
+    body.map(|axum::Json(v)| v).map_err(|e| match e {
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            "malformed_json",
+            format!("request body is not valid JSON: {e}"),
+        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType(format!("send {what} as application/json"))
+        }
+        other => ApiError::invalid(other.body_text()),
+    })
+}

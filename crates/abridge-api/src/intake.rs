@@ -7,6 +7,7 @@ use abridge_core::Backend;
 use abridge_core::input::BatchInput;
 use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -69,6 +70,9 @@ pub struct RejectedLine {
     request_body = CheckInput,
     responses(
         (status = 200, description = "What the text holds; nothing is created", body = CheckedInput),
+        (status = 400, description = "The body is not JSON (`malformed_json`)", body = crate::error::ErrorBody),
+        (status = 415, description = "A content type other than JSON (`unsupported_media_type`)", body = crate::error::ErrorBody),
+        (status = 422, description = "A wrong type or an unknown field (`invalid_request`, naming the field), or a CSV text without a `url` column", body = crate::error::ErrorBody),
         (status = 413, description = "More inputs than a batch may hold (`too_many_items`)", body = crate::error::ErrorBody),
     ),
     security(("bearer" = []))
@@ -76,8 +80,9 @@ pub struct RejectedLine {
 pub async fn check_input(
     State(state): State<ApiState>,
     _caller: Caller,
-    Json(body): Json<CheckInput>,
+    body: Result<Json<CheckInput>, JsonRejection>,
 ) -> Result<Json<CheckedInput>, ApiError> {
+    let body = crate::error::json_body(body, "the text")?;
     let input = match body.format.unwrap_or_default() {
         InputFormat::Lines => BatchInput::from_lines(&body.text),
         InputFormat::Csv => {

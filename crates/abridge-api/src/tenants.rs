@@ -294,16 +294,7 @@ pub async fn put_tenant(
 ) -> Result<Json<TenantInfo>, ApiError> {
     caller.require_operator()?;
     check_name(&name)?;
-    let Json(settings) = body.map_err(|e| match e {
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
-            "malformed_json",
-            format!("request body is not valid JSON: {e}"),
-        ),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::UnsupportedMediaType("send the settings as application/json".into())
-        }
-        other => ApiError::invalid(other.body_text()),
-    })?;
+    let settings = crate::error::json_body(body, "the settings")?;
     let policy = settings.into_policy()?;
     if !abridge_control::set_tenant_policy(&state.store, &state.queue, &name, &policy).await? {
         return Err(ApiError::NotFound(format!("no tenant {name:?}")));
