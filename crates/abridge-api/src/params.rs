@@ -116,6 +116,34 @@ impl PartialSchema for HistoryMinutes {
 
 impl ToSchema for HistoryMinutes {}
 
+/// `tenant` of the batch list: a tenant's name (1 to 64 of A-Z, a-z, 0-9, `_`, `-`, `.`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantFilter(pub String);
+
+impl<'de> Deserialize<'de> for TenantFilter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = text(d)?;
+        crate::auth::check_tenant_name(&raw)
+            .map(|()| TenantFilter(raw.clone()))
+            .map_err(|_| {
+                D::Error::custom(format!(
+                    "expected a tenant name (1 to 64 of A-Z, a-z, 0-9, '_', '-', '.'), got {raw:?}"
+                ))
+            })
+    }
+}
+
+impl PartialSchema for TenantFilter {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[A-Za-z0-9_.-]{1,64}$"))
+            .into()
+    }
+}
+
+impl ToSchema for TenantFilter {}
+
 /// `item` of a retry: an item id (any 64-bit integer; one that is not a failed item of the
 /// batch requeues nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +265,9 @@ pub struct BatchListQuery {
     /// `next_cursor` of the previous page.
     #[param(inline)]
     pub cursor: Option<BatchCursor>,
+    /// Only this tenant's batches (an operator's filter; a tenant token sees its own anyway).
+    #[param(inline)]
+    pub tenant: Option<TenantFilter>,
 }
 
 /// `GET /v1/batches/{id}/items`.

@@ -147,6 +147,9 @@ pub struct BatchStatusView {
     #[schema(value_type = String, format = Uuid)]
     pub id: BatchId,
     pub name: Option<String>,
+    /// The tenant that created it; `null` for a batch of the CLI or an operator token.
+    #[serde(default)]
+    pub tenant: Option<String>,
     #[schema(value_type = BatchStatusName)]
     pub status: BatchStatus,
     #[schema(value_type = PriorityName)]
@@ -233,6 +236,7 @@ impl BatchStatusView {
         Self {
             id: b.id,
             name: b.name.clone(),
+            tenant: b.tenant.clone(),
             status: b.status,
             priority: b.priority,
             total: b.total,

@@ -142,8 +142,24 @@ function shortId(id) { return String(id).slice(0, 8); }
 // ---- Tiles and workers ---------------------------------------------------------------------
 
 // A tenant token sees its own items only; the fleet's depth and workers are the operator's.
+let operatorView = false;
+let tenantsListed = false;
+
+// The operator's filter of the batch list by tenant, filled once from /v1/tenants.
+async function listTenants() {
+  if (tenantsListed) return;
+  tenantsListed = true;
+  const page = await api("/v1/tenants");
+  const select = $("tenant-filter");
+  select.replaceChildren(el("option", { value: "" }, "every tenant"),
+    ...page.tenants.map((t) => el("option", { value: t.name }, "tenant " + t.name)));
+}
+
 function renderStats(stats) {
   const fleet = stats.scope !== "tenant";
+  operatorView = fleet;
+  $("tenant-filter").hidden = !fleet;
+  if (fleet) listTenants().catch((e) => { tenantsListed = false; showError(e.message); });
   $("workers-section").hidden = !fleet;
   $("t-workers-tile").hidden = !fleet;
   // Pause and resume are the operator's: only the fleet's figures carry the queue's state.
@@ -204,7 +220,8 @@ function batchRow(b) {
   zip.dataset.action = "zip";
   zip.title = "Download the summaries, index.csv and batch.json";
   const row = el("tr", { class: "clickable batch", "data-batch": b.id, onclick: () => select(b) },
-    el("td", {}, el("span", { class: "name" }), el("br"), el("span", { class: "muted id" })),
+    el("td", {}, el("span", { class: "name" }), el("br"), el("span", { class: "muted id" }),
+      el("span", { class: "muted tenant" })),
     el("td", {}, el("span")),
     el("td"),
     el("td", {}, bar, el("span", { class: "progress-text" })),
@@ -218,6 +235,8 @@ function updateBatchRow(row, b) {
   const c = row.cells;
   setText(c[0].querySelector(".name"), b.name || "(unnamed)");
   setText(c[0].querySelector(".id"), shortId(b.id));
+  // Only an operator sees other owners' batches: it is told whose each is.
+  setText(c[0].querySelector(".tenant"), operatorView ? " · " + (b.tenant ? "tenant " + b.tenant : "CLI / operator") : "");
   c[0].title = b.id;
   statusBadge(c[1].firstChild, b.status);
   setText(c[2], b.priority);
@@ -571,7 +590,7 @@ async function refresh() {
     const wantHistory = Date.now() - lastHistory >= HISTORY_MS;
     const [stats, page, failed, history] = await Promise.all([
       api("/v1/stats"),
-      api("/v1/batches?limit=25"),
+      api("/v1/batches?limit=25" + ($("tenant-filter").value ? "&tenant=" + encodeURIComponent($("tenant-filter").value) : "")),
       api("/v1/failed?limit=20"),
       wantHistory ? api("/v1/history?minutes=60") : Promise.resolve(null),
     ]);
@@ -613,6 +632,7 @@ function signOut(why) {
   $("signout").hidden = true;
   $("pause").hidden = true;
   $("paused").hidden = true;
+  tenantsListed = false;
   $("signin").hidden = false;
   setText($("signin-error"), why || "");
 }
@@ -646,6 +666,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadFile(ev.dataTransfer.files[0]);
   });
   $("new-form").addEventListener("submit", (ev) => { ev.preventDefault(); submitBatch(); });
+  $("tenant-filter").addEventListener("change", () => { $("batches").tBodies[0].replaceChildren(); refresh(); });
   $("pause").addEventListener("click", async () => {
     const b = $("pause");
     b.disabled = true;

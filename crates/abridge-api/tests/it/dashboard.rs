@@ -323,6 +323,31 @@ async fn exercise(
     .unwrap();
     screenshot(&c, "dashboard-summary").await;
 
+    // The operator is told whose each batch is, and may list one tenant's alone.
+    assert!(
+        text(&c, &format!("tr[data-batch='{quick_id}'] .tenant"))
+            .await
+            .contains("tenant acme"),
+        "the owner of each batch"
+    );
+    find(&c, "#tenant-filter option[value='acme']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    until(
+        T,
+        "the list of acme's batches",
+        async || text(&c, "#batches tbody").await,
+        |t| t.contains("quick"),
+    )
+    .await;
+    find(&c, "#tenant-filter option[value='']")
+        .await
+        .click()
+        .await
+        .unwrap();
+
     // Download ZIP: the batch's files, as the export serves them.
     find(
         &c,
@@ -531,6 +556,40 @@ async fn new_batch(c: &Client, app: &App, token: &str, csv: &std::path::Path) {
     let (_, items) = app.get(token, &format!("/v1/batches/{id}/items")).await;
     assert_eq!(items["items"][0]["title"], "First", "{items}");
     assert_eq!(items["items"][1]["video_id"], "f0000000002", "{items}");
+
+    // Another tenant's batch never shows on this tenant's page, and no tenant filter does.
+    let other = app.token("other").await;
+    let theirs = app
+        .create(&other, json!({"name": "theirs", "urls": ["o0000000001"]}))
+        .await;
+    until(
+        T,
+        "both of acme's batches listed",
+        async || {
+            c.find_all(Locator::Css("#batches tbody tr"))
+                .await
+                .unwrap()
+                .len()
+        },
+        |n| *n == 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a refresh or two later
+    assert!(
+        c.find(Locator::Css(&format!("tr[data-batch='{theirs}']")))
+            .await
+            .is_err(),
+        "a tenant sees another tenant's batch"
+    );
+    assert!(
+        !find(&c, "#tenant-filter")
+            .await
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    let (_, page) = app.get(token, "/v1/batches?tenant=other").await;
+    assert_eq!(page["batches"].as_array().unwrap().len(), 2, "{page}");
 }
 
 /// What the dashboard reads, without a browser: `/v1/history` counts finished items per
