@@ -1,7 +1,8 @@
 // The abridge dashboard: a client of the /v1 API with the token pasted at sign-in (or given in
-// the URL's fragment by `abridge up`). It polls
-// (every second for the fleet and batches, every ten for the chart) and updates the page in
-// place, row by row, so a button never disappears under the pointer between two refreshes.
+// the URL's fragment by `abridge up`). Open batches follow their event streams; the rest is
+// polled (every second for the fleet's figures, every fifteen for the batch list, every ten
+// for the chart). It updates the page in place, row by row, so a button never disappears
+// under the pointer between two refreshes.
 // Everything shown is set as text (never as HTML), since names, errors and summaries come from
 // producers and videos.
 "use strict";
@@ -9,6 +10,9 @@
 const TOKEN_KEY = "abridge.token";
 const REFRESH_MS = 1000;
 const HISTORY_MS = 10000;
+// The batch list is read again this often (to find new batches) or after an action; the open
+// batches on it follow their event streams in between.
+const LIST_MS = 15000;
 const ITEM_PAGE = 200;
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +21,8 @@ let selected = null; // the batch whose items are shown
 let selectedItem = null; // the item whose summary is shown
 let timer = null;
 let lastHistory = 0;
+let lastList = 0;
+let listPage = null; // the batch list as last read
 
 // ---- HTTP ----------------------------------------------------------------------------------
 
@@ -97,7 +103,7 @@ function confirmButton(label, armedLabel, action) {
     b.disabled = true;
     try { await action(); showError(""); } catch (e) { showError(e.message); }
     b.disabled = false;
-    refresh();
+    refreshList();
   });
   return b;
 }
@@ -109,7 +115,7 @@ function actionButton(label, action) {
     b.disabled = true;
     try { await action(); showError(""); } catch (e) { showError(e.message); }
     b.disabled = false;
-    refresh();
+    refreshList();
   });
   return b;
 }
@@ -259,6 +265,96 @@ function updateBatchRow(row, b) {
   row.classList.toggle("selected", selected !== null && selected.id === b.id);
 }
 
+// Reads the batch list at the next refresh instead of waiting for its turn.
+function refreshList() {
+  listPage = null;
+  refresh();
+}
+
+// One event stream per open batch on the list (GET /v1/batches/{id}/events, read with fetch:
+// EventSource cannot send the token). A stream that drops is opened again with
+// Last-Event-ID; one the server refuses (at the streams cap, say) leaves the batch to the
+// list's own refresh.
+const streams = new Map(); // batch id -> AbortController
+
+function followOpen(page) {
+  const open = new Set(page.batches.filter((b) => b.status === "pending" || b.status === "running").map((b) => b.id));
+  for (const [id, ctrl] of streams) if (!open.has(id)) { ctrl.abort(); streams.delete(id); }
+  for (const id of open) if (!streams.has(id)) streamBatch(id);
+}
+
+function stopStreams() {
+  for (const ctrl of streams.values()) ctrl.abort();
+  streams.clear();
+}
+
+async function streamBatch(id) {
+  const ctrl = new AbortController();
+  streams.set(id, ctrl);
+  let lastId = null;
+  let failures = 0;
+  while (!ctrl.signal.aborted && failures <= 5) {
+    try {
+      const headers = { Authorization: "Bearer " + token, Accept: "text/event-stream" };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const res = await fetch("/v1/batches/" + id + "/events", { headers, signal: ctrl.signal });
+      if (res.status === 204) break; // the final event was already seen
+      if (!res.ok) { failures = 6; break; }
+      failures = 0;
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value.replace(/\r\n/g, "\n");
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const ev = parseEvent(buf.slice(0, end));
+          buf = buf.slice(end + 2);
+          if (!ev) continue;
+          if (ev.id) lastId = ev.id;
+          batchChanged(JSON.parse(ev.data));
+          if (ev.name === "completed" || ev.name === "cancelled") {
+            ctrl.abort();
+            break;
+          }
+        }
+      }
+    } catch (e) {
+      if (ctrl.signal.aborted) break;
+      failures += 1;
+    }
+    if (!ctrl.signal.aborted) await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** failures)));
+  }
+  if (streams.get(id) === ctrl) streams.delete(id);
+}
+
+// One Server-Sent Event block: its name, id and data (null for a comment).
+function parseEvent(block) {
+  let name = "message", id = null;
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    let value = i < 0 ? "" : line.slice(i + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") name = value;
+    else if (field === "id") id = value;
+    else if (field === "data") data.push(value);
+  }
+  return data.length ? { name, id, data: data.join("\n") } : null;
+}
+
+// A batch's new state from its stream: its row, and the list as last read.
+function batchChanged(view) {
+  if (!listPage) return;
+  const i = listPage.batches.findIndex((b) => b.id === view.id);
+  if (i < 0) return;
+  listPage.batches[i] = view;
+  renderBatches(listPage);
+}
+
 function renderBatches(page) {
   $("batches-empty").hidden = page.batches.length > 0;
   reconcile($("batches").tBodies[0], page.batches, (b) => b.id, batchRow, updateBatchRow);
@@ -373,7 +469,7 @@ async function submitBatch() {
     $("new-file").value = "";
     newFormat = "lines";
     checked = null;
-    refresh();
+    refreshList();
   } catch (e) {
     showCheck(r, e.message);
   }
@@ -588,15 +684,18 @@ async function refresh() {
   let signedOut = false;
   try {
     const wantHistory = Date.now() - lastHistory >= HISTORY_MS;
+    const wantList = !listPage || Date.now() - lastList >= LIST_MS;
     const [stats, page, failed, history] = await Promise.all([
       api("/v1/stats"),
-      api("/v1/batches?limit=25" + ($("tenant-filter").value ? "&tenant=" + encodeURIComponent($("tenant-filter").value) : "")),
+      wantList
+        ? api("/v1/batches?limit=25" + ($("tenant-filter").value ? "&tenant=" + encodeURIComponent($("tenant-filter").value) : ""))
+        : Promise.resolve(null),
       api("/v1/failed?limit=20"),
       wantHistory ? api("/v1/history?minutes=60") : Promise.resolve(null),
     ]);
     renderStats(stats);
-    renderBatches(page);
-    renderFailed(failed, new Map(page.batches.map((b) => [b.id, b.name || shortId(b.id)])));
+    if (page) { listPage = page; lastList = Date.now(); renderBatches(page); followOpen(page); }
+    renderFailed(failed, new Map(listPage.batches.map((b) => [b.id, b.name || shortId(b.id)])));
     if (history) { renderHistory(history); lastHistory = Date.now(); }
     await refreshItems();
     const c = $("connection");
@@ -626,6 +725,8 @@ async function refresh() {
 
 function signOut(why) {
   clearTimeout(timer);
+  stopStreams();
+  listPage = null;
   token = "";
   localStorage.removeItem(TOKEN_KEY);
   $("main").hidden = true;
@@ -666,7 +767,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadFile(ev.dataTransfer.files[0]);
   });
   $("new-form").addEventListener("submit", (ev) => { ev.preventDefault(); submitBatch(); });
-  $("tenant-filter").addEventListener("change", () => { $("batches").tBodies[0].replaceChildren(); refresh(); });
+  $("tenant-filter").addEventListener("change", () => { $("batches").tBodies[0].replaceChildren(); refreshList(); });
   $("pause").addEventListener("click", async () => {
     const b = $("pause");
     b.disabled = true;

@@ -238,6 +238,24 @@ async fn exercise(
     .await
     .unwrap();
     assert!(later < 200, "the batch is still running: {later} done");
+    // Its progress comes from its event stream: the batch list is not read again meanwhile.
+    c.execute("performance.clearResourceTimings()", vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = done_in_row(&c, &slow_id).await.unwrap();
+    assert!(after > later, "no progress in 3 s: {after} done");
+    let lists = c
+        .execute(
+            "return performance.getEntriesByType('resource').filter((e) => e.name.includes('/v1/batches?limit=')).length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        lists.as_i64().unwrap() <= 1,
+        "the batch list was polled {lists} times in 3 s"
+    );
 
     // The live worker, with its items in hand.
     let workers = until(
