@@ -67,6 +67,7 @@ https://www.youtube.com/playlist?list=PLabc
 youtu.be/aaaaaaaaaaa
 ccccccccccc
 ";
+    let results = tempfile::tempdir().unwrap();
     let (code, out, err) = fleet.run(
         &[
             "enqueue",
@@ -75,6 +76,8 @@ ccccccccccc
             "--token",
             &token,
             "--wait",
+            "--out",
+            results.path().join("via-api").to_str().unwrap(),
             "--json",
             "--name",
             "via api",
@@ -189,7 +192,7 @@ ccccccccccc
 }
 
 #[tokio::test]
-async fn enqueue_wait_exits_nonzero_when_the_batch_is_cancelled() {
+async fn enqueue_wait_exits_2_when_the_batch_is_cancelled() {
     let fleet = Fleet::new(TestEnv::new().await, &[]).await;
     let (_, out, _) = fleet.run(&["token", "create", "--tenant", "e2e", "--json"], None);
     let token = serde_json::from_str::<serde_json::Value>(&out).unwrap()["token"]
@@ -204,11 +207,19 @@ async fn enqueue_wait_exits_nonzero_when_the_batch_is_cancelled() {
     // No worker: the batch waits until it is cancelled.
     let vars = fleet.vars.clone();
     let (url2, token2) = (url.clone(), token.clone());
+    let results = tempfile::tempdir().unwrap();
+    let out_dir = results
+        .path()
+        .join("cancelled")
+        .to_str()
+        .unwrap()
+        .to_owned();
     let waiting = std::thread::spawn(move || {
         run_with(
             &vars,
             &[
-                "enqueue", "--api", &url2, "--token", &token2, "--wait", "--json",
+                "enqueue", "--api", &url2, "--token", &token2, "--wait", "--out", &out_dir,
+                "--json",
             ],
             Some("aaaaaaaaaaa\nbbbbbbbbbbb\n"),
         )
@@ -230,7 +241,9 @@ async fn enqueue_wait_exits_nonzero_when_the_batch_is_cancelled() {
     let (code, out, err) = fleet.run(&["cancel", &id.to_string()], None);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = waiting.join().unwrap();
-    assert_eq!(code, 1, "{out}\n{err}");
+    // 2: cancelled (1 is "some items failed"); the folder is written all the same.
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(results.path().join("cancelled/batch.json").exists());
     assert!(err.contains("was cancelled"), "{err}");
     let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(last["status"], "cancelled");
