@@ -8,8 +8,6 @@
 //! - [`events`]: Server-Sent Events fed by Redis progress notices, coalesced per batch.
 //! - [`intake`]: what the new-batch form asks first: the options the caller may pick, and
 //!   what a pasted list or an uploaded file holds (nothing created).
-//! - [`search`]: search over the caller's finished items, and bulk retry and cancel of what
-//!   a search finds.
 //! - [`export`]: the streamed ZIP of a batch's summaries, `index.csv` and `batch.json`.
 //! - [`webhooks`]: SSRF guard, HMAC signature, and the at-least-once dispatcher.
 //! - [`dashboard`]: the web dashboard at `/`, its history and failures routes, and the
@@ -34,7 +32,6 @@ pub mod export;
 pub mod intake;
 pub mod openapi;
 pub mod params;
-pub mod search;
 pub mod settings;
 pub mod tenants;
 pub mod views;
@@ -100,9 +97,6 @@ pub fn router(state: ApiState) -> Router {
             post(batches::create_batch).get(batches::list_batches),
         )
         .route("/batches/check", post(intake::check_input))
-        .route("/batches/cancel", post(search::cancel_found))
-        .route("/items", get(search::search_items))
-        .route("/items/retry", post(search::retry_found))
         .route("/options", get(intake::options))
         .route("/batches/{id}", get(batches::get_batch))
         .route("/batches/{id}/items", get(batches::list_items))

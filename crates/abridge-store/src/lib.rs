@@ -26,7 +26,6 @@ pub mod items;
 pub mod pauses;
 pub mod reconcile;
 pub mod retention;
-pub mod search;
 pub mod sessions;
 pub mod summaries;
 pub mod tenants;

@@ -23,7 +23,6 @@ mod lifecycle;
 mod progress;
 mod retention;
 mod roles;
-mod search;
 mod support;
 mod tenancy;
 mod webhooks;
