@@ -8,6 +8,8 @@
 //! - [`events`]: Server-Sent Events fed by Redis progress notices, coalesced per batch.
 //! - [`intake`]: what the new-batch form asks first: the options the caller may pick, and
 //!   what a pasted list or an uploaded file holds (nothing created).
+//! - [`search`]: search over the caller's finished items, and bulk retry and cancel of what
+//!   a search finds.
 //! - [`export`]: the streamed ZIP of a batch's summaries, `index.csv` and `batch.json`.
 //! - [`webhooks`]: SSRF guard, HMAC signature, and the at-least-once dispatcher.
 //! - [`dashboard`]: the web dashboard at `/`, its history and failures routes, and the
@@ -32,6 +34,7 @@ pub mod export;
 pub mod intake;
 pub mod openapi;
 pub mod params;
+pub mod search;
 pub mod settings;
 pub mod tenants;
 pub mod views;
@@ -97,6 +100,9 @@ pub fn router(state: ApiState) -> Router {
             post(batches::create_batch).get(batches::list_batches),
         )
         .route("/batches/check", post(intake::check_input))
+        .route("/batches/cancel", post(search::cancel_found))
+        .route("/items", get(search::search_items))
+        .route("/items/retry", post(search::retry_found))
         .route("/options", get(intake::options))
         .route("/batches/{id}", get(batches::get_batch))
         .route("/batches/{id}/items", get(batches::list_items))
@@ -134,8 +140,9 @@ pub fn router(state: ApiState) -> Router {
     // (`abridge api --metrics-listen` serves them on a listener of their own).
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, with the progress listener and the
-/// webhook dispatcher running beside it. Open event streams end at shutdown.
+/// Serves the API on `listener` until `shutdown` resolves, with the progress listener, the
+/// webhook dispatcher, the depth sampler and the search indexer running beside it. Open event
+/// streams end at shutdown.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
@@ -146,6 +153,7 @@ pub async fn serve(
     background.spawn(events::listen(state.clone(), stop.clone()));
     background.spawn(webhooks::dispatch(state.clone(), stop.clone()));
     background.spawn(dashboard::sample_depth(state.clone(), stop.clone()));
+    background.spawn(search::index(state.clone(), stop.clone()));
     let app = router(state);
     let stopping = stop.clone();
     let served = axum::serve(listener, app)

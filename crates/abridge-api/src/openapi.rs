@@ -39,6 +39,9 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
     paths(
         crate::batches::create_batch,
         crate::intake::check_input,
+        crate::search::search_items,
+        crate::search::retry_found,
+        crate::search::cancel_found,
         crate::intake::options,
         crate::batches::list_batches,
         crate::batches::get_batch,
@@ -66,6 +69,7 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail, crate::batches::QueueState,
         crate::intake::CheckInput, crate::intake::InputFormat, crate::intake::CheckedInput,
         crate::intake::CheckedItem, crate::intake::RejectedLine, crate::intake::Options,
+        crate::search::FoundItem, crate::search::SearchPage, crate::search::BulkDone,
         crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),
     modifiers(&BearerAuth, &AtLeastOneInput, &ErrorResponses, &EventStream),

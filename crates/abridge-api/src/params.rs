@@ -116,6 +116,40 @@ impl PartialSchema for HistoryMinutes {
 
 impl ToSchema for HistoryMinutes {}
 
+/// `q` of a search: 1 to 200 characters, none of them control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchText(pub String);
+
+/// Longest search text, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
+impl<'de> Deserialize<'de> for SearchText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = text(d)?;
+        let n = raw.chars().count();
+        if (1..=MAX_SEARCH_CHARS).contains(&n) && !raw.chars().any(|c| c.is_control()) {
+            Ok(SearchText(raw))
+        } else {
+            Err(D::Error::custom(format!(
+                "expected 1 to {MAX_SEARCH_CHARS} characters, none of them control characters"
+            )))
+        }
+    }
+}
+
+impl PartialSchema for SearchText {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_SEARCH_CHARS))
+            .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$"))
+            .into()
+    }
+}
+
+impl ToSchema for SearchText {}
+
 /// `tenant` of the batch list: a tenant's name (1 to 64 of A-Z, a-z, 0-9, `_`, `-`, `.`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantFilter(pub String);

@@ -26,6 +26,7 @@ pub mod items;
 pub mod pauses;
 pub mod reconcile;
 pub mod retention;
+pub mod search;
 pub mod sessions;
 pub mod summaries;
 pub mod tenants;

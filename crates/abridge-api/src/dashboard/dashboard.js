@@ -475,6 +475,68 @@ async function submitBatch() {
   }
 }
 
+// ---- Search --------------------------------------------------------------------------------
+
+let searchQuery = null; // the search shown: { q, status, cursor }
+const foundById = new Map(); // found items, for their summaries
+
+// A found item: its batch's items, and its summary.
+function openFound(it) {
+  select({ id: it.batch_id, name: it.batch_name });
+  selectedItem = it.id;
+  showSummary(it.id);
+}
+
+function searchPath(q, status, cursor) {
+  let path = "/v1/items?limit=50&q=" + encodeURIComponent(q);
+  if (status) path += "&status=" + status;
+  if (cursor) path += "&cursor=" + cursor;
+  return path;
+}
+
+async function runSearch(more = false) {
+  const q = more ? searchQuery.q : $("search-text").value.trim();
+  const status = more ? searchQuery.status : $("search-status").value;
+  if (!q) return;
+  const page = await api(searchPath(q, status, more ? searchQuery.cursor : null));
+  searchQuery = { q, status, cursor: page.next_cursor };
+  const tbody = $("found").tBodies[0];
+  if (!more) { tbody.replaceChildren(); foundById.clear(); }
+  for (const it of page.items) {
+    foundById.set(it.id, it);
+    tbody.append(el("tr", { class: "clickable", "data-found": it.id, onclick: () => openFound(it) },
+      el("td", {}, it.batch_name || shortId(it.batch_id)),
+      el("td", {}, String(it.position + 1)),
+      el("td", {}, it.title || it.video_id),
+      el("td", {}, el("span", { class: "status " + it.status }, it.status)),
+      el("td", { class: "error" }, it.error_kind || "")));
+  }
+  $("found").hidden = tbody.rows.length === 0;
+  $("search-more").hidden = !page.next_cursor;
+  setText($("search-summary"), tbody.rows.length ? "" : "Nothing found (only finished items are searched).");
+  // Bulk actions on everything the search finds, each saying how many it takes.
+  const actions = [];
+  if (page.failed > 0) {
+    const b = confirmButton("Retry " + plural(page.failed, "failed item"), "Confirm: retry " + page.failed,
+      async () => {
+        const r = await api("/v1/items/retry?q=" + encodeURIComponent(q), "POST");
+        setText($("search-summary"), "Requeued " + plural(r.done, "item") + (r.left ? "; " + r.left + " left" : ""));
+      });
+    b.dataset.action = "retry-found";
+    actions.push(b);
+  }
+  if (page.open_batches > 0) {
+    const b = confirmButton("Cancel " + plural(page.open_batches, "batch"), "Confirm: cancel " + page.open_batches,
+      async () => {
+        const r = await api("/v1/batches/cancel?q=" + encodeURIComponent(q), "POST");
+        setText($("search-summary"), "Cancelled " + plural(r.done, "batch"));
+      });
+    b.dataset.action = "cancel-found";
+    actions.push(b);
+  }
+  $("search-actions").replaceChildren(...actions);
+}
+
 // ---- Items of the selected batch -----------------------------------------------------------
 
 function select(b) {
@@ -513,7 +575,7 @@ function updateItemRow(row, it) {
 
 function showSummary(id) {
   selectedItem = id;
-  const it = itemsById.get(id);
+  const it = itemsById.get(id) || foundById.get(id);
   if (!it) return;
   $("summary").hidden = false;
   setText($("summary-title"), (it.title || it.video_id) + " — " + it.status);
@@ -767,6 +829,11 @@ document.addEventListener("DOMContentLoaded", () => {
     loadFile(ev.dataTransfer.files[0]);
   });
   $("new-form").addEventListener("submit", (ev) => { ev.preventDefault(); submitBatch(); });
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    runSearch().catch((e) => showError(e.message));
+  });
+  $("search-more").addEventListener("click", () => runSearch(true).catch((e) => showError(e.message)));
   $("tenant-filter").addEventListener("change", () => { $("batches").tBodies[0].replaceChildren(); refreshList(); });
   $("pause").addEventListener("click", async () => {
     const b = $("pause");

@@ -341,6 +341,49 @@ async fn exercise(
     .unwrap();
     screenshot(&c, "dashboard-summary").await;
 
+    // Search finds items by words of their summaries.
+    find(&c, "#search-text")
+        .await
+        .send_keys("bold q0000000001")
+        .await
+        .unwrap();
+    // Items are findable once the indexer has come by (within a second): search again till then.
+    until(
+        T,
+        "the found item",
+        async || {
+            find(&c, "#search-button").await.click().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.find_all(Locator::Css("#found tr[data-found]"))
+                .await
+                .unwrap()
+                .len()
+        },
+        |n| *n == 1,
+    )
+    .await;
+    let found = text(&c, "#found tbody").await;
+    assert!(
+        found.contains("quick") && found.contains("q0000000001"),
+        "{found}"
+    );
+    // Over every item found, a bulk action says how many it takes: the slow batch is open.
+    find(&c, "#search-text").await.clear().await.unwrap();
+    find(&c, "#search-text")
+        .await
+        .send_keys("bold")
+        .await
+        .unwrap();
+    find(&c, "#search-button").await.click().await.unwrap();
+    let bulk = until(
+        T,
+        "the bulk cancel",
+        async || text(&c, "[data-action='cancel-found']").await,
+        |t| !t.is_empty(),
+    )
+    .await;
+    assert_eq!(bulk, "Cancel 1 batch");
+
     // The operator is told whose each batch is, and may list one tenant's alone.
     assert!(
         text(&c, &format!("tr[data-batch='{quick_id}'] .tenant"))

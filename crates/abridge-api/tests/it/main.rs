@@ -23,6 +23,7 @@ mod lifecycle;
 mod progress;
 mod retention;
 mod roles;
+mod search;
 mod support;
 mod tenancy;
 mod webhooks;

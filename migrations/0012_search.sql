@@ -1,0 +1,23 @@
+-- Search over finished items (issue 16). The outcome path writes nothing here: an indexer (in
+-- `abridge api`) copies finished items in, in order of `finished_at`, a few thousand at a time,
+-- so that a search index costs the workers nothing (one on `items` cost the burn-down 13-26 %,
+-- BENCHMARKS.md). An entry is current while its `finished_at` is the item's; a retried item's
+-- old entry is ignored until the indexer replaces it.
+CREATE TABLE item_search (
+    item_id bigint PRIMARY KEY REFERENCES items (id) ON DELETE CASCADE,
+    batch_id uuid NOT NULL,
+    -- The batch's tenant (NULL: the CLI's or an operator's), copied: it never changes.
+    tenant text,
+    finished_at timestamptz NOT NULL,
+    -- The words of the title, the summary and the error kind, and the video id.
+    doc tsvector NOT NULL
+);
+CREATE INDEX item_search_doc ON item_search USING gin (doc);
+
+-- How far the indexer has come: every item finished before (at, item_id) is indexed.
+CREATE TABLE search_cursor (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    at timestamptz NOT NULL,
+    item_id bigint NOT NULL
+);
+INSERT INTO search_cursor (at, item_id) VALUES ('-infinity', 0);
