@@ -154,3 +154,57 @@ async fn a_tenant_finds_its_own_items_and_acts_on_what_it_found() {
         "{bad}"
     );
 }
+
+/// The indexer's rule: it never moves its cursor past the start of a transaction still open,
+/// so an item whose finish commits late (its `finished_at` is its transaction's start) is
+/// indexed once it commits, not skipped.
+#[tokio::test]
+async fn an_item_whose_finish_commits_late_is_still_indexed() {
+    let app = App::start(&[]).await;
+    let acme = app.token("acme").await;
+    let id = app
+        .create(&acme, json!({"urls": ["l0000000001", "l0000000002"]}))
+        .await;
+    let pool = app.store.pool();
+    // A slow writer: finishes item 1 in a transaction that stays open.
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE items SET status = 'succeeded', summary = 'tardy armadillo', finished_at = now()
+         WHERE batch_id = $1 AND position = 0",
+    )
+    .bind(id.0)
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A quick one finishes item 2 after it, and commits first.
+    sqlx::query(
+        "UPDATE items SET status = 'succeeded', summary = 'prompt armadillo', finished_at = now()
+         WHERE batch_id = $1 AND position = 1",
+    )
+    .bind(id.0)
+    .execute(pool)
+    .await
+    .unwrap();
+    // The API's own indexer runs too; either way, nothing past the open transaction is taken.
+    app.store.index_for_search(1_000).await.unwrap();
+    let (_, found) = app.get(&acme, "/v1/items?q=armadillo").await;
+    assert_eq!(
+        found["items"].as_array().unwrap().len(),
+        0,
+        "indexed past a transaction still open: {found}"
+    );
+    slow.commit().await.unwrap();
+    until(
+        Duration::from_secs(10),
+        "both items found",
+        async || {
+            let _ = app.store.index_for_search(1_000).await;
+            app.get(&acme, "/v1/items?q=armadillo").await.1["items"]
+                .as_array()
+                .map(Vec::len)
+        },
+        |n| *n == Some(2),
+    )
+    .await;
+}
