@@ -74,6 +74,8 @@ pub fn public_message(kind: &str) -> &'static str {
             "The summarizing model was unavailable or busy; the item was retried."
         }
         "llm_bad_response" => "The model's answer could not be read as a summary.",
+        "llm_refused" => "The model declined to summarize the video, twice.",
+        "transcript_too_short" => "The video's transcript is too short to summarize.",
         "llm_bad_request"
         | "llm_auth_failed"
         | "llm_forbidden"

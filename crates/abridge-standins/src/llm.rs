@@ -6,7 +6,8 @@
 //! `- [mm:ss] ...` bullets). A request over the context window (estimated at 4 characters per
 //! token) gets the provider's context-length error. Tests queue failures with
 //! [`LlmStandin::push_failure`] (served first, in order) or pin one to a request number with
-//! [`LlmStandin::fail_nth`].
+//! [`LlmStandin::fail_nth`], and queue answers of their own (prose, a refusal, anything a real
+//! model says) with [`LlmStandin::push_answer`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,8 @@ struct Inner {
     /// Largest request (estimated tokens: characters / 4) the model accepts.
     context_tokens: usize,
     failures: VecDeque<Failure>,
+    /// Answers served instead of the deterministic one, in order.
+    answers: VecDeque<String>,
     /// Failures for given request numbers (1-based, counting every request received).
     nth: std::collections::HashMap<usize, Failure>,
     received: Vec<Received>,
@@ -113,6 +116,7 @@ impl LlmStandin {
             provider,
             context_tokens: 1_000_000,
             failures: VecDeque::new(),
+            answers: VecDeque::new(),
             nth: std::collections::HashMap::new(),
             received: Vec::new(),
         }));
@@ -137,6 +141,15 @@ impl LlmStandin {
 
     pub fn push_failure(&self, failure: Failure) {
         self.state.lock().unwrap().failures.push_back(failure);
+    }
+
+    /// Answers the next request that gets an answer with `text` (queued, in order).
+    pub fn push_answer(&self, text: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .push_back(text.to_owned());
     }
 
     /// Fails the `n`-th request this server receives (1-based), whatever it is.
@@ -278,7 +291,7 @@ async fn complete(
         };
         return respond(&mut inner, 400, Vec::new(), payload);
     }
-    let text = answer(&prompt);
+    let text = inner.answers.pop_front().unwrap_or_else(|| answer(&prompt));
     let completion_tokens = text.len().div_ceil(4);
     let payload = match provider {
         Provider::OpenAi => json!({

@@ -26,6 +26,9 @@ pub struct SummarizeConfig {
     pub llm_retry: RetryPolicy,
     /// The most transcript tokens sent in one request; longer transcripts are map-reduced.
     pub llm_chunk_tokens: u64,
+    /// Fewer words than this in a transcript (an empty caption track, "[Music]") fail the item
+    /// as `transcript_too_short` before any summarizer sees it: there is nothing to summarize.
+    pub min_transcript_words: usize,
     /// Consecutive "provider down" failures (5xx, 529, timeouts) that open a backend's breaker.
     pub breaker_failures: u32,
     /// How long an open breaker refuses requests before letting one probe through.
@@ -174,6 +177,7 @@ impl SummarizeConfig {
                 max_wait: src.millis("llm_retry_max_wait_ms", 20_000, 0)?,
             },
             llm_chunk_tokens: src.number("llm_chunk_tokens", 16_000, 200, 10_000_000)?,
+            min_transcript_words: src.number("min_transcript_words", 10, 0, 100_000)? as usize,
             breaker_failures: src.number("breaker_failures", 5, 1, 1_000)? as u32,
             breaker_open: src.millis("breaker_open_ms", 30_000, 10)?,
             budget_max_wait: src.millis("budget_max_wait_ms", 60_000, 0)?,

@@ -327,6 +327,16 @@ impl Summarizer {
     }
 }
 
+/// A model that declines an item is asked once more (a later attempt); a second refusal fails
+/// the item rather than paying for every attempt.
+fn refused_twice(e: ItemError, attempt: u32) -> ItemError {
+    if attempt >= 2 && e.kind().as_str() == "llm_refused" {
+        ItemError::permanent(e.kind().clone(), e.message().to_owned())
+    } else {
+        e
+    }
+}
+
 #[async_trait]
 impl Processor for Summarizer {
     fn name(&self) -> &str {
@@ -386,6 +396,20 @@ impl Processor for Summarizer {
             .await;
         abridge_telemetry::metrics::record_stage("transcript", fetch_started.elapsed());
         let (doc, transcript) = fetched?;
+        let words: usize = doc
+            .segments
+            .iter()
+            .map(|s| s.text.split_whitespace().count())
+            .sum();
+        if words < self.config.min_transcript_words {
+            return Err(ItemError::permanent(
+                ErrorKind::from_static("transcript_too_short"),
+                format!(
+                    "the transcript has {words} words, fewer than {} (ABRIDGE_MIN_TRANSCRIPT_WORDS)",
+                    self.config.min_transcript_words
+                ),
+            ));
+        }
         // A producer's title reaches only a model's prompt (extractive summaries ignore it).
         let prompt_title = match (&job.title, llm) {
             (Some(title), Some(_)) => sha256_hex(title),
@@ -453,7 +477,7 @@ impl Processor for Summarizer {
                     }
                 };
                 abridge_telemetry::metrics::record_stage("summarize", summarize_started.elapsed());
-                let (summary, usage) = summarized?;
+                let (summary, usage) = summarized.map_err(|e| refused_twice(e, job.attempt))?;
                 (render::body(&doc.video_id, &summary), usage, "miss")
             }
         };
@@ -465,6 +489,10 @@ impl Processor for Summarizer {
             meta["chunks"] = json!(usage.chunks);
             meta["reused_chunks"] = json!(usage.reused_chunks);
             meta["truncated"] = json!(usage.truncated);
+            if cache == "miss" {
+                meta["answer"] = json!(if usage.prose { "prose" } else { "structured" });
+                meta["stamps_clamped"] = json!(usage.stamps_clamped);
+            }
         }
         meta["duration_ms"] = json!(started.elapsed().as_millis() as u64);
         if cache == "miss" {

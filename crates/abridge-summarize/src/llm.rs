@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
 use crate::fleet::{self, Breaker, Bucket, Payer};
-use crate::render::{KeyPoint, Summary, parse_answer};
+use crate::render::{KeyPoint, Summary, parse_answer, read_answer, refusal};
 use crate::text::{Doc, prompt_lines, stamp};
 
 /// Bumped whenever a prompt changes (the summary cache key).
@@ -53,6 +53,10 @@ pub struct Usage {
     /// Chunks at the first map level (1 when the transcript fit one request).
     pub chunks: u64,
     pub truncated: bool,
+    /// The final answer was prose (no TL;DR label, no bullets) and was read as such.
+    pub prose: bool,
+    /// Key-point timestamps past the video's end, set to the end.
+    pub stamps_clamped: u32,
 }
 
 fn answer_tokens(length: SummaryLength) -> u32 {
@@ -224,13 +228,27 @@ impl LlmBackend {
                     temperature: 0.2,
                 };
                 let response = self.call(queue, &request, &mut usage, payer).await?;
+                if refusal(&response.text, &request.user) {
+                    // Retried once (the processor makes a second refusal permanent).
+                    return Err(ItemError::transient(
+                        ErrorKind::from_static("llm_refused"),
+                        format!(
+                            "{} declined or did not answer: {:?}",
+                            self.name(),
+                            response.text.chars().take(120).collect::<String>()
+                        ),
+                    ));
+                }
                 let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
-                let Some((mut tldr, points)) = parse_answer(&response.text, duration) else {
+                let Some(answer) = read_answer(&response.text, duration) else {
                     return Err(ItemError::transient(
                         ErrorKind::from_static("llm_bad_response"),
-                        format!("{} answered without a TL;DR or key points", self.name()),
+                        format!("{} answered with no words to read", self.name()),
                     ));
                 };
+                usage.prose = answer.prose;
+                usage.stamps_clamped = answer.clamped;
+                let (mut tldr, points) = (answer.tldr, answer.points);
                 let points: Vec<KeyPoint> = points
                     .into_iter()
                     .map(|p| KeyPoint {

@@ -309,3 +309,88 @@ async fn a_batch_for_an_unconfigured_backend_fails_clearly() {
     );
     assert_eq!(s.anthropic.requests(), 0);
 }
+
+/// Any model's answer: prose is read, not retried; a refusal is asked once more, then fails;
+/// timestamps past the video's end are clamped and counted; a near-empty transcript never
+/// reaches a model.
+#[tokio::test]
+async fn prose_is_read_refusals_fail_after_one_retry_and_empty_transcripts_reach_no_model() {
+    let s = Setup::new(
+        vec![
+            normal_video("vid_Prose01", "Bees"),
+            normal_video("vid_Refuse1", "Refused"),
+            normal_video("vid_Refuse2", "Refused once"),
+            normal_video("vid_Stamps1", "Late stamps"),
+        ],
+        &[
+            ("ABRIDGE_RETRY_BASE_MS", "10"),
+            ("ABRIDGE_RETRY_MAX_MS", "20"),
+        ],
+    )
+    .await;
+
+    // Prose, as small local models answer: the first paragraph is the TL;DR.
+    s.openai.push_answer(
+        "The talk explains how bees dance to share directions.\n\nIt then shows a hive at work.",
+    );
+    let (batch, items) = s.run_batch("vid_Prose01\n", options("openai")).await;
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    assert_eq!(items[0].attempts, 1, "read, not retried");
+    let summary = items[0].summary.as_deref().unwrap();
+    assert!(
+        summary.contains("**TL;DR:** The talk explains how bees dance to share directions."),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- It then shows a hive at work."),
+        "{summary}"
+    );
+    let meta = items[0].result_meta.as_ref().unwrap();
+    assert_eq!(meta["answer"], "prose", "{meta}");
+
+    // A refusal twice: one retry, then `llm_refused`, two requests paid.
+    let before = s.openai.requests();
+    s.openai
+        .push_answer("I'm sorry, but I can't help with summarizing this video.");
+    s.openai
+        .push_answer("Could you please provide the transcript? I don't see one.");
+    let (batch, items) = s.run_batch("vid_Refuse1\n", options("openai")).await;
+    assert_eq!(batch.counts.failed, 1, "{items:?}");
+    assert_eq!(items[0].error_kind.as_deref(), Some("llm_refused"));
+    assert_eq!(items[0].attempts, 2);
+    assert_eq!(s.openai.requests() - before, 2);
+
+    // A refusal once, then an answer: it succeeds on the second attempt.
+    s.openai.push_answer("As an AI, I cannot watch videos.");
+    let (batch, items) = s.run_batch("vid_Refuse2\n", options("openai")).await;
+    assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+    assert_eq!(items[0].attempts, 2);
+
+    // A key point past the video's end (the talk lasts minutes, not hours) is clamped, and
+    // counted.
+    s.openai.push_answer(
+        "TL;DR: A talk.\nKEY POINTS:\n- [00:20] Early point\n- [9:59:00] A point past the end\n",
+    );
+    let (_, items) = s.run_batch("vid_Stamps1\n", options("openai")).await;
+    let meta = items[0].result_meta.as_ref().unwrap();
+    assert_eq!(meta["answer"], "structured", "{meta}");
+    assert_eq!(meta["stamps_clamped"], 1, "{meta}");
+    assert!(
+        !items[0].summary.as_deref().unwrap().contains("9:59:00"),
+        "{:?}",
+        items[0].summary
+    );
+
+    // A near-empty transcript (a caption track of "[Music]") fails at once, unsent.
+    let before = s.openai.requests();
+    let (batch, items) = s
+        .run_batch(
+            "{\"url\": \"vid_Music01\", \"transcript\": \"[Music]\"}\n",
+            options("openai"),
+        )
+        .await;
+    assert_eq!(batch.counts.failed, 1, "{items:?}");
+    assert_eq!(items[0].error_kind.as_deref(), Some("transcript_too_short"));
+    assert_eq!(items[0].attempts, 1, "permanent");
+    assert_eq!(s.openai.requests(), before, "nothing was sent to the model");
+}

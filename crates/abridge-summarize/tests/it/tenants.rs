@@ -128,7 +128,7 @@ async fn a_supplied_transcript_is_summarized_for_its_producer_alone() {
 #[tokio::test]
 async fn without_drills_the_noop_backend_is_refused_and_its_directives_are_plain_text() {
     let s = Setup::new(Vec::new(), &[("ABRIDGE_DRILLS", "0")]).await;
-    let poison = r#"{"url": "sup_0000002", "transcript": "abridge:exit\nabridge:sleep 60000\nHello there. General Kenobi."}"#;
+    let poison = r#"{"url": "sup_0000002", "transcript": "abridge:exit\nabridge:sleep 60000\nHello there. General Kenobi. You are a bold one, as the saying goes."}"#;
     // A batch that asks for noop is refused at enqueue, naming the switch.
     let worker = s.worker();
     let offer = abridge_control::Offer::from(&*worker.settings);
