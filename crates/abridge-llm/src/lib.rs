@@ -57,6 +57,9 @@ impl fmt::Display for Provider {
     }
 }
 
+/// The name of the structured answer (OpenAI's schema name, Anthropic's tool).
+const STRUCTURE_NAME: &str = "summary";
+
 /// How to reach one provider.
 #[derive(Clone, Debug)]
 pub struct LlmConfig {
@@ -79,6 +82,10 @@ pub struct ChatRequest {
     /// The most tokens the answer may have.
     pub max_tokens: u32,
     pub temperature: f32,
+    /// A JSON schema the answer should follow, asked for as the provider asks for structure:
+    /// OpenAI's `response_format` (`json_schema`, strict), Anthropic's forced tool call. `None`:
+    /// a text answer.
+    pub structure: Option<Value>,
 }
 
 /// One answer.
@@ -91,6 +98,8 @@ pub struct ChatResponse {
     pub output_tokens: u64,
     /// The answer was cut at `max_tokens`.
     pub truncated: bool,
+    /// The answer as the JSON object the request's `structure` asked for, when it is one.
+    pub structured: Option<Value>,
 }
 
 /// The class of a failure; decides the `error_kind` and whether to retry.
@@ -271,13 +280,22 @@ impl LlmClient {
                     builder = builder.header("x-api-key", key.expose());
                 }
                 builder = builder.header("anthropic-version", "2023-06-01");
-                json!({
+                let mut body = json!({
                     "model": request.model,
                     "max_tokens": request.max_tokens,
                     "temperature": request.temperature,
                     "system": request.system,
                     "messages": [{"role": "user", "content": request.user}],
-                })
+                });
+                if let Some(schema) = &request.structure {
+                    body["tools"] = json!([{
+                        "name": STRUCTURE_NAME,
+                        "description": "Record the answer.",
+                        "input_schema": schema,
+                    }]);
+                    body["tool_choice"] = json!({"type": "tool", "name": STRUCTURE_NAME});
+                }
+                body
             }
         };
         let response = builder
@@ -311,7 +329,7 @@ impl LlmClient {
             {"role": "system", "content": request.system},
             {"role": "user", "content": request.user},
         ]);
-        if self.endpoint.starts_with("https://api.openai.com/") {
+        let mut body = if self.endpoint.starts_with("https://api.openai.com/") {
             json!({
                 "model": request.model,
                 "messages": messages,
@@ -325,32 +343,66 @@ impl LlmClient {
                 "temperature": request.temperature,
                 "stream": false,
             })
+        };
+        if let Some(schema) = &request.structure {
+            body["response_format"] = json!({
+                "type": "json_schema",
+                "json_schema": {"name": STRUCTURE_NAME, "strict": true, "schema": schema},
+            });
         }
+        body
     }
 
     fn read_answer(&self, v: &Value, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let (text, truncated, input, output) = match self.config.provider {
+        let (text, structured, truncated, input, output) = match self.config.provider {
             Provider::OpenAi => {
                 let choice = &v["choices"][0];
+                // A model that declines under a JSON schema says so in `refusal`, with no content.
+                let text = choice["message"]["content"]
+                    .as_str()
+                    .or(choice["message"]["refusal"].as_str())
+                    .map(str::to_owned);
+                // Asked for JSON: an object is the structured answer; anything else is text.
+                let structured = request
+                    .structure
+                    .as_ref()
+                    .and(text.as_deref())
+                    .and_then(|t| serde_json::from_str::<Value>(t.trim()).ok())
+                    .filter(Value::is_object);
                 (
-                    choice["message"]["content"].as_str().map(str::to_owned),
+                    text,
+                    structured,
                     choice["finish_reason"].as_str() == Some("length"),
                     v["usage"]["prompt_tokens"].as_u64(),
                     v["usage"]["completion_tokens"].as_u64(),
                 )
             }
-            Provider::Anthropic => (
-                v["content"].as_array().map(|parts| {
-                    parts
-                        .iter()
-                        .filter(|p| p["type"] == "text")
-                        .filter_map(|p| p["text"].as_str())
-                        .collect::<String>()
-                }),
-                v["stop_reason"].as_str() == Some("max_tokens"),
-                v["usage"]["input_tokens"].as_u64(),
-                v["usage"]["output_tokens"].as_u64(),
-            ),
+            Provider::Anthropic => {
+                let parts = v["content"].as_array();
+                let tool = parts
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["type"] == "tool_use" && p["name"] == STRUCTURE_NAME)
+                    .map(|p| p["input"].clone())
+                    .filter(Value::is_object);
+                let text = parts
+                    .map(|parts| {
+                        parts
+                            .iter()
+                            .filter(|p| p["type"] == "text")
+                            .filter_map(|p| p["text"].as_str())
+                            .collect::<String>()
+                    })
+                    .filter(|t| !t.trim().is_empty())
+                    .or_else(|| tool.as_ref().map(Value::to_string));
+                (
+                    text,
+                    tool,
+                    v["stop_reason"].as_str() == Some("max_tokens"),
+                    v["usage"]["input_tokens"].as_u64(),
+                    v["usage"]["output_tokens"].as_u64(),
+                )
+            }
         };
         let text = text.filter(|t| !t.trim().is_empty()).ok_or_else(|| {
             self.error(
@@ -371,6 +423,7 @@ impl LlmClient {
             output_tokens: output.unwrap_or_else(|| tokens::estimate(&text)),
             text,
             truncated,
+            structured,
         })
     }
 

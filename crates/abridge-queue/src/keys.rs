@@ -76,6 +76,12 @@ impl Keys {
         format!("{}breaker:{name}", self.prefix)
     }
 
+    /// Present while an LLM server is known to refuse structured answers for a model: `what`
+    /// names the server and the model (hashed by the caller: a URL may hold anything).
+    pub fn text_only(&self, what: &str) -> String {
+        format!("{}text-only:{what}", self.prefix)
+    }
+
     /// LLM tokens a tenant's items spent on one UTC day (`YYYYMMDD`).
     pub fn tenant_tokens(&self, tenant: &str, day: &str) -> String {
         format!("{}tokens:{tenant}:{day}", self.prefix)

@@ -914,6 +914,30 @@ impl Queue {
             .context("set a tenant's limits")
     }
 
+    /// Whether a server was found to refuse structured answers for a model (`what`), fleet-wide.
+    pub async fn text_only(&self, what: &str) -> Result<bool> {
+        let mut conn = self.conn("read a server's answer format").await?;
+        let found: bool = redis::cmd("EXISTS")
+            .arg(self.keys.text_only(what))
+            .query_async(&mut conn)
+            .await
+            .context("read a server's answer format")?;
+        Ok(found)
+    }
+
+    /// Remembers for `ttl`, fleet-wide, that a server refuses structured answers for a model.
+    pub async fn set_text_only(&self, what: &str, ttl: Duration) -> Result<()> {
+        let mut conn = self.conn("remember a server's answer format").await?;
+        redis::cmd("SET")
+            .arg(self.keys.text_only(what))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async::<()>(&mut conn)
+            .await
+            .context("remember a server's answer format")
+    }
+
     /// LLM tokens `tenant`'s items have spent on `day` (`YYYYMMDD`, UTC), by this fleet's
     /// count (lost with Redis: the budget is then counted afresh).
     pub async fn tenant_tokens(&self, tenant: &str, day: &str) -> Result<i64> {

@@ -100,6 +100,9 @@ struct Inner {
     failures: VecDeque<Failure>,
     /// Answers served instead of the deterministic one, in order.
     answers: VecDeque<String>,
+    /// Refuse a request that asks for structure (`response_format`), as servers without
+    /// JSON-schema support do.
+    reject_structure: bool,
     /// Failures for given request numbers (1-based, counting every request received).
     nth: std::collections::HashMap<usize, Failure>,
     received: Vec<Received>,
@@ -117,6 +120,7 @@ impl LlmStandin {
             context_tokens: 1_000_000,
             failures: VecDeque::new(),
             answers: VecDeque::new(),
+            reject_structure: false,
             nth: std::collections::HashMap::new(),
             received: Vec::new(),
         }));
@@ -152,6 +156,12 @@ impl LlmStandin {
             .push_back(text.to_owned());
     }
 
+    /// From now on, answer a request for structure (`response_format`) with a 400, as a
+    /// server without JSON-schema support does.
+    pub fn reject_structure(&self) {
+        self.state.lock().unwrap().reject_structure = true;
+    }
+
     /// Fails the `n`-th request this server receives (1-based), whatever it is.
     pub fn fail_nth(&self, n: usize, failure: Failure) {
         self.state.lock().unwrap().nth.insert(n, failure);
@@ -185,6 +195,25 @@ fn prompt_text(body: &Value) -> String {
         text.push('\n');
     }
     text
+}
+
+/// The deterministic answer as the structure abridge asks for: `{tldr, key_points: [{at,
+/// text}]}`.
+fn structured_answer(prompt: &str) -> Value {
+    let text = answer(prompt);
+    let tldr = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("TL;DR:")
+        .trim();
+    let points: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("- ["))
+        .filter_map(|l| l.split_once(']'))
+        .map(|(at, rest)| json!({"at": at, "text": rest.trim()}))
+        .collect();
+    json!({"tldr": tldr, "key_points": points})
 }
 
 /// The deterministic "model": a TL;DR and up to five bullets from the `[mm:ss]` lines given.
@@ -291,7 +320,23 @@ async fn complete(
         };
         return respond(&mut inner, 400, Vec::new(), payload);
     }
-    let text = inner.answers.pop_front().unwrap_or_else(|| answer(&prompt));
+    let wants_json = body["response_format"]["type"] == "json_schema";
+    let wants_tool = body["tool_choice"]["type"] == "tool";
+    if wants_json && inner.reject_structure {
+        let f = Failure::new(
+            provider,
+            400,
+            "response_format json_schema is not supported for this model",
+        );
+        return respond(&mut inner, 400, Vec::new(), f.body);
+    }
+    // A queued answer is said as it is (a model that ignores the structure asked for).
+    let pushed = inner.answers.pop_front();
+    let text = match &pushed {
+        Some(t) => t.clone(),
+        None if wants_json => structured_answer(&prompt).to_string(),
+        None => answer(&prompt),
+    };
     let completion_tokens = text.len().div_ceil(4);
     let payload = match provider {
         Provider::OpenAi => json!({
@@ -299,6 +344,13 @@ async fn complete(
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
+        }),
+        Provider::Anthropic if wants_tool && pushed.is_none() => json!({
+            "id": "msg_standin", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "tool_use", "id": "toolu_standin",
+                         "name": body["tool_choice"]["name"], "input": structured_answer(&prompt)}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
         }),
         Provider::Anthropic => json!({
             "id": "msg_standin", "type": "message", "role": "assistant", "model": model,

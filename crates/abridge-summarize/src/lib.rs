@@ -490,7 +490,13 @@ impl Processor for Summarizer {
             meta["reused_chunks"] = json!(usage.reused_chunks);
             meta["truncated"] = json!(usage.truncated);
             if cache == "miss" {
-                meta["answer"] = json!(if usage.prose { "prose" } else { "structured" });
+                meta["answer"] = json!(if usage.structured {
+                    "json"
+                } else if usage.prose {
+                    "prose"
+                } else {
+                    "text"
+                });
                 meta["stamps_clamped"] = json!(usage.stamps_clamped);
             }
         }

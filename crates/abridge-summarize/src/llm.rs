@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
 use crate::fleet::{self, Breaker, Bucket, Payer};
-use crate::render::{KeyPoint, Summary, parse_answer, read_answer, refusal};
+use crate::render::{KeyPoint, Summary, parse_answer, read_answer, read_structured, refusal};
 use crate::text::{Doc, prompt_lines, stamp};
 
 /// Bumped whenever a prompt changes (the summary cache key).
@@ -41,6 +41,36 @@ pub struct LlmBackend {
     pub budget_max_wait: Duration,
 }
 
+/// How long the fleet remembers that a server refused structured answers for a model (a
+/// server may be upgraded: it is asked again after that).
+const TEXT_ONLY_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// The structure a final answer is asked for in: what [`crate::render::read_structured`]
+/// reads.
+fn summary_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "tldr": {"type": "string", "description": "The TL;DR paragraph."},
+            "key_points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at": {"type": ["string", "null"],
+                               "description": "The [mm:ss] time of the line the point comes from, without brackets; null without times."},
+                        "text": {"type": "string"},
+                    },
+                    "required": ["at", "text"],
+                    "additionalProperties": false,
+                },
+            },
+        },
+        "required": ["tldr", "key_points"],
+        "additionalProperties": false,
+    })
+}
+
 /// What one summary cost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -53,6 +83,8 @@ pub struct Usage {
     /// Chunks at the first map level (1 when the transcript fit one request).
     pub chunks: u64,
     pub truncated: bool,
+    /// The final answer came as the structure asked for (JSON, or Anthropic's tool call).
+    pub structured: bool,
     /// The final answer was prose (no TL;DR label, no bullets) and was read as such.
     pub prose: bool,
     /// Key-point timestamps past the video's end, set to the end.
@@ -220,15 +252,41 @@ impl LlmBackend {
                 if level == 0 {
                     usage.chunks = 1;
                 }
-                let request = ChatRequest {
+                let server = format!("{}|{model}", self.settings.base_url);
+                let server = crate::sha256_hex(&server);
+                // Unknown (Redis away): ask for structure; a refusal costs one request.
+                let text_only = queue.text_only(&server).await.unwrap_or(false);
+                let mut request = ChatRequest {
                     model: model.to_owned(),
                     system: system.clone(),
                     user: final_prompt(doc, length, &body, level > 0),
                     max_tokens: answer_tokens(length),
                     temperature: 0.2,
+                    structure: (!text_only).then(summary_schema),
                 };
-                let response = self.call(queue, &request, &mut usage, payer).await?;
-                if refusal(&response.text, &request.user) {
+                let response = match self.call(queue, &request, &mut usage, payer).await {
+                    // A server that does not take the structure: ask for text, and remember.
+                    Err(e)
+                        if request.structure.is_some()
+                            && e.kind().as_str() == "llm_bad_request" =>
+                    {
+                        tracing::info!(backend = self.name(), model, error = %e.message(),
+                            "the server refused a structured answer; asking this model for text from now on");
+                        if let Err(e) = queue.set_text_only(&server, TEXT_ONLY_FOR).await {
+                            tracing::debug!(error = %e, "cannot remember the answer format");
+                        }
+                        request.structure = None;
+                        self.call(queue, &request, &mut usage, payer).await?
+                    }
+                    other => other?,
+                };
+                // A refusal may come as text, or inside the structure as its TL;DR.
+                let said = response
+                    .structured
+                    .as_ref()
+                    .and_then(|v| v["tldr"].as_str())
+                    .unwrap_or(&response.text);
+                if refusal(said, &request.user) {
                     // Retried once (the processor makes a second refusal permanent).
                     return Err(ItemError::transient(
                         ErrorKind::from_static("llm_refused"),
@@ -240,12 +298,19 @@ impl LlmBackend {
                     ));
                 }
                 let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
-                let Some(answer) = read_answer(&response.text, duration) else {
+                // The structured answer first, the text second.
+                let read = response
+                    .structured
+                    .as_ref()
+                    .and_then(|v| read_structured(v, duration))
+                    .or_else(|| read_answer(&response.text, duration));
+                let Some(answer) = read else {
                     return Err(ItemError::transient(
                         ErrorKind::from_static("llm_bad_response"),
                         format!("{} answered with no words to read", self.name()),
                     ));
                 };
+                usage.structured = response.structured.is_some() && !answer.prose;
                 usage.prose = answer.prose;
                 usage.stamps_clamped = answer.clamped;
                 let (mut tldr, points) = (answer.tldr, answer.points);
@@ -309,6 +374,7 @@ impl LlmBackend {
                     ),
                     max_tokens: MAP_ANSWER_TOKENS,
                     temperature: 0.2,
+                    structure: None,
                 };
                 let response = self.call(queue, &request, &mut usage, payer).await?;
                 let chunk_notes: Vec<(u64, String)> = match parse_answer(&response.text, None) {

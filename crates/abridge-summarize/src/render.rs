@@ -94,6 +94,45 @@ pub fn read_answer(answer: &str, duration_s: Option<u64>) -> Option<Answer> {
     read_labeled(answer, duration_s).or_else(|| read_prose(answer))
 }
 
+/// Reads the structured answer (`{tldr, key_points: [{at, text}]}`); `None` when it holds
+/// neither a TL;DR nor a point, so that the text is read instead.
+pub fn read_structured(v: &serde_json::Value, duration_s: Option<u64>) -> Option<Answer> {
+    let tldr = one_line(v["tldr"].as_str().unwrap_or_default());
+    let end = duration_s.unwrap_or(u64::MAX);
+    let mut clamped = 0;
+    let points: Vec<KeyPoint> = v["key_points"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let text = one_line(p["text"].as_str()?);
+            if text.is_empty() {
+                return None;
+            }
+            let at = p["at"]
+                .as_str()
+                .map(|a| a.trim().trim_matches(|c| c == '[' || c == ']'))
+                .and_then(crate::text::parse_stamp)
+                .map(|at| {
+                    if at > end {
+                        clamped += 1;
+                    }
+                    at.min(end)
+                });
+            Some(KeyPoint { at_s: at, text })
+        })
+        .collect();
+    if tldr.is_empty() && points.is_empty() {
+        return None;
+    }
+    Some(Answer {
+        tldr,
+        points,
+        prose: false,
+        clamped,
+    })
+}
+
 fn read_labeled(answer: &str, duration_s: Option<u64>) -> Option<Answer> {
     let mut tldr: Vec<String> = Vec::new();
     let mut points = Vec::new();

@@ -25,6 +25,7 @@ fn request() -> ChatRequest {
         user: "Transcript:\n[00:05] Hello there.\n[01:10] More things.\n".into(),
         max_tokens: 300,
         temperature: 0.2,
+        structure: None,
     }
 }
 

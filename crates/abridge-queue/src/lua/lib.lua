@@ -37,6 +37,8 @@
 --                             ZSET  owners waiting for the bucket: owner -> ms until then
 --   PREFIX.."tokens:"..tenant..":"..day
 --                             STRING LLM tokens the tenant's items spent that UTC day (INCRBY)
+--   PREFIX.."text-only:"..h   STRING present (a day) while the LLM server and model hashed as h
+--                                   refuse structured answers (set and read outside scripts)
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
 -- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and
 -- PREFIX.."progress" (batch ids whose items changed state, to API processes).

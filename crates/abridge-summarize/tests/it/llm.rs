@@ -373,7 +373,7 @@ async fn prose_is_read_refusals_fail_after_one_retry_and_empty_transcripts_reach
     );
     let (_, items) = s.run_batch("vid_Stamps1\n", options("openai")).await;
     let meta = items[0].result_meta.as_ref().unwrap();
-    assert_eq!(meta["answer"], "structured", "{meta}");
+    assert_eq!(meta["answer"], "text", "{meta}");
     assert_eq!(meta["stamps_clamped"], 1, "{meta}");
     assert!(
         !items[0].summary.as_deref().unwrap().contains("9:59:00"),
@@ -393,4 +393,67 @@ async fn prose_is_read_refusals_fail_after_one_retry_and_empty_transcripts_reach
     assert_eq!(items[0].error_kind.as_deref(), Some("transcript_too_short"));
     assert_eq!(items[0].attempts, 1, "permanent");
     assert_eq!(s.openai.requests(), before, "nothing was sent to the model");
+}
+
+/// Structure is asked for where the server takes it (OpenAI's `response_format` with a JSON
+/// schema, Anthropic's forced tool call) and read first; a server that refuses it is asked for
+/// text, once for every later item of that model too.
+#[tokio::test]
+async fn a_structured_answer_is_asked_for_and_a_server_without_it_gets_text() {
+    let s = Setup::new(
+        vec![
+            normal_video("vid_Json001", "Structured"),
+            normal_video("vid_Json002", "Structured too"),
+            normal_video("vid_Text001", "Text only"),
+            normal_video("vid_Text002", "Text only too"),
+        ],
+        &[],
+    )
+    .await;
+    let (_, items) = s.run_batch("vid_Json001\n", options("openai")).await;
+    assert_shape(
+        items[0].summary.as_deref().unwrap(),
+        "vid_Json001",
+        "Structured",
+    );
+    assert_eq!(items[0].result_meta.as_ref().unwrap()["answer"], "json");
+    let sent = &s.openai.received()[0].body;
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+    assert_eq!(sent["response_format"]["json_schema"]["strict"], true);
+
+    let (_, items) = s.run_batch("vid_Json002\n", options("anthropic")).await;
+    assert_shape(
+        items[0].summary.as_deref().unwrap(),
+        "vid_Json002",
+        "Structured too",
+    );
+    assert_eq!(items[0].result_meta.as_ref().unwrap()["answer"], "json");
+    let sent = &s.anthropic.received()[0].body;
+    assert_eq!(sent["tool_choice"]["type"], "tool", "{sent}");
+    assert_eq!(sent["tools"][0]["name"], sent["tool_choice"]["name"]);
+
+    // A server without JSON-schema support: a 400, then text; no attempt is lost.
+    s.openai.reject_structure();
+    let before = s.openai.requests();
+    // (One item, then the next: two at once could both ask before either heard the answer.)
+    for video in ["vid_Text001", "vid_Text002"] {
+        let (batch, items) = s.run_batch(&format!("{video}\n"), options("openai")).await;
+        assert_eq!(batch.counts.succeeded, 1, "{items:?}");
+        assert_eq!(items[0].attempts, 1);
+        assert_eq!(items[0].result_meta.as_ref().unwrap()["answer"], "text");
+    }
+    let sent: Vec<bool> = s.openai.received()[before..]
+        .iter()
+        .map(|r| r.body.get("response_format").is_some())
+        .collect();
+    assert_eq!(
+        sent.iter().filter(|asked| **asked).count(),
+        1,
+        "asked for structure once, then remembered: {sent:?}"
+    );
+    assert_eq!(
+        sent.len(),
+        3,
+        "one refused request, two text ones: {sent:?}"
+    );
 }
