@@ -88,6 +88,21 @@ pub struct Answer {
     pub clamped: u32,
 }
 
+impl Answer {
+    /// An answer read from a structure or labels: `None` with neither a TL;DR nor a point.
+    fn read(tldr: String, points: Vec<KeyPoint>, clamped: u32) -> Option<Self> {
+        if tldr.is_empty() && points.is_empty() {
+            return None;
+        }
+        Some(Self {
+            tldr,
+            points,
+            prose: false,
+            clamped,
+        })
+    }
+}
+
 /// Reads a final answer: the labelled format first, else the prose of any readable answer. A
 /// refusal or a non-answer (see [`refusal`]) is not an answer; `None` for nothing readable.
 pub fn read_answer(answer: &str, duration_s: Option<u64>) -> Option<Answer> {
@@ -122,15 +137,7 @@ pub fn read_structured(v: &serde_json::Value, duration_s: Option<u64>) -> Option
             Some(KeyPoint { at_s: at, text })
         })
         .collect();
-    if tldr.is_empty() && points.is_empty() {
-        return None;
-    }
-    Some(Answer {
-        tldr,
-        points,
-        prose: false,
-        clamped,
-    })
+    Answer::read(tldr, points, clamped)
 }
 
 fn read_labeled(answer: &str, duration_s: Option<u64>) -> Option<Answer> {
@@ -187,15 +194,7 @@ fn read_labeled(answer: &str, duration_s: Option<u64>) -> Option<Answer> {
         }
     }
     let tldr = tldr.join(" ").trim().to_owned();
-    if tldr.is_empty() && points.is_empty() {
-        return None;
-    }
-    Some(Answer {
-        tldr,
-        points,
-        prose: false,
-        clamped,
-    })
+    Answer::read(tldr, points, clamped)
 }
 
 /// Longest TL;DR taken from prose, in characters (cut at a sentence's end within it).

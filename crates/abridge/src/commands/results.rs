@@ -111,13 +111,7 @@ impl Results {
                 let parts = export::parts(store.clone(), view.clone(), true);
                 export::write_dir(parts, dir).await
             }
-            Self::Remote(client) => {
-                let zip = client
-                    .export(view.id)
-                    .await
-                    .with_context(|| format!("download batch {} through the api", view.id))?;
-                export::unzip(zip, dir).await
-            }
+            Self::Remote(client) => export::unzip(download(client, view.id).await?, dir).await,
         }
     }
 
@@ -130,17 +124,19 @@ impl Results {
                 let parts = export::parts(store.clone(), view.clone(), true);
                 export::write_zip(parts, out).await
             }
-            Self::Remote(client) => {
-                let zip = client
-                    .export(view.id)
-                    .await
-                    .with_context(|| format!("download batch {} through the api", view.id))?;
-                tokio::fs::write(file, zip)
-                    .await
-                    .with_context(|| format!("write {}", file.display()))
-            }
+            Self::Remote(client) => tokio::fs::write(file, download(client, view.id).await?)
+                .await
+                .with_context(|| format!("write {}", file.display())),
         }
     }
+}
+
+/// The batch's ZIP, through the API.
+async fn download(client: &ApiClient, id: BatchId) -> anyhow::Result<Vec<u8>> {
+    client
+        .export(id)
+        .await
+        .with_context(|| format!("download batch {id} through the api"))
 }
 
 pub async fn items(settings: &Settings, args: ItemsArgs) -> anyhow::Result<ExitCode> {
