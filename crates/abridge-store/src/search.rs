@@ -14,15 +14,39 @@ use crate::batches::{ItemRow, ItemView};
 use crate::{Context, Result, Store};
 
 /// The join that keeps only current entries, and the match; `$1` is the query text, `$2` the
-/// tenant (NULL: every batch).
+/// tenant. A tenant's query names its tenant plainly (no `$2 IS NULL OR`), so that its plan can
+/// start from the tenant's own entries and cost what the tenant's own items cost.
 macro_rules! found {
-    () => {
-        "FROM item_search s
-         JOIN items i ON i.id = s.item_id AND i.finished_at = s.finished_at
-         JOIN batches b ON b.id = s.batch_id
-         WHERE s.doc @@ websearch_to_tsquery('simple', $1)
-           AND ($2::text IS NULL OR s.tenant = $2)
-           AND i.status IN ('succeeded', 'failed', 'cancelled')"
+    (tenant) => {
+        found!("s.tenant = $2")
+    };
+    (any) => {
+        found!("$2::text IS NULL")
+    };
+    ($owner:literal) => {
+        concat!(
+            "FROM item_search s
+             JOIN items i ON i.id = s.item_id AND i.finished_at = s.finished_at
+             JOIN batches b ON b.id = s.batch_id
+             WHERE s.doc @@ websearch_to_tsquery('simple', $1)
+               AND ",
+            $owner,
+            " AND i.status IN ('succeeded', 'failed', 'cancelled')"
+        )
+    };
+}
+
+/// The same statement for a tenant (`$2` its name) or for every batch (`$2` NULL).
+macro_rules! owned {
+    ($tenant:expr, $($part:tt)*) => {
+        if $tenant.is_some() {
+            owned!(@ tenant, $($part)*)
+        } else {
+            owned!(@ any, $($part)*)
+        }
+    };
+    (@ $who:ident, $head:literal, found, $tail:literal) => {
+        concat!($head, found!($who), $tail)
     };
 }
 
@@ -105,11 +129,12 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<SearchHit>> {
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query(owned!(
+            tenant,
             "SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.status,
                     i.attempts, i.error_kind, i.error_message, i.summary, i.result_meta,
                     i.worker_id, i.queued_at, i.started_at, i.finished_at, b.name AS batch_name ",
-            found!(),
+            found,
             " AND ($3::text IS NULL OR i.status = $3)
               AND ($4::bigint IS NULL OR i.id < $4)
              ORDER BY i.id DESC
@@ -156,11 +181,13 @@ impl Store {
     /// What a bulk action on `query`'s items would touch.
     pub async fn search_counts(&self, tenant: Option<&str>, query: &str) -> Result<SearchCounts> {
         use sqlx::Row as _;
-        let row = sqlx::query(concat!(
+        let row = sqlx::query(owned!(
+            tenant,
             "SELECT count(*) FILTER (WHERE i.status = 'failed') AS failed,
                     count(DISTINCT i.batch_id) FILTER (WHERE b.status IN ('pending', 'running'))
                         AS open_batches ",
-            found!()
+            found,
+            ""
         ))
         .bind(query)
         .bind(tenant)
@@ -181,9 +208,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(BatchId, abridge_core::ItemId)>> {
         use sqlx::Row as _;
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query(owned!(
+            tenant,
             "SELECT i.batch_id, i.id ",
-            found!(),
+            found,
             " AND i.status = 'failed' ORDER BY i.id LIMIT $3"
         ))
         .bind(query)
@@ -210,9 +238,10 @@ impl Store {
         query: &str,
     ) -> Result<Vec<BatchId>> {
         use sqlx::Row as _;
-        let rows = sqlx::query(concat!(
+        let rows = sqlx::query(owned!(
+            tenant,
             "SELECT DISTINCT i.batch_id ",
-            found!(),
+            found,
             " AND b.status IN ('pending', 'running')"
         ))
         .bind(query)
