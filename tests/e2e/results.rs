@@ -232,9 +232,14 @@ async fn up_keeps_its_data_and_hands_each_finished_batch_over_in_a_folder() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(std::fs::read(&zip).unwrap().starts_with(b"PK\x03\x04"));
-    // Exporting again into the same folder replaces it.
+    // Exporting again into the same folder replaces it; not once a person put a file there.
     let (code, _, err) = remote(&["export", &id, "--out", via_api.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    std::fs::write(via_api.join("my-notes.txt"), "mine").unwrap();
+    let (code, _, err) = remote(&["export", &id, "--out", via_api.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("already holds other files"), "{err}");
+    assert_eq!(read(&via_api.join("my-notes.txt")), "mine");
 
     // Each names what was wrong.
     let (code, _, err) = run_with(&local, &["show", &id, "3"], None);
@@ -351,4 +356,70 @@ async fn a_cancelled_batch_exits_2_and_enqueue_wait_hands_over_too() {
     assert!(up.logs().contains(&format!("batch {id} was cancelled")));
     let batch: serde_json::Value = serde_json::from_str(&read(&folder.join("batch.json"))).unwrap();
     assert_eq!(batch["batch"]["status"], "cancelled");
+}
+
+/// A data directory left by a SIGKILLed `up` starts again: Postgres recovers its log, the
+/// batches are still there.
+#[tokio::test]
+async fn up_starts_again_on_the_data_a_killed_up_left() {
+    let data = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("one.txt"),
+        line("kkkkkkkkkk1", "Kept", "Hello there. More words."),
+    )
+    .unwrap();
+    let up_vars = vars(&[
+        ("ABRIDGE_SHUTDOWN_GRACE_MS", "1000"),
+        ("ABRIDGE_SUMMARIZER", "noop"),
+        ("ABRIDGE_DRILLS", "1"),
+    ]);
+    let data_dir = data.path().to_str().unwrap();
+    let file = cwd.path().join("one.txt");
+    let out = cwd.path().join("out");
+    let args = [
+        "up",
+        "--workers",
+        "1",
+        "--data-dir",
+        data_dir,
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        out.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ];
+    let mut first = Proc::spawn("up", &bin(), &args, &up_vars);
+    wait_for(Duration::from_secs(60), "the batch handed over", || {
+        let logs = first.logs();
+        async move { logs.contains("results: ") }
+    })
+    .await;
+    let id = word_after(&first.logs(), "enqueued batch ")
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(10));
+
+    let again = Proc::spawn("up-again", &bin(), &args[..7], &up_vars);
+    wait_for(Duration::from_secs(60), "the second up to serve", || {
+        let logs = again.logs();
+        async move { logs.contains("#token=") || logs.contains("error") }
+    })
+    .await;
+    let logs = again.logs();
+    let local = vars(&[
+        (
+            "ABRIDGE_DATABASE_URL",
+            word_after(&logs, "ABRIDGE_DATABASE_URL=").unwrap_or_else(|| panic!("{logs}")),
+        ),
+        (
+            "ABRIDGE_REDIS_URL",
+            word_after(&logs, "ABRIDGE_REDIS_URL=").unwrap(),
+        ),
+    ]);
+    let (code, out, err) = run_with(&local, &["items", &id], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("kkkkkkkkkk1  succeeded"), "{out}");
 }

@@ -236,6 +236,14 @@ pub fn json_body<T>(
 ) -> Result<T, ApiError> {
     use axum::extract::rejection::JsonRejection;
     body.map(|axum::Json(v)| v).map_err(|e| match e {
+        JsonRejection::BytesRejection(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::TooLarge {
+                code: "body_too_large",
+                message: format!("the request body is too large: {}", e.body_text()),
+            }
+        }
         JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
             "malformed_json",
             format!("request body is not valid JSON: {e}"),

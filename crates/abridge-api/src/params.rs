@@ -137,6 +137,39 @@ impl<'de> Deserialize<'de> for SearchText {
     }
 }
 
+impl SearchText {
+    /// The text for `websearch_to_tsquery`, with a word that is a video id quoted: an id may
+    /// start with `-`, which would otherwise mean "without".
+    pub fn terms(&self) -> String {
+        self.0
+            .split_whitespace()
+            .map(|w| {
+                if abridge_core::VideoId::parse(w).is_ok() && w.len() == 11 {
+                    format!("\"{w}\"")
+                } else {
+                    w.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Refuses a search with nothing to match (only `-word`s): a bulk action on it would take
+    /// everything else.
+    pub fn require_a_match(&self) -> Result<(), ApiError> {
+        let positive = self.0.split_whitespace().any(|w| {
+            !w.starts_with('-') || w.len() == 11 && abridge_core::VideoId::parse(w).is_ok()
+        });
+        if positive {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(
+                "q: a bulk action needs a word to match, not only words to leave out",
+            ))
+        }
+    }
+}
+
 impl PartialSchema for SearchText {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()

@@ -104,11 +104,12 @@ pub async fn search_items(
     let PageSize(limit) = query.limit.unwrap_or_default();
     let before = query.cursor.map(|c| c.0.0);
     let tenant = caller.tenant();
+    let terms = query.q.terms();
     let (mut hits, counts) = futures::try_join!(
         state
             .store
-            .search_items(tenant, &query.q.0, query.status, before, limit + 1),
-        state.store.search_counts(tenant, &query.q.0),
+            .search_items(tenant, &terms, query.status, before, limit + 1),
+        state.store.search_counts(tenant, &terms),
     )?;
     let next_cursor = if hits.len() as i64 > limit {
         hits.truncate(limit as usize);
@@ -145,6 +146,7 @@ pub struct BulkDone {
     params(BulkQuery),
     responses(
         (status = 200, description = "Every failed item the search finds is queued again (attempts reset), at most 10,000 per call", body = BulkDone),
+        (status = 422, description = "The search has no word to match, only words to leave out (`invalid_request`)", body = crate::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -153,10 +155,11 @@ pub async fn retry_found(
     caller: Caller,
     Query(query): Query<BulkQuery>,
 ) -> Result<Json<BulkDone>, ApiError> {
+    query.q.require_a_match()?;
     let tenant = caller.tenant();
     let found = state
         .store
-        .search_failed(tenant, &query.q.0, MAX_BULK + 1)
+        .search_failed(tenant, &query.q.terms(), MAX_BULK + 1)
         .await?;
     let mut left = found.len().saturating_sub(MAX_BULK as usize);
     let mut done = 0;
@@ -179,6 +182,7 @@ pub async fn retry_found(
     params(BulkQuery),
     responses(
         (status = 200, description = "Every open batch holding an item the search finds is cancelled", body = BulkDone),
+        (status = 422, description = "The search has no word to match, only words to leave out (`invalid_request`)", body = crate::error::ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -187,9 +191,10 @@ pub async fn cancel_found(
     caller: Caller,
     Query(query): Query<BulkQuery>,
 ) -> Result<Json<BulkDone>, ApiError> {
+    query.q.require_a_match()?;
     let batches = state
         .store
-        .search_open_batches(caller.tenant(), &query.q.0)
+        .search_open_batches(caller.tenant(), &query.q.terms())
         .await?;
     let (mut done, mut left) = (0, 0);
     for batch in batches {

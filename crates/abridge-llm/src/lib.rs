@@ -57,6 +57,18 @@ impl fmt::Display for Provider {
     }
 }
 
+/// `text` without a markdown code fence around it (```json ... ```), trimmed.
+pub fn unfence(text: &str) -> &str {
+    let t = text.trim();
+    match t.strip_prefix("```") {
+        Some(rest) => {
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+            rest.strip_suffix("```").unwrap_or(rest).trim()
+        }
+        None => t,
+    }
+}
+
 /// The name of the structured answer (OpenAI's schema name, Anthropic's tool).
 const STRUCTURE_NAME: &str = "summary";
 
@@ -100,6 +112,8 @@ pub struct ChatResponse {
     pub truncated: bool,
     /// The answer as the JSON object the request's `structure` asked for, when it is one.
     pub structured: Option<Value>,
+    /// The provider said the model declined (OpenAI's `refusal`, Anthropic's `refusal` stop).
+    pub refused: bool,
 }
 
 /// The class of a failure; decides the `error_kind` and whether to retry.
@@ -354,24 +368,27 @@ impl LlmClient {
     }
 
     fn read_answer(&self, v: &Value, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let (text, structured, truncated, input, output) = match self.config.provider {
+        let (text, structured, refused, truncated, input, output) = match self.config.provider {
             Provider::OpenAi => {
                 let choice = &v["choices"][0];
                 // A model that declines under a JSON schema says so in `refusal`, with no content.
+                let refusal = choice["message"]["refusal"].as_str();
                 let text = choice["message"]["content"]
                     .as_str()
-                    .or(choice["message"]["refusal"].as_str())
+                    .or(refusal)
                     .map(str::to_owned);
-                // Asked for JSON: an object is the structured answer; anything else is text.
+                // Asked for JSON: an object (fenced as markdown code, too) is the structured
+                // answer; anything else is text.
                 let structured = request
                     .structure
                     .as_ref()
                     .and(text.as_deref())
-                    .and_then(|t| serde_json::from_str::<Value>(t.trim()).ok())
+                    .and_then(|t| serde_json::from_str::<Value>(unfence(t)).ok())
                     .filter(Value::is_object);
                 (
                     text,
                     structured,
+                    refusal.is_some_and(|r| !r.trim().is_empty()),
                     choice["finish_reason"].as_str() == Some("length"),
                     v["usage"]["prompt_tokens"].as_u64(),
                     v["usage"]["completion_tokens"].as_u64(),
@@ -398,6 +415,7 @@ impl LlmClient {
                 (
                     text,
                     tool,
+                    v["stop_reason"].as_str() == Some("refusal"),
                     v["stop_reason"].as_str() == Some("max_tokens"),
                     v["usage"]["input_tokens"].as_u64(),
                     v["usage"]["output_tokens"].as_u64(),
@@ -424,6 +442,7 @@ impl LlmClient {
             text,
             truncated,
             structured,
+            refused,
         })
     }
 

@@ -52,7 +52,7 @@ impl LocalPostgres {
         }
         let data = dir.path().join("data");
         if data.join("PG_VERSION").exists() {
-            remove_stale_pid_file(&data)?;
+            wait_for_old_server(&data)?;
         } else {
             // No cluster, or one whose initdb was cut short: make it (again).
             if data.exists() {
@@ -229,47 +229,60 @@ fn initdb_at(
     Ok(())
 }
 
-/// Removes the lock file a killed server left behind. Postgres removes one whose process is
-/// gone by itself, but not one whose pid a process of another user now has. A postgres that
-/// still runs on this cluster (one killed a moment ago may take that moment to go) is waited
-/// for a few seconds, then an error.
-fn remove_stale_pid_file(data: &Path) -> anyhow::Result<()> {
+/// Makes way for a start after a crash. The postgres a killed `up` left on this cluster (its
+/// postmaster, then its backends) may take a moment to go: wait for every live process
+/// working in the data directory to be gone (a few seconds at most, else an error). Then a
+/// lock file whose pid still exists can only name a dead postmaster not yet reaped (a
+/// zombie, which Postgres would take for a live one): with no process left on the cluster,
+/// it is stale, and goes. Any other lock file is left to Postgres, which checks it better.
+fn wait_for_old_server(data: &Path) -> anyhow::Result<()> {
     let file = data.join("postmaster.pid");
     let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(());
     };
-    if let Some(pid) = text
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let users = working_in(data);
+        if users.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "postgres processes (pids {users:?}) still run on {}; stop them first",
+                data.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = text
         .lines()
         .next()
-        .and_then(|l| l.trim().parse::<u32>().ok())
-    {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while postgres_runs(pid) {
-            if Instant::now() > deadline {
-                bail!(
-                    "a postgres (pid {pid}) still runs on {}; stop it first",
-                    data.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        .and_then(|l| l.trim().parse::<u32>().ok());
+    if pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        std::fs::remove_file(&file).with_context(|| format!("remove {}", file.display()))?;
     }
-    std::fs::remove_file(&file).with_context(|| format!("remove {}", file.display()))
+    Ok(())
 }
 
-/// Whether `pid` is a live (not zombie) postgres process.
-fn postgres_runs(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+/// Live (not zombie) processes whose working directory is `data`: a postgres of this cluster.
+fn working_in(data: &Path) -> Vec<u32> {
+    let Ok(data) = std::fs::canonicalize(data) else {
+        return Vec::new();
     };
-    // "pid (comm) state ...": the name may hold spaces, so read around its parentheses.
-    let name = stat
-        .split_once('(')
-        .and_then(|(_, rest)| rest.rsplit_once(')'));
-    match name {
-        Some((comm, rest)) => comm == "postgres" && !rest.trim_start().starts_with('Z'),
-        None => false,
-    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == data)
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                })
+        })
+        .collect()
 }
 
 /// Postgres runs as the `postgres` user when we are root: it must be able to walk down to

@@ -7,6 +7,10 @@
 //! after it finished, and the workers' writes pay nothing for search. An entry counts only
 //! while its `finished_at` is the item's (a retried item's old entry is ignored until the
 //! indexer replaces it).
+//!
+//! Searches are not prepared statements (`persistent(false)`): a generic plan cannot tell how
+//! many entries are the caller's, and might read other tenants' entries for a common word; a
+//! plan made for the values starts from the tenant's own.
 
 use abridge_core::{BatchId, ItemStatus};
 
@@ -82,20 +86,27 @@ impl Store {
         if !locked {
             return Ok(0);
         }
+        // The horizon first, in a statement of its own: the copy's snapshot, taken after it,
+        // then sees every transaction that had started before the horizon and has committed.
+        let horizon: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT least(clock_timestamp(), min(xact_start)) FROM pg_stat_activity
+             WHERE datname = current_database() AND backend_type = 'client backend'
+               AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+        )
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .context("find the search indexer's horizon")?;
         let done: (i64,) = sqlx::query_as(
             "WITH cursor AS (SELECT at, item_id FROM search_cursor),
-                  horizon AS (
-                      SELECT least(now(), min(xact_start)) AS at FROM pg_stat_activity
-                      WHERE datname = current_database() AND backend_type = 'client backend'
-                        AND pid <> pg_backend_pid() AND xact_start IS NOT NULL),
                   taken AS (
                       SELECT i.id, i.batch_id, b.tenant, i.finished_at,
                              to_tsvector('simple', coalesce(i.title, '') || ' ' || coalesce(i.summary, '')
                                  || ' ' || coalesce(i.error_kind, '') || ' ' || i.video_id) AS doc
-                      FROM items i JOIN batches b ON b.id = i.batch_id, cursor c, horizon h
+                      FROM items i JOIN batches b ON b.id = i.batch_id, cursor c
                       WHERE i.finished_at IS NOT NULL
                         AND (i.finished_at, i.id) > (c.at, c.item_id)
-                        AND i.finished_at < coalesce(h.at, now())
+                        AND i.finished_at < coalesce($2, clock_timestamp())
                       ORDER BY i.finished_at, i.id
                       LIMIT $1),
                   written AS (
@@ -112,6 +123,7 @@ impl Store {
              SELECT (SELECT count(*) FROM written) + 0 * (SELECT count(*) FROM moved)",
         )
         .bind(limit)
+        .bind(horizon)
         .fetch_one(&mut *tx)
         .await
         .context("index finished items for search")?;
@@ -140,6 +152,7 @@ impl Store {
              ORDER BY i.id DESC
              LIMIT $5"
         ))
+        .persistent(false)
         .bind(query)
         .bind(tenant)
         .bind(status.map(|s| s.as_str()))
@@ -189,6 +202,7 @@ impl Store {
             found,
             ""
         ))
+        .persistent(false)
         .bind(query)
         .bind(tenant)
         .fetch_one(&self.pool)
@@ -214,6 +228,7 @@ impl Store {
             found,
             " AND i.status = 'failed' ORDER BY i.id LIMIT $3"
         ))
+        .persistent(false)
         .bind(query)
         .bind(tenant)
         .bind(limit)
@@ -244,6 +259,7 @@ impl Store {
             found,
             " AND b.status IN ('pending', 'running')"
         ))
+        .persistent(false)
         .bind(query)
         .bind(tenant)
         .fetch_all(&self.pool)

@@ -264,19 +264,20 @@ impl LlmBackend {
                     temperature: 0.2,
                     structure: (!text_only).then(summary_schema),
                 };
+                let asked_structure = request.structure.is_some();
                 let response = match self.call(queue, &request, &mut usage, payer).await {
-                    // A server that does not take the structure: ask for text, and remember.
-                    Err(e)
-                        if request.structure.is_some()
-                            && e.kind().as_str() == "llm_bad_request" =>
-                    {
+                    // A server that does not take the structure: ask for text; if that is
+                    // answered, remember it (a 400 for this transcript alone is not the
+                    // server's verdict on structure).
+                    Err(e) if asked_structure && e.kind().as_str() == "llm_bad_request" => {
+                        request.structure = None;
+                        let answered = self.call(queue, &request, &mut usage, payer).await?;
                         tracing::info!(backend = self.name(), model, error = %e.message(),
                             "the server refused a structured answer; asking this model for text from now on");
                         if let Err(e) = queue.set_text_only(&server, TEXT_ONLY_FOR).await {
                             tracing::debug!(error = %e, "cannot remember the answer format");
                         }
-                        request.structure = None;
-                        self.call(queue, &request, &mut usage, payer).await?
+                        answered
                     }
                     other => other?,
                 };
@@ -286,7 +287,10 @@ impl LlmBackend {
                     .as_ref()
                     .and_then(|v| v["tldr"].as_str())
                     .unwrap_or(&response.text);
-                if refusal(said, &request.user) {
+                // (The echo check compares with the instructions, not the transcript a summary
+                // may quote.)
+                let instructions = final_prompt(doc, length, "", level > 0);
+                if response.refused || refusal(said, &instructions) {
                     // Retried once (the processor makes a second refusal permanent).
                     return Err(ItemError::transient(
                         ErrorKind::from_static("llm_refused"),
@@ -298,12 +302,16 @@ impl LlmBackend {
                     ));
                 }
                 let duration = doc.segments.last().map(|s| (s.start_ms + s.dur_ms) / 1000);
-                // The structured answer first, the text second.
-                let read = response
-                    .structured
-                    .as_ref()
-                    .and_then(|v| read_structured(v, duration))
-                    .or_else(|| read_answer(&response.text, duration));
+                // The structured answer first, the text second; JSON that was asked for and
+                // cannot be read (cut short, malformed) is not prose to keep.
+                let broken_json = request.structure.is_some()
+                    && response.structured.is_none()
+                    && abridge_llm::unfence(&response.text).starts_with('{');
+                let read = match &response.structured {
+                    Some(v) => read_structured(v, duration),
+                    None if broken_json => None,
+                    None => read_answer(&response.text, duration),
+                };
                 let Some(answer) = read else {
                     return Err(ItemError::transient(
                         ErrorKind::from_static("llm_bad_response"),

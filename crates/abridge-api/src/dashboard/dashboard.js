@@ -859,9 +859,20 @@ function takeTokenFromFragment() {
   const given = new URLSearchParams(location.hash.slice(1)).get("token");
   if (!given) return false;
   history.replaceState(null, "", location.pathname + location.search);
-  if (!given.trim()) return false;
+  const next = given.trim();
+  if (!next || next === token) return false;
+  // A link must not swap the identity this browser uses without asking: batches pasted
+  // afterwards would go to whoever made the link.
+  if (token && !confirm("This link signs in with another token. Use it instead of the one this browser holds?")) {
+    return false;
+  }
   clearTimeout(timer);
-  token = given.trim();
+  stopStreams();
+  listPage = null;
+  tenantsListed = false;
+  $("batches").tBodies[0].replaceChildren();
+  $("found").tBodies[0].replaceChildren();
+  token = next;
   localStorage.setItem(TOKEN_KEY, token);
   return true;
 }

@@ -119,10 +119,14 @@ async fn a_tenant_finds_its_own_items_and_acts_on_what_it_found() {
         .await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["done"], 2, "{r}");
-    let zoo = app
-        .wait_finished(&acme, done, Duration::from_secs(20))
-        .await;
-    assert_eq!(zoo["counts"]["succeeded"], 3, "{zoo}");
+    // (Each item is requeued on its own, so the batch may complete in between: wait for all.)
+    until(
+        Duration::from_secs(20),
+        "both retried items to succeed",
+        async || app.get(&acme, &format!("/v1/batches/{done}")).await.1,
+        |zoo| zoo["counts"]["succeeded"] == 3 && zoo["status"] == "completed",
+    )
+    .await;
 
     // Bulk cancel takes the open batch holding a found item, and only it.
     let (_, by_id) = search(acme.clone(), "s0000000004").await;
@@ -145,6 +149,30 @@ async fn a_tenant_finds_its_own_items_and_acts_on_what_it_found() {
     assert_eq!(v["status"], "cancelled");
     let (_, theirs_now) = app.get(&other, &format!("/v1/batches/{theirs}")).await;
     assert_eq!(theirs_now["status"], "completed");
+
+    // A video id may start with `-`, which a web search reads as "without": it is found as
+    // itself. A bulk action on a search of only words to leave out is refused.
+    let dash = app
+        .create(
+            &acme,
+            json!({"items": [{"url": "-d000000001", "transcript": "fine"}]}),
+        )
+        .await;
+    app.wait_finished(&acme, dash, Duration::from_secs(20))
+        .await;
+    let found = until(
+        Duration::from_secs(20),
+        "the dashed id found",
+        async || search(acme.clone(), "-d000000001").await.1,
+        |f| f["items"].as_array().is_some_and(|i| !i.is_empty()),
+    )
+    .await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["items"][0]["video_id"], "-d000000001");
+    let (status, refused) = app
+        .post(&acme, "/v1/items/retry?q=-walrus", json!({}))
+        .await;
+    assert_eq!(status, 422, "{refused}");
 
     // A query that is not text gets a clear 400.
     let (status, bad) = app.get(&acme, "/v1/items?q=").await;

@@ -282,7 +282,8 @@ fn exit_code(batch: &BatchStatusView, folder: &Path) -> ExitCode {
 /// Writes the batch's files into `out`, or into `./abridge-summaries/<name or id>` (then
 /// `<name>-<id prefix>` if that holds another batch), and returns the folder. The files are
 /// written beside it and moved in whole; a folder that holds an earlier export of the same
-/// batch is replaced, and any other non-empty folder is left alone (an error for `out`).
+/// batch and nothing else is replaced, and any other non-empty folder is left alone (an error
+/// for `out`).
 pub async fn write_folder(
     results: &Results,
     batch: &BatchStatusView,
@@ -327,16 +328,37 @@ pub async fn write_folder(
         .tempdir_in(&parent)
         .with_context(|| format!("make a folder in {}", parent.display()))?;
     results.write_dir(batch, staging.path()).await?;
-    if target.exists() {
-        std::fs::remove_dir_all(&target)
+    // Looked at again now that the files are ready: the folder may have changed meanwhile.
+    // The old export goes aside first, then the new one in (never half old, half new); the
+    // old one is deleted (with `aside`) only once the new one is in place.
+    let aside = if target.exists() {
+        anyhow::ensure!(
+            free_for(&target, batch.id),
+            "{} now holds other files; the results are not written",
+            target.display()
+        );
+        let aside = tempfile::Builder::new()
+            .prefix(".abridge-replaced-")
+            .tempdir_in(&parent)?;
+        std::fs::rename(&target, aside.path().join("old"))
             .with_context(|| format!("replace {}", target.display()))?;
-    }
+        Some(aside)
+    } else {
+        None
+    };
     let staged = staging.keep();
-    std::fs::rename(&staged, &target).with_context(|| format!("move into {}", target.display()))?;
+    if let Err(e) = std::fs::rename(&staged, &target) {
+        if let Some(aside) = &aside {
+            let _ = std::fs::rename(aside.path().join("old"), &target);
+        }
+        return Err(e).with_context(|| format!("move into {}", target.display()));
+    }
+    drop(aside);
     Ok(target)
 }
 
-/// Whether `dir` may take `id`'s files: absent, empty, or an earlier export of `id`.
+/// Whether `dir` may take `id`'s files: absent, empty, or an earlier export of `id` holding
+/// nothing else (files a person added to it are never deleted).
 fn free_for(dir: &Path, id: BatchId) -> bool {
     let Ok(mut entries) = std::fs::read_dir(dir) else {
         return !dir.exists();
@@ -344,10 +366,31 @@ fn free_for(dir: &Path, id: BatchId) -> bool {
     if entries.next().is_none() {
         return true;
     }
-    std::fs::read(dir.join("batch.json"))
+    let ours = std::fs::read(dir.join("batch.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .is_some_and(|v| v["batch"]["id"] == id.to_string())
+        .is_some_and(|v| v["batch"]["id"] == id.to_string());
+    ours && only_export_files(dir)
+}
+
+/// Whether `dir` holds only what an export writes: `batch.json`, `index.csv` and
+/// `summaries/*.md`.
+fn only_export_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        let name = e.file_name();
+        match name.to_str() {
+            Some("batch.json" | "index.csv") => e.path().is_file(),
+            Some("summaries") => std::fs::read_dir(e.path()).is_ok_and(|files| {
+                files
+                    .flatten()
+                    .all(|f| f.path().is_file() && f.path().extension().is_some_and(|x| x == "md"))
+            }),
+            _ => false,
+        }
+    })
 }
 
 /// One line of hostile text made safe for a terminal: control characters (escape sequences,
