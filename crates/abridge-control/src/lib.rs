@@ -399,9 +399,9 @@ pub async fn pause(
     queue_name: &str,
     by: &str,
 ) -> Result<PauseState, ControlError> {
-    let since = store.pause_queue(queue_name, by).await?;
-    queue.set_paused(true).await?;
-    Ok(PauseState::new(queue_name, Some(since)))
+    let row = store.pause_queue(queue_name, by).await?;
+    queue.set_paused(true, row.generation).await?;
+    Ok(PauseState::new(queue_name, row.paused_at))
 }
 
 /// Resumes a paused queue (a running one: no change) and wakes the workers.
@@ -410,9 +410,9 @@ pub async fn resume(
     queue: &Queue,
     queue_name: &str,
 ) -> Result<PauseState, ControlError> {
-    store.resume_queue(queue_name).await?;
-    queue.set_paused(false).await?;
-    Ok(PauseState::new(queue_name, None))
+    let row = store.resume_queue(queue_name).await?;
+    queue.set_paused(false, row.generation).await?;
+    Ok(PauseState::new(queue_name, row.paused_at))
 }
 
 /// Puts a batch's failed items back in the queue (attempts reset) and reopens the batch if it
@@ -567,7 +567,8 @@ pub async fn stats(
         delayed,
         leased,
         failed: store.failed_in_open_batches(queue_name).await?,
-        paused_at: PauseState::new(queue_name, store.queue_paused(queue_name).await?).paused_at,
+        paused_at: PauseState::new(queue_name, store.queue_pause(queue_name).await?.paused_at)
+            .paused_at,
         workers,
     })
 }

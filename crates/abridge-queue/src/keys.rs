@@ -20,6 +20,8 @@ pub struct Keys {
     pub wake: String,
     /// Present while an operator has the queue paused: no claim takes an item.
     pub paused: String,
+    /// The generation of the pause copy Redis holds (pause.lua writes only a newer one).
+    pub pause_generation: String,
     pub epoch: String,
     pub reconcile_lock: String,
     /// The last reconcile pass's findings, for the fleet gauges.
@@ -44,6 +46,7 @@ impl Keys {
             taken: k("taken"),
             wake: k("wake"),
             paused: k("paused"),
+            pause_generation: k("pause-generation"),
             epoch: k("epoch"),
             reconcile_lock: k("reconcile-lock"),
             reconciled: k("reconciled"),

@@ -980,34 +980,21 @@ impl Queue {
         Ok(ServerStats::parse(&info))
     }
 
-    /// Sets or clears the paused marker that claim.lua obeys. Clearing a marker that was
-    /// there wakes an idle worker (which passes the wake-up on while it finds more work than
-    /// it can carry).
-    pub async fn set_paused(&self, paused: bool) -> Result<()> {
+    /// Writes the copy of the queue's pause that claim.lua obeys, as of Postgres's
+    /// `generation`; false if Redis already held a newer one (this writer read an older state).
+    /// Resuming wakes an idle worker.
+    pub async fn set_paused(&self, paused: bool, generation: i64) -> Result<bool> {
         let mut conn = self.conn("pause or resume").await?;
-        if paused {
-            redis::cmd("SET")
-                .arg(&self.keys.paused)
-                .arg(1)
-                .query_async::<()>(&mut conn)
-                .await
-                .context("pause")?;
-            return Ok(());
-        }
-        let removed: i64 = redis::cmd("DEL")
-            .arg(&self.keys.paused)
-            .query_async(&mut conn)
+        let written: i64 = scripts::PAUSE
+            .key(&self.keys.paused)
+            .key(&self.keys.pause_generation)
+            .key(&self.keys.wake)
+            .arg(generation)
+            .arg(i64::from(paused))
+            .invoke_async(&mut conn)
             .await
-            .context("resume")?;
-        if removed > 0 {
-            redis::cmd("LPUSH")
-                .arg(&self.keys.wake)
-                .arg(1)
-                .query_async::<()>(&mut conn)
-                .await
-                .context("wake a worker")?;
-        }
-        Ok(())
+            .context("pause or resume")?;
+        Ok(written == 1)
     }
 
     /// Sets the epoch marker; true if it was missing (Redis lost its data, or first run).

@@ -30,6 +30,7 @@ pub(crate) static CANCEL: LazyLock<Script> = script!("cancel.lua");
 pub(crate) static HELD: LazyLock<Script> = script!("held.lua");
 pub(crate) static STATS: LazyLock<Script> = script!("stats.lua");
 pub(crate) static LIMITS: LazyLock<Script> = script!("limits.lua");
+pub(crate) static PAUSE: LazyLock<Script> = script!("pause.lua");
 pub(crate) static BUDGET: LazyLock<Script> = script!("budget.lua");
 pub(crate) static BREAKER_PASS: LazyLock<Script> = script!("breaker_pass.lua");
 pub(crate) static BREAKER_REPORT: LazyLock<Script> = script!("breaker_report.lua");

@@ -87,9 +87,13 @@ pub async fn reconcile_once(
     suspects: &mut Suspects,
 ) -> anyhow::Result<ReconcileReport> {
     let s = &worker.settings;
-    // The pause first: a Redis that lost its data gets it back before any item.
-    let paused = worker.store.queue_paused(&s.queue).await?.is_some();
-    worker.queue.set_paused(paused).await?;
+    // The pause first: a Redis that lost its data gets it back before any item. (Written as of
+    // the generation read: an operator's newer pause or resume is never undone by it.)
+    let pause = worker.store.queue_pause(&s.queue).await?;
+    worker
+        .queue
+        .set_paused(pause.paused_at.is_some(), pause.generation)
+        .await?;
     let mut report = ReconcileReport {
         redis_was_empty: worker.queue.mark_epoch().await?,
         ..ReconcileReport::default()

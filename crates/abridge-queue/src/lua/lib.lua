@@ -26,6 +26,7 @@
 --   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on
 --   PREFIX.."paused"          STRING present while the queue is paused (a copy of Postgres's
 --                                   queue_pauses row, put back by the reconciler)
+--   PREFIX.."pause-generation" STRING the generation of that copy (pause.lua)
 --   PREFIX.."cancelled:"..b   STRING present while batch b is cancelled (expires)
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
 --   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)

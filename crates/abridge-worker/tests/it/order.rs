@@ -144,3 +144,40 @@ async fn every_key_lives_under_the_prefix_and_the_queue_hash_tag() {
     let tag = format!("{}:{{default}}:", env.redis_prefix);
     assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
 }
+
+/// A writer of the pause copy that read an older state (a reconcile pass that read "running"
+/// just before an operator paused) cannot undo the newer one; claims obey the copy.
+#[tokio::test]
+async fn an_older_pause_state_never_overwrites_a_newer_one() {
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    enqueue(&w, &video_lines('z', 3), Priority::Normal).await;
+    let claim = |n| {
+        let queue = w.queue.clone();
+        async move {
+            queue
+                .claim(WorkerId::new(), Duration::from_secs(30), n)
+                .await
+                .unwrap()
+                .items
+                .len()
+        }
+    };
+    // The operator pauses (generation 2); the reconcile pass writes what it read (1): refused.
+    assert!(w.queue.set_paused(true, 2).await.unwrap());
+    assert!(!w.queue.set_paused(false, 1).await.unwrap());
+    assert_eq!(claim(1).await, 0, "still paused");
+    // Through the real path: a resume moves the generation on, and claims take items again.
+    let resumed = abridge_control::resume(&w.store, &w.queue, &w.settings.queue)
+        .await
+        .unwrap();
+    assert!(!resumed.paused);
+    let paused = abridge_control::pause(&w.store, &w.queue, &w.settings.queue, "test")
+        .await
+        .unwrap();
+    assert!(paused.paused);
+    assert_eq!(claim(1).await, 0);
+    abridge_control::resume(&w.store, &w.queue, &w.settings.queue)
+        .await
+        .unwrap();
+    assert_eq!(claim(3).await, 3);
+}
