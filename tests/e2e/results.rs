@@ -34,6 +34,53 @@ fn word_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
     text[start..].split_whitespace().next()
 }
 
+/// The batch id `up` reports enqueueing in `logs`.
+fn enqueued_batch(logs: &str) -> String {
+    word_after(logs, "enqueued batch ")
+        .unwrap_or_else(|| panic!("no batch enqueued: {logs}"))
+        .trim_end_matches(':')
+        .to_owned()
+}
+
+/// What a serving `up` printed: the settings that reach its servers, its API's URL and port,
+/// and the operator token of its sign-in URL.
+struct Served {
+    local: Vec<(String, String)>,
+    api: String,
+    port: u16,
+    token: String,
+}
+
+/// Waits for `up` to serve, and reads what it printed.
+async fn served(up: &Proc) -> Served {
+    wait_for(Duration::from_secs(60), "up to serve", || {
+        let logs = up.logs();
+        async move { logs.contains("#token=") || logs.contains("error") }
+    })
+    .await;
+    let logs = up.logs();
+    let printed = |marker: &str| {
+        word_after(&logs, marker)
+            .unwrap_or_else(|| panic!("{marker:?} not printed: {logs}"))
+            .to_owned()
+    };
+    let api = printed("(signed in as the operator): ")
+        .split('#')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    Served {
+        local: vars(&[
+            ("ABRIDGE_DATABASE_URL", &printed("ABRIDGE_DATABASE_URL=")),
+            ("ABRIDGE_REDIS_URL", &printed("ABRIDGE_REDIS_URL=")),
+        ]),
+        port: api.rsplit(':').next().unwrap().parse().unwrap(),
+        api,
+        token: printed("#token="),
+    }
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -91,10 +138,7 @@ async fn up_keeps_its_data_and_hands_each_finished_batch_over_in_a_folder() {
     // Exit 1: some items failed; the message says how many and where to look.
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("1 of 3 items failed"), "{err}");
-    let id = word_after(&err, "enqueued batch ")
-        .expect("the batch id")
-        .trim_end_matches(':')
-        .to_owned();
+    let id = enqueued_batch(&err);
     assert!(
         err.contains(&format!("see `abridge items {id} --status failed`")),
         "{err}"
@@ -156,29 +200,13 @@ async fn up_keeps_its_data_and_hands_each_finished_batch_over_in_a_folder() {
         ],
         &up_vars,
     );
-    wait_for(Duration::from_secs(60), "the second up to serve", || {
-        let logs = up.logs();
-        async move { logs.contains("#token=") }
-    })
-    .await;
-    let logs = up.logs();
-    assert_eq!(word_after(&logs, "#token="), Some(token.as_str()), "{logs}");
-    let api = word_after(&logs, "(signed in as the operator): ")
-        .and_then(|u| u.split('#').next())
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
-    let port: u16 = api.rsplit(':').next().unwrap().parse().unwrap();
-    let local = vars(&[
-        (
-            "ABRIDGE_DATABASE_URL",
-            word_after(&logs, "ABRIDGE_DATABASE_URL=").unwrap(),
-        ),
-        (
-            "ABRIDGE_REDIS_URL",
-            word_after(&logs, "ABRIDGE_REDIS_URL=").unwrap(),
-        ),
-    ]);
+    let Served {
+        local,
+        api,
+        port,
+        token: again,
+    } = served(&up).await;
+    assert_eq!(again, token, "the saved token signs in again");
     let remote = |args: &[&str]| -> (i32, String, String) {
         let mut all = args.to_vec();
         all.extend(["--api", &api, "--token", &token]);
@@ -340,11 +368,7 @@ async fn a_cancelled_batch_exits_2_and_enqueue_wait_hands_over_too() {
         async move { logs.contains("enqueued batch ") }
     })
     .await;
-    let logs = up.logs();
-    let id = word_after(&logs, "enqueued batch ")
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
+    let id = enqueued_batch(&up.logs());
     let (code, _, err) = fleet.run(&["cancel", &id], None);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -395,30 +419,12 @@ async fn up_starts_again_on_the_data_a_killed_up_left() {
         async move { logs.contains("results: ") }
     })
     .await;
-    let id = word_after(&first.logs(), "enqueued batch ")
-        .unwrap()
-        .trim_end_matches(':')
-        .to_owned();
+    let id = enqueued_batch(&first.logs());
     first.signal(nix::sys::signal::Signal::SIGKILL);
     first.wait_exit(Duration::from_secs(10));
 
     let again = Proc::spawn("up-again", &bin(), &args[..7], &up_vars);
-    wait_for(Duration::from_secs(60), "the second up to serve", || {
-        let logs = again.logs();
-        async move { logs.contains("#token=") || logs.contains("error") }
-    })
-    .await;
-    let logs = again.logs();
-    let local = vars(&[
-        (
-            "ABRIDGE_DATABASE_URL",
-            word_after(&logs, "ABRIDGE_DATABASE_URL=").unwrap_or_else(|| panic!("{logs}")),
-        ),
-        (
-            "ABRIDGE_REDIS_URL",
-            word_after(&logs, "ABRIDGE_REDIS_URL=").unwrap(),
-        ),
-    ]);
+    let local = served(&again).await.local;
     let (code, out, err) = run_with(&local, &["items", &id], None);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("kkkkkkkkkk1  succeeded"), "{out}");

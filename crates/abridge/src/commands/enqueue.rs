@@ -8,7 +8,6 @@ use abridge_control::{ControlError, EnqueueRequest};
 use abridge_core::input::BatchInput;
 use abridge_core::{BatchId, Settings};
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::EnqueueArgs;
 use crate::context;
@@ -84,12 +83,7 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
 
 /// Shows the batch's progress until it is finished (read from Postgres every 250 ms).
 pub async fn follow(store: &abridge_store::Store, id: BatchId) -> anyhow::Result<BatchId> {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} {msg}")
-            .expect("static template")
-            .progress_chars("##-"),
-    );
+    let bar = super::batch_bar(0);
     loop {
         let b = abridge_control::status(store, id).await?;
         let c = b.counts;

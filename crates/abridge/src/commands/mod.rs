@@ -67,6 +67,17 @@ async fn run_command(
     }
 }
 
+/// The bar a batch's progress is shown with (`up`, `enqueue --wait`, local or through the API).
+pub fn batch_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("##-"),
+    );
+    bar
+}
+
 /// Resolves when this process is asked to stop (SIGTERM or Ctrl-C).
 pub async fn stop_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -10,7 +10,6 @@ use abridge_api::views::{BatchStatusView, RejectedInput};
 use abridge_core::BatchId;
 use abridge_core::input::{BatchInput, RawItem, Rejected};
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::{EnqueueArgs, RemoteArgs, StatusArgs};
 
@@ -142,12 +141,7 @@ pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> 
 
 /// Shows a progress bar fed by the batch's event stream until it finishes.
 async fn follow(client: &ApiClient, id: BatchId, total: u64) -> anyhow::Result<BatchStatusView> {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} {msg}")
-            .expect("static template")
-            .progress_chars("##-"),
-    );
+    let bar = super::batch_bar(total);
     bar.enable_steady_tick(Duration::from_millis(200));
     let done = client
         .follow(id, |_, view| {

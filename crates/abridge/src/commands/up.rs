@@ -371,15 +371,7 @@ async fn watch(
     let multi = MultiProgress::new();
     let fleet = multi.add(ProgressBar::new_spinner());
     fleet.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
-    let bar = batch.map(|_| {
-        let bar = multi.add(ProgressBar::new(0));
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("##-"),
-        );
-        bar
-    });
+    let bar = batch.map(|_| multi.add(super::batch_bar(0)));
     loop {
         if let Ok(s) = abridge_control::stats(store, queue, queue_name).await {
             fleet.set_message(format!(
