@@ -57,6 +57,7 @@ https://vimeo.com/1234
     assert_eq!(
         keys,
         [
+            "cost",
             "counts",
             "created_at",
             "finished_at",
@@ -81,6 +82,8 @@ https://vimeo.com/1234
         s["counts"],
         serde_json::json!({"queued": 4, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0})
     );
+    assert_eq!(s["cost"]["spent_usd"], 0.0);
+    assert!(s["cost"]["estimate_rest_usd"].is_null());
 
     let items = fleet
         .store

@@ -119,7 +119,8 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/tenants/{name}",
             get(tenants::get_tenant).put(tenants::put_tenant),
-        );
+        )
+        .route("/tenants/{name}/costs", get(tenants::tenant_costs));
     Router::new()
         .nest("/v1", v1)
         .route("/", get(dashboard::page))

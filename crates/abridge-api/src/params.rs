@@ -116,6 +116,41 @@ impl PartialSchema for HistoryMinutes {
 
 impl ToSchema for HistoryMinutes {}
 
+/// `days` of a tenant's costs: 1 to [`MAX_COST_DAYS`] (default 30).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostDays(pub u32);
+
+/// The longest cost history asked for at once (a year and a day).
+pub const MAX_COST_DAYS: u32 = 366;
+
+impl Default for CostDays {
+    fn default() -> Self {
+        CostDays(30)
+    }
+}
+
+impl<'de> Deserialize<'de> for CostDays {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = text(d)?;
+        whole_number(&raw)
+            .filter(|n| (1..=i64::from(MAX_COST_DAYS)).contains(n))
+            .map(|n| CostDays(n as u32))
+            .ok_or_else(|| {
+                D::Error::custom(format!(
+                    "expected a whole number from 1 to {MAX_COST_DAYS}, got {raw:?}"
+                ))
+            })
+    }
+}
+
+impl PartialSchema for CostDays {
+    fn schema() -> RefOr<Schema> {
+        integer_schema(1, i64::from(MAX_COST_DAYS), KnownFormat::Int32)
+    }
+}
+
+impl ToSchema for CostDays {}
+
 /// `q` of a search: 1 to 200 characters, none of them control characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchText(pub String);
@@ -368,6 +403,15 @@ pub struct HistoryQuery {
     /// How many minutes back (default 60).
     #[param(inline)]
     pub minutes: Option<HistoryMinutes>,
+}
+
+/// `GET /v1/tenants/{name}/costs`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CostQuery {
+    /// How many UTC days back, today included (default 30).
+    #[param(inline)]
+    pub days: Option<CostDays>,
 }
 
 /// `GET /v1/failed`.

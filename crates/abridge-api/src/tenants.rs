@@ -15,6 +15,7 @@ use utoipa::openapi::{RefOr, Schema};
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::params::{CostDays, CostQuery, Query};
 use crate::views::rfc3339;
 
 /// A tenant's settings, as the operator sets them (`PUT` replaces every one; an absent field
@@ -300,4 +301,70 @@ pub async fn put_tenant(
         return Err(ApiError::NotFound(format!("no tenant {name:?}")));
     }
     tenant_info(&state, &name).await.map(Json)
+}
+
+/// A tenant's model spend per UTC day (`GET /v1/tenants/{name}/costs`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TenantCosts {
+    pub tenant: String,
+    /// Newest day first; days without spend are left out.
+    pub days: Vec<DayCost>,
+    /// The sum over `days`, US dollars.
+    pub total_usd: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DayCost {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub cost_usd: f64,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Some requests went to a model without a price: their cost is not in `cost_usd`.
+    pub unpriced: bool,
+}
+
+#[utoipa::path(
+    get, path = "/v1/tenants/{name}/costs", tag = "tenants",
+    params(("name" = String, Path, pattern = r"^[A-Za-z0-9_.-]{1,64}$", description = "The tenant's name"), CostQuery),
+    responses(
+        (status = 200, description = "What the tenant's batches' model requests cost per UTC day", body = TenantCosts),
+        (status = 400, description = "Not a tenant name (`invalid_tenant`), or `days` is not 1 to 366", body = ErrorBody),
+        (status = 403, description = "Not an operator token (`operator_only`)", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn tenant_costs(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(query): Query<CostQuery>,
+) -> Result<Json<TenantCosts>, ApiError> {
+    caller.require_operator()?;
+    check_name(&name)?;
+    if state.store.tenant(&name).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no tenant {name:?}")));
+    }
+    let CostDays(days) = query.days.unwrap_or_default();
+    let days: Vec<DayCost> = state
+        .store
+        .tenant_spend(Some(&name), days)
+        .await?
+        .into_iter()
+        .map(|d| DayCost {
+            day: d.day.to_string(),
+            cost_usd: d.spend.cost_usd,
+            requests: d.spend.requests,
+            input_tokens: d.spend.input_tokens,
+            output_tokens: d.spend.output_tokens,
+            unpriced: d.spend.unpriced,
+        })
+        .collect();
+    Ok(Json(TenantCosts {
+        tenant: name,
+        total_usd: days.iter().map(|d| d.cost_usd).sum(),
+        days,
+    }))
 }

@@ -63,6 +63,10 @@ pub struct Summarizer {
     /// Transcript language preference, most preferred first (`de` or `pt-BR,en`): at most
     /// 100 bytes, comma-separated codes of 2 to 12 characters of A-Z, a-z, 0-9 and `-`.
     pub language: Option<String>,
+    /// US dollars: once the batch's model requests have cost this much, its remaining items
+    /// end `cancelled` with `budget_reached` instead of starting (above 0, at most 1000000).
+    #[schema(exclusive_minimum = 0.0, maximum = 1000000.0)]
+    pub max_cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -166,9 +170,53 @@ pub struct BatchStatusView {
     pub eta_seconds: Option<u64>,
     #[schema(value_type = Object)]
     pub summarizer: serde_json::Value,
+    pub cost: CostView,
     pub webhook_url: Option<String>,
     /// Where the batch's webhook stands; `null` for a batch without one.
     pub webhook: Option<WebhookView>,
+}
+
+/// What a batch's model requests cost, from the fleet's price table (US dollars).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CostView {
+    /// Spent so far, by every attempt (retries and refused answers too).
+    pub spent_usd: f64,
+    /// What its unfinished items will add at the average cost of its finished ones so far;
+    /// `null` until one has finished, 0 once none is left.
+    pub estimate_rest_usd: Option<f64>,
+    /// The batch's limit (`summarizer.max_cost_usd`), if it set one.
+    pub max_cost_usd: Option<f64>,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Some requests went to a model without a price: their cost is not in `spent_usd`.
+    pub unpriced: bool,
+}
+
+impl CostView {
+    pub fn new(b: &BatchView) -> Self {
+        let c = b.counts;
+        let spent = b.spend.cost_usd;
+        let unfinished = c.queued + c.running;
+        // Cancelled items never cost anything: they do not lower the average.
+        let finished = c.succeeded + c.failed;
+        let estimate_rest_usd = if unfinished == 0 {
+            Some(0.0)
+        } else if finished > 0 {
+            Some(spent / finished as f64 * unfinished as f64)
+        } else {
+            None
+        };
+        Self {
+            spent_usd: spent,
+            estimate_rest_usd,
+            max_cost_usd: b.options.get("max_cost_usd").and_then(|v| v.as_f64()),
+            requests: b.spend.requests,
+            input_tokens: b.spend.input_tokens,
+            output_tokens: b.spend.output_tokens,
+            unpriced: b.spend.unpriced,
+        }
+    }
 }
 
 /// A batch's webhook delivery.
@@ -253,6 +301,7 @@ impl BatchStatusView {
             progress_percent,
             eta_seconds,
             summarizer: b.options.clone(),
+            cost: CostView::new(b),
             webhook_url: b.webhook_url.clone(),
             webhook: None,
         }

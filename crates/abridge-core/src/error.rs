@@ -91,6 +91,10 @@ pub fn public_message(kind: &str) -> &'static str {
             "The worker processing the item stopped too many times."
         }
         "cancelled" => "The batch was cancelled.",
+        "budget_reached" => "The batch's max_cost_usd was reached; the item was not summarized.",
+        "unpriced_model" => {
+            "The batch sets max_cost_usd, but the fleet has no price for its model; contact the operator."
+        }
         "tenant_budget_exhausted" => {
             "The tenant's daily model budget is spent; the item waits for the next UTC day."
         }
@@ -127,6 +131,10 @@ pub enum ItemError {
         message: String,
         retry_after: Duration,
     },
+    /// The item will not be attempted, and that is not a failure: it ends `cancelled` (its
+    /// batch's cost budget is spent).
+    #[error("{kind}: {message}")]
+    Cancelled { kind: ErrorKind, message: String },
 }
 
 impl ItemError {
@@ -153,11 +161,19 @@ impl ItemError {
         }
     }
 
+    pub fn cancelled(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Cancelled {
+            kind,
+            message: message.into(),
+        }
+    }
+
     pub fn kind(&self) -> &ErrorKind {
         match self {
             Self::Transient { kind, .. }
             | Self::Permanent { kind, .. }
-            | Self::Deferred { kind, .. } => kind,
+            | Self::Deferred { kind, .. }
+            | Self::Cancelled { kind, .. } => kind,
         }
     }
 
@@ -165,7 +181,8 @@ impl ItemError {
         match self {
             Self::Transient { message, .. }
             | Self::Permanent { message, .. }
-            | Self::Deferred { message, .. } => message,
+            | Self::Deferred { message, .. }
+            | Self::Cancelled { message, .. } => message,
         }
     }
 
@@ -182,7 +199,7 @@ impl ItemError {
         match self {
             Self::Transient { retry_after, .. } => *retry_after,
             Self::Deferred { retry_after, .. } => Some(*retry_after),
-            Self::Permanent { .. } => None,
+            Self::Permanent { .. } | Self::Cancelled { .. } => None,
         }
     }
 }

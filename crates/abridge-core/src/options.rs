@@ -122,7 +122,7 @@ impl Allowed {
 }
 
 /// A batch's processing options.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOptions {
     /// Summarizer backend for this batch (`extractive`, `openai`, `anthropic`, `noop`).
@@ -136,7 +136,15 @@ pub struct BatchOptions {
     /// Transcript language preference for this batch, most preferred first (`de` or `de,en`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// Stop starting model items once the batch's spent cost (from the fleet's price table)
+    /// reaches this many US dollars: the rest end `cancelled` with `budget_reached`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
 }
+
+/// The largest `max_cost_usd` a batch may set: far above any real batch, and small enough
+/// to add up exactly in Postgres's `numeric`.
+pub const MAX_COST_USD: f64 = 1_000_000.0;
 
 impl BatchOptions {
     /// Checks the shape of each field; the message names the field.
@@ -168,6 +176,13 @@ impl BatchOptions {
                     "summarizer.language {l:?} must be language codes such as \"en\" or \"pt-BR,en\""
                 ));
             }
+        }
+        if let Some(usd) = self.max_cost_usd
+            && !(usd.is_finite() && usd > 0.0 && usd <= MAX_COST_USD)
+        {
+            return Err(format!(
+                "summarizer.max_cost_usd must be a number of US dollars above 0 and at most {MAX_COST_USD}"
+            ));
         }
         Ok(())
     }

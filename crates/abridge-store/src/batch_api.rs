@@ -129,6 +129,9 @@ impl Store {
         .context("list batches")?;
         let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
         let mut counts = self.counts_of(&ids).await?;
+        let batch_ids: Vec<BatchId> = ids.iter().copied().map(BatchId).collect();
+        let mut spend: HashMap<BatchId, crate::cost::Spend> =
+            self.batch_spend(&batch_ids).await?.into_iter().collect();
         Ok(rows
             .into_iter()
             .map(|r| BatchView {
@@ -145,6 +148,7 @@ impl Store {
                 created_at: r.created_at,
                 started_at: r.started_at,
                 finished_at: r.finished_at,
+                spend: spend.remove(&BatchId(r.id)).unwrap_or_default(),
             })
             .collect())
     }

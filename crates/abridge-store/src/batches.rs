@@ -109,6 +109,8 @@ pub struct BatchView {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What its model requests have cost so far.
+    pub spend: crate::cost::Spend,
 }
 
 /// What `cancel_batch` did.
@@ -321,6 +323,12 @@ impl Store {
             return Ok(None);
         };
         let counts = self.counts(id).await?;
+        let spend = self
+            .batch_spend(&[id])
+            .await?
+            .pop()
+            .map(|(_, s)| s)
+            .unwrap_or_default();
         Ok(Some(BatchView {
             id,
             name: row.name,
@@ -335,6 +343,7 @@ impl Store {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            spend,
         }))
     }
 

@@ -121,6 +121,9 @@ pub enum Outcome {
         message: String,
         delay: Duration,
     },
+    /// The item will not be attempted (its batch's cost budget is spent): it ends
+    /// `cancelled` with `kind`, and the attempt is refunded.
+    Cancelled { kind: ErrorKind, message: String },
     /// Give the item back untouched (graceful shutdown): the attempt is refunded.
     Release,
 }
@@ -132,6 +135,7 @@ impl Outcome {
             Outcome::Failed { .. } => "failed",
             Outcome::Retry { .. } => "retry",
             Outcome::Defer { .. } => "defer",
+            Outcome::Cancelled { .. } => "cancelled",
             Outcome::Release => "release",
         }
     }
@@ -432,7 +436,7 @@ impl Store {
             metas.push(meta);
             let (summary, kind, message, delay) = match outcome {
                 Outcome::Succeeded { summary, .. } => (clean(summary), "", String::new(), 0),
-                Outcome::Failed { kind, message } => {
+                Outcome::Failed { kind, message } | Outcome::Cancelled { kind, message } => {
                     (String::new(), kind.as_str(), clean(message), 0)
                 }
                 Outcome::Retry {
@@ -465,35 +469,35 @@ impl Store {
             r#"WITH done AS (
                    UPDATE items i SET
                        status = CASE
-                           WHEN t.outcome IN ('succeeded', 'failed') THEN t.outcome
+                           WHEN t.outcome IN ('succeeded', 'failed', 'cancelled') THEN t.outcome
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN 'failed'
                            ELSE 'queued' END,
                        summary = CASE WHEN t.outcome = 'succeeded' THEN t.summary ELSE i.summary END,
                        result_meta = CASE WHEN t.outcome = 'succeeded' THEN t.meta ELSE i.result_meta END,
                        title = coalesce(i.title, nullif(t.title, '')),
                        error_kind = CASE
-                           WHEN t.outcome IN ('failed', 'retry', 'defer') THEN t.error_kind
+                           WHEN t.outcome IN ('failed', 'retry', 'defer', 'cancelled') THEN t.error_kind
                            WHEN t.outcome = 'succeeded' THEN NULL
                            ELSE i.error_kind END,
                        error_message = CASE
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8
                                THEN 'gave up after ' || (i.attempts + t.bump) || ' attempts: ' || t.error_message
-                           WHEN t.outcome IN ('failed', 'retry', 'defer') THEN t.error_message
+                           WHEN t.outcome IN ('failed', 'retry', 'defer', 'cancelled') THEN t.error_message
                            WHEN t.outcome = 'succeeded' THEN NULL
                            ELSE i.error_message END,
                        attempts = CASE
                            WHEN t.outcome = 'release' THEN greatest(i.attempts - 1, 0)
-                           WHEN t.outcome = 'defer' THEN greatest(i.attempts + t.bump - 1, 0)
+                           WHEN t.outcome IN ('defer', 'cancelled') THEN greatest(i.attempts + t.bump - 1, 0)
                            ELSE i.attempts + t.bump END,
                        lease_token = CASE
-                           WHEN t.outcome IN ('succeeded', 'failed') THEN t.token
+                           WHEN t.outcome IN ('succeeded', 'failed', 'cancelled') THEN t.token
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN t.token
                            ELSE NULL END,
                        worker_id = CASE WHEN t.bump = 1 THEN $11 ELSE i.worker_id END,
                        started_at = CASE WHEN t.bump = 1 THEN now() - t.ran_us * interval '1 microsecond'
                                          ELSE i.started_at END,
                        finished_at = CASE
-                           WHEN t.outcome IN ('succeeded', 'failed') THEN now()
+                           WHEN t.outcome IN ('succeeded', 'failed', 'cancelled') THEN now()
                            WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN now()
                            ELSE NULL END,
                        queued_at = CASE

@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod batch_api;
 pub mod batches;
+pub mod cost;
 pub mod fleet;
 pub mod items;
 pub mod pauses;

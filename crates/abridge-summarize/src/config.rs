@@ -11,6 +11,8 @@ use abridge_core::settings::{Secret, Settings, SettingsError, SettingsSource};
 use abridge_llm::Provider;
 use abridge_llm::retry::RetryPolicy;
 
+use crate::cost::Prices;
+
 #[derive(Clone, Debug)]
 pub struct SummarizeConfig {
     /// The fleet's backend when a batch names none (`ABRIDGE_SUMMARIZER`).
@@ -24,6 +26,8 @@ pub struct SummarizeConfig {
     pub anthropic: LlmSettings,
     /// In-process retries of one LLM request.
     pub llm_retry: RetryPolicy,
+    /// What each model's tokens cost (`ABRIDGE_LLM_PRICES` over the defaults).
+    pub prices: Prices,
     /// The most transcript tokens sent in one request; longer transcripts are map-reduced.
     pub llm_chunk_tokens: u64,
     /// Fewer words than this in a transcript (an empty caption track, "[Music]") fail the item
@@ -163,9 +167,20 @@ impl SummarizeConfig {
                 ));
             }
         }
+        let prices = match src.text("llm_prices")? {
+            None => Prices::default(),
+            Some(spec) => Prices::with_overrides(&spec).map_err(|e| {
+                src.invalid(
+                    "llm_prices",
+                    "MODEL=IN/OUT entries, comma-separated (US dollars per million tokens)",
+                    &e,
+                )
+            })?,
+        };
         Ok(Self {
             default_backend,
             drills: core.drills,
+            prices,
             languages,
             youtube,
             openai,

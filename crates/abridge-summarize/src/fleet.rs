@@ -11,6 +11,8 @@ use std::time::Duration;
 use abridge_core::{ErrorKind, ItemError};
 use abridge_queue::Queue;
 use abridge_youtube::{Throttle, YoutubeError};
+
+use crate::cost::Price;
 use async_trait::async_trait;
 use rand::Rng;
 
@@ -191,6 +193,40 @@ pub struct Payer<'a> {
     /// The item's tenant; `None` for a CLI batch.
     pub owner: Option<&'a str>,
     pub daily: Option<&'a TenantBudget>,
+    /// Where each answer's cost is written down.
+    pub ledger: Option<&'a Ledger<'a>>,
+}
+
+/// Writes each model answer's tokens and cost to its batch's spend (`llm_spend`).
+#[derive(Debug)]
+pub struct Ledger<'a> {
+    pub store: &'a abridge_store::Store,
+    pub batch: abridge_core::BatchId,
+    pub tenant: Option<&'a str>,
+    pub provider: &'a str,
+    pub model: &'a str,
+    /// `None`: the model has no price, and its answers are counted without a cost.
+    pub price: Option<Price>,
+}
+
+impl Ledger<'_> {
+    /// Charges one answer. A lost charge is logged, not the item's failure: the answer is
+    /// paid for either way.
+    pub async fn charge(&self, input_tokens: u64, output_tokens: u64) {
+        let cost_usd = self.price.map(|p| p.cost(input_tokens, output_tokens));
+        let charge = abridge_store::cost::Charge {
+            batch: self.batch,
+            tenant: self.tenant,
+            provider: self.provider,
+            model: self.model,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+        };
+        if let Err(e) = self.store.charge(&charge).await {
+            tracing::warn!(batch = %self.batch, error = %e, "could not write down a model answer's cost");
+        }
+    }
 }
 
 /// A tenant's daily LLM token budget: checked before each model request and charged with each

@@ -21,6 +21,7 @@
 
 pub mod checkpoints;
 pub mod config;
+pub mod cost;
 pub mod extractive;
 pub mod fleet;
 pub mod llm;
@@ -44,7 +45,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
-use crate::fleet::{Breaker, Bucket, Payer, TenantBudget, YoutubeBudget};
+use crate::fleet::{Breaker, Bucket, Ledger, Payer, TenantBudget, YoutubeBudget};
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
 
@@ -79,6 +80,8 @@ struct Request {
     model: Option<String>,
     length: SummaryLength,
     languages: Vec<String>,
+    /// No model item of the batch starts once it has spent this much.
+    max_cost_usd: Option<f64>,
 }
 
 /// Where an attempt's transcript came from.
@@ -176,6 +179,7 @@ impl Summarizer {
             model: text("model"),
             length,
             languages,
+            max_cost_usd: o.get("max_cost_usd").and_then(|v| v.as_f64()),
         })
     }
 
@@ -381,6 +385,11 @@ impl Processor for Summarizer {
             ),
         };
 
+        let price = self.config.prices.get(&model);
+        if let (Some(limit), Some(_)) = (request.max_cost_usd, llm) {
+            self.check_batch_budget(job, &model, price.is_some(), limit)
+                .await?;
+        }
         let mut checkpoints = Checkpoints::load(
             &self.store,
             job.item_id,
@@ -461,6 +470,14 @@ impl Processor for Summarizer {
                     }
                     Some(b) => {
                         let spend = self.tenant_budget(job).await?;
+                        let ledger = Ledger {
+                            store: &self.store,
+                            batch: job.batch_id,
+                            tenant: job.tenant.as_deref(),
+                            provider: b.name(),
+                            model: &model,
+                            price,
+                        };
                         b.summarize(
                             &self.queue,
                             &mut checkpoints,
@@ -470,6 +487,7 @@ impl Processor for Summarizer {
                             Payer {
                                 owner: job.tenant.as_deref(),
                                 daily: spend.as_ref(),
+                                ledger: Some(&ledger),
                             },
                         )
                         .instrument(span)
@@ -485,6 +503,9 @@ impl Processor for Summarizer {
         meta["input_tokens"] = json!(usage.input_tokens);
         meta["output_tokens"] = json!(usage.output_tokens);
         if llm.is_some() {
+            // What the summary cost as made (reused chunks included); `null` without a price.
+            meta["cost_usd"] =
+                json!(price.map(|p| p.cost(usage.input_tokens, usage.output_tokens)));
             meta["llm_requests"] = json!(usage.requests);
             meta["chunks"] = json!(usage.chunks);
             meta["reused_chunks"] = json!(usage.reused_chunks);
@@ -539,6 +560,40 @@ const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Summarizer {
     /// The daily token budget of `job`'s tenant, if it has one.
+    /// Ends the item `cancelled` (`budget_reached`) once its batch has spent `limit`: it
+    /// would start a model request the batch's owner did not want to pay for. A model without
+    /// a price cannot be held to a limit: the item fails (`unpriced_model`) instead.
+    async fn check_batch_budget(
+        &self,
+        job: &Job,
+        model: &str,
+        priced: bool,
+        limit: f64,
+    ) -> Result<(), ItemError> {
+        if !priced {
+            return Err(ItemError::permanent(
+                ErrorKind::from_static("unpriced_model"),
+                format!(
+                    "the batch sets max_cost_usd, and the fleet has no price for model {model:?} (ABRIDGE_LLM_PRICES)"
+                ),
+            ));
+        }
+        let spent = self
+            .store
+            .batch_spend(&[job.batch_id])
+            .await
+            .map_err(store_error)?
+            .first()
+            .map_or(0.0, |(_, s)| s.cost_usd);
+        if spent >= limit {
+            return Err(ItemError::cancelled(
+                ErrorKind::from_static("budget_reached"),
+                format!("the batch has spent ${spent:.4} of its max_cost_usd ${limit}"),
+            ));
+        }
+        Ok(())
+    }
+
     async fn tenant_budget(&self, job: &Job) -> Result<Option<TenantBudget>, ItemError> {
         let Some(tenant) = &job.tenant else {
             return Ok(None);

@@ -460,10 +460,17 @@ impl LlmBackend {
                 try_number = retry + 1
             );
             let answer = self.client.complete(request).instrument(span).await;
-            if let (Some(budget), Ok(response)) = (payer.daily, &answer) {
-                budget
-                    .charge(queue, response.input_tokens + response.output_tokens)
-                    .await;
+            if let Ok(response) = &answer {
+                if let Some(budget) = payer.daily {
+                    budget
+                        .charge(queue, response.input_tokens + response.output_tokens)
+                        .await;
+                }
+                if let Some(ledger) = payer.ledger {
+                    ledger
+                        .charge(response.input_tokens, response.output_tokens)
+                        .await;
+                }
             }
             match &answer {
                 Ok(response) => {

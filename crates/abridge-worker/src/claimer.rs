@@ -386,6 +386,12 @@ async fn run_item(
                     message: message.clone(),
                     delay: defer_delay(*retry_after, settings.retry_base, settings.max_wait),
                 })
+            } else if let ItemError::Cancelled { kind, message } = &e {
+                info!(error = %e, "item not attempted; it ends cancelled");
+                Some(Outcome::Cancelled {
+                    kind: kind.clone(),
+                    message: message.clone(),
+                })
             } else if e.is_transient() {
                 info!(error = %e, "attempt failed; will retry");
                 Some(retry(&e))

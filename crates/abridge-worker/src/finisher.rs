@@ -184,12 +184,12 @@ async fn acknowledge(
                 AfterAck::Ready
             }
             (status, _) => {
-                let counter = if status == ItemStatus::Succeeded {
-                    &tally.succeeded
-                } else {
-                    &tally.failed
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                match status {
+                    ItemStatus::Succeeded => &tally.succeeded,
+                    ItemStatus::Failed => &tally.failed,
+                    _ => &tally.cancelled,
+                }
+                .fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("abridge_items_total", "outcome" => status.as_str()).increment(1);
                 finished_batches.insert(f.batch_id);
                 AfterAck::Drop

@@ -27,6 +27,8 @@ pub struct RunReport {
     pub sessions: u32,
     pub succeeded: u64,
     pub failed: u64,
+    /// Items that ended `cancelled` without being attempted (their batch's budget was spent).
+    pub cancelled: u64,
     pub retried: u64,
     pub released: u64,
     /// Outcome writes refused because this worker no longer held the item.
@@ -44,6 +46,7 @@ pub struct RunReport {
 pub(crate) struct Tally {
     pub succeeded: AtomicU64,
     pub failed: AtomicU64,
+    pub cancelled: AtomicU64,
     pub retried: AtomicU64,
     pub released: AtomicU64,
     pub fenced: AtomicU64,
@@ -109,6 +112,7 @@ pub async fn run(
     }
     report.succeeded = tally.succeeded.load(Ordering::Relaxed);
     report.failed = tally.failed.load(Ordering::Relaxed);
+    report.cancelled = tally.cancelled.load(Ordering::Relaxed);
     report.retried = tally.retried.load(Ordering::Relaxed);
     report.released = tally.released.load(Ordering::Relaxed);
     report.fenced = tally.fenced.load(Ordering::Relaxed);

@@ -92,6 +92,19 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print what a tenant's batches' model requests cost per UTC day (`--operator`: the
+    /// batches made with the CLI or an operator token).
+    Costs {
+        #[arg(required_unless_present = "operator", conflicts_with = "operator")]
+        name: Option<String>,
+        #[arg(long)]
+        operator: bool,
+        /// Days back, today included.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +398,24 @@ pub struct SummaryArgs {
     /// Transcript languages, most preferred first (e.g. `de` or `pt-BR,en`).
     #[arg(long, value_parser = parse_language)]
     pub language: Option<String>,
+    /// US dollars: once the batch's model requests cost this much, its remaining items end
+    /// cancelled (`budget_reached`) instead of starting.
+    #[arg(long, value_name = "USD", value_parser = parse_cost)]
+    pub max_cost_usd: Option<f64>,
+}
+
+fn parse_cost(s: &str) -> Result<f64, String> {
+    let usd: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of US dollars"))?;
+    BatchOptions {
+        max_cost_usd: Some(usd),
+        ..BatchOptions::default()
+    }
+    .validate()
+    .map(|()| usd)
+    .map_err(|e| e.replace("summarizer.max_cost_usd", "--max-cost-usd"))
 }
 
 impl SummaryArgs {
@@ -394,6 +425,7 @@ impl SummaryArgs {
             model: self.model.clone(),
             length: self.length,
             language: self.language.clone(),
+            max_cost_usd: self.max_cost_usd,
         }
     }
 }

@@ -255,6 +255,12 @@ function updateBatchRow(row, b) {
   if (n.running) text += " · " + n.running + " running";
   if (n.failed) text += " · " + n.failed + " failed";
   if (n.cancelled) text += " · " + n.cancelled + " cancelled";
+  const cost = b.cost;
+  if (cost && (cost.requests > 0 || cost.max_cost_usd !== null)) {
+    text += " · $" + cost.spent_usd.toFixed(4);
+    if (cost.estimate_rest_usd) text += " (~$" + cost.estimate_rest_usd.toFixed(4) + " more)";
+    if (cost.max_cost_usd !== null) text += " of $" + cost.max_cost_usd;
+  }
   setText(c[3].querySelector(".progress-text"), text);
   c[3].querySelector(".progress-text").dataset.done = done;
   setText(c[4], b.status === "completed" || b.status === "cancelled" ? "" : duration(b.eta_seconds));

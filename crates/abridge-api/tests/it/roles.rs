@@ -477,3 +477,81 @@ async fn the_form_learns_what_a_caller_may_pick_and_what_a_text_holds() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_shows_its_cost_and_only_the_operator_reads_a_tenants_spend() {
+    let app = App::start(&[]).await;
+    let token = app.token("acme").await;
+    let operator = app.operator_token().await;
+    for bad in [json!(0), json!(-1), json!(1e7), json!("5")] {
+        let (status, body) = app
+            .post(
+                &token,
+                "/v1/batches",
+                json!({"urls": video_ids('c', 1), "summarizer": {"max_cost_usd": bad}}),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_cost_usd"),
+            "{body}"
+        );
+    }
+    let id = app
+        .create(
+            &token,
+            json!({"urls": video_ids('c', 4), "summarizer": {"max_cost_usd": 2.5}}),
+        )
+        .await;
+    // Two answers charged to the batch (a worker does this as they arrive).
+    for (model, cost) in [("gpt-4.1-mini", Some(0.25)), ("gpt-4.1-mini", Some(0.5))] {
+        app.store
+            .charge(&abridge_store::cost::Charge {
+                batch: id,
+                tenant: Some("acme"),
+                provider: "openai",
+                model,
+                input_tokens: 1000,
+                output_tokens: 100,
+                cost_usd: cost,
+            })
+            .await
+            .unwrap();
+    }
+    let (status, view) = app.get(&token, &format!("/v1/batches/{id}")).await;
+    assert_eq!(status, 200, "{view}");
+    let cost = &view["cost"];
+    assert_eq!(cost["spent_usd"], 0.75, "{view}");
+    assert_eq!(cost["max_cost_usd"], 2.5);
+    assert_eq!(cost["requests"], 2);
+    assert_eq!(cost["input_tokens"], 2000);
+    assert_eq!(cost["unpriced"], false);
+    // No item has finished yet: no estimate.
+    assert!(cost["estimate_rest_usd"].is_null(), "{view}");
+    let (_, page) = app.get(&token, "/v1/batches").await;
+    assert_eq!(page["batches"][0]["cost"]["spent_usd"], 0.75, "{page}");
+
+    let path = "/v1/tenants/acme/costs?days=7";
+    let (status, body) = app.get(&token, path).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = app.get(&operator, path).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total_usd"], 0.75);
+    assert_eq!(body["days"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(
+        body["days"][0]["day"],
+        chrono::Utc::now().date_naive().to_string()
+    );
+    assert_eq!(body["days"][0]["requests"], 2);
+    for bad in ["days=0", "days=367", "days=x"] {
+        let (status, body) = app
+            .get(&operator, &format!("/v1/tenants/acme/costs?{bad}"))
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = app.get(&operator, "/v1/tenants/nobody/costs").await;
+    assert_eq!(status, 404);
+}

@@ -4,8 +4,10 @@
 //! - `transcripts`: fetching, caching, language preference, every YouTube failure class.
 //! - `llm`: both providers, map-reduce with checkpoints, provider failures, keys kept secret.
 //! - `fleet`: the Redis token bucket and circuit breaker, fenced checkpoints.
+//! - `cost`: answers charged from the price table, a batch's cost budget, a tenant's spend.
 //! - `tenants`: the summary cache keeps producer input to its producer; drills are off.
 
+mod cost;
 mod fleet;
 mod llm;
 mod support;

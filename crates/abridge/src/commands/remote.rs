@@ -209,4 +209,28 @@ pub(super) fn print_status(b: &BatchStatusView) {
             .map(|s| format!(", about {s}s left"))
             .unwrap_or_default()
     );
+    if let Some(line) = cost_line(&b.cost) {
+        println!("  {line}");
+    }
+}
+
+/// The batch's model cost, for a batch that has spent or set a limit.
+fn cost_line(c: &abridge_api::views::CostView) -> Option<String> {
+    if c.requests == 0 && c.max_cost_usd.is_none() {
+        return None;
+    }
+    let mut line = format!(
+        "cost ${:.4} ({} requests, {} tokens in, {} out)",
+        c.spent_usd, c.requests, c.input_tokens, c.output_tokens
+    );
+    if let Some(rest) = c.estimate_rest_usd.filter(|r| *r > 0.0) {
+        line += &format!(", about ${rest:.4} more to finish");
+    }
+    if let Some(max) = c.max_cost_usd {
+        line += &format!(", limit ${max}");
+    }
+    if c.unpriced {
+        line += ", and requests to a model without a price";
+    }
+    Some(line)
 }

@@ -1,4 +1,5 @@
-//! `abridge tenant set|show|list`: the operator's settings for each API tenant.
+//! `abridge tenant set|show|list|costs`: the operator's settings for each API tenant, and
+//! what each one's model requests cost.
 
 use std::process::ExitCode;
 
@@ -32,6 +33,47 @@ pub async fn run(settings: &Settings, command: TenantCommand) -> anyhow::Result<
                 println!("{}", serde_json::to_string(&view)?);
             } else {
                 print_one(&view);
+            }
+        }
+        TenantCommand::Costs {
+            name,
+            operator: _,
+            days,
+            json,
+        } => {
+            if let Some(name) = &name {
+                store
+                    .tenant(name)
+                    .await?
+                    .with_context(|| format!("no tenant {name:?}"))?;
+            }
+            let spend = store.tenant_spend(name.as_deref(), days).await?;
+            if json {
+                let days: Vec<_> = spend
+                    .iter()
+                    .map(|d| serde_json::json!({"day": d.day.to_string(), "spend": d.spend}))
+                    .collect();
+                println!("{}", serde_json::json!({"tenant": name, "days": days}));
+            } else {
+                let who = name.as_deref().unwrap_or("the operator");
+                let total: f64 = spend.iter().map(|d| d.spend.cost_usd).sum();
+                println!("{who}: ${total:.4} over the last {days} days");
+                for d in &spend {
+                    let s = &d.spend;
+                    println!(
+                        "  {}  ${:.4}  {} requests, {} tokens in, {} out{}",
+                        d.day,
+                        s.cost_usd,
+                        s.requests,
+                        s.input_tokens,
+                        s.output_tokens,
+                        if s.unpriced {
+                            "  (and a model without a price)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
         }
         TenantCommand::List { json } => {
