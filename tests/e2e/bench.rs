@@ -91,6 +91,10 @@ async fn bench_runs_every_scenario_and_reports_its_figures() {
     for key in ["claim_cost_ratio", "redis_bytes_per_item", "worker_rss_mb"] {
         positive(scale, key);
     }
+    // The session is reused: two requests a video, but for the first few that had none.
+    let transcripts = find("transcripts");
+    let per_video = transcripts["requests_per_video"].as_f64().unwrap();
+    assert!((2.0..2.2).contains(&per_video), "{transcripts}");
 }
 
 #[tokio::test]

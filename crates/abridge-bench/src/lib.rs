@@ -6,7 +6,9 @@
 //! - [`fleet`]: servers and worker processes.
 //! - [`burndown`], [`enqueue`], [`latency`], [`scale`]: the scenarios; [`ceiling`]: the
 //!   burn-down's Postgres statements alone, the bound the burn-down cannot pass;
-//!   [`retention`]: the burn-down against a big `items` table, and while the pruner runs.
+//!   [`retention`]: the burn-down against a big `items` table, and while the pruner runs;
+//!   [`transcripts`]: requests to YouTube per video, with the real summarizer against the
+//!   YouTube stand-in.
 //! - [`report`]: one JSON line per scenario result, and a table against the targets.
 
 pub mod burndown;
@@ -17,6 +19,7 @@ pub mod latency;
 pub mod report;
 pub mod retention;
 pub mod scale;
+pub mod transcripts;
 
 use std::path::PathBuf;
 
@@ -68,16 +71,18 @@ pub enum Scenario {
     Scale,
     Ceiling,
     Retention,
+    Transcripts,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Burndown,
         Self::Enqueue,
         Self::Latency,
         Self::Scale,
         Self::Ceiling,
         Self::Retention,
+        Self::Transcripts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Scenario {
             Self::Scale => "scale",
             Self::Ceiling => "ceiling",
             Self::Retention => "retention",
+            Self::Transcripts => "transcripts",
         }
     }
 }
@@ -100,7 +106,7 @@ impl std::str::FromStr for Scenario {
             .find(|x| x.name() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown scenario {s:?}: expected burndown, enqueue, latency, scale, ceiling or retention"
+                    "unknown scenario {s:?}: expected burndown, enqueue, latency, scale, ceiling, retention or transcripts"
                 )
             })
     }
@@ -121,6 +127,7 @@ pub async fn run(
             Scenario::Scale => scale::run(opts, &servers).await?,
             Scenario::Ceiling => ceiling::run(opts, &servers).await?,
             Scenario::Retention => retention::run(opts, &servers).await?,
+            Scenario::Transcripts => transcripts::run(opts, &servers).await?,
         };
         for r in records {
             emit(&r);

@@ -61,6 +61,9 @@ pub fn public_message(kind: &str) -> &'static str {
         | "budget_unavailable" => {
             "YouTube could not be reached or refused the request; the item was retried."
         }
+        "egress_blocked" => {
+            "YouTube is blocking every proxy of the fleet for now; the item waits for one to come back."
+        }
         "timeout" => "The item took longer than the time allowed.",
         "context_length_exceeded" => "The transcript is too long for the model.",
         "llm_rate_limited"

@@ -85,6 +85,16 @@ impl Keys {
         format!("{}text-only:{what}", self.prefix)
     }
 
+    /// The YouTube session the fleet reuses (innertube's key, the consent cookie), as JSON.
+    pub fn youtube_session(&self) -> String {
+        format!("{}youtube-session", self.prefix)
+    }
+
+    /// Present (with a TTL) while a YouTube proxy of the pool is quarantined.
+    pub fn egress_quarantine(&self, egress: &str) -> String {
+        format!("{}egress-quarantine:{egress}", self.prefix)
+    }
+
     /// LLM tokens a tenant's items spent on one UTC day (`YYYYMMDD`).
     pub fn tenant_tokens(&self, tenant: &str, day: &str) -> String {
         format!("{}tokens:{tenant}:{day}", self.prefix)

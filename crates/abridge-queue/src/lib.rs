@@ -938,6 +938,59 @@ impl Queue {
             .context("remember a server's answer format")
     }
 
+    /// The YouTube session the fleet shares (JSON), if one is kept.
+    pub async fn youtube_session(&self) -> Result<Option<String>> {
+        let mut conn = self.conn("read the youtube session").await?;
+        redis::cmd("GET")
+            .arg(self.keys.youtube_session())
+            .query_async(&mut conn)
+            .await
+            .context("read the youtube session")
+    }
+
+    /// Keeps the YouTube session for `ttl` (it is replaced as soon as YouTube refuses it).
+    pub async fn set_youtube_session(&self, session: &str, ttl: Duration) -> Result<()> {
+        let mut conn = self.conn("keep the youtube session").await?;
+        redis::cmd("SET")
+            .arg(self.keys.youtube_session())
+            .arg(session)
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async::<()>(&mut conn)
+            .await
+            .context("keep the youtube session")
+    }
+
+    /// Quarantines a YouTube proxy for `ttl`, fleet-wide.
+    pub async fn quarantine_egress(&self, egress: &str, ttl: Duration) -> Result<()> {
+        let mut conn = self.conn("quarantine a proxy").await?;
+        redis::cmd("SET")
+            .arg(self.keys.egress_quarantine(egress))
+            .arg(1)
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async::<()>(&mut conn)
+            .await
+            .context("quarantine a proxy")
+    }
+
+    /// For each proxy, how much longer it is quarantined (`None`: it is not).
+    pub async fn egress_quarantines(&self, egress: &[&str]) -> Result<Vec<Option<Duration>>> {
+        let mut conn = self.conn("read proxies' quarantine").await?;
+        let mut pipe = redis::pipe();
+        for e in egress {
+            pipe.cmd("PTTL").arg(self.keys.egress_quarantine(e));
+        }
+        let ttls: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .context("read proxies' quarantine")?;
+        Ok(ttls
+            .into_iter()
+            .map(|ms| u64::try_from(ms).ok().map(Duration::from_millis))
+            .collect())
+    }
+
     /// LLM tokens `tenant`'s items have spent on `day` (`YYYYMMDD`, UTC), by this fleet's
     /// count (lost with Redis: the budget is then counted afresh).
     pub async fn tenant_tokens(&self, tenant: &str, day: &str) -> Result<i64> {

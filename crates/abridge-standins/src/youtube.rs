@@ -37,7 +37,8 @@ pub enum Behaviour {
     BotCheck,
     /// The watch page is the "unusual traffic" captcha.
     Recaptcha,
-    /// The first N watch-page requests get HTTP 429 with `Retry-After: 1`, then normal.
+    /// The first N requests for the video (watch page or player) get HTTP 429 with
+    /// `Retry-After: 1`, then normal.
     RateLimitedFirst(u32),
     /// Every watch-page request gets HTTP 503.
     ServerError,
@@ -131,6 +132,10 @@ impl Counts {
 
 #[derive(Default)]
 struct Inner {
+    /// The API key the watch page carries and the player demands (`None`: [`API_KEY`]).
+    api_key: Option<String>,
+    /// Every request answers HTTP 429 (this address is blocked).
+    blocked: bool,
     videos: HashMap<String, Video>,
     counts: HashMap<String, Counts>,
     /// Player request bodies that did not look like the ANDROID innertube client's.
@@ -196,6 +201,36 @@ impl YoutubeStandin {
     pub fn bad_player_requests(&self) -> Vec<String> {
         self.state.0.lock().unwrap().bad_player_requests.clone()
     }
+
+    /// A new API key from now on: the player refuses the old one (HTTP 400), as innertube
+    /// does when it rotates keys.
+    pub fn rotate_api_key(&self, key: &str) {
+        self.state.0.lock().unwrap().api_key = Some(key.to_owned());
+    }
+
+    /// Blocks (every request gets HTTP 429) or unblocks this address. Requests are counted
+    /// either way.
+    pub fn block(&self, blocked: bool) {
+        self.state.0.lock().unwrap().blocked = blocked;
+    }
+}
+
+/// The key this stand-in serves, and whether it blocks everything.
+fn key_and_block(state: &Shared) -> (String, bool) {
+    let inner = state.0.lock().unwrap();
+    (
+        inner.api_key.clone().unwrap_or_else(|| API_KEY.to_owned()),
+        inner.blocked,
+    )
+}
+
+fn blocked() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, "30")],
+        "Too Many Requests",
+    )
+        .into_response()
 }
 
 fn count(state: &Shared, video: &str, f: impl FnOnce(&mut Counts)) -> Option<Video> {
@@ -217,8 +252,12 @@ async fn watch(
     let mut n = 0;
     let video = count(&state, &id, |c| {
         c.watch += 1;
-        n = c.watch;
+        n = c.watch + c.player;
     });
+    let (key, is_blocked) = key_and_block(&state);
+    if is_blocked {
+        return blocked();
+    }
     let consented = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -252,7 +291,7 @@ async fn watch(
         _ => html(format!(
             r#"<!DOCTYPE html><html><head><title>{title} - YouTube</title>
                <meta name="title" content="{}"></head><body>
-               <script>ytcfg.set({{"INNERTUBE_API_KEY":"{API_KEY}","INNERTUBE_CLIENT_VERSION":"2.20250101"}});</script>
+               <script>ytcfg.set({{"INNERTUBE_API_KEY":"{key}","INNERTUBE_CLIENT_VERSION":"2.20250101"}});</script>
                </body></html>"#,
             title.replace('&', "&amp;").replace('"', "&quot;")
         )),
@@ -266,14 +305,34 @@ async fn player(
 ) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let id = request["videoId"].as_str().unwrap_or_default().to_owned();
-    let video = count(&state, &id, |c| c.player += 1);
-    if q.get("key").map(String::as_str) != Some(API_KEY)
-        || request["context"]["client"]["clientName"] != "ANDROID"
+    let mut n = 0;
+    let video = count(&state, &id, |c| {
+        c.player += 1;
+        n = c.watch + c.player;
+    });
+    let (key, is_blocked) = key_and_block(&state);
+    if is_blocked {
+        return blocked();
+    }
+    if let Some(Behaviour::RateLimitedFirst(k)) = video.as_ref().map(|v| &v.behaviour)
+        && n <= *k
+    {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "Too Many Requests",
+        )
+            .into_response();
+    }
+    let stale_key = q.get("key") != Some(&key);
+    let bad_client = request["context"]["client"]["clientName"] != "ANDROID"
         || request["context"]["client"]["clientVersion"]
             .as_str()
-            .is_none()
-    {
-        state.0.lock().unwrap().bad_player_requests.push(body);
+            .is_none();
+    if stale_key || bad_client {
+        if bad_client || !q.contains_key("key") {
+            state.0.lock().unwrap().bad_player_requests.push(body);
+        }
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}})),
@@ -346,6 +405,9 @@ async fn timedtext(
 ) -> Response {
     let id = q.get("v").cloned().unwrap_or_default();
     let video = count(&state, &id, |c| c.timedtext += 1);
+    if key_and_block(&state).1 {
+        return blocked();
+    }
     let asr = q.get("kind").map(String::as_str) == Some("asr");
     let lang = q.get("lang").cloned().unwrap_or_default();
     let Some(track) = video.and_then(|v| {

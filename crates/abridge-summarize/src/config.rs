@@ -49,6 +49,11 @@ pub struct YoutubeSettings {
     pub base_url: url::Url,
     /// May carry credentials (`http://user:pass@proxy:3128`).
     pub proxy: Option<Secret>,
+    /// A pool of proxies instead of `proxy` (`ABRIDGE_YOUTUBE_PROXIES`); each may carry
+    /// credentials.
+    pub proxies: Vec<Secret>,
+    /// How long a proxy that answered with a block stays out of use.
+    pub proxy_quarantine: Duration,
     pub timeout: Duration,
     /// Fleet-wide requests per second to YouTube; 0 turns the budget off.
     pub requests_per_second: f64,
@@ -125,10 +130,36 @@ impl SummarizeConfig {
                 "(hidden)",
             ));
         }
+        let proxies: Vec<Secret> = match src.secret("youtube_proxies")? {
+            None => Vec::new(),
+            Some(list) => list
+                .expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| Secret::new(p.to_owned()))
+                .collect(),
+        };
+        if proxies.iter().any(|p| url::Url::parse(p.expose()).is_err()) {
+            return Err(src.invalid(
+                "youtube_proxies",
+                "proxy URLs such as http://host:3128, comma-separated",
+                "(hidden)",
+            ));
+        }
+        if proxy.is_some() && !proxies.is_empty() {
+            return Err(src.invalid(
+                "youtube_proxies",
+                "either ABRIDGE_YOUTUBE_PROXY (one proxy) or ABRIDGE_YOUTUBE_PROXIES (a pool), not both",
+                "(hidden)",
+            ));
+        }
         let rps = rate(src, "youtube_requests_per_second", 5.0)?;
         let youtube = YoutubeSettings {
             base_url,
             proxy,
+            proxies,
+            proxy_quarantine: src.millis("youtube_proxy_quarantine_ms", 600_000, 1)?,
             timeout: src.millis("youtube_timeout_ms", 20_000, 100)?,
             requests_per_second: rps,
             burst: src

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use abridge_core::{ErrorKind, ItemError};
 use abridge_queue::Queue;
-use abridge_youtube::{Throttle, YoutubeError};
+use abridge_youtube::{Session, SharedState, Throttle, YoutubeError};
 
 use crate::cost::Price;
 use async_trait::async_trait;
@@ -100,10 +100,12 @@ impl From<OverBudget> for ItemError {
     }
 }
 
-/// The YouTube request budget, asked before every request of one owner's item.
+/// Asked before every request of one owner's item to YouTube: counts it, and takes it from
+/// the fleet's request budget (one bucket per way out: each proxy of a pool has its own).
 pub struct YoutubeBudget {
     pub queue: Queue,
-    pub bucket: Bucket,
+    /// `None`: no budget (`ABRIDGE_YOUTUBE_REQUESTS_PER_SECOND=0`).
+    pub bucket: Option<Bucket>,
     pub max_wait: Duration,
     /// The tenant whose item makes the requests (`None`: a CLI batch); owners share the
     /// budget equally while it is contended.
@@ -112,10 +114,24 @@ pub struct YoutubeBudget {
 
 #[async_trait]
 impl Throttle for YoutubeBudget {
-    async fn before_request(&self) -> Result<(), YoutubeError> {
+    async fn before_request(&self, egress: &str) -> Result<(), YoutubeError> {
+        abridge_telemetry::metrics::youtube_request(egress);
+        let Some(bucket) = &self.bucket else {
+            return Ok(());
+        };
+        let per_egress;
+        let bucket = if egress == abridge_youtube::DIRECT {
+            bucket
+        } else {
+            per_egress = Bucket {
+                name: format!("{}:{egress}", bucket.name),
+                ..bucket.clone()
+            };
+            &per_egress
+        };
         take(
             &self.queue,
-            &self.bucket,
+            bucket,
             self.owner.as_deref(),
             1.0,
             self.max_wait,
@@ -127,6 +143,59 @@ impl Throttle for YoutubeBudget {
                 e.wait.as_millis()
             ))
         })
+    }
+}
+
+/// What the fleet shares about reaching YouTube, in Redis: the session (reused until YouTube
+/// refuses it) and which proxies are quarantined.
+pub struct YoutubeShared {
+    pub queue: Queue,
+    pub quarantine: Duration,
+}
+
+/// How long a session is kept without being refused: renewed a few times a day anyway.
+const SESSION_TTL: Duration = Duration::from_secs(6 * 3600);
+
+#[async_trait]
+impl SharedState for YoutubeShared {
+    async fn session(&self) -> Option<Session> {
+        match self.queue.youtube_session().await {
+            Ok(text) => text.and_then(|t| serde_json::from_str(&t).ok()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the youtube session");
+                None
+            }
+        }
+    }
+
+    async fn save_session(&self, session: &Session) {
+        let text = serde_json::to_string(session).expect("a session serializes");
+        if let Err(e) = self.queue.set_youtube_session(&text, SESSION_TTL).await {
+            tracing::debug!(error = %e, "cannot share the youtube session");
+        }
+    }
+
+    async fn quarantined(&self, egress: &[&str]) -> Vec<Option<Duration>> {
+        match self.queue.egress_quarantines(egress).await {
+            Ok(states) => {
+                for (e, state) in egress.iter().zip(&states) {
+                    abridge_telemetry::metrics::youtube_egress(e, state.is_some(), false);
+                }
+                states
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read proxies' quarantine; trying them all");
+                vec![None; egress.len()]
+            }
+        }
+    }
+
+    async fn quarantine(&self, egress: &str, why: &YoutubeError) {
+        abridge_telemetry::metrics::youtube_egress(egress, true, true);
+        tracing::warn!(%egress, error = %why, quarantine_ms = self.quarantine.as_millis() as u64, "youtube proxy blocked; quarantined");
+        if let Err(e) = self.queue.quarantine_egress(egress, self.quarantine).await {
+            tracing::warn!(%egress, error = %e, "cannot quarantine a proxy fleet-wide");
+        }
     }
 }
 

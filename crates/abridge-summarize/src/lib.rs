@@ -45,7 +45,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
-use crate::fleet::{Breaker, Bucket, Ledger, Payer, TenantBudget, YoutubeBudget};
+use crate::fleet::{Breaker, Bucket, Ledger, Payer, TenantBudget, YoutubeBudget, YoutubeShared};
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
 
@@ -102,8 +102,22 @@ impl Summarizer {
         let youtube = YoutubeClient::new(&YoutubeConfig {
             base_url: config.youtube.base_url.clone(),
             proxy: config.youtube.proxy.as_ref().map(|p| p.expose().to_owned()),
+            proxies: config
+                .youtube
+                .proxies
+                .iter()
+                .map(|p| p.expose().to_owned())
+                .collect(),
             timeout: config.youtube.timeout,
-        })?;
+        })?
+        .with_shared(Arc::new(YoutubeShared {
+            queue: queue.clone(),
+            quarantine: config.youtube.proxy_quarantine,
+        }));
+        abridge_telemetry::metrics::preregister_youtube(
+            &youtube.egress_ids(),
+            !config.youtube.proxies.is_empty(),
+        );
         let backend = |settings: &LlmSettings| -> Result<LlmBackend, BuildError> {
             let name = settings.provider.name();
             Ok(LlmBackend {
@@ -281,16 +295,13 @@ impl Summarizer {
     /// budget as that owner's (owners share a contended budget equally).
     fn youtube_for(&self, owner: Option<&str>) -> YoutubeClient {
         let youtube = &self.config.youtube;
-        if youtube.requests_per_second <= 0.0 {
-            return self.youtube.clone();
-        }
         self.youtube.clone().with_throttle(Arc::new(YoutubeBudget {
             queue: self.queue.clone(),
-            bucket: Bucket {
+            bucket: (youtube.requests_per_second > 0.0).then(|| Bucket {
                 name: "youtube".into(),
                 per_second: youtube.requests_per_second,
                 capacity: youtube.burst,
-            },
+            }),
             max_wait: self.config.budget_max_wait,
             owner: owner.map(str::to_owned),
         }))
@@ -305,6 +316,7 @@ impl Summarizer {
             .youtube_for(job.tenant.as_deref())
             .fetch_transcript(&job.video_id, languages)
             .await?;
+        abridge_telemetry::metrics::youtube_fetch(t.requests);
         let row = CachedTranscript {
             video_id: t.video_id.clone(),
             language: t.language.clone(),

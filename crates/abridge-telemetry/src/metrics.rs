@@ -67,6 +67,10 @@ pub const STALE_WRITES_REJECTED: &str = "abridge_stale_writes_rejected_total";
 pub const CLAIM_ERRORS: &str = "abridge_claim_errors_total";
 pub const SUMMARIZER_REQUESTS: &str = "abridge_summarizer_requests_total";
 pub const SUMMARIZER_TOKENS: &str = "abridge_summarizer_tokens_total";
+pub const YOUTUBE_REQUESTS: &str = "abridge_youtube_requests_total";
+pub const YOUTUBE_BLOCKS: &str = "abridge_youtube_blocks_total";
+pub const YOUTUBE_EGRESS_QUARANTINED: &str = "abridge_youtube_egress_quarantined";
+pub const YOUTUBE_REQUESTS_PER_VIDEO: &str = "abridge_youtube_requests_per_video";
 pub const WORKER_ITEMS_IN_HAND: &str = "abridge_worker_items_in_hand";
 pub const WORKER_CONCURRENCY: &str = "abridge_worker_concurrency";
 pub const BUILD_INFO: &str = "abridge_build_info";
@@ -176,6 +180,34 @@ pub const CATALOGUE: &[MetricDef] = &[
         scope: Process,
         help: "Tokens sent to (input) and received from (output) a summarizer backend.",
         labels: &["backend", "direction"],
+    },
+    MetricDef {
+        name: YOUTUBE_REQUESTS,
+        kind: Counter,
+        scope: Process,
+        help: "Requests to YouTube, by way out (direct, or a proxy of the pool).",
+        labels: &["egress"],
+    },
+    MetricDef {
+        name: YOUTUBE_BLOCKS,
+        kind: Counter,
+        scope: Process,
+        help: "Blocks (429, bot check, captcha, unreachable) that quarantined a proxy of the pool.",
+        labels: &["egress"],
+    },
+    MetricDef {
+        name: YOUTUBE_EGRESS_QUARANTINED,
+        kind: Gauge,
+        scope: Process,
+        help: "1 while a proxy of the pool is quarantined, as this worker last saw it.",
+        labels: &["egress"],
+    },
+    MetricDef {
+        name: YOUTUBE_REQUESTS_PER_VIDEO,
+        kind: Histogram,
+        scope: Process,
+        help: "Requests to YouTube one transcript fetch took (2 on the common path).",
+        labels: &[],
     },
     MetricDef {
         name: WORKER_ITEMS_IN_HAND,
@@ -310,6 +342,10 @@ const WAIT_BUCKETS: &[f64] = &[
     21600.0, 86400.0,
 ];
 
+/// Bucket bounds for requests per transcript fetch: 2 is the common path, 3 renews the
+/// session, more means consent pages or blocked proxies.
+const FETCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder as the `metrics` facade's global recorder (once per
@@ -324,6 +360,12 @@ pub fn install() -> PrometheusHandle {
                 })
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(CLAIM_SIZE.into()), SIZE_BUCKETS))
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WRITE_SIZE.into()), SIZE_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(YOUTUBE_REQUESTS_PER_VIDEO.into()),
+                        FETCH_BUCKETS,
+                    )
+                })
                 .expect("bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -408,6 +450,38 @@ pub fn record_stage(stage: &'static str, took: Duration) {
 pub fn summarizer_request(backend: &str, outcome: &'static str) {
     metrics::counter!(SUMMARIZER_REQUESTS, "backend" => backend.to_owned(), "outcome" => outcome)
         .increment(1);
+}
+
+/// Counts one request to YouTube through `egress`.
+pub fn youtube_request(egress: &str) {
+    metrics::counter!(YOUTUBE_REQUESTS, "egress" => egress.to_owned()).increment(1);
+}
+
+/// Records a proxy's state: quarantined (after a block, `blocked`) or usable.
+pub fn youtube_egress(egress: &str, quarantined: bool, blocked: bool) {
+    if blocked {
+        metrics::counter!(YOUTUBE_BLOCKS, "egress" => egress.to_owned()).increment(1);
+    }
+    metrics::gauge!(YOUTUBE_EGRESS_QUARANTINED, "egress" => egress.to_owned())
+        .set(if quarantined { 1.0 } else { 0.0 });
+}
+
+/// Makes a summarizing worker's YouTube families exist from the first scrape: requests per
+/// way out, and for a proxy pool its blocks and quarantine states.
+pub fn preregister_youtube(egress: &[String], pool: bool) {
+    for e in egress {
+        metrics::counter!(YOUTUBE_REQUESTS, "egress" => e.clone()).absolute(0);
+        if pool {
+            metrics::counter!(YOUTUBE_BLOCKS, "egress" => e.clone()).absolute(0);
+            metrics::gauge!(YOUTUBE_EGRESS_QUARANTINED, "egress" => e.clone()).set(0.0);
+        }
+    }
+    let _ = metrics::histogram!(YOUTUBE_REQUESTS_PER_VIDEO);
+}
+
+/// Records how many requests one transcript fetch took.
+pub fn youtube_fetch(requests: u32) {
+    metrics::histogram!(YOUTUBE_REQUESTS_PER_VIDEO).record(f64::from(requests));
 }
 
 /// Counts the tokens of one summarizer request.

@@ -1,7 +1,9 @@
 //! YouTube captions without an API key, fetched the way working open-source clients do:
 //!
 //! 1. the watch page (`GET /watch?v=ID`), answering the cookie-consent interstitial, for the
-//!    `INNERTUBE_API_KEY` and the title;
+//!    `INNERTUBE_API_KEY` and the title; the key (and the consent cookie) is then reused for
+//!    later videos (a [`Session`], shared through [`SharedState`]) until the player refuses it,
+//!    so the common path is two requests a video;
 //! 2. the innertube player (`POST /youtubei/v1/player?key=KEY`, ANDROID client context) for
 //!    `playabilityStatus`, `videoDetails` and the caption tracks;
 //! 3. the chosen track's `baseUrl`: timed-text XML (`<transcript><text start= dur=>`), or json3.
@@ -15,13 +17,19 @@
 //! - [`timedtext`]: the transcript formats, and HTML entities.
 //!
 //! This crate is the only one that talks to YouTube. It knows nothing of caches or budgets: a
-//! [`Throttle`] is asked before every request, so the caller can share a fleet-wide budget.
+//! [`Throttle`] is asked before every request, so the caller can share a fleet-wide budget,
+//! and a [`SharedState`] keeps what the fleet shares (the session, quarantined proxies).
+//!
+//! With a pool of proxies, each video's requests go out through one proxy; a proxy that
+//! answers with a block (429, the bot check, a captcha, or cannot be reached) is quarantined
+//! and the video is fetched again through the next one, within the same attempt. When every
+//! proxy is quarantined the fetch fails with [`YoutubeError::EgressBlocked`] (the item waits).
 
 pub mod page;
 pub mod player;
 pub mod timedtext;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abridge_core::{ErrorKind, ItemError};
@@ -48,6 +56,9 @@ pub struct YoutubeConfig {
     /// An explicit HTTP(S) proxy for every YouTube request. Without one, the usual
     /// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` variables apply.
     pub proxy: Option<String>,
+    /// A pool of proxies (instead of `proxy`): blocks quarantine a proxy and move the video
+    /// to another.
+    pub proxies: Vec<String>,
     /// Per request (connect, send, read the body).
     pub timeout: Duration,
 }
@@ -57,6 +68,7 @@ impl Default for YoutubeConfig {
         Self {
             base_url: Url::parse("https://www.youtube.com").expect("valid url"),
             proxy: None,
+            proxies: Vec::new(),
             timeout: Duration::from_secs(20),
         }
     }
@@ -66,7 +78,41 @@ impl Default for YoutubeConfig {
 /// stops the fetch.
 #[async_trait]
 pub trait Throttle: Send + Sync {
-    async fn before_request(&self) -> Result<(), YoutubeError>;
+    /// `egress` is the way out the request takes ([`DIRECT`], or a proxy's id).
+    async fn before_request(&self, egress: &str) -> Result<(), YoutubeError>;
+}
+
+/// The egress id of requests that go out without a pool.
+pub const DIRECT: &str = "direct";
+
+/// What one watch page gives that later videos reuse until YouTube refuses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// innertube's `INNERTUBE_API_KEY`.
+    pub api_key: String,
+    /// `CONSENT=YES+...`, once a consent page was answered: sent with later watch pages.
+    pub consent_cookie: Option<String>,
+}
+
+/// What the fleet shares about reaching YouTube, kept by the caller (in Redis). Failing to
+/// read or write it costs requests, never a video: implementations fail open.
+#[async_trait]
+pub trait SharedState: Send + Sync {
+    async fn session(&self) -> Option<Session>;
+    async fn save_session(&self, session: &Session);
+    /// For each of `egress`: how much longer it stays quarantined (`None`: usable now).
+    async fn quarantined(&self, egress: &[&str]) -> Vec<Option<Duration>>;
+    /// Takes a proxy out of use: it answered with a block.
+    async fn quarantine(&self, egress: &str, why: &YoutubeError);
+}
+
+/// One way out to YouTube: directly, or through one proxy of the pool.
+#[derive(Clone)]
+struct Egress {
+    /// [`DIRECT`], or `proxy-` and a short hash of the proxy's URL (the URL may hold
+    /// credentials, and is never printed).
+    id: String,
+    http: reqwest::Client,
 }
 
 /// A video's details and caption tracks, as the player reports them.
@@ -93,6 +139,9 @@ pub struct Transcript {
     pub segments: Vec<Segment>,
     /// Every track the video offers (so a cached transcript can answer a later preference).
     pub tracks: Vec<CaptionTrack>,
+    /// Requests this fetch made to YouTube (blocked ones through other proxies included).
+    #[serde(skip)]
+    pub requests: u32,
 }
 
 /// Why a fetch failed. [`YoutubeError::kind`] is the item's `error_kind`;
@@ -131,6 +180,9 @@ pub enum YoutubeError {
     /// The caller's [`Throttle`] refused or could not decide.
     #[error("youtube request budget: {0}")]
     Budget(String),
+    /// Every proxy of the pool is quarantined; the soonest is back after `wait`.
+    #[error("every youtube proxy is quarantined after blocks; the first is back in {} s", wait.as_secs())]
+    EgressBlocked { wait: Duration },
 }
 
 impl YoutubeError {
@@ -149,6 +201,7 @@ impl YoutubeError {
             Self::Connection { .. } => "connection_failed",
             Self::Unexpected { .. } => "youtube_unexpected",
             Self::Budget(_) => "budget_unavailable",
+            Self::EgressBlocked { .. } => "egress_blocked",
         }
     }
 
@@ -171,6 +224,15 @@ impl YoutubeError {
             _ => None,
         }
     }
+
+    /// YouTube refused this way out, not the video: through a pool, another proxy may pass.
+    /// A proxy that cannot be reached counts too.
+    pub fn is_block(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::RequestBlocked { .. } | Self::Connection { .. }
+        )
+    }
 }
 
 impl From<YoutubeError> for ItemError {
@@ -183,6 +245,10 @@ impl From<YoutubeError> for ItemError {
                 e.to_string(),
                 Duration::from_secs(1),
             );
+        }
+        if let YoutubeError::EgressBlocked { wait } = &e {
+            // Not the video's fault: it waits for a proxy, without using up an attempt.
+            return ItemError::deferred(kind, e.to_string(), *wait);
         }
         if e.is_transient() {
             ItemError::Transient {
@@ -199,9 +265,14 @@ impl From<YoutubeError> for ItemError {
 /// A YouTube client. Cheap to clone.
 #[derive(Clone)]
 pub struct YoutubeClient {
-    http: reqwest::Client,
+    egress: Arc<[Egress]>,
+    /// Whether `egress` is a pool: a block quarantines the proxy and moves on.
+    pool: bool,
     base: Url,
     throttle: Option<Arc<dyn Throttle>>,
+    shared: Option<Arc<dyn SharedState>>,
+    /// This process's copy of the session (read from `shared` when empty).
+    session: Arc<Mutex<Option<Session>>>,
 }
 
 impl std::fmt::Debug for YoutubeClient {
@@ -221,26 +292,59 @@ impl YoutubeClient {
     pub fn new(config: &YoutubeConfig) -> Result<Self, BuildError> {
         // reqwest is built without a default TLS provider (see the workspace manifest).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-            .user_agent(BROWSER_USER_AGENT);
-        if let Some(proxy) = &config.proxy {
-            let proxy = reqwest::Proxy::all(proxy.as_str())
-                .map_err(|e| BuildError(format!("proxy: {}", e.without_url())))?;
-            builder = builder.proxy(proxy);
-        }
-        let http = builder.build().map_err(|e| BuildError(e.to_string()))?;
+        let build = |proxy: Option<&str>| -> Result<reqwest::Client, BuildError> {
+            let mut builder = reqwest::Client::builder()
+                .timeout(config.timeout)
+                .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+                .user_agent(BROWSER_USER_AGENT);
+            if let Some(proxy) = proxy {
+                let proxy = reqwest::Proxy::all(proxy)
+                    .map_err(|e| BuildError(format!("proxy: {}", e.without_url())))?;
+                builder = builder.proxy(proxy);
+            }
+            builder.build().map_err(|e| BuildError(e.to_string()))
+        };
+        let egress: Vec<Egress> = if config.proxies.is_empty() {
+            vec![Egress {
+                id: DIRECT.to_owned(),
+                http: build(config.proxy.as_deref())?,
+            }]
+        } else {
+            config
+                .proxies
+                .iter()
+                .map(|p| {
+                    Ok(Egress {
+                        id: egress_id(p),
+                        http: build(Some(p))?,
+                    })
+                })
+                .collect::<Result<_, BuildError>>()?
+        };
         let mut base = config.base_url.clone();
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
         Ok(Self {
-            http,
+            pool: !config.proxies.is_empty(),
+            egress: egress.into(),
             base,
             throttle: None,
+            shared: None,
+            session: Arc::default(),
         })
+    }
+
+    /// Shares the session and the proxies' quarantine through `shared`.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedState>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The ids of the ways out, in the pool's order (for metrics and tests).
+    pub fn egress_ids(&self) -> Vec<String> {
+        self.egress.iter().map(|e| e.id.clone()).collect()
     }
 
     /// Asks `throttle` before every request.
@@ -249,35 +353,86 @@ impl YoutubeClient {
         self
     }
 
-    /// The video's details and caption tracks (watch page, then player).
-    pub async fn video_info(&self, video_id: &str) -> Result<VideoInfo, YoutubeError> {
+    /// The transcript in the first of `languages` the video has (manual tracks before
+    /// auto-generated ones for each language). Through a pool, a blocked proxy is quarantined
+    /// and the fetch starts again through the next one (starting from a proxy chosen by the
+    /// video id, so videos spread over the pool).
+    pub async fn fetch_transcript(
+        &self,
+        video_id: &str,
+        languages: &[String],
+    ) -> Result<Transcript, YoutubeError> {
         if !is_video_id(video_id) {
             return Err(YoutubeError::InvalidVideo {
                 video: video_id.to_owned(),
                 reason: "a video id is 11 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
             });
         }
-        let watch = self.watch_page(video_id).await?;
-        let response = self.player(video_id, &watch.api_key).await?;
-        let mut info = player::read_player(video_id, &response)?;
-        if info.title.is_none() {
-            info.title = watch.title;
+        let mut requests = 0;
+        if !self.pool {
+            let mut t = self
+                .fetch_through(&self.egress[0], video_id, languages, &mut requests)
+                .await?;
+            t.requests = requests;
+            return Ok(t);
         }
-        Ok(info)
+        let n = self.egress.len();
+        let first = video_id.bytes().map(usize::from).sum::<usize>() % n;
+        let order: Vec<&Egress> = (0..n).map(|i| &self.egress[(first + i) % n]).collect();
+        let quarantined = match &self.shared {
+            Some(shared) => {
+                let ids: Vec<&str> = order.iter().map(|e| e.id.as_str()).collect();
+                shared.quarantined(&ids).await
+            }
+            None => vec![None; n],
+        };
+        let mut soonest: Option<Duration> = None;
+        for (egress, quarantine) in order.into_iter().zip(quarantined) {
+            if let Some(wait) = quarantine {
+                soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+                continue;
+            }
+            match self
+                .fetch_through(egress, video_id, languages, &mut requests)
+                .await
+            {
+                Err(e) if e.is_block() => {
+                    tracing::info!(egress = %egress.id, error = %e, "youtube blocked a proxy; quarantining it and trying the next");
+                    if let Some(shared) = &self.shared {
+                        shared.quarantine(&egress.id, &e).await;
+                    }
+                }
+                Ok(mut t) => {
+                    t.requests = requests;
+                    return Ok(t);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if soonest.is_none()
+            && let Some(shared) = &self.shared
+        {
+            // Every proxy was blocked just now: the first back is the first quarantined.
+            let ids: Vec<&str> = self.egress.iter().map(|e| e.id.as_str()).collect();
+            soonest = shared.quarantined(&ids).await.into_iter().flatten().min();
+        }
+        Err(YoutubeError::EgressBlocked {
+            wait: soonest.unwrap_or(Duration::from_secs(1)),
+        })
     }
 
-    /// The transcript in the first of `languages` the video has (manual tracks before
-    /// auto-generated ones for each language).
-    pub async fn fetch_transcript(
+    async fn fetch_through(
         &self,
+        egress: &Egress,
         video_id: &str,
         languages: &[String],
+        requests: &mut u32,
     ) -> Result<Transcript, YoutubeError> {
-        let info = self.video_info(video_id).await?;
+        let info = self.video_info(egress, video_id, requests).await?;
         let track = choose_track(&info.tracks, languages)
             .ok_or_else(|| no_transcript(&info, languages))?
             .clone();
-        let segments = self.fetch_track(video_id, &track).await?;
+        let segments = self.fetch_track(egress, video_id, &track, requests).await?;
         Ok(Transcript {
             video_id: info.video_id,
             title: info.title,
@@ -287,19 +442,105 @@ impl YoutubeClient {
             kind: track.kind,
             segments,
             tracks: info.tracks,
+            requests: 0,
         })
     }
 
-    /// One track's segments.
-    pub async fn fetch_track(
+    /// The video's details and caption tracks: the player with the session's key, or the
+    /// watch page (for a key) first when there is no session or the player refused its key.
+    async fn video_info(
         &self,
+        egress: &Egress,
+        video_id: &str,
+        requests: &mut u32,
+    ) -> Result<VideoInfo, YoutubeError> {
+        let mut session = self.current_session().await;
+        let mut refused: Option<Session> = None;
+        while let Some(s) = session.take() {
+            if let Some(response) = self.player(egress, video_id, &s.api_key, requests).await? {
+                return player::read_player(video_id, &response);
+            }
+            // Refused: another worker may have renewed the session already.
+            session = self
+                .shared_session()
+                .await
+                .filter(|fresh| fresh.api_key != s.api_key && refused.is_none());
+            refused = Some(s);
+        }
+        // No session, or the player refused its key: a watch page for a fresh one.
+        let cookie = refused.as_ref().and_then(|s| s.consent_cookie.clone());
+        let (watch, consent_cookie) = self.watch_page(egress, video_id, cookie, requests).await?;
+        let refused_same_key = refused.as_ref().is_some_and(|s| s.api_key == watch.api_key);
+        self.keep_session(Session {
+            api_key: watch.api_key.clone(),
+            consent_cookie,
+        })
+        .await;
+        let response = if refused_same_key {
+            // The key is the one just refused: the player refused the video, not the key.
+            None
+        } else {
+            self.player(egress, video_id, &watch.api_key, requests)
+                .await?
+        };
+        let Some(response) = response else {
+            // innertube answers 400 INVALID_ARGUMENT for ids it cannot parse.
+            return Err(YoutubeError::InvalidVideo {
+                video: video_id.to_owned(),
+                reason: "the player refused the video id (HTTP 400)".into(),
+            });
+        };
+        let mut info = player::read_player(video_id, &response)?;
+        if info.title.is_none() {
+            info.title = watch.title;
+        }
+        Ok(info)
+    }
+
+    /// This process's session, else the fleet's.
+    async fn current_session(&self) -> Option<Session> {
+        let held = self
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if held.is_some() {
+            return held;
+        }
+        self.shared_session().await
+    }
+
+    /// The fleet's session, kept as this process's too.
+    async fn shared_session(&self) -> Option<Session> {
+        let shared = self.shared.as_ref()?.session().await?;
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared.clone());
+        Some(shared)
+    }
+
+    async fn keep_session(&self, session: Session) {
+        let changed = {
+            let mut held = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = held.as_ref() != Some(&session);
+            *held = Some(session.clone());
+            changed
+        };
+        if changed && let Some(shared) = &self.shared {
+            shared.save_session(&session).await;
+        }
+    }
+
+    /// One track's segments.
+    async fn fetch_track(
+        &self,
+        egress: &Egress,
         video_id: &str,
         track: &CaptionTrack,
+        requests: &mut u32,
     ) -> Result<Vec<Segment>, YoutubeError> {
         const WHAT: &str = "timed text";
         let url = self.track_url(&track.base_url)?;
-        self.wait_for_budget().await?;
-        let response = self
+        self.wait_for_budget(egress, requests).await?;
+        let response = egress
             .http
             .get(url)
             .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9")
@@ -327,22 +568,35 @@ impl YoutubeClient {
         Ok(segments)
     }
 
-    async fn wait_for_budget(&self) -> Result<(), YoutubeError> {
-        match &self.throttle {
-            Some(t) => t.before_request().await,
-            None => Ok(()),
+    /// Asks the budget for one request through `egress`, and counts it.
+    async fn wait_for_budget(
+        &self,
+        egress: &Egress,
+        requests: &mut u32,
+    ) -> Result<(), YoutubeError> {
+        if let Some(t) = &self.throttle {
+            t.before_request(&egress.id).await?;
         }
+        *requests += 1;
+        Ok(())
     }
 
-    /// The watch page, past the consent interstitial if YouTube shows one.
-    async fn watch_page(&self, video_id: &str) -> Result<page::WatchPage, YoutubeError> {
+    /// The watch page, past the consent interstitial if YouTube shows one (a consent
+    /// cookie from an earlier page is sent at once); returns the cookie it sent, if any.
+    async fn watch_page(
+        &self,
+        egress: &Egress,
+        video_id: &str,
+        mut consent_cookie: Option<String>,
+        requests: &mut u32,
+    ) -> Result<(page::WatchPage, Option<String>), YoutubeError> {
         const WHAT: &str = "watch page";
         let mut url = self.base.join("watch").expect("valid path");
         url.query_pairs_mut().append_pair("v", video_id);
-        let mut consent_cookie: Option<String> = None;
+        let mut answered = false;
         for _ in 0..2 {
-            self.wait_for_budget().await?;
-            let mut request = self
+            self.wait_for_budget(egress, requests).await?;
+            let mut request = egress
                 .http
                 .get(url.clone())
                 .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9");
@@ -358,10 +612,11 @@ impl YoutubeClient {
             }
             let html = read_ok(WHAT, response).await?;
             match page::read_watch_page(&html) {
-                page::PageRead::Page(page) => return Ok(page),
-                page::PageRead::Consent { value } if consent_cookie.is_none() => {
+                page::PageRead::Page(page) => return Ok((page, consent_cookie)),
+                page::PageRead::Consent { value } if !answered => {
                     tracing::debug!(video = video_id, "answering youtube's consent page");
                     consent_cookie = Some(format!("CONSENT=YES+{value}"));
+                    answered = true;
                 }
                 page::PageRead::Consent { .. } => {
                     return Err(YoutubeError::RequestBlocked {
@@ -385,11 +640,14 @@ impl YoutubeClient {
         unreachable!("the loop returns on its second pass")
     }
 
+    /// The player's response; `None` when it answers 400 (it refuses the key or the id).
     async fn player(
         &self,
+        egress: &Egress,
         video_id: &str,
         api_key: &str,
-    ) -> Result<serde_json::Value, YoutubeError> {
+        requests: &mut u32,
+    ) -> Result<Option<serde_json::Value>, YoutubeError> {
         const WHAT: &str = "innertube player";
         let mut url = self.base.join("youtubei/v1/player").expect("valid path");
         url.query_pairs_mut().append_pair("key", api_key);
@@ -400,8 +658,8 @@ impl YoutubeClient {
             } },
             "videoId": video_id,
         });
-        self.wait_for_budget().await?;
-        let response = self
+        self.wait_for_budget(egress, requests).await?;
+        let response = egress
             .http
             .post(url)
             .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9")
@@ -410,17 +668,15 @@ impl YoutubeClient {
             .await
             .map_err(|e| request_error(WHAT, &e))?;
         if response.status() == StatusCode::BAD_REQUEST {
-            // innertube answers 400 INVALID_ARGUMENT for ids it cannot parse.
-            return Err(YoutubeError::InvalidVideo {
-                video: video_id.to_owned(),
-                reason: "the player refused the video id (HTTP 400)".into(),
-            });
+            return Ok(None);
         }
         let text = read_ok(WHAT, response).await?;
-        serde_json::from_str(&text).map_err(|e| YoutubeError::Unexpected {
-            what: WHAT,
-            detail: format!("not JSON: {e}"),
-        })
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| YoutubeError::Unexpected {
+                what: WHAT,
+                detail: format!("not JSON: {e}"),
+            })
     }
 
     /// A track's URL, with `fmt=srv3` dropped (the classic `<transcript>` format is the
@@ -463,6 +719,16 @@ fn no_transcript(info: &VideoInfo, languages: &[String]) -> YoutubeError {
         wanted: languages.join(", "),
         available,
     }
+}
+
+/// A proxy's id: `proxy-` and the first 4 bytes of its URL's SHA-256, stable however the pool
+/// is ordered, and naming no host or credential.
+pub fn egress_id(proxy: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "proxy-{}",
+        hex::encode(&Sha256::digest(proxy.as_bytes())[..4])
+    )
 }
 
 /// True for an 11-character id of `[A-Za-z0-9_-]`.

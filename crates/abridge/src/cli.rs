@@ -178,12 +178,12 @@ pub fn parse_age(s: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling, retention
+    /// Scenarios to run: burndown, enqueue, latency, scale, ceiling, retention, transcripts
     /// (comma-separated; retention is not in the default set: it writes millions of rows).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "burndown,enqueue,latency,scale,ceiling"
+        default_value = "burndown,enqueue,latency,scale,ceiling,transcripts"
     )]
     pub scenario: Vec<String>,
     /// Items pre-filled for the burn-down (and the ceiling).

@@ -3,11 +3,13 @@
 //!
 //! - `transcripts`: fetching, caching, language preference, every YouTube failure class.
 //! - `llm`: both providers, map-reduce with checkpoints, provider failures, keys kept secret.
+//! - `egress`: a pool of YouTube proxies, one of them blocked, then all of them.
 //! - `fleet`: the Redis token bucket and circuit breaker, fenced checkpoints.
 //! - `cost`: answers charged from the price table, a batch's cost budget, a tenant's spend.
 //! - `tenants`: the summary cache keeps producer input to its producer; drills are off.
 
 mod cost;
+mod egress;
 mod fleet;
 mod llm;
 mod support;

@@ -113,8 +113,8 @@ async fn language_preference_per_batch_fetches_each_language_once() {
     assert_eq!(meta["transcript"]["source"], "youtube");
     assert_eq!(
         s.youtube.counts(video).total(),
-        6,
-        "a second language is a second fetch"
+        5,
+        "a second language is a second fetch (player and captions: the session is reused)"
     );
 
     // Both languages are cached now; a preference for either needs no request.
@@ -128,7 +128,7 @@ async fn language_preference_per_batch_fetches_each_language_once() {
         items[0].result_meta.as_ref().unwrap()["transcript"]["source"],
         "cache"
     );
-    assert_eq!(s.youtube.counts(video).total(), 6);
+    assert_eq!(s.youtube.counts(video).total(), 5);
 }
 
 #[tokio::test]
@@ -219,8 +219,9 @@ async fn supplied_transcripts_are_summarized_without_youtube() {
 
 #[tokio::test]
 async fn the_youtube_budget_paces_requests() {
-    // 9 requests (3 videos x watch, player, timed text) at 4 per second with a burst of 1
-    // cannot take less than 2 seconds.
+    // 7 to 9 requests (3 videos x player and timed text, and a watch page for each that
+    // started before the fleet had a session) at 4 per second with a burst of 1 cannot take
+    // less than 1.5 seconds.
     let videos = (0..3)
         .map(|i| normal_video(&format!("vid_Budget{i}"), "B"))
         .collect();
@@ -240,9 +241,13 @@ async fn the_youtube_budget_paces_requests() {
         )
         .await;
     assert_eq!(batch.counts.succeeded, 3);
-    assert_eq!(s.youtube.total(), 9);
     assert!(
-        started.elapsed() >= Duration::from_millis(1900),
+        (7..=9).contains(&s.youtube.total()),
+        "{}",
+        s.youtube.total()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
         "{:?}",
         started.elapsed()
     );

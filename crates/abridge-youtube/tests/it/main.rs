@@ -1,9 +1,12 @@
 //! The YouTube client against a local stand-in that speaks YouTube's formats (no network).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abridge_standins::youtube::{Behaviour, Track, Video, YoutubeStandin};
-use abridge_youtube::{Segment, TrackKind, YoutubeClient, YoutubeConfig, YoutubeError};
+use abridge_standins::youtube::{API_KEY, Behaviour, Track, Video, YoutubeStandin};
+use abridge_youtube::{
+    Segment, Session, SharedState, TrackKind, YoutubeClient, YoutubeConfig, YoutubeError,
+};
 
 const VIDEO: &str = "vid_Normal1";
 
@@ -36,6 +39,7 @@ fn client(base: &str) -> YoutubeClient {
     YoutubeClient::new(&YoutubeConfig {
         base_url: base.parse().unwrap(),
         proxy: None,
+        proxies: Vec::new(),
         timeout: Duration::from_secs(5),
     })
     .unwrap()
@@ -190,7 +194,11 @@ async fn classifies_transient_failures() {
         ("vid_Captcha", "request_blocked"),
         ("vid_Down503", "youtube_unavailable"),
     ] {
-        let e = c.fetch_transcript(video, &en).await.unwrap_err();
+        // A fresh client (a fresh worker) has no session: it starts at the watch page.
+        let e = client(&yt.url())
+            .fetch_transcript(video, &en)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), kind, "{video}: {e}");
         assert!(e.is_transient(), "{video}");
     }
@@ -210,6 +218,7 @@ async fn classifies_transient_failures() {
             .parse()
             .unwrap(),
         proxy: None,
+        proxies: Vec::new(),
         timeout: Duration::from_millis(300),
     })
     .unwrap();
@@ -226,10 +235,165 @@ async fn goes_through_an_explicit_proxy() {
     let c = YoutubeClient::new(&YoutubeConfig {
         base_url: "http://youtube.abridge-test.invalid".parse().unwrap(),
         proxy: Some(yt.url()),
+        proxies: Vec::new(),
         timeout: Duration::from_secs(5),
     })
     .unwrap();
     let t = c.fetch_transcript(VIDEO, &langs(&["en"])).await.unwrap();
     assert_eq!(t.segments.len(), 3);
     assert_eq!(yt.counts(VIDEO).total(), 3);
+}
+
+/// The fleet's shared state, in memory (Redis in the worker).
+#[derive(Default)]
+struct MemoryShared {
+    session: std::sync::Mutex<Option<Session>>,
+    quarantined: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+#[async_trait::async_trait]
+impl SharedState for MemoryShared {
+    async fn session(&self) -> Option<Session> {
+        self.session.lock().unwrap().clone()
+    }
+    async fn save_session(&self, session: &Session) {
+        *self.session.lock().unwrap() = Some(session.clone());
+    }
+    async fn quarantined(&self, egress: &[&str]) -> Vec<Option<Duration>> {
+        let q = self.quarantined.lock().unwrap();
+        egress
+            .iter()
+            .map(|e| {
+                q.get(*e)
+                    .and_then(|until| until.checked_duration_since(Instant::now()))
+            })
+            .collect()
+    }
+    async fn quarantine(&self, egress: &str, _why: &YoutubeError) {
+        self.quarantined
+            .lock()
+            .unwrap()
+            .insert(egress.to_owned(), Instant::now() + Duration::from_secs(60));
+    }
+}
+
+#[tokio::test]
+async fn reuses_the_session_so_a_video_takes_two_requests_until_youtube_refuses_it() {
+    let ids = ["vid_Session", "vid_Sessio2", "vid_Sessio3", "vid_Sessio4"];
+    let yt = YoutubeStandin::start(ids.iter().map(|id| normal(id)).collect());
+    let shared = Arc::new(MemoryShared::default());
+    let c = client(&yt.url()).with_shared(shared.clone());
+    let en = langs(&["en"]);
+
+    let t = c.fetch_transcript(ids[0], &en).await.unwrap();
+    assert_eq!(
+        t.requests, 3,
+        "the first video: watch page, player, captions"
+    );
+    assert_eq!(shared.session().await.unwrap().api_key, API_KEY);
+    // Another worker (a new client) with the fleet's session skips the watch page.
+    let other = client(&yt.url()).with_shared(shared.clone());
+    let t = other.fetch_transcript(ids[1], &en).await.unwrap();
+    assert_eq!(
+        (t.requests, t.title.as_deref()),
+        (2, Some("A \"normal\" video & more"))
+    );
+    assert_eq!(yt.counts(ids[1]).watch, 0);
+
+    // YouTube rotates its key: the refused player call renews the session once.
+    yt.rotate_api_key("AIzaSyRotatedKey_9876543210");
+    let t = c.fetch_transcript(ids[2], &en).await.unwrap();
+    assert_eq!(
+        t.requests, 4,
+        "player refused, watch page, player, captions"
+    );
+    assert_eq!(
+        shared.session().await.unwrap().api_key,
+        "AIzaSyRotatedKey_9876543210"
+    );
+    let t = other.fetch_transcript(ids[3], &en).await.unwrap();
+    assert_eq!(
+        t.requests, 3,
+        "this worker's stale copy is refused once too"
+    );
+    let t = other.fetch_transcript(ids[0], &en).await.unwrap();
+    assert_eq!(t.requests, 2);
+    assert!(yt.bad_player_requests().is_empty());
+}
+
+#[tokio::test]
+async fn reuses_the_consent_cookie_when_the_session_is_renewed() {
+    let ids = ["vid_Consen1", "vid_Consen2"];
+    let yt = YoutubeStandin::start(
+        ids.iter()
+            .map(|id| normal(id).behaving(Behaviour::Consent))
+            .collect(),
+    );
+    let c = client(&yt.url()).with_shared(Arc::new(MemoryShared::default()));
+    let en = langs(&["en"]);
+    let t = c.fetch_transcript(ids[0], &en).await.unwrap();
+    assert_eq!((t.requests, yt.counts(ids[0]).watch), (4, 2));
+    yt.rotate_api_key("AIzaSyRotatedKey_9876543210");
+    let t = c.fetch_transcript(ids[1], &en).await.unwrap();
+    assert_eq!(
+        yt.counts(ids[1]).watch,
+        1,
+        "the kept cookie passes the consent page at once"
+    );
+    assert_eq!(t.requests, 4);
+}
+
+#[tokio::test]
+async fn a_blocked_proxy_is_quarantined_and_the_video_moves_to_the_next() {
+    // Three stand-ins act as proxies (they serve absolute-form requests themselves); the
+    // base URL does not resolve, so every request went through one of them.
+    let videos = || vec![normal(VIDEO), normal("vid_Other01")];
+    let (a, b, blocking) = (
+        YoutubeStandin::start(videos()),
+        YoutubeStandin::start(videos()),
+        YoutubeStandin::start(videos()),
+    );
+    blocking.block(true);
+    let shared = Arc::new(MemoryShared::default());
+    let pool = |proxies: Vec<String>| {
+        YoutubeClient::new(&YoutubeConfig {
+            base_url: "http://youtube.abridge-test.invalid".parse().unwrap(),
+            proxy: None,
+            proxies,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+        .with_shared(shared.clone())
+    };
+    let c = pool(vec![blocking.url(), a.url(), b.url()]);
+    let ids = c.egress_ids();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter()
+            .all(|id| id.starts_with("proxy-") && !id.contains("127.0.0.1"))
+    );
+    let en = langs(&["en"]);
+    for video in [VIDEO, "vid_Other01", VIDEO, "vid_Other01"] {
+        let t = c.fetch_transcript(video, &en).await.unwrap();
+        assert_eq!(t.segments.len(), 3);
+    }
+    // The blocking proxy was tried at most once, then left alone while quarantined.
+    assert!(blocking.total() <= 1, "{}", blocking.total());
+    assert_eq!(
+        shared.quarantined(&[ids[0].as_str()]).await[0].is_some(),
+        blocking.total() == 1
+    );
+    assert!(a.total() + b.total() >= 8);
+
+    // Every proxy blocked: the fetch waits for the first to come back, not a failure.
+    a.block(true);
+    b.block(true);
+    let e = c.fetch_transcript("vid_Other01", &en).await.unwrap_err();
+    let YoutubeError::EgressBlocked { wait } = e else {
+        panic!("{e}")
+    };
+    assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
+    let item: abridge_core::ItemError = YoutubeError::EgressBlocked { wait }.into();
+    assert!(item.is_deferred());
+    assert_eq!(item.kind().as_str(), "egress_blocked");
 }
