@@ -13,10 +13,14 @@
 //! - [`page`]: reading the watch page (consent form, API key, title, recaptcha).
 //! - [`player`]: the player response: playability, video details, caption tracks, track choice.
 //! - [`timedtext`]: the transcript formats, and HTML entities.
+//! - [`browse`]: playlists and channels' videos (innertube `browse` and its continuations),
+//!   for expanding a batch's list lines at enqueue.
 //!
 //! This crate is the only one that talks to YouTube. It knows nothing of caches or budgets: a
 //! [`Throttle`] is asked before every request, so the caller can share a fleet-wide budget.
 
+pub mod browse;
+mod config;
 pub mod page;
 pub mod player;
 pub mod timedtext;
