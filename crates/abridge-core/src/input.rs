@@ -443,10 +443,17 @@ https://www.youtube.com/@someone/shorts
                 Ok(ReadList {
                     playlist_id: "PLfirst".into(),
                     // The third is past the limit of 2.
-                    videos: vec![video("bbbbbbbbbbb"), video("aaaaaaaaaaa"), video("eeeeeeeeeee")],
+                    videos: vec![
+                        video("bbbbbbbbbbb"),
+                        video("aaaaaaaaaaa"),
+                        video("eeeeeeeeeee"),
+                    ],
                 }),
             ),
-            (lists[1].clone(), Err("channel @someone: it is gone".to_owned())),
+            (
+                lists[1].clone(),
+                Err("channel @someone: it is gone".to_owned()),
+            ),
         ];
         input.resolve_lists(read);
         let got: Vec<(usize, &str, &str)> = input
@@ -457,17 +464,32 @@ https://www.youtube.com/@someone/shorts
         assert_eq!(
             got,
             [
-                (1, "aaaaaaaaaaa", "https://www.youtube.com/watch?v=aaaaaaaaaaa"),
+                (
+                    1,
+                    "aaaaaaaaaaa",
+                    "https://www.youtube.com/watch?v=aaaaaaaaaaa"
+                ),
                 (
                     2,
                     "bbbbbbbbbbb",
                     "https://www.youtube.com/watch?v=bbbbbbbbbbb&list=PLfirst&index=1"
                 ),
-                (4, "ccccccccccc", "https://www.youtube.com/watch?v=ccccccccccc"),
-                (5, "ddddddddddd", "https://www.youtube.com/watch?v=ddddddddddd"),
+                (
+                    4,
+                    "ccccccccccc",
+                    "https://www.youtube.com/watch?v=ccccccccccc"
+                ),
+                (
+                    5,
+                    "ddddddddddd",
+                    "https://www.youtube.com/watch?v=ddddddddddd"
+                ),
             ]
         );
-        assert_eq!(input.items[1].title.as_deref(), Some("title of bbbbbbbbbbb"));
+        assert_eq!(
+            input.items[1].title.as_deref(),
+            Some("title of bbbbbbbbbbb")
+        );
         assert_eq!(input.duplicates, 1, "aaaaaaaaaaa again, from the playlist");
         let rejected: Vec<(usize, &str)> = input
             .rejected

@@ -132,10 +132,7 @@ pub fn parse_list_ref(input: &str, watch_lists: bool) -> Option<Result<ListRef, 
         return None;
     }
     let url = parse_url(input).ok()?;
-    let host = url
-        .host_str()?
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
     let query = |name: &str| {
         url.query_pairs()
             .find(|(k, _)| k == name)
@@ -222,7 +219,10 @@ mod tests {
             list(&format!("https://www.youtube.com/playlist?list={pl}")),
             playlist
         );
-        assert_eq!(list(&format!("youtube.com/playlist?list={pl}&si=x")), playlist);
+        assert_eq!(
+            list(&format!("youtube.com/playlist?list={pl}&si=x")),
+            playlist
+        );
         assert_eq!(
             list(&format!("https://m.youtube.com/watch?list={pl}")),
             playlist
@@ -265,11 +265,17 @@ mod tests {
     #[test]
     fn lists_that_cannot_be_read_say_why() {
         for (input, want) in [
-            ("https://www.youtube.com/playlist?list=RDdQw4w9WgXcQ", "mixes"),
+            (
+                "https://www.youtube.com/playlist?list=RDdQw4w9WgXcQ",
+                "mixes",
+            ),
             ("https://www.youtube.com/playlist?list=WL", "signed-in"),
             ("https://www.youtube.com/playlist", "list=ID"),
             ("https://www.youtube.com/playlist?list=a%20b", "not 2 to 64"),
-            ("https://www.youtube.com/@veritasium/shorts", "only a channel's videos"),
+            (
+                "https://www.youtube.com/@veritasium/shorts",
+                "only a channel's videos",
+            ),
             ("https://www.youtube.com/channel/UCshort", "not valid"),
             ("https://www.youtube.com/@", "not valid"),
         ] {

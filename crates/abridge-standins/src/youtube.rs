@@ -164,7 +164,10 @@ impl YoutubeStandin {
                 .route("/youtubei/v1/player", post(player))
                 .route("/api/timedtext", get(timedtext))
                 .route("/youtubei/v1/browse", post(lists::browse))
-                .route("/youtubei/v1/navigation/resolve_url", post(lists::resolve_url))
+                .route(
+                    "/youtubei/v1/navigation/resolve_url",
+                    post(lists::resolve_url),
+                )
                 .with_state(state)
         });
         let state = cell.lock().unwrap().take().expect("router built");

@@ -231,7 +231,10 @@ fn first_page_items(page: &Value) -> Option<&[Value]> {
     let tab = tabs
         .iter()
         .find(|t| t["tabRenderer"]["selected"].as_bool() == Some(true))
-        .or_else(|| tabs.iter().find(|t| t["tabRenderer"]["content"].is_object()))?;
+        .or_else(|| {
+            tabs.iter()
+                .find(|t| t["tabRenderer"]["content"].is_object())
+        })?;
     let content = &tab["tabRenderer"]["content"];
     if let Some(items) = content["richGridRenderer"]["contents"].as_array() {
         return Some(items);
@@ -252,9 +255,12 @@ fn continuation_items(page: &Value) -> Option<&[Value]> {
         .filter_map(|key| page[*key].as_array())
         .flatten()
         .find_map(|action| {
-            ["appendContinuationItemsAction", "reloadContinuationItemsCommand"]
-                .iter()
-                .find_map(|kind| action[*kind]["continuationItems"].as_array())
+            [
+                "appendContinuationItemsAction",
+                "reloadContinuationItemsCommand",
+            ]
+            .iter()
+            .find_map(|kind| action[*kind]["continuationItems"].as_array())
         })
         .map(Vec::as_slice)
 }
@@ -335,20 +341,20 @@ pub async fn expand_lists(client: &YoutubeClient, input: &mut BatchInput, time_l
     let read: Vec<(PendingList, Result<ReadList, String>)> = futures::stream::iter(pending)
         .map(|pending| async move {
             let what = pending.list.describe();
-            let result = match tokio::time::timeout_at(deadline, client.read_list(&pending.list, max))
-                .await
-            {
-                Ok(Ok(list)) => Ok(list),
-                Ok(Err(e)) => {
-                    tracing::info!(list = %what, error = %e, "a list could not be read");
-                    Err(format!("{what} could not be read: {e}"))
-                }
-                Err(_) => Err(format!(
-                    "{what} could not be read within the {} s allowed for reading lists; \
+            let result =
+                match tokio::time::timeout_at(deadline, client.read_list(&pending.list, max)).await
+                {
+                    Ok(Ok(list)) => Ok(list),
+                    Ok(Err(e)) => {
+                        tracing::info!(list = %what, error = %e, "a list could not be read");
+                        Err(format!("{what} could not be read: {e}"))
+                    }
+                    Err(_) => Err(format!(
+                        "{what} could not be read within the {} s allowed for reading lists; \
                      nothing of it was enqueued (list fewer, or lower max_per_list)",
-                    time_limit.as_secs_f64()
-                )),
-            };
+                        time_limit.as_secs_f64()
+                    )),
+                };
             (pending, result)
         })
         .buffered(LISTS_AT_ONCE)
@@ -409,7 +415,9 @@ mod tests {
         let page = json!({"alerts": [{"alertRenderer": {"type": "ERROR", "text": {"runs": [{"text": "The playlist does not exist."}]}}}]});
         assert_eq!(
             check_alerts(&page),
-            Err(ListError::Unavailable("The playlist does not exist.".into()))
+            Err(ListError::Unavailable(
+                "The playlist does not exist.".into()
+            ))
         );
         let long = "x".repeat(MAX_TOKEN_CHARS + 1);
         assert_eq!(

@@ -23,9 +23,14 @@ const CHANNEL_PAGE: usize = 30;
 /// What a list is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListKind {
-    Playlist { id: String },
+    Playlist {
+        id: String,
+    },
     /// A channel, found by its `UC...` id or by its handle (`@name`, through `resolve_url`).
-    Channel { id: String, handle: String },
+    Channel {
+        id: String,
+        handle: String,
+    },
 }
 
 /// What a list does when asked for.
@@ -355,7 +360,10 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_numbered_videos_are_video_ids() {
-        assert_eq!(read_token(&token("PLabc", 100)), Some(("PLabc".into(), 100)));
+        assert_eq!(
+            read_token(&token("PLabc", 100)),
+            Some(("PLabc".into(), 100))
+        );
         assert_eq!(read_token("junk"), None);
         let videos = numbered_videos("pl", 250);
         assert_eq!(videos[0].0, "pl-----0000");

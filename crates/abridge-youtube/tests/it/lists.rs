@@ -46,7 +46,11 @@ async fn a_playlist_is_read_across_its_continuations_in_order_without_its_privat
 #[tokio::test]
 async fn the_limit_stops_the_walk_at_the_page_it_needs() {
     let yt = YoutubeStandin::start(vec![]);
-    yt.add_list(StandinList::playlist("PLlong", "t", numbered_videos("pl", 250)));
+    yt.add_list(StandinList::playlist(
+        "PLlong",
+        "t",
+        numbered_videos("pl", 250),
+    ));
 
     let read = client(&yt.url())
         .read_list(&ListRef::Playlist("PLlong".into()), 120)
@@ -132,7 +136,11 @@ async fn lists_that_cannot_be_read_say_why() {
 #[tokio::test]
 async fn expanding_a_batch_rejects_what_cannot_be_read_in_time_and_keeps_the_rest() {
     let yt = YoutubeStandin::start(vec![]);
-    yt.add_list(StandinList::playlist("PLgood", "t", numbered_videos("gd", 3)));
+    yt.add_list(StandinList::playlist(
+        "PLgood",
+        "t",
+        numbered_videos("gd", 3),
+    ));
     yt.add_list(
         StandinList::playlist("PLslow", "t", numbered_videos("sl", 3))
             .behaving(ListBehaviour::Stall),
@@ -147,7 +155,11 @@ async fn expanding_a_batch_rejects_what_cannot_be_read_in_time_and_keeps_the_res
     let started = Instant::now();
     expand_lists(&client(&yt.url()), &mut input, Duration::from_millis(500)).await;
 
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let got: Vec<(usize, &str)> = input
         .items
         .iter()
@@ -157,7 +169,10 @@ async fn expanding_a_batch_rejects_what_cannot_be_read_in_time_and_keeps_the_res
         got,
         [(2, "gd-----0000"), (2, "gd-----0001"), (2, "gd-----0002")]
     );
-    assert_eq!(input.duplicates, 1, "line 3 repeats the playlist's second video");
+    assert_eq!(
+        input.duplicates, 1,
+        "line 3 repeats the playlist's second video"
+    );
     assert_eq!(input.rejected.len(), 1);
     assert_eq!(input.rejected[0].line, 1);
     assert!(
