@@ -304,7 +304,8 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
-    // No database or Redis configured: `up` starts its own (throwaway ones, with
+    // The channel line is read from YouTube, which this machine cannot reach: a rejected line
+    // with its reason, and the rest of the batch runs. No database or Redis configured: `up` starts its own (throwaway ones, with
     // `--ephemeral`), then stops them.
     let vars = vec![
         ("ABRIDGE_SHUTDOWN_GRACE_MS".to_owned(), "2000".to_owned()),
@@ -334,7 +335,9 @@ async fn up_runs_a_whole_fleet_on_its_own_servers() {
         "{err}"
     );
     assert!(
-        err.contains("line 51: https://www.youtube.com/@channel: channel pages are not videos"),
+        err.contains(
+            "line 51: https://www.youtube.com/@channel: channel @channel could not be read"
+        ),
         "{err}"
     );
     assert!(err.contains("completed: 50 succeeded, 0 failed"), "{err}");

@@ -6,6 +6,7 @@
 use abridge_control::{EnqueueOnce, EnqueueRequest, Owner};
 use abridge_core::BatchStatus;
 use abridge_core::input::{BatchInput, RawItem, Rejected};
+use abridge_core::lists::{DEFAULT_MAX_PER_LIST, ListOptions};
 use abridge_store::BatchView;
 use axum::Json;
 use axum::body::Bytes;
@@ -94,9 +95,9 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         (status = 201, description = "Batch created (or, with a known Idempotency-Key, the first one; then `Idempotent-Replayed: true`)", body = Created,
             headers(("Location" = String, description = "The batch's URL, `/v1/batches/{id}`"))),
         (status = 400, description = "The body is not JSON (`malformed_json`) or cannot be read (`unreadable_body`), or the Idempotency-Key is not 1 to 255 printable ASCII characters (`invalid_idempotency_key`)", body = ErrorBody),
-        (status = 413, description = "The body is over `ABRIDGE_API_MAX_BODY_BYTES` (`body_too_large`) or has more inputs than `ABRIDGE_API_MAX_ITEMS` (`too_many_items`)", body = ErrorBody),
+        (status = 413, description = "The body is over `ABRIDGE_API_MAX_BODY_BYTES` (`body_too_large`) or has more inputs than `ABRIDGE_API_MAX_ITEMS`, counting the videos its playlists and channels expand to (`too_many_items`)", body = ErrorBody),
         (status = 415, description = "A content type other than JSON (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "JSON that is not a batch: a wrong type or an unknown field (`invalid_request`, naming the field); or a batch the server refuses although its shape is right, for rules the schema does not express: no input at all in `urls` and `items`, a `name`, `summarizer` or `webhook_url` outside the rules their descriptions give (`invalid_request`), no input that is a video (`no_valid_input`, every reason in `details.rejected`), a webhook host that is internal or does not resolve (`webhook_url_refused`), an Idempotency-Key used before with another body (`idempotency_key_reused`) or sent with an operator token (`invalid_request`: keys belong to tenants), a backend or model the tenant may not use (`option_not_allowed`)", body = ErrorBody),
+        (status = 422, description = "JSON that is not a batch: a wrong type or an unknown field (`invalid_request`, naming the field); or a batch the server refuses although its shape is right, for rules the schema does not express: no input at all in `urls` and `items`, a `name`, `summarizer`, `webhook_url` or `max_per_list` outside the rules their descriptions give (`invalid_request`), no input that is a video (`no_valid_input`, every reason in `details.rejected`), a webhook host that is internal or does not resolve (`webhook_url_refused`), an Idempotency-Key used before with another body (`idempotency_key_reused`) or sent with an operator token (`invalid_request`: keys belong to tenants), a backend or model the tenant may not use (`option_not_allowed`)", body = ErrorBody),
         (status = 429, description = "Over the tenant's limits: its queued items (`quota_exceeded`; nothing of the batch is stored) or its batches per minute (`rate_limited`, with `Retry-After`)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -200,9 +201,15 @@ pub async fn create_batch(
         Some(raw) => Some(webhooks::check_url(raw, &state.settings.webhooks).await?),
     };
 
+    let list_options = ListOptions::new(
+        request.expand_lists.unwrap_or(false),
+        request.max_per_list.unwrap_or(DEFAULT_MAX_PER_LIST),
+    )
+    .map_err(ApiError::invalid)?;
+
     // Inputs are numbered across both arrays (urls first), then mapped back to each array.
     let n_urls = urls.len();
-    let mut input = BatchInput::default();
+    let mut input = BatchInput::with_lists(list_options);
     for (i, url) in urls.into_iter().enumerate() {
         input.push(
             i,
@@ -221,6 +228,25 @@ pub async fn create_batch(
                 transcript: item.transcript,
             },
         );
+    }
+    // Playlists and channels are read now, within the time limit: a list that cannot be read
+    // is a rejected input like any other.
+    abridge_youtube::browse::expand_lists(
+        &state.youtube,
+        &mut input,
+        state.settings.list_time_limit,
+    )
+    .await;
+    if input.items.len() > state.settings.max_items {
+        return Err(ApiError::TooLarge {
+            code: "too_many_items",
+            message: format!(
+                "the playlists and channels expand to {} videos, more than the {} a batch may \
+                 have (ABRIDGE_API_MAX_ITEMS); lower max_per_list",
+                input.items.len(),
+                state.settings.max_items
+            ),
+        });
     }
     let outcome = abridge_control::enqueue_once(
         &state.store,

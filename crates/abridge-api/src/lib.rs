@@ -76,11 +76,16 @@ pub struct ApiState {
     pub hub: Arc<Hub>,
     /// Cancelled when the server shuts down, so open event streams end and let it.
     pub shutdown: CancellationToken,
+    /// Reads a batch's playlists and channels at enqueue.
+    pub youtube: abridge_youtube::YoutubeClient,
 }
 
 impl ApiState {
     pub fn new(store: Store, queue: Queue, core: &Settings, settings: ApiSettings) -> Self {
+        let youtube = abridge_youtube::YoutubeClient::new(&settings.youtube)
+            .expect("a youtube client from settings checked by ApiSettings::from_source");
         Self {
+            youtube,
             store,
             queue,
             queue_name: core.queue.clone(),

@@ -27,6 +27,11 @@ pub struct ApiSettings {
     /// sampling the same bucket write one row).
     pub depth_sample: Duration,
     pub webhooks: WebhookSettings,
+    /// How the API reaches YouTube to read a batch's playlists and channels.
+    pub youtube: abridge_youtube::YoutubeConfig,
+    /// The longest a create request spends reading its playlists and channels, all of them
+    /// together; a list not read by then is a rejected input, never a failed request.
+    pub list_time_limit: Duration,
 }
 
 /// Webhook delivery and its SSRF guard.
@@ -92,6 +97,8 @@ impl ApiSettings {
             max_streams_per_tenant: src.number("api_max_streams_per_tenant", 64, 1, 100_000)?
                 as usize,
             depth_sample: src.millis("api_depth_sample_ms", 10_000, 100)?,
+            youtube: abridge_youtube::YoutubeConfig::from_source(src)?,
+            list_time_limit: src.millis("api_list_time_limit_ms", 10_000, 100)?,
             webhooks: WebhookSettings {
                 allow_private: src
                     .parse::<bool>("webhook_allow_private", "true or false")?

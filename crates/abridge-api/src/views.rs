@@ -26,8 +26,11 @@ pub struct CreateBatch {
     pub name: Option<String>,
     #[schema(value_type = Option<PriorityName>)]
     pub priority: Option<Priority>,
-    /// Video URLs or bare 11-character ids. An input that is not a video is reported in
-    /// `rejected`; a batch needs at least one that is (else 422 `no_valid_input`).
+    /// Video URLs or bare 11-character ids, or playlists (`/playlist?list=ID`) and channels
+    /// (`/@handle`, `/@handle/videos`, `/channel/ID`), which are read at once and expanded
+    /// into their videos, in order, in their place. An input that is not a video (or a list
+    /// that cannot be read, with YouTube's reason) is reported in `rejected`; a batch needs at
+    /// least one video (else 422 `no_valid_input`).
     pub urls: Option<Vec<String>>,
     /// Videos with an optional title and transcript (a supplied transcript is summarized
     /// without fetching one). Positions continue after `urls`.
@@ -38,6 +41,14 @@ pub struct CreateBatch {
     /// URL of at most 2048 characters, without credentials, whose host resolves to public
     /// addresses only (unless the operator allows others).
     pub webhook_url: Option<String>,
+    /// Expand `watch?v=X&list=ID` (and `youtu.be/X?list=ID`) into the playlist `ID` rather
+    /// than take the one video `X` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_lists: Option<bool>,
+    /// Videos taken from each playlist or channel, from its start (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 5000)]
+    pub max_per_list: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

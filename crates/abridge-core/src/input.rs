@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lists::{self, ListOptions, ListRef, MAX_LISTS_PER_BATCH, ReadList};
 use crate::video::{VideoId, parse_video_ref};
 
 /// Titles longer than this are rejected: a title is a label, not a document.
@@ -57,6 +58,15 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// A playlist or channel line, waiting for its caller to read it ([`BatchInput::resolve_lists`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingList {
+    pub line: usize,
+    /// The line as sent, for a rejection's echo.
+    pub input: String,
+    pub list: ListRef,
+}
+
 /// The outcome of reading a batch's inputs: the valid ones in first-seen order, how many
 /// repeated an earlier video, and every rejected one with its reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,22 +74,45 @@ pub struct BatchInput {
     pub items: Vec<ItemInput>,
     pub duplicates: usize,
     pub rejected: Vec<Rejected>,
+    /// List lines still to be read: only with [`BatchInput::with_lists`]; without it a list
+    /// line is rejected, as a caller that cannot read lists must.
+    pub lists: Vec<PendingList>,
+    list_options: Option<ListOptions>,
     seen: HashSet<VideoId>,
 }
 
 impl BatchInput {
+    /// An input that keeps playlist and channel lines in [`BatchInput::lists`] for the caller
+    /// to read, instead of rejecting them.
+    pub fn with_lists(options: ListOptions) -> Self {
+        Self {
+            list_options: Some(options),
+            ..Self::default()
+        }
+    }
+
+    /// How list lines are read, if this input keeps them.
+    pub fn list_options(&self) -> Option<ListOptions> {
+        self.list_options
+    }
+
     /// Reads `abridge enqueue` input: one URL, bare id, or JSON object per line. Blank lines and
     /// lines starting with `#` are skipped. Line numbers are 1-based.
     pub fn from_lines(text: &str) -> Self {
         let mut input = Self::default();
+        input.push_lines(text);
+        input
+    }
+
+    /// Adds every line of `text`, as [`BatchInput::from_lines`] reads them.
+    pub fn push_lines(&mut self, text: &str) {
         for (n, line) in text.lines().enumerate() {
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            input.push_line(n + 1, trimmed);
+            self.push_line(n + 1, trimmed);
         }
-        input
     }
 
     /// Reads a CSV file with a header row naming a `url` column (and optionally `title` and
@@ -158,6 +191,13 @@ impl BatchInput {
 
     /// Adds one structured input.
     pub fn push(&mut self, line: usize, raw: RawItem) {
+        if let Some(options) = self.list_options {
+            match lists::parse_list_ref(&raw.url, options.watch_lists) {
+                Some(Ok(list)) => return self.push_list(line, raw, list),
+                Some(Err(reason)) => return self.reject(line, &raw.url, reason),
+                None => {}
+            }
+        }
         let video_id = match parse_video_ref(&raw.url) {
             Ok(id) => id,
             Err(reason) => return self.reject(line, &raw.url, reason.to_string()),
@@ -202,6 +242,86 @@ impl BatchInput {
             title,
             transcript,
         });
+    }
+
+    fn push_list(&mut self, line: usize, raw: RawItem, list: ListRef) {
+        if raw.transcript.is_some() || raw.title.is_some() {
+            return self.reject(
+                line,
+                &raw.url,
+                "a playlist or channel cannot carry a title or transcript: they belong to one video"
+                    .into(),
+            );
+        }
+        if self.lists.len() >= MAX_LISTS_PER_BATCH {
+            return self.reject(
+                line,
+                &raw.url,
+                format!("a batch may hold at most {MAX_LISTS_PER_BATCH} playlists and channels"),
+            );
+        }
+        self.lists.push(PendingList {
+            line,
+            input: raw.url,
+            list,
+        });
+    }
+
+    /// Puts each read list's videos in its line's place, and rejects each list that could not
+    /// be read with its reason. Items are then in line order (a list's videos in list order,
+    /// each noting the list and its index there in its URL), and a video seen earlier in
+    /// that order is a duplicate, whether it came from a list or a line of its own.
+    pub fn resolve_lists(&mut self, read: Vec<(PendingList, Result<ReadList, String>)>) {
+        let max = self
+            .list_options
+            .map_or(lists::DEFAULT_MAX_PER_LIST, |o| o.max_per_list);
+        // (line, index in the line's list, item): plain lines sort before nothing else on
+        // their line, since a line is either a list or one input.
+        let mut placed: Vec<(usize, usize, ItemInput)> = std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|item| (item.line, 0, item))
+            .collect();
+        for (pending, result) in read {
+            match result {
+                Ok(list) => {
+                    for (index, video) in list.videos.into_iter().take(max).enumerate() {
+                        let url = format!(
+                            "{}&list={}&index={}",
+                            video.video_id.watch_url(),
+                            list.playlist_id,
+                            index + 1
+                        );
+                        let title = video
+                            .title
+                            .map(|t| without_nul(t.trim().to_owned()))
+                            .filter(|t| !t.is_empty())
+                            .map(|t| crate::video::truncate(&t, MAX_TITLE_CHARS - 1));
+                        placed.push((
+                            pending.line,
+                            index,
+                            ItemInput {
+                                line: pending.line,
+                                video_id: video.video_id,
+                                url,
+                                title,
+                                transcript: None,
+                            },
+                        ));
+                    }
+                }
+                Err(reason) => self.reject(pending.line, &pending.input, reason),
+            }
+        }
+        placed.sort_by_key(|(line, index, _)| (*line, *index));
+        self.rejected.sort_by_key(|r| r.line);
+        self.seen.clear();
+        for (_, _, item) in placed {
+            if self.seen.insert(item.video_id.clone()) {
+                self.items.push(item);
+            } else {
+                self.duplicates += 1;
+            }
+        }
     }
 
     fn reject(&mut self, line: usize, input: &str, reason: String) {
@@ -295,6 +415,96 @@ not a url
             input.rejected[1].reason
         );
         assert_eq!(input.rejected[2].input, "not a url");
+    }
+
+    #[test]
+    fn list_lines_wait_for_their_videos_and_take_their_place_in_line_order() {
+        use crate::lists::{ListVideo, ReadList};
+        let text = "\
+aaaaaaaaaaa
+https://www.youtube.com/playlist?list=PLfirst
+https://www.youtube.com/@someone/videos
+https://youtu.be/ccccccccccc
+https://www.youtube.com/watch?v=ddddddddddd&list=PLfirst
+https://www.youtube.com/@someone/shorts
+";
+        let mut input = BatchInput::with_lists(ListOptions::new(false, 2).unwrap());
+        input.push_lines(text);
+        assert_eq!(input.lists.len(), 2);
+        assert_eq!(input.rejected.len(), 1, "{:?}", input.rejected);
+        let video = |id: &str| ListVideo {
+            video_id: VideoId::parse(id).unwrap(),
+            title: Some(format!("title of {id}")),
+        };
+        let lists = std::mem::take(&mut input.lists);
+        let read = vec![
+            (
+                lists[0].clone(),
+                Ok(ReadList {
+                    playlist_id: "PLfirst".into(),
+                    // The third is past the limit of 2.
+                    videos: vec![
+                        video("bbbbbbbbbbb"),
+                        video("aaaaaaaaaaa"),
+                        video("eeeeeeeeeee"),
+                    ],
+                }),
+            ),
+            (
+                lists[1].clone(),
+                Err("channel @someone: it is gone".to_owned()),
+            ),
+        ];
+        input.resolve_lists(read);
+        let got: Vec<(usize, &str, &str)> = input
+            .items
+            .iter()
+            .map(|i| (i.line, i.video_id.as_str(), i.url.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    1,
+                    "aaaaaaaaaaa",
+                    "https://www.youtube.com/watch?v=aaaaaaaaaaa"
+                ),
+                (
+                    2,
+                    "bbbbbbbbbbb",
+                    "https://www.youtube.com/watch?v=bbbbbbbbbbb&list=PLfirst&index=1"
+                ),
+                (
+                    4,
+                    "ccccccccccc",
+                    "https://www.youtube.com/watch?v=ccccccccccc"
+                ),
+                (
+                    5,
+                    "ddddddddddd",
+                    "https://www.youtube.com/watch?v=ddddddddddd"
+                ),
+            ]
+        );
+        assert_eq!(
+            input.items[1].title.as_deref(),
+            Some("title of bbbbbbbbbbb")
+        );
+        assert_eq!(input.duplicates, 1, "aaaaaaaaaaa again, from the playlist");
+        let rejected: Vec<(usize, &str)> = input
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.reason.as_str()))
+            .collect();
+        assert_eq!(rejected[0], (3, "channel @someone: it is gone"));
+        assert_eq!(rejected[1].0, 6);
+    }
+
+    #[test]
+    fn without_lists_a_list_line_is_rejected_as_before() {
+        let input = BatchInput::from_lines("https://www.youtube.com/playlist?list=PLx\n");
+        assert!(input.lists.is_empty());
+        assert!(input.rejected[0].reason.contains("playlist"));
     }
 
     #[test]

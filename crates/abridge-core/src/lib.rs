@@ -4,6 +4,7 @@
 //! - [`status`]: item and batch states and priorities, with their string forms as stored.
 //! - [`video`]: YouTube URL normalisation to an 11-character video id.
 //! - [`input`]: parsing, validating and de-duplicating a batch's input lines.
+//! - [`lists`]: playlist and channel lines, which a caller expands into their videos.
 //! - [`options`]: per-batch processing options (backend, model, length, language).
 //! - [`error`]: `ItemError`, whose variant decides whether an item is retried.
 //! - [`settings`]: configuration (defaults < `abridge.toml` < `ABRIDGE_*` environment).
@@ -11,6 +12,7 @@
 pub mod error;
 pub mod ids;
 pub mod input;
+pub mod lists;
 pub mod options;
 pub mod settings;
 pub mod status;

@@ -82,14 +82,14 @@ fn is_video_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn truncate(s: &str, max_chars: usize) -> String {
+pub(crate) fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_owned(),
     }
 }
 
-const WATCH_HOSTS: &[&str] = &[
+pub(crate) const WATCH_HOSTS: &[&str] = &[
     "youtube.com",
     "www.youtube.com",
     "m.youtube.com",
@@ -162,7 +162,7 @@ pub fn parse_video_ref(input: &str) -> Result<VideoId, RejectReason> {
     }
 }
 
-fn parse_url(input: &str) -> Result<Url, RejectReason> {
+pub(crate) fn parse_url(input: &str) -> Result<Url, RejectReason> {
     match Url::parse(input) {
         Ok(url) => match url.scheme() {
             "http" | "https" => Ok(url),

@@ -1,7 +1,10 @@
 //! A YouTube stand-in: `GET /watch?v=ID` (a watch page with `INNERTUBE_API_KEY`, or the
 //! consent interstitial, or the captcha), `POST /youtubei/v1/player?key=KEY` (innertube's
 //! player response with `playabilityStatus`, `videoDetails` and `captionTracks`), and
-//! `GET /api/timedtext` (classic timed-text XML, or json3 with `fmt=json3`).
+//! `GET /api/timedtext` (classic timed-text XML, or json3 with `fmt=json3`); and playlists and
+//! channels through innertube's `browse` and `navigation/resolve_url` ([`lists`]).
+
+pub mod lists;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -140,6 +143,7 @@ struct Inner {
     counts: HashMap<String, Counts>,
     /// Player request bodies that did not look like the ANDROID innertube client's.
     bad_player_requests: Vec<String>,
+    lists: lists::Lists,
 }
 
 type Shared = Arc<(Mutex<Inner>, String)>;
@@ -164,6 +168,11 @@ impl YoutubeStandin {
                 .route("/watch", get(watch))
                 .route("/youtubei/v1/player", post(player))
                 .route("/api/timedtext", get(timedtext))
+                .route("/youtubei/v1/browse", post(lists::browse))
+                .route(
+                    "/youtubei/v1/navigation/resolve_url",
+                    post(lists::resolve_url),
+                )
                 .with_state(state)
         });
         let state = cell.lock().unwrap().take().expect("router built");
@@ -196,6 +205,17 @@ impl YoutubeStandin {
             .values()
             .map(Counts::total)
             .sum()
+    }
+
+    /// Serves `list` (a playlist or a channel) from now on.
+    pub fn add_list(&self, list: lists::StandinList) {
+        self.state.0.lock().unwrap().lists.add(list);
+    }
+
+    /// Browse requests for the list with this key (playlist id or channel id), continuations
+    /// included.
+    pub fn list_requests(&self, key: &str) -> u32 {
+        self.state.0.lock().unwrap().lists.requests(key)
     }
 
     pub fn bad_player_requests(&self) -> Vec<String> {

@@ -107,60 +107,14 @@ impl SummarizeConfig {
                 &format!("{languages:?}"),
             ));
         }
-        let base_url = src
-            .text("youtube_base_url")?
-            .unwrap_or_else(|| "https://www.youtube.com".into());
-        let base_url = url::Url::parse(&base_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                src.invalid(
-                    "youtube_base_url",
-                    "an http(s) URL",
-                    &format!("{base_url:?}"),
-                )
-            })?;
-        let proxy = src.secret("youtube_proxy")?;
-        if let Some(p) = &proxy
-            && url::Url::parse(p.expose()).is_err()
-        {
-            return Err(src.invalid(
-                "youtube_proxy",
-                "a proxy URL such as http://host:3128",
-                "(hidden)",
-            ));
-        }
-        let proxies: Vec<Secret> = match src.secret("youtube_proxies")? {
-            None => Vec::new(),
-            Some(list) => list
-                .expose()
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| Secret::new(p.to_owned()))
-                .collect(),
-        };
-        if proxies.iter().any(|p| url::Url::parse(p.expose()).is_err()) {
-            return Err(src.invalid(
-                "youtube_proxies",
-                "proxy URLs such as http://host:3128, comma-separated",
-                "(hidden)",
-            ));
-        }
-        if proxy.is_some() && !proxies.is_empty() {
-            return Err(src.invalid(
-                "youtube_proxies",
-                "either ABRIDGE_YOUTUBE_PROXY (one proxy) or ABRIDGE_YOUTUBE_PROXIES (a pool), not both",
-                "(hidden)",
-            ));
-        }
+        let client = abridge_youtube::YoutubeConfig::from_source(src)?;
         let rps = rate(src, "youtube_requests_per_second", 5.0)?;
         let youtube = YoutubeSettings {
-            base_url,
-            proxy,
-            proxies,
+            base_url: client.base_url,
+            proxy: client.proxy.map(Secret::new),
+            proxies: client.proxies.into_iter().map(Secret::new).collect(),
             proxy_quarantine: src.millis("youtube_proxy_quarantine_ms", 600_000, 1)?,
-            timeout: src.millis("youtube_timeout_ms", 20_000, 100)?,
+            timeout: client.timeout,
             requests_per_second: rps,
             burst: src
                 .parse::<f64>("youtube_burst", "a number >= 1")?

@@ -15,6 +15,8 @@
 //! - [`page`]: reading the watch page (consent form, API key, title, recaptcha).
 //! - [`player`]: the player response: playability, video details, caption tracks, track choice.
 //! - [`timedtext`]: the transcript formats, and HTML entities.
+//! - [`browse`]: playlists and channels' videos (innertube `browse` and its continuations),
+//!   for expanding a batch's list lines at enqueue.
 //!
 //! This crate is the only one that talks to YouTube. It knows nothing of caches or budgets: a
 //! [`Throttle`] is asked before every request, so the caller can share a fleet-wide budget,
@@ -25,6 +27,8 @@
 //! and the video is fetched again through the next one, within the same attempt. When every
 //! proxy is quarantined the fetch fails with [`YoutubeError::EgressBlocked`] (the item waits).
 
+pub mod browse;
+mod config;
 pub mod page;
 pub mod player;
 pub mod timedtext;
@@ -752,6 +756,9 @@ fn request_error(what: &'static str, e: &reqwest::Error) -> YoutubeError {
 /// A reqwest error with its causes, without the URL (it would repeat the request).
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(&format!(" for url ({url})"), "");
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         text.push_str(": ");

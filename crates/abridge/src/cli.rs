@@ -324,6 +324,26 @@ pub struct EnqueueArgs {
     /// batch instead of creating another.
     #[arg(long, value_name = "KEY", requires = "api")]
     pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub lists: ListArgs,
+}
+
+/// How playlist and channel lines are expanded into their videos.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Expand `watch?v=X&list=ID` (and `youtu.be/X?list=ID`) into the playlist ID instead of
+    /// taking the one video X.
+    #[arg(long)]
+    pub expand_lists: bool,
+    /// Videos taken from each playlist or channel line, from its start (1 to 5000).
+    #[arg(long, value_name = "N", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub max_per_list: u32,
+    /// The longest reading the input's playlists and channels may take, all of them together,
+    /// in seconds; a list not read by then is a rejected line.
+    #[arg(long, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub list_time_limit: u64,
 }
 
 /// Talk to the producer API instead of the databases (for producers without database

@@ -20,6 +20,7 @@ mod dashboard;
 mod export;
 mod health;
 mod lifecycle;
+mod lists;
 mod progress;
 mod retention;
 mod roles;

@@ -1,5 +1,7 @@
 //! The YouTube client against a local stand-in that speaks YouTube's formats (no network).
 
+mod lists;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

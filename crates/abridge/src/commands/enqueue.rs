@@ -5,19 +5,31 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use abridge_control::{ControlError, EnqueueRequest};
+use abridge_core::BatchId;
 use abridge_core::input::BatchInput;
-use abridge_core::{BatchId, Settings};
+use abridge_core::lists::ListOptions;
+use abridge_youtube::YoutubeConfig;
 use anyhow::Context;
 
 use crate::cli::EnqueueArgs;
-use crate::context;
+use crate::context::{self, Loaded};
 
-pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(loaded: &Loaded, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let settings = &loaded.settings;
     let text = read_input(args.file.as_deref())?;
     if args.remote.api.is_some() {
         return super::remote::enqueue(args, &text).await;
     }
-    let input = BatchInput::from_lines(&text);
+    let options = ListOptions::new(args.lists.expand_lists, args.lists.max_per_list as usize)
+        .map_err(anyhow::Error::msg)?;
+    let mut input = BatchInput::with_lists(options);
+    input.push_lines(&text);
+    read_lists(
+        &YoutubeConfig::from_source(&loaded.source)?,
+        &mut input,
+        Duration::from_secs(args.lists.list_time_limit),
+    )
+    .await?;
     let store = context::store(settings).await?;
     let queue = context::queue(settings)?;
     let result = abridge_control::enqueue(
@@ -79,6 +91,21 @@ pub async fn run(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitC
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Reads the input's playlists and channels from YouTube (all within `time_limit`) and puts
+/// their videos in place; a list that cannot be read becomes a rejected line.
+pub async fn read_lists(
+    youtube: &YoutubeConfig,
+    input: &mut BatchInput,
+    time_limit: Duration,
+) -> anyhow::Result<()> {
+    if input.lists.is_empty() {
+        return Ok(());
+    }
+    let client = abridge_youtube::YoutubeClient::new(youtube)?;
+    abridge_youtube::browse::expand_lists(&client, input, time_limit).await;
+    Ok(())
 }
 
 /// Shows the batch's progress until it is finished (read from Postgres every 250 ms).

@@ -45,7 +45,7 @@ async fn run_command(
     match command {
         Command::Up(args) => up::run(config, loaded, args).await,
         Command::Migrate => ops::migrate(&loaded.settings).await,
-        Command::Enqueue(args) => enqueue::run(&loaded.settings, args).await,
+        Command::Enqueue(args) => enqueue::run(&loaded, args).await,
         Command::Worker(args) => worker::run(loaded, args).await,
         Command::Status(args) => ops::status(&loaded.settings, args).await,
         Command::Items(args) => results::items(&loaded.settings, args).await,

@@ -61,6 +61,13 @@ pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> 
     if let Some(name) = &args.name {
         body["name"] = serde_json::json!(name);
     }
+    // The API reads the playlists and channels, within its own time limit.
+    if args.lists.expand_lists {
+        body["expand_lists"] = serde_json::json!(true);
+    }
+    if args.lists.max_per_list as usize != abridge_core::lists::DEFAULT_MAX_PER_LIST {
+        body["max_per_list"] = serde_json::json!(args.lists.max_per_list);
+    }
     let options = args.summary.options();
     if !options.is_empty() {
         body["summarizer"] = serde_json::to_value(&options)?;

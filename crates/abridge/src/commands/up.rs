@@ -12,6 +12,7 @@ use std::time::Duration;
 use abridge_api::{ApiSettings, ApiState};
 use abridge_control::EnqueueRequest;
 use abridge_core::input::BatchInput;
+use abridge_core::lists::ListOptions;
 use abridge_core::settings::Secret;
 use abridge_core::{BatchId, Priority};
 use abridge_local::{LocalPostgres, LocalRedis};
@@ -91,6 +92,7 @@ pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow:
 
     let token = operator_token(&store, data.as_ref()).await?;
     let mut api_settings = ApiSettings::from_source(&loaded.source)?;
+    let youtube = api_settings.youtube.clone();
     api_settings.listen = args.listen;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -144,7 +146,9 @@ pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow:
     let batch = match &args.file {
         Some(file) => {
             let text = super::enqueue::read_input(Some(file))?;
-            let input = BatchInput::from_lines(&text);
+            let mut input = BatchInput::with_lists(ListOptions::default());
+            input.push_lines(&text);
+            super::enqueue::read_lists(&youtube, &mut input, Duration::from_secs(60)).await?;
             for r in &input.rejected {
                 eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
             }

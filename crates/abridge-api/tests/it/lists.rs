@@ -1,0 +1,178 @@
+//! A batch with playlists and channels: read at enqueue from the YouTube stand-in, expanded in
+//! place, duplicates dropped, unreadable lists rejected with their reason.
+
+use abridge_standins::youtube::YoutubeStandin;
+use abridge_standins::youtube::lists::{ListBehaviour, StandinList, numbered_videos};
+use serde_json::{Value, json};
+
+use crate::support::App;
+
+const CHANNEL_ID: &str = "UCabcdefghijklmnopqrstuv";
+
+#[tokio::test]
+async fn playlists_and_channels_expand_in_place_and_a_broken_list_is_a_rejected_input() {
+    let yt = YoutubeStandin::start(vec![]);
+    let playlist = numbered_videos("pl", 250);
+    yt.add_list(StandinList::playlist(
+        "PLbig",
+        "Big playlist",
+        playlist.clone(),
+    ));
+    yt.add_list(StandinList::channel(
+        CHANNEL_ID,
+        "@standin",
+        "Stand-in",
+        numbered_videos("ch", 40),
+    ));
+    yt.add_list(
+        StandinList::playlist("PLlimited", "t", numbered_videos("rl", 3))
+            .behaving(ListBehaviour::RateLimited),
+    );
+    let app = App::start(&[("ABRIDGE_YOUTUBE_BASE_URL", &yt.url())]).await;
+    let token = app.token("acme").await;
+
+    let created: Value = app
+        .http
+        .post(app.url("/v1/batches"))
+        .bearer_auth(&token)
+        .json(&json!({
+            "urls": [
+                "aaaaaaaaaaa",
+                "https://www.youtube.com/playlist?list=PLbig",
+                "https://www.youtube.com/@standin/videos",
+                "https://www.youtube.com/playlist?list=PLlimited",
+                "https://youtu.be/pl-----0003",
+                "https://www.youtube.com/watch?v=bbbbbbbbbbb&list=PLbig",
+            ],
+            "max_per_list": 30,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // 1 + 30 of the playlist + 30 of the channel + the watch URL's one video.
+    assert_eq!(created["accepted"], 62, "{created}");
+    assert_eq!(
+        created["duplicates"], 1,
+        "line 5 is the playlist's 4th video"
+    );
+    let rejected = created["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{created}");
+    assert_eq!(rejected[0]["index"], 3);
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("playlist PLlimited could not be read: ") && reason.contains("HTTP 429"),
+        "{reason}"
+    );
+
+    let id = created["id"].as_str().unwrap();
+    let page: Value = app
+        .http
+        .get(app.url(&format!("/v1/batches/{id}/items?limit=100")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = page["items"].as_array().unwrap();
+    let row = |i: usize| {
+        (
+            items[i]["position"].as_i64().unwrap(),
+            items[i]["video_id"].as_str().unwrap(),
+            items[i]["url"].as_str().unwrap(),
+        )
+    };
+    assert_eq!(
+        row(0),
+        (
+            0,
+            "aaaaaaaaaaa",
+            "https://www.youtube.com/watch?v=aaaaaaaaaaa"
+        )
+    );
+    assert_eq!(
+        row(1),
+        (
+            1,
+            "pl-----0000",
+            "https://www.youtube.com/watch?v=pl-----0000&list=PLbig&index=1"
+        )
+    );
+    assert_eq!(items[1]["title"], "pl video 1");
+    assert_eq!(row(30).1, "pl-----0029");
+    assert_eq!(
+        row(31),
+        (
+            31,
+            "ch-----0000",
+            "https://www.youtube.com/watch?v=ch-----0000&list=UULFabcdefghijklmnopqrstuv&index=1"
+        )
+    );
+    assert_eq!(row(60).1, "ch-----0029");
+    assert_eq!(
+        row(61),
+        (
+            61,
+            "bbbbbbbbbbb",
+            "https://www.youtube.com/watch?v=bbbbbbbbbbb"
+        )
+    );
+    assert_eq!(items.len(), 62);
+    assert_eq!(
+        yt.list_requests("PLbig"),
+        1,
+        "30 of 250 need the first page only"
+    );
+}
+
+#[tokio::test]
+async fn a_watch_url_with_a_list_expands_when_asked_and_max_per_list_is_bounded() {
+    let yt = YoutubeStandin::start(vec![]);
+    yt.add_list(StandinList::playlist(
+        "PLsmall",
+        "t",
+        numbered_videos("sm", 5),
+    ));
+    let app = App::start(&[("ABRIDGE_YOUTUBE_BASE_URL", &yt.url())]).await;
+    let token = app.token("acme").await;
+    let post = |body: Value| {
+        app.http
+            .post(app.url("/v1/batches"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+
+    let created: Value = post(json!({
+        "urls": ["https://www.youtube.com/watch?v=sm-----0002&list=PLsmall"],
+        "expand_lists": true,
+    }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(created["accepted"], 5, "{created}");
+
+    for bad in [0, 5001] {
+        let answer = post(json!({"urls": ["aaaaaaaaaaa"], "max_per_list": bad}))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 422);
+        let body: Value = answer.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_per_list"),
+            "{body}"
+        );
+    }
+}
