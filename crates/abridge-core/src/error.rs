@@ -61,6 +61,9 @@ pub fn public_message(kind: &str) -> &'static str {
         | "budget_unavailable" => {
             "YouTube could not be reached or refused the request; the item was retried."
         }
+        "submitted" => {
+            "The item waits for the model provider's batch API (half price); its answer is collected when the provider's batch ends."
+        }
         "egress_blocked" => {
             "YouTube is blocking every proxy of the fleet for now; the item waits for one to come back."
         }

@@ -15,6 +15,7 @@
 //! API keys are [`Secret`]s: they never appear in `Debug`, in errors (a provider message that
 //! echoes the key is redacted) or in logs.
 
+pub mod batch;
 pub mod retry;
 pub mod tokens;
 
@@ -230,6 +231,8 @@ pub struct BuildError {
 pub struct LlmClient {
     http: reqwest::Client,
     config: LlmConfig,
+    /// The provider's root, without `/v1` (the batch APIs' endpoints hang off it).
+    base: String,
     endpoint: String,
 }
 
@@ -269,6 +272,7 @@ impl LlmClient {
         }
         Ok(Self {
             http,
+            base: base.to_owned(),
             config,
             endpoint,
         })
@@ -280,38 +284,8 @@ impl LlmClient {
 
     /// One request to the provider.
     pub async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let provider = self.config.provider;
-        let mut builder = self.http.post(&self.endpoint);
-        let body = match provider {
-            Provider::OpenAi => {
-                if let Some(key) = &self.config.api_key {
-                    builder = builder.bearer_auth(key.expose());
-                }
-                self.openai_body(request)
-            }
-            Provider::Anthropic => {
-                if let Some(key) = &self.config.api_key {
-                    builder = builder.header("x-api-key", key.expose());
-                }
-                builder = builder.header("anthropic-version", "2023-06-01");
-                let mut body = json!({
-                    "model": request.model,
-                    "max_tokens": request.max_tokens,
-                    "temperature": request.temperature,
-                    "system": request.system,
-                    "messages": [{"role": "user", "content": request.user}],
-                });
-                if let Some(schema) = &request.structure {
-                    body["tools"] = json!([{
-                        "name": STRUCTURE_NAME,
-                        "description": "Record the answer.",
-                        "input_schema": schema,
-                    }]);
-                    body["tool_choice"] = json!({"type": "tool", "name": STRUCTURE_NAME});
-                }
-                body
-            }
-        };
+        let builder = self.authed(self.http.post(&self.endpoint));
+        let body = self.body(request);
         let response = builder
             .json(&body)
             .send()
@@ -334,6 +308,49 @@ impl LlmClient {
             )
         })?;
         self.read_answer(&value, request)
+    }
+
+    /// `builder` with the provider's key and version headers.
+    fn authed(&self, mut builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.config.provider {
+            Provider::OpenAi => {
+                if let Some(key) = &self.config.api_key {
+                    builder = builder.bearer_auth(key.expose());
+                }
+            }
+            Provider::Anthropic => {
+                if let Some(key) = &self.config.api_key {
+                    builder = builder.header("x-api-key", key.expose());
+                }
+                builder = builder.header("anthropic-version", "2023-06-01");
+            }
+        }
+        builder
+    }
+
+    /// The request's body in the provider's format.
+    fn body(&self, request: &ChatRequest) -> Value {
+        match self.config.provider {
+            Provider::OpenAi => self.openai_body(request),
+            Provider::Anthropic => {
+                let mut body = json!({
+                    "model": request.model,
+                    "max_tokens": request.max_tokens,
+                    "temperature": request.temperature,
+                    "system": request.system,
+                    "messages": [{"role": "user", "content": request.user}],
+                });
+                if let Some(schema) = &request.structure {
+                    body["tools"] = json!([{
+                        "name": STRUCTURE_NAME,
+                        "description": "Record the answer.",
+                        "input_schema": schema,
+                    }]);
+                    body["tool_choice"] = json!({"type": "tool", "name": STRUCTURE_NAME});
+                }
+                body
+            }
+        }
     }
 
     /// The official API wants `max_completion_tokens` (reasoning models refuse `max_tokens` and

@@ -1,5 +1,9 @@
 //! LLM provider stand-ins: OpenAI's `POST /v1/chat/completions` and Anthropic's
-//! `POST /v1/messages`, with their real request checks, response and error bodies.
+//! `POST /v1/messages`, with their real request checks, response and error bodies; and their
+//! batch APIs (OpenAI: `/v1/files`, `/v1/batches`, the output file; Anthropic:
+//! `/v1/messages/batches` and its results), answering each batched request as the chat
+//! endpoint would once the batch ends (after [`LlmStandin::batch_polls`] polls), or expiring
+//! every batch ([`LlmStandin::expire_batches`]).
 //!
 //! The "model" is deterministic: it answers in the line format abridge's prompts ask for, built
 //! from the `[mm:ss] text` lines of the request (`TL;DR: ...` then `KEY POINTS:` and up to five
@@ -13,10 +17,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::Server;
@@ -106,6 +110,23 @@ struct Inner {
     /// Failures for given request numbers (1-based, counting every request received).
     nth: std::collections::HashMap<usize, Failure>,
     received: Vec<Received>,
+    /// Uploaded files (OpenAI), by id: their text.
+    files: std::collections::HashMap<String, String>,
+    batches: std::collections::HashMap<String, Batch>,
+    /// Polls a batch answers "in progress" before it ends.
+    batch_polls: u32,
+    /// Batches end expired, their requests unanswered.
+    expire_batches: bool,
+    /// Calls to the batch endpoints.
+    batch_calls: usize,
+}
+
+/// A provider batch: its requests (custom id, chat body) and how many polls it has left.
+struct Batch {
+    requests: Vec<(String, Value)>,
+    polls_left: u32,
+    /// The results (JSONL), once it ended.
+    results: Option<String>,
 }
 
 pub struct LlmStandin {
@@ -123,12 +144,24 @@ impl LlmStandin {
             reject_structure: false,
             nth: std::collections::HashMap::new(),
             received: Vec::new(),
+            files: std::collections::HashMap::new(),
+            batches: std::collections::HashMap::new(),
+            batch_polls: 0,
+            expire_batches: false,
+            batch_calls: 0,
         }));
         let s = state.clone();
         let server = Server::start(move |_| {
             axum::Router::new()
                 .route("/v1/chat/completions", post(complete))
                 .route("/v1/messages", post(complete))
+                .route("/v1/files", post(upload))
+                .route("/v1/files/{id}/content", get(file_content))
+                .route("/v1/batches", post(create_openai_batch))
+                .route("/v1/batches/{id}", get(openai_batch))
+                .route("/v1/messages/batches", post(create_anthropic_batch))
+                .route("/v1/messages/batches/{id}", get(anthropic_batch))
+                .route("/v1/messages/batches/{id}/results", get(anthropic_results))
                 .with_state(s)
         });
         Self { server, state }
@@ -165,6 +198,22 @@ impl LlmStandin {
     /// Fails the `n`-th request this server receives (1-based), whatever it is.
     pub fn fail_nth(&self, n: usize, failure: Failure) {
         self.state.lock().unwrap().nth.insert(n, failure);
+    }
+
+    /// Batches answer `n` polls "in progress" before they end.
+    pub fn batch_polls(&self, n: u32) {
+        self.state.lock().unwrap().batch_polls = n;
+    }
+
+    /// From now on, batches end expired, their requests unanswered.
+    pub fn expire_batches(&self) {
+        self.state.lock().unwrap().expire_batches = true;
+    }
+
+    /// Calls to the batch endpoints so far, and the batches made.
+    pub fn batch_counts(&self) -> (usize, usize) {
+        let inner = self.state.lock().unwrap();
+        (inner.batch_calls, inner.batches.len())
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -293,6 +342,13 @@ async fn complete(
     if let Some(f) = inner.failures.pop_front() {
         return respond(&mut inner, f.status, f.headers, f.body);
     }
+    let (status, payload) = chat(&mut inner, &body);
+    respond(&mut inner, status, Vec::new(), payload)
+}
+
+/// The chat endpoint's answer to `body` (after authentication and scripted failures).
+fn chat(inner: &mut Inner, body: &Value) -> (u16, Value) {
+    let provider = inner.provider;
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let max_tokens = match provider {
         Provider::OpenAi => body["max_tokens"]
@@ -302,9 +358,9 @@ async fn complete(
     };
     if model.is_empty() || (provider == Provider::Anthropic && max_tokens.is_none()) {
         let f = Failure::new(provider, 400, "model and max_tokens are required");
-        return respond(&mut inner, 400, Vec::new(), f.body);
+        return (400, f.body);
     }
-    let prompt = prompt_text(&body);
+    let prompt = prompt_text(body);
     let prompt_tokens = prompt.len().div_ceil(4);
     let max_tokens = max_tokens.unwrap_or(0) as usize;
     if prompt_tokens + max_tokens > inner.context_tokens {
@@ -318,7 +374,7 @@ async fn complete(
                 "message": format!("prompt is too long: {} tokens > {window} maximum", prompt_tokens + max_tokens)}})
             }
         };
-        return respond(&mut inner, 400, Vec::new(), payload);
+        return (400, payload);
     }
     let wants_json = body["response_format"]["type"] == "json_schema";
     let wants_tool = body["tool_choice"]["type"] == "tool";
@@ -328,7 +384,7 @@ async fn complete(
             400,
             "response_format json_schema is not supported for this model",
         );
-        return respond(&mut inner, 400, Vec::new(), f.body);
+        return (400, f.body);
     }
     // A queued answer is said as it is (a model that ignores the structure asked for).
     let pushed = inner.answers.pop_front();
@@ -359,5 +415,276 @@ async fn complete(
             "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
         }),
     };
-    respond(&mut inner, 200, Vec::new(), payload)
+    (200, payload)
+}
+
+type Shared = State<Arc<Mutex<Inner>>>;
+
+/// Authenticates a batch call as the chat endpoint does, and counts it.
+fn batch_call(inner: &mut Inner, headers: &HeaderMap) -> Option<Response> {
+    inner.batch_calls += 1;
+    let ok = match inner.provider {
+        Provider::OpenAi => headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Bearer ") && v.len() > 7),
+        Provider::Anthropic => headers.contains_key("x-api-key"),
+    };
+    (!ok).then(|| {
+        let f = Failure::new(inner.provider, 401, "missing or malformed credentials");
+        (StatusCode::UNAUTHORIZED, Json(f.body)).into_response()
+    })
+}
+
+fn not_found(provider: Provider, what: &str) -> Response {
+    let f = Failure::new(provider, 404, &format!("no such {what}"));
+    (StatusCode::NOT_FOUND, Json(f.body)).into_response()
+}
+
+/// `POST /v1/files` (multipart: `purpose`, `file`): keeps the file's text.
+async fn upload(State(state): Shared, headers: HeaderMap, body: String) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    let boundary = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("boundary=").nth(1))
+        .map(|b| b.trim_matches('"').to_owned());
+    let file = boundary.and_then(|b| {
+        body.split(&format!("--{b}"))
+            .find(|part| part.contains("name=\"file\""))
+            .and_then(|part| part.split_once("\r\n\r\n"))
+            .map(|(_, content)| content.trim_end_matches("\r\n").to_owned())
+    });
+    let (Some(file), true) = (file, body.contains("name=\"purpose\"\r\n\r\nbatch")) else {
+        let f = Failure::new(
+            inner.provider,
+            400,
+            "a batch file needs purpose=batch and a file",
+        );
+        return (StatusCode::BAD_REQUEST, Json(f.body)).into_response();
+    };
+    let id = format!("file-standin{}", inner.files.len() + 1);
+    inner.files.insert(id.clone(), file);
+    Json(json!({"id": id, "object": "file", "purpose": "batch", "status": "processed"}))
+        .into_response()
+}
+
+async fn file_content(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    match inner.files.get(&id) {
+        Some(text) => text.clone().into_response(),
+        None => not_found(inner.provider, "file"),
+    }
+}
+
+/// `POST /v1/batches`: a batch of the input file's chat requests.
+async fn create_openai_batch(
+    State(state): Shared,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    let file = body["input_file_id"]
+        .as_str()
+        .and_then(|f| inner.files.get(f))
+        .cloned();
+    let (Some(file), "/v1/chat/completions", "24h") = (
+        file,
+        body["endpoint"].as_str().unwrap_or_default(),
+        body["completion_window"].as_str().unwrap_or_default(),
+    ) else {
+        let f = Failure::new(
+            inner.provider,
+            400,
+            "input_file_id, endpoint and completion_window are required",
+        );
+        return (StatusCode::BAD_REQUEST, Json(f.body)).into_response();
+    };
+    let requests: Vec<(String, Value)> = file
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|l| {
+            (
+                l["custom_id"].as_str().unwrap_or_default().to_owned(),
+                l["body"].clone(),
+            )
+        })
+        .collect();
+    let id = format!("batch_standin{}", inner.batches.len() + 1);
+    let polls_left = inner.batch_polls;
+    inner.batches.insert(
+        id.clone(),
+        Batch {
+            requests,
+            polls_left,
+            results: None,
+        },
+    );
+    Json(json!({"id": id, "object": "batch", "endpoint": "/v1/chat/completions", "status": "validating"}))
+        .into_response()
+}
+
+/// Moves a batch on by one poll; `Some(ended)` once it has ended (`false`: expired).
+fn advance(inner: &mut Inner, id: &str) -> Option<Option<bool>> {
+    let expire = inner.expire_batches;
+    let batch = inner.batches.get_mut(id)?;
+    if batch.results.is_some() {
+        return Some(Some(!expire));
+    }
+    if batch.polls_left > 0 {
+        batch.polls_left -= 1;
+        return Some(None);
+    }
+    let requests = std::mem::take(&mut batch.requests);
+    let provider = inner.provider;
+    let mut lines = String::new();
+    for (i, (custom_id, params)) in requests.iter().enumerate() {
+        let line = if expire {
+            match provider {
+                Provider::OpenAi => continue,
+                Provider::Anthropic => {
+                    json!({"custom_id": custom_id, "result": {"type": "expired"}})
+                }
+            }
+        } else {
+            let (status, payload) = chat(inner, params);
+            match provider {
+                Provider::OpenAi => json!({"id": format!("batch_req_{i}"), "custom_id": custom_id,
+                    "response": {"status_code": status, "request_id": "req_standin", "body": payload},
+                    "error": null}),
+                Provider::Anthropic if status == 200 => {
+                    json!({"custom_id": custom_id, "result": {"type": "succeeded", "message": payload}})
+                }
+                Provider::Anthropic => json!({"custom_id": custom_id,
+                    "result": {"type": "errored", "error": payload["error"]}}),
+            }
+        };
+        lines.push_str(&format!("{line}\n"));
+    }
+    if provider == Provider::OpenAi && !expire {
+        inner.files.insert(format!("file-out-{id}"), lines.clone());
+    }
+    inner.batches.get_mut(id).expect("present").results = Some(lines);
+    Some(Some(!expire))
+}
+
+async fn openai_batch(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    let answer = match advance(&mut inner, &id) {
+        None => return not_found(inner.provider, "batch"),
+        Some(None) => json!({"id": id, "object": "batch", "status": "in_progress"}),
+        Some(Some(true)) => json!({"id": id, "object": "batch", "status": "completed",
+                                   "output_file_id": format!("file-out-{id}"), "error_file_id": null}),
+        Some(Some(false)) => json!({"id": id, "object": "batch", "status": "expired",
+                                    "output_file_id": null}),
+    };
+    Json(answer).into_response()
+}
+
+/// `POST /v1/messages/batches`.
+async fn create_anthropic_batch(
+    State(state): Shared,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    let requests: Vec<(String, Value)> = body["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["custom_id"].as_str().unwrap_or_default().to_owned(),
+                r["params"].clone(),
+            )
+        })
+        .collect();
+    let valid = !requests.is_empty()
+        && requests.iter().all(|(id, _)| {
+            (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !valid {
+        let f = Failure::new(
+            inner.provider,
+            400,
+            "requests: each needs a custom_id of 1-64 [a-zA-Z0-9_-]",
+        );
+        return (StatusCode::BAD_REQUEST, Json(f.body)).into_response();
+    }
+    let id = format!("msgbatch_standin{}", inner.batches.len() + 1);
+    let polls_left = inner.batch_polls;
+    inner.batches.insert(
+        id.clone(),
+        Batch {
+            requests,
+            polls_left,
+            results: None,
+        },
+    );
+    Json(json!({"id": id, "type": "message_batch", "processing_status": "in_progress"}))
+        .into_response()
+}
+
+async fn anthropic_batch(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    match advance(&mut inner, &id) {
+        None => not_found(inner.provider, "batch"),
+        Some(None) => {
+            Json(json!({"id": id, "type": "message_batch", "processing_status": "in_progress"}))
+                .into_response()
+        }
+        Some(Some(_)) => Json(
+            json!({"id": id, "type": "message_batch", "processing_status": "ended",
+            "results_url": format!("/v1/messages/batches/{id}/results")}),
+        )
+        .into_response(),
+    }
+}
+
+async fn anthropic_results(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    match inner.batches.get(&id).and_then(|b| b.results.clone()) {
+        Some(lines) => lines.into_response(),
+        None => not_found(inner.provider, "batch results"),
+    }
 }

@@ -261,6 +261,33 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.stage, r.data)).collect())
     }
 
+    /// Shows where a running item stands in its `result_meta` (a provider batch it waits
+    /// for), fenced like a checkpoint. Returns false when refused.
+    pub async fn write_stage_meta(
+        &self,
+        item: ItemId,
+        token: LeaseToken,
+        meta: &serde_json::Value,
+        worker: WorkerId,
+    ) -> Result<bool> {
+        let written = sqlx::query!(
+            "UPDATE items SET result_meta = $3
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+            item.0,
+            token.0,
+            clean_json(meta),
+        )
+        .execute(&self.pool)
+        .await
+        .context("write an item's stage")?
+        .rows_affected()
+            == 1;
+        if !written {
+            self.record_refused(worker, item, token, "stage").await?;
+        }
+        Ok(written)
+    }
+
     /// Records a stage's result for an item, fenced: written only while `token` is the item's
     /// current claim and the item is `running` (the row is share-locked until commit, so a
     /// concurrent reclaim either waits for this write or refuses it). Returns false when refused (the lease is gone;

@@ -47,24 +47,41 @@ impl<'a> Checkpoints<'a> {
         self.saved.get(stage)
     }
 
+    /// Shows where the item stands in its `result_meta` while it waits (fenced like `put`).
+    pub async fn show(&mut self, meta: serde_json::Value) -> Result<(), ItemError> {
+        self.ensure_started("stage").await?;
+        let written = self
+            .store
+            .write_stage_meta(self.item, self.token, &meta, self.worker)
+            .await
+            .map_err(store_error)?;
+        if !written {
+            return Err(ItemError::transient(
+                ErrorKind::from_static("lease_lost"),
+                "stage refused: this attempt no longer holds the item",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn ensure_started(&self, stage: &str) -> Result<(), ItemError> {
+        match self.start.ensure().await {
+            StartResult::Started => Ok(()),
+            StartResult::Refused => Err(ItemError::transient(
+                ErrorKind::from_static("lease_lost"),
+                format!("checkpoint {stage} refused: this attempt no longer holds the item"),
+            )),
+            StartResult::NotWritten => Err(ItemError::transient(
+                ErrorKind::from_static("database_unavailable"),
+                format!("checkpoint {stage}: the item could not be marked running"),
+            )),
+        }
+    }
+
     /// Saves a stage's result under this attempt's lease. A refused write means the lease is
     /// gone: the attempt stops (its outcome would be refused too).
     pub async fn put(&mut self, stage: &str, data: serde_json::Value) -> Result<(), ItemError> {
-        match self.start.ensure().await {
-            StartResult::Started => {}
-            StartResult::Refused => {
-                return Err(ItemError::transient(
-                    ErrorKind::from_static("lease_lost"),
-                    format!("checkpoint {stage} refused: this attempt no longer holds the item"),
-                ));
-            }
-            StartResult::NotWritten => {
-                return Err(ItemError::transient(
-                    ErrorKind::from_static("database_unavailable"),
-                    format!("checkpoint {stage}: the item could not be marked running"),
-                ));
-            }
-        }
+        self.ensure_started(stage).await?;
         let written = self
             .store
             .write_checkpoint(self.item, self.token, stage, &data, self.worker)

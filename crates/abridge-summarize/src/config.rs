@@ -28,6 +28,11 @@ pub struct SummarizeConfig {
     pub llm_retry: RetryPolicy,
     /// What each model's tokens cost (`ABRIDGE_LLM_PRICES` over the defaults).
     pub prices: Prices,
+    /// `ABRIDGE_LLM_BATCH_API`: `low`-priority batches on `openai`/`anthropic` are summarized
+    /// through the provider's batch API (half price, answers within a day).
+    pub llm_batch_api: bool,
+    /// How often an item waiting on a provider batch asks whether it has ended.
+    pub llm_batch_poll: Duration,
     /// The most transcript tokens sent in one request; longer transcripts are map-reduced.
     pub llm_chunk_tokens: u64,
     /// Fewer words than this in a transcript (an empty caption track, "[Music]") fail the item
@@ -166,6 +171,8 @@ impl SummarizeConfig {
             default_backend,
             drills: core.drills,
             prices,
+            llm_batch_api: src.flag("llm_batch_api", false)?,
+            llm_batch_poll: src.millis("llm_batch_poll_ms", 60_000, 10)?,
             languages,
             youtube,
             openai,

@@ -264,6 +264,8 @@ pub struct Payer<'a> {
     pub daily: Option<&'a TenantBudget>,
     /// Where each answer's cost is written down.
     pub ledger: Option<&'a Ledger<'a>>,
+    /// The item may wait in a provider batch for half the price.
+    pub via_batch: Option<&'a crate::llm::ViaBatch>,
 }
 
 /// Writes each model answer's tokens and cost to its batch's spend (`llm_spend`).
@@ -282,7 +284,14 @@ impl Ledger<'_> {
     /// Charges one answer. A lost charge is logged, not the item's failure: the answer is
     /// paid for either way.
     pub async fn charge(&self, input_tokens: u64, output_tokens: u64) {
-        let cost_usd = self.price.map(|p| p.cost(input_tokens, output_tokens));
+        self.charge_at(input_tokens, output_tokens, 1.0).await;
+    }
+
+    /// Charges one answer at `factor` of the price (a provider batch's discount).
+    pub async fn charge_at(&self, input_tokens: u64, output_tokens: u64, factor: f64) {
+        let cost_usd = self
+            .price
+            .map(|p| p.cost(input_tokens, output_tokens) * factor);
         let charge = abridge_store::cost::Charge {
             batch: self.batch,
             tenant: self.tenant,

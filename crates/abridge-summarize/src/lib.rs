@@ -482,6 +482,13 @@ impl Processor for Summarizer {
                     }
                     Some(b) => {
                         let spend = self.tenant_budget(job).await?;
+                        // Low-priority work may wait a day for half the price.
+                        let via_batch = (self.config.llm_batch_api
+                            && job.priority == abridge_core::Priority::Low)
+                            .then(|| llm::ViaBatch {
+                                custom_id: format!("item-{}", job.item_id.0),
+                                poll: self.config.llm_batch_poll,
+                            });
                         let ledger = Ledger {
                             store: &self.store,
                             batch: job.batch_id,
@@ -500,6 +507,7 @@ impl Processor for Summarizer {
                                 owner: job.tenant.as_deref(),
                                 daily: spend.as_ref(),
                                 ledger: Some(&ledger),
+                                via_batch: via_batch.as_ref(),
                             },
                         )
                         .instrument(span)
@@ -516,8 +524,16 @@ impl Processor for Summarizer {
         meta["output_tokens"] = json!(usage.output_tokens);
         if llm.is_some() {
             // What the summary cost as made (reused chunks included); `null` without a price.
+            let factor = if usage.provider_batch.is_some() {
+                llm::BATCH_PRICE_FACTOR
+            } else {
+                1.0
+            };
             meta["cost_usd"] =
-                json!(price.map(|p| p.cost(usage.input_tokens, usage.output_tokens)));
+                json!(price.map(|p| p.cost(usage.input_tokens, usage.output_tokens) * factor));
+            if let Some(id) = &usage.provider_batch {
+                meta["provider_batch_id"] = json!(id);
+            }
             meta["llm_requests"] = json!(usage.requests);
             meta["chunks"] = json!(usage.chunks);
             meta["reused_chunks"] = json!(usage.reused_chunks);

@@ -89,7 +89,21 @@ pub struct Usage {
     pub prose: bool,
     /// Key-point timestamps past the video's end, set to the end.
     pub stamps_clamped: u32,
+    /// The provider batch the answer came through (billed at half price).
+    pub provider_batch: Option<String>,
 }
+
+/// An item to summarize through the provider's batch API, when its summary is one request.
+#[derive(Clone, Debug)]
+pub struct ViaBatch {
+    /// The request's id in its batch (the item's).
+    pub custom_id: String,
+    /// How long the item waits between asking whether the batch has ended.
+    pub poll: Duration,
+}
+
+/// What a provider batch's answer costs, against a request's.
+pub const BATCH_PRICE_FACTOR: f64 = 0.5;
 
 fn answer_tokens(length: SummaryLength) -> u32 {
     match length {
@@ -265,7 +279,28 @@ impl LlmBackend {
                     structure: (!text_only).then(summary_schema),
                 };
                 let asked_structure = request.structure.is_some();
-                let response = match self.call(queue, &request, &mut usage, payer).await {
+                // A summary of one request may go through the provider's batch API.
+                let batched = match payer.via_batch {
+                    Some(batch) if level == 0 => {
+                        let stage = format!("batch:{run}");
+                        self.through_batch(
+                            queue,
+                            checkpoints,
+                            &stage,
+                            batch,
+                            &request,
+                            &mut usage,
+                            payer,
+                        )
+                        .await?
+                    }
+                    _ => None,
+                };
+                let response = match batched {
+                    Some(response) => Ok(response),
+                    None => self.call(queue, &request, &mut usage, payer).await,
+                };
+                let response = match response {
                     // A server that does not take the structure: ask for text; if that is
                     // answered, remember it (a 400 for this transcript alone is not the
                     // server's verdict on structure).
@@ -419,6 +454,104 @@ impl LlmBackend {
             }
             lines = notes;
             level += 1;
+        }
+    }
+
+    /// The answer through the provider's batch API: submits the request (the item then waits,
+    /// deferred as `submitted`, without a worker slot), or asks whether its batch has ended
+    /// (still waiting: deferred again). `None`: send it the ordinary way (the batch expired or
+    /// failed, or the server has no batch API).
+    #[allow(clippy::too_many_arguments)]
+    async fn through_batch(
+        &self,
+        queue: &Queue,
+        checkpoints: &mut Checkpoints<'_>,
+        stage: &str,
+        batch: &ViaBatch,
+        request: &ChatRequest,
+        usage: &mut Usage,
+        payer: Payer<'_>,
+    ) -> Result<Option<ChatResponse>, ItemError> {
+        let waiting = |id: &str| {
+            ItemError::deferred(
+                ErrorKind::from_static("submitted"),
+                format!(
+                    "submitted to the {} batch API as {id}; its answer is collected when the batch ends",
+                    self.name()
+                ),
+                batch.poll,
+            )
+        };
+        let saved = checkpoints.get(stage).cloned();
+        let Some(saved) = saved else {
+            if let Some(budget) = payer.daily {
+                budget.check(queue).await?;
+            }
+            let id = match self.client.submit_batch(&batch.custom_id, request).await {
+                Ok(id) => id,
+                Err(e) if e.kind.is_transient() => return Err(e.into()),
+                Err(e) => {
+                    tracing::info!(backend = self.name(), error = %e, "the batch API refused the request; sending it the ordinary way");
+                    checkpoints
+                        .put(stage, json!({"fallback": true, "why": e.to_string()}))
+                        .await?;
+                    return Ok(None);
+                }
+            };
+            checkpoints.put(stage, json!({"batch_id": id})).await?;
+            checkpoints
+                .show(
+                    json!({"stage": "submitted", "backend": self.name(), "provider_batch_id": id}),
+                )
+                .await?;
+            return Err(waiting(&id));
+        };
+        let Some(id) = saved["batch_id"]
+            .as_str()
+            .filter(|_| saved["fallback"] != true)
+        else {
+            return Ok(None);
+        };
+        match self.client.poll_batch(id, &batch.custom_id, request).await {
+            Ok(abridge_llm::batch::BatchPoll::Pending) => Err(waiting(id)),
+            // The provider is away for now: ask again later, without using up an attempt.
+            Err(e) if e.kind.is_transient() => Err(waiting(id)),
+            Err(e) => Err(e.into()),
+            Ok(abridge_llm::batch::BatchPoll::Failed(why)) => {
+                tracing::info!(backend = self.name(), batch = id, %why, "the provider batch did not answer; sending the request the ordinary way");
+                checkpoints
+                    .put(stage, json!({"fallback": true, "batch_id": id, "why": why}))
+                    .await?;
+                Ok(None)
+            }
+            Ok(abridge_llm::batch::BatchPoll::Done(response)) => {
+                usage.requests += 1;
+                usage.input_tokens += response.input_tokens;
+                usage.output_tokens += response.output_tokens;
+                usage.truncated |= response.truncated;
+                usage.provider_batch = Some(id.to_owned());
+                if let Some(budget) = payer.daily {
+                    budget
+                        .charge(queue, response.input_tokens + response.output_tokens)
+                        .await;
+                }
+                metrics::summarizer_request(self.name(), "ok");
+                metrics::summarizer_tokens(
+                    self.name(),
+                    response.input_tokens,
+                    response.output_tokens,
+                );
+                if let Some(ledger) = payer.ledger {
+                    ledger
+                        .charge_at(
+                            response.input_tokens,
+                            response.output_tokens,
+                            BATCH_PRICE_FACTOR,
+                        )
+                        .await;
+                }
+                Ok(Some(response))
+            }
         }
     }
 

@@ -316,6 +316,7 @@ async fn run_item(
         title: item.title,
         transcript: item.transcript,
         options: item.options,
+        priority: lease.priority,
         tenant: item.tenant,
         start: start.clone(),
     };

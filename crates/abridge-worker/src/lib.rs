@@ -60,6 +60,8 @@ pub struct Job {
     pub transcript: Option<String>,
     /// The batch's processing options, as given at enqueue (backend, model, length, language).
     pub options: serde_json::Value,
+    /// The batch's priority (a `low` batch may be summarized through a provider's batch API).
+    pub priority: abridge_core::Priority,
     /// The API tenant that owns the batch; `None` for the operator's (CLI) batches. Whatever
     /// the producer supplied is kept to this owner (the summary cache is scoped by it).
     pub tenant: Option<String>,

@@ -5,9 +5,11 @@
 //! - `llm`: both providers, map-reduce with checkpoints, provider failures, keys kept secret.
 //! - `egress`: a pool of YouTube proxies, one of them blocked, then all of them.
 //! - `fleet`: the Redis token bucket and circuit breaker, fenced checkpoints.
+//! - `batch_api`: low-priority items through the providers' batch APIs, and their fallback.
 //! - `cost`: answers charged from the price table, a batch's cost budget, a tenant's spend.
 //! - `tenants`: the summary cache keeps producer input to its producer; drills are off.
 
+mod batch_api;
 mod cost;
 mod egress;
 mod fleet;
