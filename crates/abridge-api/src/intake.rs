@@ -5,6 +5,7 @@
 
 use abridge_core::Backend;
 use abridge_core::input::BatchInput;
+use abridge_core::lists::{DEFAULT_MAX_PER_LIST, ListOptions};
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -36,13 +37,16 @@ pub enum InputFormat {
     Csv,
 }
 
-/// What the text holds: the videos a batch made of it would have (send them as `items` to
-/// `POST /v1/batches`), and every line that would be rejected, with its reason.
+/// What the text holds: the videos a batch made of it would have, the playlists and channels
+/// it names (send both as `items` to `POST /v1/batches`, in line order: the create reads the
+/// lists), and every line that would be rejected, with its reason.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CheckedInput {
     pub items: Vec<CheckedItem>,
     /// Lines naming a video an earlier line named (dropped).
     pub duplicates: usize,
+    /// Playlist and channel lines: not read by the check; their videos are added at create.
+    pub lists: Vec<CheckedList>,
     pub rejected: Vec<RejectedLine>,
 }
 
@@ -55,6 +59,16 @@ pub struct CheckedItem {
     pub url: String,
     pub title: Option<String>,
     pub transcript: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckedList {
+    /// 1-based line of the text.
+    pub line: usize,
+    /// The line, shortened to 200 characters.
+    pub input: String,
+    /// What it names (`playlist PL...`, `channel @name`).
+    pub list: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -83,13 +97,16 @@ pub async fn check_input(
     body: Result<Json<CheckInput>, JsonRejection>,
 ) -> Result<Json<CheckedInput>, ApiError> {
     let body = crate::error::json_body(body, "the text")?;
-    let input = match body.format.unwrap_or_default() {
-        InputFormat::Lines => BatchInput::from_lines(&body.text),
-        InputFormat::Csv => {
-            BatchInput::from_csv(&body.text).map_err(|e| ApiError::invalid(format!("text: {e}")))?
-        }
-    };
-    let n = input.items.len() + input.duplicates + input.rejected.len();
+    // List lines are kept, not read: a check must stay quick; the create reads them.
+    let options = ListOptions::new(false, DEFAULT_MAX_PER_LIST).expect("the default is valid");
+    let mut input = BatchInput::with_lists(options);
+    match body.format.unwrap_or_default() {
+        InputFormat::Lines => input.push_lines(&body.text),
+        InputFormat::Csv => input
+            .push_csv(&body.text)
+            .map_err(|e| ApiError::invalid(format!("text: {e}")))?,
+    }
+    let n = input.items.len() + input.duplicates + input.rejected.len() + input.lists.len();
     if n > state.settings.max_items {
         return Err(too_many_items(n, state.settings.max_items));
     }
@@ -106,6 +123,15 @@ pub async fn check_input(
             })
             .collect(),
         duplicates: input.duplicates,
+        lists: input
+            .lists
+            .into_iter()
+            .map(|l| CheckedList {
+                line: l.line,
+                input: l.input.chars().take(200).collect(),
+                list: l.list.describe(),
+            })
+            .collect(),
         rejected: input
             .rejected
             .into_iter()

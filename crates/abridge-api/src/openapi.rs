@@ -69,7 +69,7 @@ pub const OPENAPI_VERSION: &str = "3.2.0";
         crate::tenants::TenantList, crate::tenants::TenantCosts, crate::tenants::DayCost,
         ItemStatusView, ItemPage, Retried, ErrorBody, ErrorDetail, crate::batches::QueueState,
         crate::intake::CheckInput, crate::intake::InputFormat, crate::intake::CheckedInput,
-        crate::intake::CheckedItem, crate::intake::RejectedLine, crate::intake::Options,
+        crate::intake::CheckedItem, crate::intake::CheckedList, crate::intake::RejectedLine, crate::intake::Options,
         crate::search::FoundItem, crate::search::SearchPage, crate::search::BulkDone,
         crate::dashboard::History, crate::dashboard::HistoryMinute, crate::dashboard::FailedItems,
     )),

@@ -120,6 +120,14 @@ impl BatchInput {
     /// header; a record's line is the one it starts on. A file without a `url` column, or not
     /// CSV at all, is an error naming what is wrong.
     pub fn from_csv(text: &str) -> Result<Self, String> {
+        let mut input = Self::default();
+        input.push_csv(text)?;
+        Ok(input)
+    }
+
+    /// Adds every record of a CSV file, as [`BatchInput::from_csv`] reads them.
+    pub fn push_csv(&mut self, text: &str) -> Result<(), String> {
+        let input = self;
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .from_reader(text.as_bytes());
@@ -136,7 +144,6 @@ impl BatchInput {
             return Err("the CSV file has no `url` column in its header row".to_owned());
         };
         let (title, transcript) = (column("title"), column("transcript"));
-        let mut input = Self::default();
         for record in reader.records() {
             let record = match record {
                 Ok(r) => r,
@@ -168,7 +175,7 @@ impl BatchInput {
                 },
             );
         }
-        Ok(input)
+        Ok(())
     }
 
     /// Adds one input line (a URL, an id, or a JSON object).

@@ -430,13 +430,14 @@ function showCheck(r, message, rejected = r ? r.rejected : []) {
   let text = message;
   if (r && !message) {
     text = plural(r.items.length, "video") + " ready";
+    if (r.lists.length) text += ", " + plural(r.lists.length, "playlist or channel") + " to read";
     if (r.duplicates) text += ", " + plural(r.duplicates, "duplicate") + " dropped";
     if (rejected.length) text += ", " + plural(rejected.length, "line") + " rejected";
   }
   setText($("new-check"), text);
   $("new-rejects").replaceChildren(...rejected.map((x) =>
     el("li", { "data-line": x.line }, "line " + x.line + ": " + x.input + ": " + x.reason)));
-  $("new-submit").disabled = !r || r.items.length === 0;
+  $("new-submit").disabled = !r || r.items.length + r.lists.length === 0;
 }
 
 async function loadFile(file) {
@@ -449,10 +450,14 @@ async function loadFile(file) {
 
 async function submitBatch() {
   const r = checked;
-  if (!r || r.items.length === 0) return;
+  if (!r || r.items.length + r.lists.length === 0) return;
+  // Videos and lists in line order: the server reads each list in its line's place.
+  const inputs = r.items.map((i) => ({ line: i.line, spec: { url: i.url, title: i.title, transcript: i.transcript } }))
+    .concat(r.lists.map((l) => ({ line: l.line, spec: { url: l.input } })))
+    .sort((a, b) => a.line - b.line);
   const body = {
     priority: $("new-priority").value,
-    items: r.items.map((i) => ({ url: i.url, title: i.title, transcript: i.transcript })),
+    items: inputs.map((x) => x.spec),
   };
   const name = $("new-name").value.trim();
   if (name) body.name = name;
@@ -466,7 +471,7 @@ async function submitBatch() {
   try {
     const created = await api("/v1/batches", "POST", body);
     // The server reads the items again; anything it refuses now is shown by its line too.
-    const late = created.rejected.map((x) => ({ line: r.items[x.index].line, input: x.input, reason: x.reason }));
+    const late = created.rejected.map((x) => ({ line: inputs[x.index].line, input: x.input, reason: x.reason }));
     const rejected = r.rejected.concat(late).sort((a, b) => a.line - b.line);
     showCheck(null, "Created batch " + shortId(created.id) + " with " + plural(created.accepted, "video") +
       (rejected.length ? "; " + plural(rejected.length, "line") + " rejected" : ""), rejected);

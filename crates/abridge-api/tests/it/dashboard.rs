@@ -499,11 +499,17 @@ async fn exercise(
 }
 
 /// The new-batch form: pasted lines and an uploaded CSV file are read by the server (the
-/// rejected lines shown with their numbers before and after submit), and the batch it
-/// creates is the tenant's.
+/// rejected lines shown with their numbers before and after submit), a playlist is read in
+/// its line's place at create, and the batch it creates is the tenant's.
 #[tokio::test]
 async fn the_new_batch_form_shows_rejected_lines_and_creates_the_batch() {
-    let mut app = App::start(&[]).await;
+    let yt = abridge_standins::youtube::YoutubeStandin::start(vec![]);
+    yt.add_list(abridge_standins::youtube::lists::StandinList::playlist(
+        "PL123",
+        "Three talks",
+        abridge_standins::youtube::lists::numbered_videos("pp", 3),
+    ));
+    let mut app = App::start(&[("ABRIDGE_YOUTUBE_BASE_URL", &yt.url())]).await;
     app.start_worker_with(
         abridge_testkit::processor(|job: abridge_worker::Job| async move {
             abridge_testkit::ok(format!("Summary of {}.", job.video_id))
@@ -550,15 +556,12 @@ async fn new_batch(c: &Client, app: &App, token: &str, csv: &std::path::Path) {
         |t| t.contains("ready"),
     )
     .await;
-    assert_eq!(check, "5 videos ready, 2 lines rejected");
-    let rejects = text(&c, "#new-rejects").await;
-    assert!(
-        rejects.contains(
-            "line 3: https://www.youtube.com/playlist?list=PL123: playlist URLs are not supported"
-        ),
-        "{rejects}"
+    assert_eq!(
+        check,
+        "5 videos ready, 1 playlist or channel to read, 1 line rejected"
     );
-    assert!(rejects.contains("line 6: not a video:"), "{rejects}");
+    let rejects = text(&c, "#new-rejects").await;
+    assert!(rejects.starts_with("line 6: not a video:"), "{rejects}");
     screenshot(&c, "dashboard-new-batch").await;
     find(&c, "#new-name")
         .await
@@ -573,15 +576,33 @@ async fn new_batch(c: &Client, app: &App, token: &str, csv: &std::path::Path) {
         |t| t.starts_with("Created batch"),
     )
     .await;
-    assert!(done.ends_with("with 5 videos; 2 lines rejected"), "{done}");
+    // The playlist's three videos in its line's place.
+    assert!(done.ends_with("with 8 videos; 1 line rejected"), "{done}");
     assert_eq!(
         text(&c, "#new-rejects").await.lines().count(),
-        2,
-        "the rejected lines are still shown after submit"
+        1,
+        "the rejected line is still shown after submit"
     );
     let (_, page) = app.get(token, "/v1/batches").await;
     assert_eq!(page["batches"][0]["name"], "pasted", "{page}");
-    assert_eq!(page["batches"][0]["total"], 5, "{page}");
+    assert_eq!(page["batches"][0]["total"], 8, "{page}");
+    let id = page["batches"][0]["id"].as_str().unwrap().to_owned();
+    let (_, items) = app.get(token, &format!("/v1/batches/{id}/items")).await;
+    let videos: Vec<&str> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["video_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(&videos[..2], ["p0000000001", "p0000000002"], "{items}");
+    assert!(
+        items["items"][2]["url"]
+            .as_str()
+            .unwrap()
+            .contains("list=PL123"),
+        "the list note: {items}"
+    );
+    assert_eq!(videos[5], "p0000000003", "{items}");
 
     // A CSV file with a url column: its lines count the header.
     find(&c, "#new-file")
@@ -597,10 +618,11 @@ async fn new_batch(c: &Client, app: &App, token: &str, csv: &std::path::Path) {
     )
     .await;
     assert_eq!(check, "2 videos ready, 1 line rejected");
+    // A channel with a title in its row: a title belongs to one video.
     assert!(
-        text(&c, "#new-rejects")
-            .await
-            .starts_with("line 3: https://www.youtube.com/@chan:"),
+        text(&c, "#new-rejects").await.starts_with(
+            "line 3: https://www.youtube.com/@chan: a playlist or channel cannot carry a title"
+        ),
         "{}",
         text(&c, "#new-rejects").await
     );

@@ -450,7 +450,7 @@ async fn the_form_learns_what_a_caller_may_pick_and_what_a_text_holds() {
         .post(
             &acme,
             "/v1/batches/check",
-            json!({"text": "dQw4w9WgXcQ\n# a comment\nhttps://www.youtube.com/@chan\n{\"url\": \"jNQXAC9IVRw\", \"title\": \"T\"}\ndQw4w9WgXcQ\n"}),
+            json!({"text": "dQw4w9WgXcQ\n# a comment\nhttps://www.youtube.com/@chan\n{\"url\": \"jNQXAC9IVRw\", \"title\": \"T\"}\ndQw4w9WgXcQ\nhttps://www.youtube.com/@chan/shorts\n"}),
         )
         .await;
     assert_eq!(status, 200, "{checked}");
@@ -458,7 +458,11 @@ async fn the_form_learns_what_a_caller_may_pick_and_what_a_text_holds() {
     assert_eq!(checked["items"][1]["line"], 4);
     assert_eq!(checked["items"][1]["title"], "T");
     assert_eq!(checked["duplicates"], 1);
-    assert_eq!(checked["rejected"][0]["line"], 3);
+    // A channel is kept for the create to read (the check reads no list); a tab that is not
+    // its videos is rejected with its reason.
+    assert_eq!(checked["lists"][0]["line"], 3, "{checked}");
+    assert_eq!(checked["lists"][0]["list"], "channel @chan", "{checked}");
+    assert_eq!(checked["rejected"][0]["line"], 6, "{checked}");
     let (_, page) = app.get(&acme, "/v1/batches").await;
     assert_eq!(page["batches"], json!([]), "nothing was created");
     let (status, err) = app
