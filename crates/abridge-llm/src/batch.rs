@@ -95,9 +95,15 @@ impl LlmClient {
                     Some(file) if !file.is_empty() => {
                         format!("{}/v1/files/{file}/content", self.base)
                     }
-                    _ => return Ok(BatchPoll::Failed(failure(&batch))),
+                    _ => {
+                        self.delete_files(&batch).await;
+                        return Ok(BatchPoll::Failed(failure(&batch)));
+                    }
                 },
-                _ => return Ok(BatchPoll::Failed(failure(&batch))),
+                _ => {
+                    self.delete_files(&batch).await;
+                    return Ok(BatchPoll::Failed(failure(&batch)));
+                }
             },
             Provider::Anthropic => match batch["processing_status"].as_str() {
                 Some("ended") => format!("{}/v1/messages/batches/{batch_id}/results", self.base),
@@ -105,6 +111,10 @@ impl LlmClient {
             },
         };
         let text = self.fetch_text(&results).await?;
+        if self.config.provider == Provider::OpenAi {
+            // The request (a transcript) and its answer are not left with the provider.
+            self.delete_files(&batch).await;
+        }
         let Some(line) = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -138,6 +148,24 @@ impl LlmClient {
             }
         };
         self.read_answer(&answer, request).map(BatchPoll::Done)
+    }
+
+    /// Deletes an ended OpenAI batch's files (input, output, errors), best effort: a file
+    /// left behind is the provider's to expire.
+    async fn delete_files(&self, batch: &Value) {
+        for key in ["input_file_id", "output_file_id", "error_file_id"] {
+            let Some(file) = batch[key].as_str().filter(|f| {
+                !f.is_empty()
+                    && f.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }) else {
+                continue;
+            };
+            let url = format!("{}/v1/files/{file}", self.base);
+            if let Err(e) = self.authed(self.http.delete(url)).send().await {
+                tracing::debug!(file, error = %e, "cannot delete a batch file");
+            }
+        }
     }
 
     /// Sends `builder` and reads a JSON answer, classifying failures as `complete` does.

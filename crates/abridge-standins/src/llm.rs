@@ -123,6 +123,8 @@ struct Inner {
 
 /// A provider batch: its requests (custom id, chat body) and how many polls it has left.
 struct Batch {
+    /// The uploaded file it was made of (OpenAI).
+    input_file: String,
     requests: Vec<(String, Value)>,
     polls_left: u32,
     /// The results (JSONL), once it ended.
@@ -156,6 +158,7 @@ impl LlmStandin {
                 .route("/v1/chat/completions", post(complete))
                 .route("/v1/messages", post(complete))
                 .route("/v1/files", post(upload))
+                .route("/v1/files/{id}", axum::routing::delete(delete_file))
                 .route("/v1/files/{id}/content", get(file_content))
                 .route("/v1/batches", post(create_openai_batch))
                 .route("/v1/batches/{id}", get(openai_batch))
@@ -208,6 +211,11 @@ impl LlmStandin {
     /// From now on, batches end expired, their requests unanswered.
     pub fn expire_batches(&self) {
         self.state.lock().unwrap().expire_batches = true;
+    }
+
+    /// Files the OpenAI stand-in still keeps (uploaded requests, output files).
+    pub fn files_kept(&self) -> usize {
+        self.state.lock().unwrap().files.len()
     }
 
     /// Calls to the batch endpoints so far, and the batches made.
@@ -472,6 +480,17 @@ async fn upload(State(state): Shared, headers: HeaderMap, body: String) -> Respo
         .into_response()
 }
 
+async fn delete_file(State(state): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let mut inner = state.lock().unwrap();
+    if let Some(denied) = batch_call(&mut inner, &headers) {
+        return denied;
+    }
+    match inner.files.remove(&id) {
+        Some(_) => Json(json!({"id": id, "object": "file", "deleted": true})).into_response(),
+        None => not_found(inner.provider, "file"),
+    }
+}
+
 async fn file_content(
     State(state): Shared,
     headers: HeaderMap,
@@ -525,9 +544,14 @@ async fn create_openai_batch(
         .collect();
     let id = format!("batch_standin{}", inner.batches.len() + 1);
     let polls_left = inner.batch_polls;
+    let input_file = body["input_file_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     inner.batches.insert(
         id.clone(),
         Batch {
+            input_file,
             requests,
             polls_left,
             results: None,
@@ -590,13 +614,15 @@ async fn openai_batch(
     if let Some(denied) = batch_call(&mut inner, &headers) {
         return denied;
     }
+    let input = inner.batches.get(&id).map(|b| b.input_file.clone());
     let answer = match advance(&mut inner, &id) {
         None => return not_found(inner.provider, "batch"),
         Some(None) => json!({"id": id, "object": "batch", "status": "in_progress"}),
         Some(Some(true)) => json!({"id": id, "object": "batch", "status": "completed",
-                                   "output_file_id": format!("file-out-{id}"), "error_file_id": null}),
+                                   "input_file_id": input, "output_file_id": format!("file-out-{id}"),
+                                   "error_file_id": null}),
         Some(Some(false)) => json!({"id": id, "object": "batch", "status": "expired",
-                                    "output_file_id": null}),
+                                    "input_file_id": input, "output_file_id": null}),
     };
     Json(answer).into_response()
 }
@@ -642,6 +668,7 @@ async fn create_anthropic_batch(
     inner.batches.insert(
         id.clone(),
         Batch {
+            input_file: String::new(),
             requests,
             polls_left,
             results: None,

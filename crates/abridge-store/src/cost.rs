@@ -7,15 +7,18 @@ use chrono::NaiveDate;
 
 use crate::{Context, Result, Store};
 
-/// One model answer to charge to a batch.
+/// One model answer to charge to a batch, or a correction of an earlier estimate (no request,
+/// tokens and cost that may be negative).
 #[derive(Clone, Debug)]
 pub struct Charge<'a> {
     pub batch: BatchId,
     pub tenant: Option<&'a str>,
     pub provider: &'a str,
     pub model: &'a str,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
+    /// 1 for an answer, 0 for a correction.
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
     /// `None` when the model has no price.
     pub cost_usd: Option<f64>,
 }
@@ -44,19 +47,23 @@ impl Store {
     pub async fn charge(&self, c: &Charge<'_>) -> Result<()> {
         sqlx::query!(
             "INSERT INTO llm_spend (batch_id, day, provider, model, tenant, requests,
-                                    input_tokens, output_tokens, cost_usd)
-             VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2, $3, $4, 1, $5, $6, $7::float8::numeric)
+                                    input_tokens, output_tokens, cost_usd, unpriced_requests)
+             VALUES ($1, (now() AT TIME ZONE 'UTC')::date, $2, $3, $4, $5::int8, $6, $7,
+                     coalesce($8::float8, 0)::numeric,
+                     CASE WHEN $8::float8 IS NULL THEN $5::int8 ELSE 0 END)
              ON CONFLICT (batch_id, day, provider, model) DO UPDATE SET
-                 requests = llm_spend.requests + 1,
+                 requests = llm_spend.requests + excluded.requests,
                  input_tokens = llm_spend.input_tokens + excluded.input_tokens,
                  output_tokens = llm_spend.output_tokens + excluded.output_tokens,
-                 cost_usd = llm_spend.cost_usd + excluded.cost_usd",
+                 cost_usd = llm_spend.cost_usd + excluded.cost_usd,
+                 unpriced_requests = llm_spend.unpriced_requests + excluded.unpriced_requests",
             c.batch.0,
             c.provider,
             c.model,
             c.tenant,
-            i64::try_from(c.input_tokens).unwrap_or(i64::MAX),
-            i64::try_from(c.output_tokens).unwrap_or(i64::MAX),
+            c.requests,
+            c.input_tokens,
+            c.output_tokens,
             c.cost_usd,
         )
         .execute(&self.pool)
@@ -72,8 +79,8 @@ impl Store {
             r#"SELECT batch_id AS "batch_id!", sum(requests)::int8 AS "requests!",
                       sum(input_tokens)::int8 AS "input_tokens!",
                       sum(output_tokens)::int8 AS "output_tokens!",
-                      coalesce(sum(cost_usd), 0)::float8 AS "cost_usd!",
-                      bool_or(cost_usd IS NULL) AS "unpriced!"
+                      sum(cost_usd)::float8 AS "cost_usd!",
+                      sum(unpriced_requests) > 0 AS "unpriced!"
                FROM llm_spend WHERE batch_id = ANY($1) GROUP BY batch_id"#,
             &ids
         )
@@ -104,8 +111,8 @@ impl Store {
             r#"SELECT day AS "day!", sum(requests)::int8 AS "requests!",
                       sum(input_tokens)::int8 AS "input_tokens!",
                       sum(output_tokens)::int8 AS "output_tokens!",
-                      coalesce(sum(cost_usd), 0)::float8 AS "cost_usd!",
-                      bool_or(cost_usd IS NULL) AS "unpriced!"
+                      sum(cost_usd)::float8 AS "cost_usd!",
+                      sum(unpriced_requests) > 0 AS "unpriced!"
                FROM llm_spend
                WHERE tenant IS NOT DISTINCT FROM $1
                  AND day > (now() AT TIME ZONE 'UTC')::date - $2::int4

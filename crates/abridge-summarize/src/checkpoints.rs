@@ -47,6 +47,14 @@ impl<'a> Checkpoints<'a> {
         self.saved.get(stage)
     }
 
+    /// Whether an earlier attempt submitted the item to a provider batch whose answer has not
+    /// been collected (`llm::through_batch` keeps `batch:RUN` stages).
+    pub fn waits_on_provider_batch(&self) -> bool {
+        self.saved.iter().any(|(stage, data)| {
+            stage.starts_with("batch:") && data["batch_id"].is_string() && data["fallback"] != true
+        })
+    }
+
     /// Shows where the item stands in its `result_meta` while it waits (fenced like `put`).
     pub async fn show(&mut self, meta: serde_json::Value) -> Result<(), ItemError> {
         self.ensure_started("stage").await?;

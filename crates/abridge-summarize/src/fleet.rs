@@ -284,19 +284,32 @@ impl Ledger<'_> {
     /// Charges one answer. A lost charge is logged, not the item's failure: the answer is
     /// paid for either way.
     pub async fn charge(&self, input_tokens: u64, output_tokens: u64) {
-        self.charge_at(input_tokens, output_tokens, 1.0).await;
+        self.record(1, signed(input_tokens), signed(output_tokens), 1.0)
+            .await;
     }
 
-    /// Charges one answer at `factor` of the price (a provider batch's discount).
-    pub async fn charge_at(&self, input_tokens: u64, output_tokens: u64, factor: f64) {
-        let cost_usd = self
-            .price
-            .map(|p| p.cost(input_tokens, output_tokens) * factor);
+    /// Charges one request sent to a provider batch, at `factor` of the price, by its
+    /// estimate: it counts against the batch's limit at once, not a day later.
+    pub async fn charge_estimate(&self, input_tokens: u64, output_tokens: u64, factor: f64) {
+        self.record(1, signed(input_tokens), signed(output_tokens), factor)
+            .await;
+    }
+
+    /// Corrects an estimate by what the answer really used (either way).
+    pub async fn correct(&self, input_delta: i64, output_delta: i64, factor: f64) {
+        self.record(0, input_delta, output_delta, factor).await;
+    }
+
+    async fn record(&self, requests: i64, input_tokens: i64, output_tokens: i64, factor: f64) {
+        let cost_usd = self.price.map(|p| {
+            (input_tokens as f64 * p.input + output_tokens as f64 * p.output) / 1_000_000.0 * factor
+        });
         let charge = abridge_store::cost::Charge {
             batch: self.batch,
             tenant: self.tenant,
             provider: self.provider,
             model: self.model,
+            requests,
             input_tokens,
             output_tokens,
             cost_usd,
@@ -305,6 +318,10 @@ impl Ledger<'_> {
             tracing::warn!(batch = %self.batch, error = %e, "could not write down a model answer's cost");
         }
     }
+}
+
+fn signed(tokens: u64) -> i64 {
+    i64::try_from(tokens).unwrap_or(i64::MAX)
 }
 
 /// A tenant's daily LLM token budget: checked before each model request and charged with each

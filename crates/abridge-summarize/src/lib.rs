@@ -398,10 +398,6 @@ impl Processor for Summarizer {
         };
 
         let price = self.config.prices.get(&model);
-        if let (Some(limit), Some(_)) = (request.max_cost_usd, llm) {
-            self.check_batch_budget(job, &model, price.is_some(), limit)
-                .await?;
-        }
         let mut checkpoints = Checkpoints::load(
             &self.store,
             job.item_id,
@@ -410,6 +406,14 @@ impl Processor for Summarizer {
             job.start.clone(),
         )
         .await?;
+        // An item waiting on a provider batch was paid for when it was submitted: its
+        // answer is collected whatever the batch has spent since.
+        if let (Some(limit), Some(_)) = (request.max_cost_usd, llm)
+            && !checkpoints.waits_on_provider_batch()
+        {
+            self.check_batch_budget(job, &model, price.is_some(), limit)
+                .await?;
+        }
         let fetch_started = Instant::now();
         let fetched = self
             .transcript(job, &request, &mut checkpoints)
@@ -587,7 +591,6 @@ impl Processor for Summarizer {
 const POLICY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Summarizer {
-    /// The daily token budget of `job`'s tenant, if it has one.
     /// Ends the item `cancelled` (`budget_reached`) once its batch has spent `limit`: it
     /// would start a model request the batch's owner did not want to pay for. A model without
     /// a price cannot be held to a limit: the item fails (`unpriced_model`) instead.
@@ -622,6 +625,7 @@ impl Summarizer {
         Ok(())
     }
 
+    /// The daily token budget of `job`'s tenant, if it has one.
     async fn tenant_budget(&self, job: &Job) -> Result<Option<TenantBudget>, ItemError> {
         let Some(tenant) = &job.tenant else {
             return Ok(None);

@@ -460,7 +460,10 @@ impl LlmBackend {
     /// The answer through the provider's batch API: submits the request (the item then waits,
     /// deferred as `submitted`, without a worker slot), or asks whether its batch has ended
     /// (still waiting: deferred again). `None`: send it the ordinary way (the batch expired or
-    /// failed, or the server has no batch API).
+    /// failed, the server has no batch API, or an earlier attempt already used the answer).
+    ///
+    /// A submission is charged at once by its estimate (so the batch's `max_cost_usd` and the
+    /// tenant's daily tokens count it), and corrected when the answer comes.
     #[allow(clippy::too_many_arguments)]
     async fn through_batch(
         &self,
@@ -482,6 +485,10 @@ impl LlmBackend {
                 batch.poll,
             )
         };
+        let (est_in, est_out) = (
+            estimate(&request.system) + estimate(&request.user),
+            u64::from(request.max_tokens),
+        );
         let saved = checkpoints.get(stage).cloned();
         let Some(saved) = saved else {
             if let Some(budget) = payer.daily {
@@ -498,7 +505,22 @@ impl LlmBackend {
                     return Ok(None);
                 }
             };
-            checkpoints.put(stage, json!({"batch_id": id})).await?;
+            // Logged before anything else can fail: a lost checkpoint leaves it findable.
+            tracing::info!(backend = self.name(), batch = %id, "submitted to the provider's batch API");
+            if let Some(ledger) = payer.ledger {
+                ledger
+                    .charge_estimate(est_in, est_out, BATCH_PRICE_FACTOR)
+                    .await;
+            }
+            if let Some(budget) = payer.daily {
+                budget.charge(queue, est_in + est_out).await;
+            }
+            checkpoints
+                .put(
+                    stage,
+                    json!({"batch_id": id, "structured": request.structure.is_some()}),
+                )
+                .await?;
             checkpoints
                 .show(
                     json!({"stage": "submitted", "backend": self.name(), "provider_batch_id": id}),
@@ -512,29 +534,41 @@ impl LlmBackend {
         else {
             return Ok(None);
         };
-        match self.client.poll_batch(id, &batch.custom_id, request).await {
+        // The answer is read against the request as it was submitted.
+        let submitted = ChatRequest {
+            structure: (saved["structured"] == true).then(summary_schema),
+            ..request.clone()
+        };
+        let fall_back = |why: String| json!({"fallback": true, "batch_id": id, "why": why});
+        match self
+            .client
+            .poll_batch(id, &batch.custom_id, &submitted)
+            .await
+        {
             Ok(abridge_llm::batch::BatchPoll::Pending) => Err(waiting(id)),
             // The provider is away for now: ask again later, without using up an attempt.
             Err(e) if e.kind.is_transient() => Err(waiting(id)),
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                tracing::info!(backend = self.name(), batch = id, error = %e, "cannot read the provider batch; sending the request the ordinary way");
+                checkpoints.put(stage, fall_back(e.to_string())).await?;
+                Ok(None)
+            }
             Ok(abridge_llm::batch::BatchPoll::Failed(why)) => {
                 tracing::info!(backend = self.name(), batch = id, %why, "the provider batch did not answer; sending the request the ordinary way");
-                checkpoints
-                    .put(stage, json!({"fallback": true, "batch_id": id, "why": why}))
-                    .await?;
+                checkpoints.put(stage, fall_back(why)).await?;
                 Ok(None)
             }
             Ok(abridge_llm::batch::BatchPoll::Done(response)) => {
+                // Used by this attempt only: a later one (this one failing after) asks the
+                // ordinary way rather than read and pay for the same answer again.
+                checkpoints
+                    .put(stage, fall_back("its answer was collected".into()))
+                    .await?;
                 usage.requests += 1;
                 usage.input_tokens += response.input_tokens;
                 usage.output_tokens += response.output_tokens;
                 usage.truncated |= response.truncated;
                 usage.provider_batch = Some(id.to_owned());
-                if let Some(budget) = payer.daily {
-                    budget
-                        .charge(queue, response.input_tokens + response.output_tokens)
-                        .await;
-                }
                 metrics::summarizer_request(self.name(), "ok");
                 metrics::summarizer_tokens(
                     self.name(),
@@ -542,10 +576,14 @@ impl LlmBackend {
                     response.output_tokens,
                 );
                 if let Some(ledger) = payer.ledger {
+                    let delta = |actual: u64, est: u64| {
+                        i64::try_from(actual).unwrap_or(i64::MAX)
+                            - i64::try_from(est).unwrap_or(i64::MAX)
+                    };
                     ledger
-                        .charge_at(
-                            response.input_tokens,
-                            response.output_tokens,
+                        .correct(
+                            delta(response.input_tokens, est_in),
+                            delta(response.output_tokens, est_out),
                             BATCH_PRICE_FACTOR,
                         )
                         .await;

@@ -510,14 +510,20 @@ async fn a_batch_shows_its_cost_and_only_the_operator_reads_a_tenants_spend() {
             json!({"urls": video_ids('c', 4), "summarizer": {"max_cost_usd": 2.5}}),
         )
         .await;
-    // Two answers charged to the batch (a worker does this as they arrive).
-    for (model, cost) in [("gpt-4.1-mini", Some(0.25)), ("gpt-4.1-mini", Some(0.5))] {
+    // Three answers charged to the batch (a worker does this as they arrive); the last from a
+    // worker without a price for the model: counted, and the priced ones' cost kept.
+    for (model, cost) in [
+        ("gpt-4.1-mini", Some(0.25)),
+        ("gpt-4.1-mini", Some(0.5)),
+        ("gpt-4.1-mini", None),
+    ] {
         app.store
             .charge(&abridge_store::cost::Charge {
                 batch: id,
                 tenant: Some("acme"),
                 provider: "openai",
                 model,
+                requests: 1,
                 input_tokens: 1000,
                 output_tokens: 100,
                 cost_usd: cost,
@@ -530,9 +536,9 @@ async fn a_batch_shows_its_cost_and_only_the_operator_reads_a_tenants_spend() {
     let cost = &view["cost"];
     assert_eq!(cost["spent_usd"], 0.75, "{view}");
     assert_eq!(cost["max_cost_usd"], 2.5);
-    assert_eq!(cost["requests"], 2);
-    assert_eq!(cost["input_tokens"], 2000);
-    assert_eq!(cost["unpriced"], false);
+    assert_eq!(cost["requests"], 3);
+    assert_eq!(cost["input_tokens"], 3000);
+    assert_eq!(cost["unpriced"], true);
     // No item has finished yet: no estimate.
     assert!(cost["estimate_rest_usd"].is_null(), "{view}");
     let (_, page) = app.get(&token, "/v1/batches").await;
@@ -549,7 +555,7 @@ async fn a_batch_shows_its_cost_and_only_the_operator_reads_a_tenants_spend() {
         body["days"][0]["day"],
         chrono::Utc::now().date_naive().to_string()
     );
-    assert_eq!(body["days"][0]["requests"], 2);
+    assert_eq!(body["days"][0]["requests"], 3);
     for bad in ["days=0", "days=367", "days=x"] {
         let (status, body) = app
             .get(&operator, &format!("/v1/tenants/acme/costs?{bad}"))

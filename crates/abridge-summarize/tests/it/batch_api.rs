@@ -115,6 +115,11 @@ async fn low_priority_items_wait_in_a_provider_batch_at_half_the_price() {
     );
     assert_eq!(s.openai.requests(), 0, "no ordinary request was made");
     assert_eq!(s.openai.batch_counts().1, 3, "one provider batch per item");
+    assert_eq!(
+        s.openai.files_kept(),
+        0,
+        "no request or answer left with the provider"
+    );
     let mut total = 0.0;
     for item in &items {
         assert_shape(
@@ -186,4 +191,71 @@ async fn an_expired_provider_batch_falls_back_to_the_ordinary_request() {
         (meta["cost_usd"].as_f64().unwrap() - tokens * 1000.0 / 1e6).abs() < 1e-9,
         "full price: {meta}"
     );
+}
+
+#[tokio::test]
+async fn a_submission_counts_against_the_batch_budget_at_once_and_is_collected_whatever_comes_after()
+ {
+    let ids: Vec<String> = (0..8).map(|i| format!("vid_BatchB{i}")).collect();
+    let s = Setup::new(
+        ids.iter().map(|id| normal_video(id, "Ownership")).collect(),
+        &setup_vars(),
+    )
+    .await;
+    s.openai.batch_polls(3);
+    let worker = s.worker();
+    let store = worker.store.clone();
+    let offer = abridge_control::Offer::from(&*worker.settings);
+    let done = abridge_control::enqueue(
+        &worker.store,
+        &worker.queue,
+        &worker.settings.queue,
+        BatchInput::from_lines(&(ids.join("\n") + "\n")),
+        EnqueueRequest {
+            name: None,
+            priority: Priority::Low,
+            options: BatchOptions {
+                backend: Some("openai".into()),
+                max_cost_usd: Some(0.5),
+                ..BatchOptions::default()
+            },
+            offer,
+        },
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
+        let _ = stopped.await;
+    }));
+    let batch = wait_finished(&store, done.batch_id, Duration::from_secs(60)).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    let items = store.items_of(done.batch_id, None, 0, 100).await.unwrap();
+    let (_, provider_batches) = s.openai.batch_counts();
+    let succeeded = items
+        .iter()
+        .filter(|i| i.status == ItemStatus::Succeeded)
+        .count();
+    // Only the submissions made before the estimates passed the limit went out (at most the
+    // worker's concurrency), and every one of them was collected: none was cancelled while
+    // its provider batch ran on.
+    assert!((1..=4).contains(&provider_batches), "{provider_batches}");
+    assert_eq!(succeeded, provider_batches, "{items:?}");
+    for item in items.iter().filter(|i| i.status != ItemStatus::Succeeded) {
+        assert_eq!(item.status, ItemStatus::Cancelled, "{item:?}");
+        assert_eq!(item.error_kind.as_deref(), Some("budget_reached"));
+    }
+    // The estimates were corrected to what the answers used: the spend is their sum.
+    let total: f64 = items
+        .iter()
+        .filter_map(|i| i.result_meta.as_ref()?["cost_usd"].as_f64())
+        .sum();
+    assert!(
+        (batch.spend.cost_usd - total).abs() < 1e-6,
+        "{:?} vs {total}",
+        batch.spend
+    );
+    assert_eq!(batch.spend.requests, provider_batches as i64);
+    assert_eq!(s.openai.requests(), 0);
 }
