@@ -230,13 +230,13 @@ pub async fn create_batch(
         );
     }
     // Playlists and channels are read now, within the time limit: a list that cannot be read
-    // is a rejected input like any other.
-    abridge_youtube::browse::expand_lists(
-        &state.youtube,
-        &mut input,
-        state.settings.list_time_limit,
-    )
-    .await;
+    // is a rejected input like any other. A tenant over its rate reads none.
+    if !input.lists.is_empty() {
+        if let (Some(tenant), Some(policy)) = (caller.tenant(), caller.policy()) {
+            abridge_control::check_rate(&state.store, tenant, policy).await?;
+        }
+        read_lists(&state, caller.tenant().unwrap_or(""), &mut input).await;
+    }
     if input.items.len() > state.settings.max_items {
         return Err(ApiError::TooLarge {
             code: "too_many_items",
@@ -370,6 +370,40 @@ fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         Err(ApiError::UnsupportedMediaType(format!(
             "content type {essence:?} is not supported: send application/json"
         )))
+    }
+}
+
+/// Reads `input`'s lists within the time limit, waiting its turn among this process's list
+/// reads (one create per owner at a time); a turn that does not come in time leaves the lists
+/// rejected with that reason.
+async fn read_lists(state: &ApiState, owner: &str, input: &mut BatchInput) {
+    let limit = state.settings.list_time_limit;
+    let started = std::time::Instant::now();
+    let own = state.list_reads.owner(owner);
+    let turn = tokio::time::timeout(limit, async {
+        let mine = own.acquire().await;
+        let all = state.list_reads.all.acquire().await;
+        (mine, all)
+    })
+    .await;
+    match turn {
+        Ok(_permits) => {
+            let left = limit.saturating_sub(started.elapsed());
+            abridge_youtube::browse::expand_lists(&state.youtube, input, left).await;
+        }
+        Err(_) => {
+            let waiting = std::mem::take(&mut input.lists);
+            for list in waiting {
+                input.rejected.push(abridge_core::input::Rejected {
+                    line: list.line,
+                    input: list.input,
+                    reason: format!(
+                        "not read: this server was reading other lists for {} s (ABRIDGE_API_LIST_TIME_LIMIT_MS); try again",
+                        limit.as_secs()
+                    ),
+                });
+            }
+        }
     }
 }
 

@@ -78,6 +78,38 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Reads a batch's playlists and channels at enqueue.
     pub youtube: abridge_youtube::YoutubeClient,
+    /// Bounds the list reads this process makes: at once in all, and one create per tenant.
+    pub list_reads: Arc<ListReads>,
+}
+
+/// How many creates may read playlists and channels at once: in all
+/// (`ABRIDGE_API_LIST_READS`), and one per tenant (a tenant's second waits its turn within
+/// the time limit), so no tenant holds the others' list reads back.
+#[derive(Debug)]
+pub struct ListReads {
+    pub all: tokio::sync::Semaphore,
+    pub per_owner: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl ListReads {
+    pub fn new(at_once: usize) -> Self {
+        Self {
+            all: tokio::sync::Semaphore::new(at_once.max(1)),
+            per_owner: Default::default(),
+        }
+    }
+
+    /// The owner's own permit (`""` for the operator), made on first use.
+    pub fn owner(&self, owner: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut map = self.per_owner.lock().unwrap_or_else(|p| p.into_inner());
+        // Idle owners' entries go once the map grows: nobody holds their permit.
+        if map.len() > 10_000 {
+            map.retain(|_, s| s.available_permits() == 0);
+        }
+        map.entry(owner.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(1)))
+            .clone()
+    }
 }
 
 impl ApiState {
@@ -86,6 +118,7 @@ impl ApiState {
             .expect("a youtube client from settings checked by ApiSettings::from_source");
         Self {
             youtube,
+            list_reads: Arc::new(ListReads::new(settings.list_reads)),
             store,
             queue,
             queue_name: core.queue.clone(),

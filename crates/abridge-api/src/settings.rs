@@ -32,6 +32,8 @@ pub struct ApiSettings {
     /// The longest a create request spends reading its playlists and channels, all of them
     /// together; a list not read by then is a rejected input, never a failed request.
     pub list_time_limit: Duration,
+    /// Creates of this process that may read playlists and channels at once (one per tenant).
+    pub list_reads: usize,
 }
 
 /// Webhook delivery and its SSRF guard.
@@ -99,6 +101,7 @@ impl ApiSettings {
             depth_sample: src.millis("api_depth_sample_ms", 10_000, 100)?,
             youtube: abridge_youtube::YoutubeConfig::from_source(src)?,
             list_time_limit: src.millis("api_list_time_limit_ms", 10_000, 100)?,
+            list_reads: src.number("api_list_reads", 8, 1, 1_000)? as usize,
             webhooks: WebhookSettings {
                 allow_private: src
                     .parse::<bool>("webhook_allow_private", "true or false")?

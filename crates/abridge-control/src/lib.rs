@@ -302,6 +302,27 @@ async fn check_quotas(
     policy: &TenantPolicy,
     items: usize,
 ) -> Result<(), ControlError> {
+    check_rate(store, tenant, policy).await?;
+    if let Some(limit) = policy.max_queued {
+        let queued = store.tenant_queued_items(tenant).await?;
+        let items = i64::try_from(items).unwrap_or(i64::MAX);
+        if queued.saturating_add(items) > limit {
+            return Err(ControlError::QuotaExceeded(format!(
+                "tenant {tenant:?} may have {limit} items queued (max_queued): {queued} are queued and this batch has {items}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a create that would take `tenant` over its batches per minute. The API asks this
+/// before it reads a batch's playlists and channels too, so a tenant over its rate spends no
+/// YouTube requests.
+pub async fn check_rate(
+    store: &Store,
+    tenant: &str,
+    policy: &TenantPolicy,
+) -> Result<(), ControlError> {
     if let Some(limit) = policy.max_batches_per_minute {
         let recent = store.tenant_batches_within(tenant, 60).await?;
         if recent.count >= i64::from(limit) {
@@ -312,15 +333,6 @@ async fn check_quotas(
                 ),
                 retry_after: recent.retry_after_s,
             });
-        }
-    }
-    if let Some(limit) = policy.max_queued {
-        let queued = store.tenant_queued_items(tenant).await?;
-        let items = i64::try_from(items).unwrap_or(i64::MAX);
-        if queued.saturating_add(items) > limit {
-            return Err(ControlError::QuotaExceeded(format!(
-                "tenant {tenant:?} may have {limit} items queued (max_queued): {queued} are queued and this batch has {items}"
-            )));
         }
     }
     Ok(())

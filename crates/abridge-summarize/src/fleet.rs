@@ -115,8 +115,8 @@ pub struct YoutubeBudget {
 #[async_trait]
 impl Throttle for YoutubeBudget {
     async fn before_request(&self, egress: &str) -> Result<(), YoutubeError> {
-        abridge_telemetry::metrics::youtube_request(egress);
         let Some(bucket) = &self.bucket else {
+            abridge_telemetry::metrics::youtube_request(egress);
             return Ok(());
         };
         let per_egress;
@@ -142,7 +142,9 @@ impl Throttle for YoutubeBudget {
                 "the fleet's youtube request budget is spent for now ({} ms to wait)",
                 e.wait.as_millis()
             ))
-        })
+        })?;
+        abridge_telemetry::metrics::youtube_request(egress);
+        Ok(())
     }
 }
 
@@ -188,6 +190,10 @@ impl SharedState for YoutubeShared {
                 vec![None; egress.len()]
             }
         }
+    }
+
+    fn quarantine_for(&self) -> Duration {
+        self.quarantine
     }
 
     async fn quarantine(&self, egress: &str, why: &YoutubeError) {

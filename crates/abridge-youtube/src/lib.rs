@@ -108,6 +108,9 @@ pub trait SharedState: Send + Sync {
     async fn quarantined(&self, egress: &[&str]) -> Vec<Option<Duration>>;
     /// Takes a proxy out of use: it answered with a block.
     async fn quarantine(&self, egress: &str, why: &YoutubeError);
+    /// How long a quarantine lasts: the wait of a video that found every proxy blocked when
+    /// the quarantine cannot be read back.
+    fn quarantine_for(&self) -> Duration;
 }
 
 /// One way out to YouTube: directly, or through one proxy of the pool.
@@ -419,9 +422,10 @@ impl YoutubeClient {
             // Every proxy was blocked just now: the first back is the first quarantined.
             let ids: Vec<&str> = self.egress.iter().map(|e| e.id.as_str()).collect();
             soonest = shared.quarantined(&ids).await.into_iter().flatten().min();
+            soonest = soonest.or(Some(shared.quarantine_for()));
         }
         Err(YoutubeError::EgressBlocked {
-            wait: soonest.unwrap_or(Duration::from_secs(1)),
+            wait: soonest.unwrap_or(Duration::from_secs(60)),
         })
     }
 

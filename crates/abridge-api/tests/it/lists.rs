@@ -176,3 +176,88 @@ async fn a_watch_url_with_a_list_expands_when_asked_and_max_per_list_is_bounded(
         );
     }
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_reads_no_list_and_list_reads_take_turns() {
+    let yt = YoutubeStandin::start(vec![]);
+    yt.add_list(StandinList::playlist(
+        "PLrate",
+        "t",
+        numbered_videos("rt", 5),
+    ));
+    yt.add_list(
+        StandinList::playlist("PLslow", "t", numbered_videos("sl", 5))
+            .behaving(ListBehaviour::Stall),
+    );
+    let app = App::start(&[
+        ("ABRIDGE_YOUTUBE_BASE_URL", &yt.url()),
+        ("ABRIDGE_API_LIST_TIME_LIMIT_MS", "700"),
+    ])
+    .await;
+    let token = app.token("acme").await;
+    let operator = app.operator_token().await;
+    let answer = app
+        .http
+        .put(app.url("/v1/tenants/acme"))
+        .bearer_auth(&operator)
+        .json(&json!({"max_batches_per_minute": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let (status, _) = app
+        .post(&token, "/v1/batches", json!({"urls": ["aaaaaaaaaaa"]}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = app
+        .post(
+            &token,
+            "/v1/batches",
+            json!({"urls": ["https://www.youtube.com/playlist?list=PLrate"]}),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(yt.list_requests("PLrate"), 0, "no YouTube request for it");
+
+    // One create per tenant reads lists at a time: its second waits its turn (within the
+    // limit), while another tenant's create reads at once.
+    let globex = app.token("globex").await;
+    let initech = app.token("initech").await;
+    let started = std::time::Instant::now();
+    let slow = app.post(
+        &globex,
+        "/v1/batches",
+        json!({"urls": ["bbbbbbbbbbb", "https://www.youtube.com/playlist?list=PLslow"]}),
+    );
+    let timed = |token: String, urls: Value| {
+        let app = &app;
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let (status, body) = app.post(&token, "/v1/batches", json!({"urls": urls})).await;
+            (status, body, started.elapsed())
+        }
+    };
+    let same_tenant = timed(
+        globex.clone(),
+        json!([
+            "ccccccccccc",
+            "https://www.youtube.com/playlist?list=PLrate"
+        ]),
+    );
+    let other_tenant = timed(
+        initech.clone(),
+        json!([
+            "ddddddddddd",
+            "https://www.youtube.com/playlist?list=PLrate"
+        ]),
+    );
+    let ((s1, first), (s2, second, waited), (s3, third, quick)) =
+        tokio::join!(slow, same_tenant, other_tenant);
+    assert_eq!((s1, s2, s3), (201, 201, 201), "{first} {second} {third}");
+    assert_eq!(third["accepted"], 6, "{third}");
+    assert!(quick < std::time::Duration::from_millis(550), "{quick:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(650),
+        "the second create of a tenant waited for its first: {waited:?} {second}"
+    );
+}

@@ -271,6 +271,9 @@ impl SharedState for MemoryShared {
             })
             .collect()
     }
+    fn quarantine_for(&self) -> Duration {
+        Duration::from_secs(60)
+    }
     async fn quarantine(&self, egress: &str, _why: &YoutubeError) {
         self.quarantined
             .lock()
