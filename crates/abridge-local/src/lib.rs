@@ -7,9 +7,11 @@
 //! (`PR_SET_PDEATHSIG`), so a crashed test run leaves no servers behind.
 
 mod child;
+mod cluster;
 mod postgres;
 mod redis;
 
 pub use child::{free_port, spawn_tied};
+pub use cluster::LocalRedisCluster;
 pub use postgres::LocalPostgres;
 pub use redis::LocalRedis;

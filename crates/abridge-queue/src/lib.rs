@@ -9,6 +9,7 @@
 //! worker *try* to start the item in Postgres; a lease lost or re-created in Redis is settled by
 //! the Postgres compare-and-set on the lease token.
 
+pub mod engine;
 mod keys;
 mod pool;
 mod scripts;
@@ -258,9 +259,9 @@ impl ClaimConnection {
 #[derive(Clone)]
 pub struct Queue {
     pool: Pool,
-    /// Shared, like the pool: a queue is cloned for every item a worker runs, and the client
-    /// (its connection info) and the key names are a score of strings.
-    client: Arc<redis::Client>,
+    /// Shared, like the pool: a queue is cloned for every item a worker runs, and the
+    /// connector (its connection info) and the key names are a score of strings.
+    connector: Arc<engine::Connector>,
     keys: Arc<Keys>,
 }
 
@@ -274,6 +275,9 @@ impl std::fmt::Debug for Queue {
 
 /// Longest a blocking wait for work lasts before the caller looks around again.
 const MAX_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Scripts over big batches and blocking waits take longer than the 500 ms default.
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Cancel markers outlive any lease by far, so a worker always sees its batch cancelled.
 const CANCEL_MARKER_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A staged batch lives this long without being activated. Far longer than writing any batch
@@ -322,14 +326,19 @@ impl Queue {
             url: url.redacted_url(),
             cause,
         };
-        let client = redis::Client::open(url.expose()).map_err(bad_url)?;
+        let target = engine::Target::parse(url.expose()).map_err(|cause| QueueError::BadUrl {
+            url: url.redacted_url(),
+            cause: redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a Redis URL",
+                cause,
+            )),
+        })?;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            // Scripts over big batches and blocking waits take longer than the 500 ms default.
-            .set_response_timeout(Some(MAX_WAIT + Duration::from_secs(10)));
-        let manager = Manager::new(
-            deadpool_redis::Manager::new_with_config(url.expose(), config).map_err(bad_url)?,
-        );
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let connector = Arc::new(engine::Connector::new(&target).map_err(bad_url)?);
+        let manager = Manager::new(connector.clone(), config);
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -342,7 +351,7 @@ impl Queue {
             })?;
         Ok(Self {
             pool,
-            client: Arc::new(client),
+            connector,
             keys: Arc::new(Keys::new(redis_prefix, queue)),
         })
     }
@@ -1212,7 +1221,10 @@ impl Queue {
     /// subscribed. Ends when the connection drops; the caller re-subscribes and re-reads.
     pub async fn progress_notices(&self) -> Result<impl Stream<Item = Vec<BatchId>> + use<>> {
         let mut pubsub = self
-            .client
+            .connector
+            .client()
+            .await
+            .context("subscribe to progress")?
             .get_async_pubsub()
             .await
             .context("subscribe to progress")?;
@@ -1235,7 +1247,10 @@ impl Queue {
     /// connection drops; the caller re-subscribes (renewals catch what was missed).
     pub async fn cancellations(&self) -> Result<impl Stream<Item = BatchId> + use<>> {
         let mut pubsub = self
-            .client
+            .connector
+            .client()
+            .await
+            .context("subscribe to cancellations")?
             .get_async_pubsub()
             .await
             .context("subscribe to cancellations")?;

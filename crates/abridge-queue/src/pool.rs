@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::aio::ConnectionLike;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::engine::{AnyConnection, Connector};
 
 /// A pooled connection last handed out this long ago is checked with a `PING` first.
 const CHECK_IF_IDLE_FOR: Duration = Duration::from_secs(1);
@@ -19,18 +21,19 @@ const CHECK_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 pub(crate) type Pool = managed::Pool<Manager>;
 
 pub(crate) struct Manager {
-    inner: deadpool_redis::Manager,
+    connector: std::sync::Arc<Connector>,
+    config: AsyncConnectionConfig,
 }
 
 impl Manager {
-    pub(crate) fn new(inner: deadpool_redis::Manager) -> Self {
-        Self { inner }
+    pub(crate) fn new(connector: std::sync::Arc<Connector>, config: AsyncConnectionConfig) -> Self {
+        Self { connector, config }
     }
 }
 
-/// A multiplexed connection that remembers whether it broke.
+/// A connection (multiplexed, or a cluster's) that remembers whether it broke.
 pub(crate) struct Conn {
-    inner: MultiplexedConnection,
+    inner: AnyConnection,
     /// Set when a command failed because the connection itself failed (dropped, I/O error):
     /// the pool then discards it rather than hand it out again.
     broken: bool,
@@ -42,7 +45,7 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<Conn, RedisError> {
         Ok(Conn {
-            inner: managed::Manager::create(&self.inner).await?,
+            inner: self.connector.connect(&self.config).await?,
             broken: false,
         })
     }
@@ -54,7 +57,38 @@ impl managed::Manager for Manager {
         if metrics.last_used() < CHECK_IF_IDLE_FOR {
             return Ok(());
         }
-        managed::Manager::recycle(&self.inner, &mut conn.inner, metrics).await
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn.inner)
+            .await
+            .map_err(RecycleError::Backend)
+    }
+}
+
+impl ConnectionLike for AnyConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Multiplexed(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Multiplexed(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Multiplexed(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -62,8 +96,13 @@ impl Conn {
     /// Marks the connection broken if `reply` failed because the connection itself did,
     /// rather than the command.
     fn note<T>(&mut self, reply: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        // READONLY: the server was a master and is a replica now (a Sentinel failover):
+        // a new connection finds the new master.
         if let Err(e) = &reply
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error()
+                || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
         {
             self.broken = true;
         }

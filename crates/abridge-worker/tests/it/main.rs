@@ -4,6 +4,7 @@
 mod cancel;
 mod concurrency;
 mod connections;
+mod engines;
 mod failures;
 mod fairness;
 mod fencing;

@@ -1,0 +1,87 @@
+//! The fleet on a real Redis Cluster (3 masters, started here): pointed at a node that does
+//! not own the queue's slot, it enqueues, claims, finishes and cancels as on one server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use abridge_core::settings::Secret;
+use abridge_core::{BatchStatus, Priority};
+use abridge_local::LocalRedisCluster;
+use abridge_queue::Queue;
+use abridge_testkit::TestEnv;
+use abridge_worker::Worker;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_fleet_runs_on_a_redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(|| LocalRedisCluster::start(3, 0))
+        .await
+        .unwrap()
+        .expect("a 3-master cluster");
+    let env = TestEnv::new().await;
+    let settings = env.settings(&[("ABRIDGE_LEASE_MS", "60000")]);
+    // Seed with a node that does not own the queue's slot: the client follows MOVED.
+    let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
+    let owner = cluster
+        .master_of(&slot_key)
+        .expect("the queue's slot has a master");
+    let seed: Vec<u16> = cluster
+        .ports()
+        .into_iter()
+        .filter(|p| *p != owner)
+        .collect();
+    let url = Secret::new(cluster.url(&seed[..1]));
+    let queue = Queue::connect(&url, &settings.redis_prefix, &settings.queue, 8).unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let worker = Worker {
+        queue,
+        store: env.store(),
+        settings: Arc::new(settings),
+        processor: processor(move |job: abridge_worker::Job| {
+            s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if job.video_id.starts_with('h') {
+                    // The cancelled batch's items hold on until the cancel stops them.
+                    std::future::pending::<()>().await;
+                }
+                ok(format!("Summary of {}.", job.video_id))
+            }
+        }),
+    };
+
+    let done = enqueue(&worker, &video_lines('k', 500), Priority::Normal).await;
+    assert_eq!(done.accepted, 500);
+    let running = Running::start(worker.clone(), 32);
+    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(60)).await;
+    let counts = worker.store.counts(done.batch_id).await.unwrap();
+    assert_eq!(counts.succeeded, 500, "{counts:?}");
+
+    // A cancel reaches the workers through pub/sub on the cluster: held items stop.
+    let held = enqueue(&worker, &video_lines('h', 4), Priority::High).await;
+    eventually(
+        Duration::from_secs(10),
+        "the held items running",
+        || async { started.load(Ordering::SeqCst) >= 504 },
+    )
+    .await;
+    abridge_control::cancel(&worker.store, &worker.queue, held.batch_id)
+        .await
+        .unwrap();
+    let batch = worker.store.batch(held.batch_id).await.unwrap().unwrap();
+    assert_eq!(batch.status, BatchStatus::Cancelled);
+    eventually(Duration::from_secs(10), "nothing left in hand", || async {
+        worker
+            .queue
+            .held_counts(&[held.batch_id])
+            .await
+            .is_ok_and(|h| h.values().all(|n| *n == 0))
+    })
+    .await;
+    let report = running.stop().await;
+    assert_eq!(report.succeeded, 500);
+    // Every key of the queue lives on the slot's one master.
+    assert!(cluster.master_of(&slot_key).is_some());
+}
