@@ -154,7 +154,7 @@ fn rand_u16() -> u16 {
 }
 
 /// One inline command's raw reply (bulk strings as their text), or `None`.
-fn command(port: u16, cmd: &str) -> Option<String> {
+pub(crate) fn command(port: u16, cmd: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;

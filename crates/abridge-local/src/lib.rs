@@ -10,8 +10,10 @@ mod child;
 mod cluster;
 mod postgres;
 mod redis;
+mod sentinel;
 
 pub use child::{free_port, spawn_tied};
 pub use cluster::LocalRedisCluster;
 pub use postgres::LocalPostgres;
 pub use redis::LocalRedis;
+pub use sentinel::{LocalRedisSentinel, MASTER_NAME};

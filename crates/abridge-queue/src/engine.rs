@@ -191,7 +191,10 @@ mod tests {
         );
         assert_eq!(
             Target::parse("redis+cluster://u:p@a:7000,b:7001/").unwrap(),
-            Target::Cluster(vec!["redis://u:p@a:7000/".into(), "redis://u:p@b:7001/".into()])
+            Target::Cluster(vec![
+                "redis://u:p@a:7000/".into(),
+                "redis://u:p@b:7001/".into()
+            ])
         );
         assert_eq!(
             Target::parse("redis+sentinel://u:p@s1:26379,s2:26379/mymaster").unwrap(),

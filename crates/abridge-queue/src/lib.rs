@@ -58,10 +58,19 @@ impl QueueError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             QueueError::Redis { cause, .. } => {
+                use redis::ServerErrorKind as S;
                 cause.is_io_error()
                     || cause.is_timeout()
                     || cause.is_connection_dropped()
                     || cause.is_connection_refusal()
+                    // A failover under way (a demoted master, a cluster without a master
+                    // for a slot yet, a replica still loading): wait and retry.
+                    || matches!(
+                        cause.kind(),
+                        redis::ErrorKind::Server(
+                            S::ReadOnly | S::ClusterDown | S::TryAgain | S::MasterDown | S::BusyLoading
+                        )
+                    )
             }
             QueueError::Pool { .. } => true,
             _ => false,

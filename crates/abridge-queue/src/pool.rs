@@ -7,6 +7,7 @@
 //! away instead of being handed out again (a multiplexed connection whose socket dropped never
 //! recovers).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
@@ -23,17 +24,27 @@ pub(crate) type Pool = managed::Pool<Manager>;
 pub(crate) struct Manager {
     connector: std::sync::Arc<Connector>,
     config: AsyncConnectionConfig,
+    /// Moves on when a connection finds its server demoted (a failover): every connection
+    /// made before then is to the old master, and is thrown away at its next checkout.
+    generation: std::sync::Arc<AtomicU64>,
 }
 
 impl Manager {
     pub(crate) fn new(connector: std::sync::Arc<Connector>, config: AsyncConnectionConfig) -> Self {
-        Self { connector, config }
+        Self {
+            connector,
+            config,
+            generation: Default::default(),
+        }
     }
 }
 
 /// A connection (multiplexed, or a cluster's) that remembers whether it broke.
 pub(crate) struct Conn {
     inner: AnyConnection,
+    /// The pool's generation when this connection was made.
+    made_in: u64,
+    generation: std::sync::Arc<AtomicU64>,
     /// Set when a command failed because the connection itself failed (dropped, I/O error):
     /// the pool then discards it rather than hand it out again.
     broken: bool,
@@ -44,8 +55,11 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Conn, RedisError> {
+        let made_in = self.generation.load(Ordering::Acquire);
         Ok(Conn {
             inner: self.connector.connect(&self.config).await?,
+            made_in,
+            generation: self.generation.clone(),
             broken: false,
         })
     }
@@ -53,6 +67,9 @@ impl managed::Manager for Manager {
     async fn recycle(&self, conn: &mut Conn, metrics: &Metrics) -> RecycleResult<RedisError> {
         if conn.broken {
             return Err(RecycleError::message("the connection failed"));
+        }
+        if conn.made_in != self.generation.load(Ordering::Acquire) {
+            return Err(RecycleError::message("made before a failover"));
         }
         if metrics.last_used() < CHECK_IF_IDLE_FOR {
             return Ok(());
@@ -96,15 +113,23 @@ impl Conn {
     /// Marks the connection broken if `reply` failed because the connection itself did,
     /// rather than the command.
     fn note<T>(&mut self, reply: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        // READONLY: the server was a master and is a replica now (a Sentinel failover):
-        // a new connection finds the new master.
-        if let Err(e) = &reply
-            && (e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_unrecoverable_error()
-                || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
-        {
-            self.broken = true;
+        if let Err(e) = &reply {
+            // READONLY: the server was a master and is a replica now (a Sentinel failover):
+            // this connection and every other one made before are to the old master.
+            let demoted = matches!(
+                e.kind(),
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown
+                )
+            );
+            if demoted {
+                self.generation
+                    .fetch_max(self.made_in + 1, Ordering::AcqRel);
+            }
+            if demoted || e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+            {
+                self.broken = true;
+            }
         }
         reply
     }

@@ -85,3 +85,72 @@ async fn a_fleet_runs_on_a_redis_cluster() {
     // Every key of the queue lives on the slot's one master.
     assert!(cluster.master_of(&slot_key).is_some());
 }
+
+#[tokio::test]
+async fn a_fleet_rides_out_a_sentinel_failover() {
+    let group = tokio::task::spawn_blocking(abridge_local::LocalRedisSentinel::start)
+        .await
+        .unwrap()
+        .expect("a master, a replica and three sentinels");
+    let env = TestEnv::new().await;
+    let settings = env.settings(&[]);
+    let queue = Queue::connect(
+        &Secret::new(group.url()),
+        &settings.redis_prefix,
+        &settings.queue,
+        8,
+    )
+    .unwrap();
+    let worker = Worker {
+        queue,
+        store: env.store(),
+        settings: Arc::new(settings),
+        // Slow enough that the batch is still running well after the failover.
+        processor: processor(|job: abridge_worker::Job| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ok(format!("Summary of {}.", job.video_id))
+        }),
+    };
+    let first_master = group.master_port().expect("a master");
+    let done = enqueue(&worker, &video_lines('s', 2000), Priority::Normal).await;
+    let running = Running::start(worker.clone(), 16);
+    eventually(Duration::from_secs(30), "a quarter done", || async {
+        worker
+            .store
+            .counts(done.batch_id)
+            .await
+            .is_ok_and(|c| c.succeeded >= 300)
+    })
+    .await;
+
+    // The master steps down to a replica: its writes answer READONLY until the workers'
+    // connections find the new master.
+    group.failover().unwrap();
+    let promoted = std::time::Instant::now();
+    eventually(Duration::from_secs(30), "a new master", || async {
+        group.master_port().is_some_and(|p| p != first_master)
+    })
+    .await;
+    let before = worker.store.counts(done.batch_id).await.unwrap().succeeded;
+    eventually(
+        Duration::from_secs(10),
+        "claims again after the failover",
+        || async {
+            worker
+                .store
+                .counts(done.batch_id)
+                .await
+                .is_ok_and(|c| c.succeeded > before + 100)
+        },
+    )
+    .await;
+    let resumed = promoted.elapsed();
+    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(120)).await;
+    let counts = worker.store.counts(done.batch_id).await.unwrap();
+    assert_eq!(counts.succeeded, 2000, "{counts:?}");
+    let report = running.stop().await;
+    eprintln!("sentinel failover: resumed {resumed:?} after the failover began");
+    assert!(resumed < Duration::from_secs(10), "{resumed:?}");
+    // Every item ended once: no outcome written twice, none refused for a lost lease.
+    assert_eq!(report.succeeded, 2000, "{report:?}");
+}
