@@ -73,6 +73,21 @@ impl LocalRedisCluster {
             anyhow::ensure!(Instant::now() < deadline, "the cluster did not become ok");
             std::thread::sleep(Duration::from_millis(100));
         }
+        // A replica can take over only once it has synced with its master.
+        while cluster
+            .nodes
+            .iter()
+            .filter(|(p, _)| {
+                command(*p, "INFO replication").is_some_and(|i| {
+                    i.contains("role:slave") && i.contains("master_link_status:up")
+                })
+            })
+            .count()
+            < masters * replicas
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the replicas did not sync");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Ok(cluster)
     }
 
@@ -89,9 +104,11 @@ impl LocalRedisCluster {
 
     /// The port of the master that serves `key`'s slot now.
     pub fn master_of(&self, key: &str) -> Option<u16> {
-        let slot = command(self.nodes[0].0, &format!("CLUSTER KEYSLOT {key}"))?;
+        // Asked of the first node still running.
+        let asked = self.nodes.iter().find(|(_, c)| c.is_some())?.0;
+        let slot = command(asked, &format!("CLUSTER KEYSLOT {key}"))?;
         let slot: u16 = slot.trim().trim_start_matches(':').parse().ok()?;
-        let nodes = command(self.nodes[0].0, "CLUSTER NODES")?;
+        let nodes = command(asked, "CLUSTER NODES")?;
         nodes.lines().find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {

@@ -154,3 +154,69 @@ async fn a_fleet_rides_out_a_sentinel_failover() {
     // Every item ended once: no outcome written twice, none refused for a lost lease.
     assert_eq!(report.succeeded, 2000, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_fleet_rides_out_a_cluster_master_dying() {
+    let mut cluster = tokio::task::spawn_blocking(|| LocalRedisCluster::start(3, 1))
+        .await
+        .unwrap()
+        .expect("3 masters with a replica each");
+    let env = TestEnv::new().await;
+    let settings = env.settings(&[]);
+    let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
+    let url = Secret::new(cluster.url(&cluster.ports()));
+    let queue = Queue::connect(&url, &settings.redis_prefix, &settings.queue, 8).unwrap();
+    let worker = Worker {
+        queue,
+        store: env.store(),
+        settings: Arc::new(settings),
+        // Slow enough that the batch is still running well after the failover.
+        processor: processor(|job: abridge_worker::Job| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ok(format!("Summary of {}.", job.video_id))
+        }),
+    };
+    let done = enqueue(&worker, &video_lines('m', 2000), Priority::Normal).await;
+    let running = Running::start(worker.clone(), 16);
+    eventually(Duration::from_secs(30), "some done", || async {
+        worker
+            .store
+            .counts(done.batch_id)
+            .await
+            .is_ok_and(|c| c.succeeded >= 300)
+    })
+    .await;
+
+    // SIGKILL the master that holds the queue's slot; its replica is promoted.
+    let dead = cluster.master_of(&slot_key).expect("a master");
+    cluster.kill(dead);
+    eventually(Duration::from_secs(30), "the replica promoted", || async {
+        cluster.master_of(&slot_key).is_some_and(|p| p != dead)
+    })
+    .await;
+    let promoted = std::time::Instant::now();
+    let before = worker.store.counts(done.batch_id).await.unwrap().succeeded;
+    eventually(
+        Duration::from_secs(10),
+        "claims again after the promotion",
+        || async {
+            worker
+                .store
+                .counts(done.batch_id)
+                .await
+                .is_ok_and(|c| c.succeeded > before + 100)
+        },
+    )
+    .await;
+    let resumed = promoted.elapsed();
+    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(120)).await;
+    let counts = worker.store.counts(done.batch_id).await.unwrap();
+    assert_eq!(counts.succeeded, 2000, "{counts:?}");
+    let report = running.stop().await;
+    eprintln!(
+        "cluster failover: claims resumed {resumed:?} after the promotion; {} outcomes, {} refused",
+        report.succeeded, report.fenced
+    );
+    assert!(resumed < Duration::from_secs(10), "{resumed:?}");
+    assert_eq!(report.succeeded, 2000, "{report:?}");
+}
