@@ -125,6 +125,53 @@ impl LocalRedisCluster {
         })
     }
 
+    /// Moves `key`'s slot to the master on `to`, keys and all, as `redis-cli --cluster
+    /// reshard` does (IMPORTING / MIGRATING, MIGRATE in rounds, then NODE everywhere), while
+    /// clients keep working: they are sent ASK, then MOVED.
+    pub fn migrate_slot(&self, key: &str, to: u16) -> anyhow::Result<()> {
+        let from = self.master_of(key).context("the slot's master")?;
+        let id = |port: u16| {
+            command(port, "CLUSTER MYID")
+                .map(|s| s.trim().to_owned())
+                .context("CLUSTER MYID")
+        };
+        let (from_id, to_id) = (id(from)?, id(to)?);
+        let slot = command(from, &format!("CLUSTER KEYSLOT {key}"))
+            .context("CLUSTER KEYSLOT")?
+            .trim()
+            .trim_start_matches(':')
+            .to_owned();
+        let ok = |port: u16, cmd: String| -> anyhow::Result<()> {
+            let reply = command(port, &cmd).unwrap_or_default();
+            anyhow::ensure!(reply.starts_with("+OK"), "{cmd}: {reply}");
+            Ok(())
+        };
+        ok(to, format!("CLUSTER SETSLOT {slot} IMPORTING {from_id}"))?;
+        ok(from, format!("CLUSTER SETSLOT {slot} MIGRATING {to_id}"))?;
+        loop {
+            let keys = command(from, &format!("CLUSTER GETKEYSINSLOT {slot} 100"))
+                .context("CLUSTER GETKEYSINSLOT")?;
+            let keys: Vec<&str> = keys
+                .lines()
+                .filter(|l| !l.is_empty() && !l.starts_with(['*', '$']))
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            ok(
+                from,
+                format!("MIGRATE 127.0.0.1 {to} \"\" 0 5000 KEYS {}", keys.join(" ")),
+            )?;
+        }
+        for (port, child) in &self.nodes {
+            if child.is_some() {
+                // Replicas answer an error here; masters take the new owner.
+                let _ = command(*port, &format!("CLUSTER SETSLOT {slot} NODE {to_id}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Kills the node on `port` (SIGKILL).
     pub fn kill(&mut self, port: u16) {
         for (p, child) in &mut self.nodes {

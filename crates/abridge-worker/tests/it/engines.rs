@@ -220,3 +220,57 @@ async fn a_fleet_rides_out_a_cluster_master_dying() {
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
     assert_eq!(report.succeeded, 2000, "{report:?}");
 }
+
+#[tokio::test]
+async fn a_fleet_follows_its_slot_to_another_master() {
+    let cluster = tokio::task::spawn_blocking(|| LocalRedisCluster::start(3, 0))
+        .await
+        .unwrap()
+        .expect("a 3-master cluster");
+    let env = TestEnv::new().await;
+    let settings = env.settings(&[]);
+    let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
+    let url = Secret::new(cluster.url(&cluster.ports()));
+    let queue = Queue::connect(&url, &settings.redis_prefix, &settings.queue, 8).unwrap();
+    let worker = Worker {
+        queue,
+        store: env.store(),
+        settings: Arc::new(settings),
+        processor: processor(|job: abridge_worker::Job| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ok(format!("Summary of {}.", job.video_id))
+        }),
+    };
+    let done = enqueue(&worker, &video_lines('r', 2000), Priority::Normal).await;
+    let running = Running::start(worker.clone(), 16);
+    eventually(Duration::from_secs(30), "some done", || async {
+        worker
+            .store
+            .counts(done.batch_id)
+            .await
+            .is_ok_and(|c| c.succeeded >= 200)
+    })
+    .await;
+
+    // Move the queue's slot, keys and all, while the work runs (ASK, then MOVED).
+    let from = cluster.master_of(&slot_key).unwrap();
+    let to = cluster.ports().into_iter().find(|p| *p != from).unwrap();
+    let key = slot_key.clone();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.migrate_slot(&key, to).expect("the slot moves");
+        cluster
+    })
+    .await
+    .unwrap();
+    assert_eq!(cluster.master_of(&slot_key), Some(to));
+    let mid = worker.store.counts(done.batch_id).await.unwrap().succeeded;
+    assert!(
+        mid < 2000,
+        "the batch was still running when the slot moved"
+    );
+    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(120)).await;
+    let counts = worker.store.counts(done.batch_id).await.unwrap();
+    assert_eq!(counts.succeeded, 2000, "{counts:?}");
+    let report = running.stop().await;
+    assert_eq!(report.succeeded, 2000, "{report:?}");
+}
