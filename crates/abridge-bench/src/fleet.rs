@@ -20,6 +20,7 @@ pub struct Servers {
     pub database_url: Secret,
     pub redis_url: Secret,
     _redis: Option<LocalRedis>,
+    _cluster: Option<abridge_local::LocalRedisCluster>,
     _postgres: Option<LocalPostgres>,
 }
 
@@ -27,12 +28,20 @@ impl Servers {
     pub async fn start(
         database_url: Option<Secret>,
         redis_url: Option<Secret>,
+        cluster: bool,
     ) -> anyhow::Result<Self> {
-        let (redis_url, redis) = match redis_url {
-            Some(url) => (url, None),
+        let (redis_url, redis, local_cluster) = match redis_url {
+            Some(url) => (url, None, None),
+            None if cluster => {
+                let c = tokio::task::spawn_blocking(|| {
+                    abridge_local::LocalRedisCluster::start(3, 0)
+                })
+                .await??;
+                (Secret::new(c.url(&c.ports())), None, Some(c))
+            }
             None => {
                 let r = tokio::task::spawn_blocking(LocalRedis::start).await??;
-                (Secret::new(r.url()), Some(r))
+                (Secret::new(r.url()), Some(r), None)
             }
         };
         let (database_url, postgres) = match database_url {
@@ -54,6 +63,7 @@ impl Servers {
             database_url,
             redis_url,
             _redis: redis,
+            _cluster: local_cluster,
             _postgres: postgres,
         })
     }

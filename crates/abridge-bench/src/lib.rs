@@ -61,6 +61,8 @@ pub struct BenchOptions {
     /// Use these servers instead of throwaway ones.
     pub database_url: Option<Secret>,
     pub redis_url: Option<Secret>,
+    /// Start a throwaway Redis Cluster (three masters) instead of one server.
+    pub redis_cluster: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +119,12 @@ pub async fn run(
     opts: &BenchOptions,
     mut emit: impl FnMut(&Record),
 ) -> anyhow::Result<Vec<Record>> {
-    let servers = fleet::Servers::start(opts.database_url.clone(), opts.redis_url.clone()).await?;
+    let servers = fleet::Servers::start(
+        opts.database_url.clone(),
+        opts.redis_url.clone(),
+        opts.redis_cluster,
+    )
+    .await?;
     let mut all = Vec::new();
     for scenario in &opts.scenarios {
         let records = match scenario {

@@ -1041,14 +1041,25 @@ impl Queue {
 
     /// Server-wide counters for benchmarks: memory in use, and command calls and CPU
     /// microseconds summed over every command (`INFO commandstats`).
+    /// On a cluster, the sum over its masters (a cluster answers INFO from every one).
     pub async fn server_stats(&self) -> Result<ServerStats> {
         let mut conn = self.conn("read redis server stats").await?;
-        let info: String = redis::cmd("INFO")
+        let info: redis::Value = redis::cmd("INFO")
             .arg("all")
             .query_async(&mut conn)
             .await
             .context("read redis server stats")?;
-        Ok(ServerStats::parse(&info))
+        let mut texts = Vec::new();
+        collect_text(&info, &mut texts);
+        let mut total = ServerStats::default();
+        for text in texts {
+            let s = ServerStats::parse(&text);
+            total.used_memory += s.used_memory;
+            total.calls += s.calls;
+            total.script_usec += s.script_usec;
+            total.cpu_seconds += s.cpu_seconds;
+        }
+        Ok(total)
     }
 
     /// Writes the copy of the queue's pause that claim.lua obeys, as of Postgres's
@@ -1271,6 +1282,19 @@ impl Queue {
             let payload: String = msg.get_payload().ok()?;
             payload.strip_prefix("cancel ")?.parse().ok()
         }))
+    }
+}
+
+/// The INFO texts in a reply: one server's, or one per node of a cluster's.
+fn collect_text(v: &redis::Value, out: &mut Vec<String>) {
+    match v {
+        redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::VerbatimString { text, .. } | redis::Value::SimpleString(text) => {
+            out.push(text.clone())
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect_text(v, out)),
+        redis::Value::Array(items) => items.iter().for_each(|v| collect_text(v, out)),
+        _ => {}
     }
 }
 

@@ -224,6 +224,10 @@ pub struct BenchArgs {
     /// Of those, how many the retention scenario's pruner deletes while a burn-down runs.
     #[arg(long, default_value_t = 1_000_000)]
     pub retention_prune: usize,
+    /// Redis for the throwaway servers: `single` (one server) or `cluster` (three masters,
+    /// the queue in one slot). Ignored when ABRIDGE_REDIS_URL is set.
+    #[arg(long, default_value = "single", value_parser = ["single", "cluster"])]
+    pub redis: String,
     /// Print only the JSON lines (no table).
     #[arg(long)]
     pub json: bool,

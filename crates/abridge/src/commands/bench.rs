@@ -35,6 +35,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
         exe: std::env::current_exe().context("find the abridge executable")?,
         database_url: settings.database_url.clone(),
         redis_url: settings.redis_url.clone(),
+        redis_cluster: args.redis == "cluster",
     };
     if cfg!(debug_assertions) && !args.json {
         eprintln!(
