@@ -33,10 +33,9 @@ impl Servers {
         let (redis_url, redis, local_cluster) = match redis_url {
             Some(url) => (url, None, None),
             None if cluster => {
-                let c = tokio::task::spawn_blocking(|| {
-                    abridge_local::LocalRedisCluster::start(3, 0)
-                })
-                .await??;
+                let c =
+                    tokio::task::spawn_blocking(|| abridge_local::LocalRedisCluster::start(3, 0))
+                        .await??;
                 (Secret::new(c.url(&c.ports())), None, Some(c))
             }
             None => {

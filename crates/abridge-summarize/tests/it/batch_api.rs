@@ -22,13 +22,20 @@ fn setup_vars() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Enqueues `ids` at `priority` on `backend`, runs a worker until the batch ends, and calls
-/// `watch` with the items every 50 ms meanwhile.
+fn on(backend: &str) -> BatchOptions {
+    BatchOptions {
+        backend: Some(backend.into()),
+        ..BatchOptions::default()
+    }
+}
+
+/// Enqueues `ids` at `priority` with `options`, runs a worker until the batch ends, and
+/// calls `watch` with the items every 50 ms meanwhile.
 async fn run(
     s: &Setup,
     ids: &[&str],
     priority: Priority,
-    backend: &str,
+    options: BatchOptions,
     mut watch: impl FnMut(&[ItemView]),
 ) -> (BatchId, Vec<ItemView>) {
     let worker = s.worker();
@@ -42,10 +49,7 @@ async fn run(
         EnqueueRequest {
             name: None,
             priority,
-            options: BatchOptions {
-                backend: Some(backend.into()),
-                ..BatchOptions::default()
-            },
+            options,
             offer,
         },
     )
@@ -87,7 +91,7 @@ async fn low_priority_items_wait_in_a_provider_batch_at_half_the_price() {
     // Each provider batch answers two polls "in progress" before it ends.
     s.openai.batch_polls(2);
     let mut seen_waiting = false;
-    let (batch, items) = run(&s, &ids, Priority::Low, "openai", |items| {
+    let (batch, items) = run(&s, &ids, Priority::Low, on("openai"), |items| {
         for i in items {
             if i.status == ItemStatus::Queued && i.error_kind.as_deref() == Some("submitted") {
                 // Waiting without a worker slot or an attempt, the provider's batch in view.
@@ -151,12 +155,12 @@ async fn low_priority_items_wait_in_a_provider_batch_at_half_the_price() {
     );
 
     // A normal-priority batch is not worth a day's wait: it is asked at once.
-    let (_, items) = run(&s, &["vid_BatchA1"], Priority::Normal, "openai", |_| {}).await;
+    let (_, items) = run(&s, &["vid_BatchA1"], Priority::Normal, on("openai"), |_| {}).await;
     assert!(items[0].result_meta.as_ref().unwrap()["provider_batch_id"].is_null());
     assert_eq!(s.openai.requests(), 0, "the summary cache answered it");
 
     // Anthropic's Message Batches, the same way.
-    let (_, items) = run(&s, &["vid_BatchA2"], Priority::Low, "anthropic", |_| {}).await;
+    let (_, items) = run(&s, &["vid_BatchA2"], Priority::Low, on("anthropic"), |_| {}).await;
     let meta = items[0].result_meta.as_ref().unwrap();
     assert!(
         meta["provider_batch_id"]
@@ -179,7 +183,7 @@ async fn an_expired_provider_batch_falls_back_to_the_ordinary_request() {
     )
     .await;
     s.anthropic.expire_batches();
-    let (_, items) = run(&s, &ids, Priority::Low, "anthropic", |_| {}).await;
+    let (_, items) = run(&s, &ids, Priority::Low, on("anthropic"), |_| {}).await;
     assert_eq!(items[0].status, ItemStatus::Succeeded, "{items:?}");
     let meta = items[0].result_meta.as_ref().unwrap();
     assert!(meta["provider_batch_id"].is_null(), "{meta}");
@@ -203,35 +207,13 @@ async fn a_submission_counts_against_the_batch_budget_at_once_and_is_collected_w
     )
     .await;
     s.openai.batch_polls(3);
-    let worker = s.worker();
-    let store = worker.store.clone();
-    let offer = abridge_control::Offer::from(&*worker.settings);
-    let done = abridge_control::enqueue(
-        &worker.store,
-        &worker.queue,
-        &worker.settings.queue,
-        BatchInput::from_lines(&(ids.join("\n") + "\n")),
-        EnqueueRequest {
-            name: None,
-            priority: Priority::Low,
-            options: BatchOptions {
-                backend: Some("openai".into()),
-                max_cost_usd: Some(0.5),
-                ..BatchOptions::default()
-            },
-            offer,
-        },
-    )
-    .await
-    .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let running = tokio::spawn(abridge_worker::run(worker, 4, async move {
-        let _ = stopped.await;
-    }));
-    let batch = wait_finished(&store, done.batch_id, Duration::from_secs(60)).await;
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    let items = store.items_of(done.batch_id, None, 0, 100).await.unwrap();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let options = BatchOptions {
+        max_cost_usd: Some(0.5),
+        ..on("openai")
+    };
+    let (batch, items) = run(&s, &refs, Priority::Low, options, |_| {}).await;
+    let batch = s.env.store().batch(batch).await.unwrap().unwrap();
     let (_, provider_batches) = s.openai.batch_counts();
     let succeeded = items
         .iter()

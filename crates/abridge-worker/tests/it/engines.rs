@@ -93,66 +93,25 @@ async fn a_fleet_rides_out_a_sentinel_failover() {
         .unwrap()
         .expect("a master, a replica and three sentinels");
     let env = TestEnv::new().await;
-    let settings = env.settings(&[]);
-    let queue = Queue::connect(
-        &Secret::new(group.url()),
-        &settings.redis_prefix,
-        &settings.queue,
-        8,
-    )
-    .unwrap();
-    let worker = Worker {
-        queue,
-        store: env.store(),
-        settings: Arc::new(settings),
-        // Slow enough that the batch is still running well after the failover.
-        processor: processor(|job: abridge_worker::Job| async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            ok(format!("Summary of {}.", job.video_id))
-        }),
-    };
+    let (worker, _) = worker_on(&env, &group.url(), Duration::from_millis(100));
     let first_master = group.master_port().expect("a master");
     let done = enqueue(&worker, &video_lines('s', 2000), Priority::Normal).await;
     let running = Running::start(worker.clone(), 16);
-    eventually(Duration::from_secs(30), "a quarter done", || async {
-        worker
-            .store
-            .counts(done.batch_id)
-            .await
-            .is_ok_and(|c| c.succeeded >= 300)
-    })
-    .await;
+    until_succeeded(&worker, done.batch_id, 300, "some done").await;
 
     // The master steps down to a replica: its writes answer READONLY until the workers'
     // connections find the new master.
     group.failover().unwrap();
-    let promoted = std::time::Instant::now();
+    let began = std::time::Instant::now();
     eventually(Duration::from_secs(30), "a new master", || async {
         group.master_port().is_some_and(|p| p != first_master)
     })
     .await;
-    let before = worker.store.counts(done.batch_id).await.unwrap().succeeded;
-    eventually(
-        Duration::from_secs(10),
-        "claims again after the failover",
-        || async {
-            worker
-                .store
-                .counts(done.batch_id)
-                .await
-                .is_ok_and(|c| c.succeeded > before + 100)
-        },
-    )
-    .await;
-    let resumed = promoted.elapsed();
-    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(120)).await;
-    let counts = worker.store.counts(done.batch_id).await.unwrap();
-    assert_eq!(counts.succeeded, 2000, "{counts:?}");
-    let report = running.stop().await;
+    time_to_resume(&worker, done.batch_id).await;
+    let resumed = began.elapsed();
+    every_item_once(&worker, done.batch_id, running).await;
     eprintln!("sentinel failover: resumed {resumed:?} after the failover began");
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
-    // Every item ended once: no outcome written twice, none refused for a lost lease.
-    assert_eq!(report.succeeded, 2000, "{report:?}");
 }
 
 #[tokio::test]
@@ -162,30 +121,14 @@ async fn a_fleet_rides_out_a_cluster_master_dying() {
         .unwrap()
         .expect("3 masters with a replica each");
     let env = TestEnv::new().await;
-    let settings = env.settings(&[]);
-    let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
-    let url = Secret::new(cluster.url(&cluster.ports()));
-    let queue = Queue::connect(&url, &settings.redis_prefix, &settings.queue, 8).unwrap();
-    let worker = Worker {
-        queue,
-        store: env.store(),
-        settings: Arc::new(settings),
-        // Slow enough that the batch is still running well after the failover.
-        processor: processor(|job: abridge_worker::Job| async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            ok(format!("Summary of {}.", job.video_id))
-        }),
-    };
+    let (worker, slot_key) = worker_on(
+        &env,
+        &cluster.url(&cluster.ports()),
+        Duration::from_millis(100),
+    );
     let done = enqueue(&worker, &video_lines('m', 2000), Priority::Normal).await;
     let running = Running::start(worker.clone(), 16);
-    eventually(Duration::from_secs(30), "some done", || async {
-        worker
-            .store
-            .counts(done.batch_id)
-            .await
-            .is_ok_and(|c| c.succeeded >= 300)
-    })
-    .await;
+    until_succeeded(&worker, done.batch_id, 300, "some done").await;
 
     // SIGKILL the master that holds the queue's slot; its replica is promoted.
     let dead = cluster.master_of(&slot_key).expect("a master");
@@ -194,31 +137,12 @@ async fn a_fleet_rides_out_a_cluster_master_dying() {
         cluster.master_of(&slot_key).is_some_and(|p| p != dead)
     })
     .await;
-    let promoted = std::time::Instant::now();
-    let before = worker.store.counts(done.batch_id).await.unwrap().succeeded;
-    eventually(
-        Duration::from_secs(10),
-        "claims again after the promotion",
-        || async {
-            worker
-                .store
-                .counts(done.batch_id)
-                .await
-                .is_ok_and(|c| c.succeeded > before + 100)
-        },
-    )
-    .await;
-    let resumed = promoted.elapsed();
-    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(120)).await;
-    let counts = worker.store.counts(done.batch_id).await.unwrap();
-    assert_eq!(counts.succeeded, 2000, "{counts:?}");
-    let report = running.stop().await;
+    let resumed = time_to_resume(&worker, done.batch_id).await;
+    let refused = every_item_once(&worker, done.batch_id, running).await;
     eprintln!(
-        "cluster failover: claims resumed {resumed:?} after the promotion; {} outcomes, {} refused",
-        report.succeeded, report.fenced
+        "cluster failover: claims resumed {resumed:?} after the promotion; {refused} refused"
     );
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
-    assert_eq!(report.succeeded, 2000, "{report:?}");
 }
 
 #[tokio::test]
@@ -228,29 +152,14 @@ async fn a_fleet_follows_its_slot_to_another_master() {
         .unwrap()
         .expect("a 3-master cluster");
     let env = TestEnv::new().await;
-    let settings = env.settings(&[]);
-    let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
-    let url = Secret::new(cluster.url(&cluster.ports()));
-    let queue = Queue::connect(&url, &settings.redis_prefix, &settings.queue, 8).unwrap();
-    let worker = Worker {
-        queue,
-        store: env.store(),
-        settings: Arc::new(settings),
-        processor: processor(|job: abridge_worker::Job| async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            ok(format!("Summary of {}.", job.video_id))
-        }),
-    };
+    let (worker, slot_key) = worker_on(
+        &env,
+        &cluster.url(&cluster.ports()),
+        Duration::from_millis(50),
+    );
     let done = enqueue(&worker, &video_lines('r', 2000), Priority::Normal).await;
     let running = Running::start(worker.clone(), 16);
-    eventually(Duration::from_secs(30), "some done", || async {
-        worker
-            .store
-            .counts(done.batch_id)
-            .await
-            .is_ok_and(|c| c.succeeded >= 200)
-    })
-    .await;
+    until_succeeded(&worker, done.batch_id, 200, "some done").await;
 
     // Move the queue's slot, keys and all, while the work runs (ASK, then MOVED).
     let from = cluster.master_of(&slot_key).unwrap();
@@ -263,14 +172,70 @@ async fn a_fleet_follows_its_slot_to_another_master() {
     .await
     .unwrap();
     assert_eq!(cluster.master_of(&slot_key), Some(to));
-    let mid = worker.store.counts(done.batch_id).await.unwrap().succeeded;
     assert!(
-        mid < 2000,
+        succeeded(&worker, done.batch_id).await < 2000,
         "the batch was still running when the slot moved"
     );
-    wait_batch_finished(&worker, done.batch_id, Duration::from_secs(120)).await;
-    let counts = worker.store.counts(done.batch_id).await.unwrap();
-    assert_eq!(counts.succeeded, 2000, "{counts:?}");
+    every_item_once(&worker, done.batch_id, running).await;
+}
+
+/// A worker of the test's settings on the Redis at `url`, whose items take `delay` each
+/// (slow enough that a batch is still running well after a failover); and the key of its
+/// queue's slot.
+fn worker_on(env: &TestEnv, url: &str, delay: Duration) -> (Worker, String) {
+    let settings = env.settings(&[]);
+    let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
+    let queue = Queue::connect(
+        &Secret::new(url.to_owned()),
+        &settings.redis_prefix,
+        &settings.queue,
+        8,
+    )
+    .unwrap();
+    let worker = Worker {
+        queue,
+        store: env.store(),
+        settings: Arc::new(settings),
+        processor: processor(move |job: abridge_worker::Job| async move {
+            tokio::time::sleep(delay).await;
+            ok(format!("Summary of {}.", job.video_id))
+        }),
+    };
+    (worker, slot_key)
+}
+
+/// Items of `batch` succeeded so far.
+async fn succeeded(worker: &Worker, batch: abridge_core::BatchId) -> i64 {
+    worker.store.counts(batch).await.map_or(0, |c| c.succeeded)
+}
+
+/// Waits for `n` items of `batch` to succeed.
+async fn until_succeeded(worker: &Worker, batch: abridge_core::BatchId, n: i64, what: &str) {
+    eventually(Duration::from_secs(30), what, || async {
+        succeeded(worker, batch).await >= n
+    })
+    .await;
+}
+
+/// How long, from now, until 100 more items of `batch` succeed (at most 10 s).
+async fn time_to_resume(worker: &Worker, batch: abridge_core::BatchId) -> Duration {
+    let since = std::time::Instant::now();
+    let before = succeeded(worker, batch).await;
+    eventually(
+        Duration::from_secs(10),
+        "claims again after the failover",
+        || async { succeeded(worker, batch).await > before + 100 },
+    )
+    .await;
+    since.elapsed()
+}
+
+/// Runs `batch` to its end and checks every item ended once: 2,000 outcomes, none twice,
+/// none refused for a lost lease.
+async fn every_item_once(worker: &Worker, batch: abridge_core::BatchId, running: Running) -> u64 {
+    wait_batch_finished(worker, batch, Duration::from_secs(120)).await;
+    assert_eq!(succeeded(worker, batch).await, 2000);
     let report = running.stop().await;
     assert_eq!(report.succeeded, 2000, "{report:?}");
+    report.fenced
 }
