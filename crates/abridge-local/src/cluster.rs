@@ -25,25 +25,21 @@ impl LocalRedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
             let port = cluster_port()?;
-            let node_dir = dir.path().join(port.to_string());
-            std::fs::create_dir_all(&node_dir)?;
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-node-timeout", "2000"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--protected-mode", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .arg("--logfile")
-                .arg(node_dir.join("redis.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut child = spawn_tied(cmd)?;
-            wait_for_port(&mut child, port, "redis-server", Duration::from_secs(10))?;
+            let child = spawn_server(
+                &bin,
+                dir.path(),
+                port,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+            )?;
             nodes.push((port, Some(child)));
         }
         let cluster = Self { nodes, _dir: dir };
@@ -194,6 +190,34 @@ impl Drop for LocalRedisCluster {
             }
         }
     }
+}
+
+/// A `redis-server` on `port` (`args` before the common ones; a config file first makes it a
+/// sentinel with `--sentinel` among them), its files in a directory of its own under `dir`,
+/// answering on its port.
+pub(crate) fn spawn_server(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    args: &[&str],
+) -> anyhow::Result<Child> {
+    let node_dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&node_dir)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--protected-mode", "no"])
+        .arg("--dir")
+        .arg(&node_dir)
+        .arg("--logfile")
+        .arg(node_dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawn_tied(cmd)?;
+    wait_for_port(&mut child, port, "redis-server", Duration::from_secs(10))?;
+    Ok(child)
 }
 
 /// A free port below 55000 whose bus port (+10000) is free too.

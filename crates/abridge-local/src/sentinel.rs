@@ -1,11 +1,13 @@
 //! A throwaway Sentinel group: a master, a replica and three sentinels (`redis-server
 //! --sentinel`), for the tests and drills that need real failovers.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::child::{find_binary, free_port, server_dir, spawn_tied, wait_for_port};
-use crate::cluster::command;
+use anyhow::Context;
+
+use crate::child::{find_binary, free_port, server_dir};
+use crate::cluster::{command, spawn_server};
 
 /// The master's name the sentinels watch.
 pub const MASTER_NAME: &str = "abridge";
@@ -21,42 +23,16 @@ impl LocalRedisSentinel {
     pub fn start() -> anyhow::Result<Self> {
         let dir = server_dir("redis-sentinel")?;
         let bin = find_binary("redis-server", &[])?;
-        let spawn = |port: u16, extra: &[String], conf: Option<&std::path::Path>| {
-            let node_dir = dir.path().join(port.to_string());
-            std::fs::create_dir_all(&node_dir)?;
-            let mut cmd = Command::new(&bin);
-            if let Some(conf) = conf {
-                cmd.arg(conf).arg("--sentinel");
-            }
-            cmd.args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--protected-mode", "no"])
-                .args(extra)
-                .arg("--dir")
-                .arg(&node_dir)
-                .arg("--logfile")
-                .arg(node_dir.join("redis.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let mut child = spawn_tied(cmd)?;
-            wait_for_port(&mut child, port, "redis-server", Duration::from_secs(10))?;
-            anyhow::Ok((port, Some(child)))
+        let spawn = |port: u16, args: &[&str]| {
+            anyhow::Ok((port, Some(spawn_server(&bin, dir.path(), port, args)?)))
         };
-        let no_disk = [
-            "--save".to_owned(),
-            String::new(),
-            "--appendonly".into(),
-            "no".into(),
-        ];
-        let master = spawn(free_port()?, &no_disk, None)?;
-        let mut replica_args = no_disk.to_vec();
-        replica_args.extend([
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            master.0.to_string(),
-        ]);
-        let replica = spawn(free_port()?, &replica_args, None)?;
+        let no_disk = ["--save", "", "--appendonly", "no"];
+        let master = spawn(free_port()?, &no_disk)?;
+        let master_port = master.0.to_string();
+        let replica = spawn(
+            free_port()?,
+            &[&no_disk[..], &["--replicaof", "127.0.0.1", &master_port]].concat(),
+        )?;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             let port = free_port()?;
@@ -72,7 +48,8 @@ impl LocalRedisSentinel {
                     master.0
                 ),
             )?;
-            sentinels.push(spawn(port, &[], Some(&conf))?);
+            let conf = conf.to_str().context("a sentinel config path")?;
+            sentinels.push(spawn(port, &[conf, "--sentinel"])?);
         }
         let group = Self {
             servers: vec![master, replica],

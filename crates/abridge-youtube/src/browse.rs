@@ -18,7 +18,6 @@ use abridge_core::lists::{
 };
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::ACCEPT_LANGUAGE;
 use serde_json::{Value, json};
 
 use crate::{YoutubeClient, YoutubeError, read_ok, request_error};
@@ -142,16 +141,9 @@ impl YoutubeClient {
             body.extend(request);
         }
         // A list goes out the pool's first way (the enqueuing process keeps no quarantine).
-        let egress = &self.egress[0];
-        self.wait_for_budget(egress, &mut 0).await?;
-        let response = egress
-            .http
-            .post(url)
-            .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| request_error(what, &e))?;
+        let response = self
+            .post_innertube(&self.egress[0], url, &body, what, &mut 0)
+            .await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND || status == StatusCode::BAD_REQUEST {
             return Err(ListError::Unavailable(format!(

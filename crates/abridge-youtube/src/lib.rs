@@ -666,15 +666,9 @@ impl YoutubeClient {
             } },
             "videoId": video_id,
         });
-        self.wait_for_budget(egress, requests).await?;
-        let response = egress
-            .http
-            .post(url)
-            .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| request_error(WHAT, &e))?;
+        let response = self
+            .post_innertube(egress, url, &body, WHAT, requests)
+            .await?;
         if response.status() == StatusCode::BAD_REQUEST {
             return Ok(None);
         }
@@ -685,6 +679,27 @@ impl YoutubeClient {
                 what: WHAT,
                 detail: format!("not JSON: {e}"),
             })
+    }
+
+    /// One innertube call (`POST /youtubei/v1/...` with a JSON body) through `egress`, after
+    /// its budget; the response whatever its status.
+    async fn post_innertube(
+        &self,
+        egress: &Egress,
+        url: Url,
+        body: &serde_json::Value,
+        what: &'static str,
+        requests: &mut u32,
+    ) -> Result<reqwest::Response, YoutubeError> {
+        self.wait_for_budget(egress, requests).await?;
+        egress
+            .http
+            .post(url)
+            .header(ACCEPT_LANGUAGE, "en-US,en;q=0.9")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| request_error(what, &e))
     }
 
     /// A track's URL, with `fmt=srv3` dropped (the classic `<transcript>` format is the
