@@ -385,6 +385,7 @@ async fn prune_counts_with_dry_run_then_deletes_finished_batches_only() {
             "checkpoints",
             "fenced_writes",
             "idempotency_keys",
+            "item_partitions",
             "items",
             "summaries",
             "transcripts",

@@ -24,6 +24,7 @@ pub mod batches;
 pub mod cost;
 pub mod fleet;
 pub mod items;
+pub mod partitions;
 pub mod pauses;
 pub mod reconcile;
 pub mod retention;
@@ -135,6 +136,9 @@ pub struct Store {
     /// fences out the worker that started it; a durable terminal write flushes the WAL past
     /// every earlier start, so a committed result never depends on a lost start.
     fast_pool: PgPool,
+    /// Ids below this need no call to `items_cover`: the partitions of `items` reach half a
+    /// partition past them (0 until asked; shared by clones).
+    items_covered_below: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A fast-pool connection idle this long is pinged before use (see `Store::connect_lazy`).
@@ -178,7 +182,11 @@ impl Store {
                 })
             })
             .connect_lazy_with(options.options([("synchronous_commit", "off")]));
-        Ok(Self { pool, fast_pool })
+        Ok(Self {
+            pool,
+            fast_pool,
+            items_covered_below: Default::default(),
+        })
     }
 
     /// The durable pool, for callers that need a raw connection (the benchmark's counters).

@@ -36,10 +36,12 @@ pub enum PruneKind {
     WorkerSessions,
     Transcripts,
     Summaries,
+    /// Partitions of `items` that retention emptied (dropped whole).
+    ItemPartitions,
 }
 
 impl PruneKind {
-    pub const ALL: [PruneKind; 9] = [
+    pub const ALL: [PruneKind; 10] = [
         PruneKind::Batches,
         PruneKind::Items,
         PruneKind::Checkpoints,
@@ -49,6 +51,7 @@ impl PruneKind {
         PruneKind::WorkerSessions,
         PruneKind::Transcripts,
         PruneKind::Summaries,
+        PruneKind::ItemPartitions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl PruneKind {
             PruneKind::WorkerSessions => "worker_sessions",
             PruneKind::Transcripts => "transcripts",
             PruneKind::Summaries => "summaries",
+            PruneKind::ItemPartitions => "item_partitions",
         }
     }
 }
@@ -78,6 +82,7 @@ pub struct PruneCounts {
     pub worker_sessions: u64,
     pub transcripts: u64,
     pub summaries: u64,
+    pub item_partitions: u64,
 }
 
 impl PruneCounts {
@@ -104,6 +109,7 @@ impl PruneCounts {
             PruneKind::WorkerSessions => &self.worker_sessions,
             PruneKind::Transcripts => &self.transcripts,
             PruneKind::Summaries => &self.summaries,
+            PruneKind::ItemPartitions => &self.item_partitions,
         }
     }
 
@@ -118,6 +124,7 @@ impl PruneCounts {
             PruneKind::WorkerSessions => &mut self.worker_sessions,
             PruneKind::Transcripts => &mut self.transcripts,
             PruneKind::Summaries => &mut self.summaries,
+            PruneKind::ItemPartitions => &mut self.item_partitions,
         }
     }
 }
@@ -370,7 +377,8 @@ impl Store {
             PruneKind::Batches
             | PruneKind::Items
             | PruneKind::Checkpoints
-            | PruneKind::WebhookDeliveries => return Ok(0),
+            | PruneKind::WebhookDeliveries
+            | PruneKind::ItemPartitions => return Ok(0),
         };
         Ok(n.rows_affected())
     }
@@ -430,6 +438,8 @@ impl Store {
             worker_sessions: count(r.worker_sessions),
             transcripts: count(r.transcripts),
             summaries: count(r.summaries),
+            // Those empty now; items the pass deletes can empty more.
+            item_partitions: self.empty_item_partitions().await?.len() as u64,
         })
     }
 
@@ -536,6 +546,12 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("insert finished benchmark batches")?;
+        let last = sqlx::query_scalar!("SELECT last_value FROM items_id_seq")
+            .fetch_one(&self.pool)
+            .await
+            .context("read the item id sequence")?;
+        self.cover_items(last + batches * i64::from(items_per_batch))
+            .await?;
         sqlx::query!(
             "INSERT INTO items (batch_id, position, url, video_id, status, attempts, summary,
                                 queued_at, started_at, finished_at)

@@ -279,6 +279,27 @@ impl Pass<'_> {
         }
         Ok(true)
     }
+
+    /// Drops the partitions of `items` that the deletes emptied (one statement each; a
+    /// partition whose lock is busy waits for the next pass).
+    async fn partitions(&mut self) -> Result<bool, StoreError> {
+        for name in self.store.empty_item_partitions().await? {
+            let started = Instant::now();
+            let dropped = self.store.drop_item_partition(&name).await?;
+            if dropped {
+                info!(partition = %name, "dropped an emptied partition of items");
+            }
+            let mut counts = PruneCounts::default();
+            counts.add(PruneKind::ItemPartitions, u64::from(dropped));
+            if !self
+                .after_statement(counts, u64::from(dropped), started.elapsed())
+                .await
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Runs one pass if this holder can take the pruner's lease (with `min_gap`: only if the last
@@ -316,8 +337,8 @@ pub async fn prune_once(
         renewed_at: Instant::now(),
     };
     let result = async {
-        if pass.batches().await? {
-            pass.by_age().await?;
+        if pass.batches().await? && pass.by_age().await? {
+            pass.partitions().await?;
         }
         Ok::<_, StoreError>(())
     }
@@ -348,6 +369,7 @@ pub fn log_report(report: &PruneReport) {
         worker_sessions = c.worker_sessions,
         transcripts = c.transcripts,
         summaries = c.summaries,
+        item_partitions = c.item_partitions,
         statements = report.statements,
         largest_chunk = report.largest_chunk,
         took_ms = report.took_ms,

@@ -10,6 +10,7 @@ mod fairness;
 mod fencing;
 mod leases;
 mod order;
+mod partitions;
 mod plans;
 mod reaper;
 mod reconcile;

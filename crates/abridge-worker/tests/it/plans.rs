@@ -10,10 +10,12 @@ use sqlx::{Connection, Row};
 
 use crate::support::*;
 
-/// Index scans and index tuples read, per index of `items`.
+/// Index scans and index tuples read, per index of `items` (summed over its partitions).
 async fn index_use(db: &mut sqlx::PgConnection, index: &str) -> (i64, i64) {
     let row = sqlx::query(
-        "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = $1",
+        "SELECT coalesce(sum(idx_scan), 0)::int8, coalesce(sum(idx_tup_read), 0)::int8
+         FROM pg_stat_user_indexes
+         WHERE indexrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = $1::regclass)",
     )
     .bind(index)
     .fetch_one(db)
@@ -30,10 +32,17 @@ async fn reading_one_claimed_item_is_a_primary_key_lookup_whatever_the_statistic
         .unwrap();
     // Statistics taken while nothing is queued, and kept (no autovacuum in between).
     let old = enqueue(&w, &video_lines('o', 2_000), Priority::Normal).await;
-    sqlx::query("ALTER TABLE items SET (autovacuum_enabled = false)")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    // On each partition: a partitioned table has no storage parameters of its own.
+    sqlx::query(
+        "DO $$ DECLARE p text; BEGIN
+             FOR p IN SELECT name FROM item_partitions LOOP
+                 EXECUTE format('ALTER TABLE %I SET (autovacuum_enabled = false)', p);
+             END LOOP;
+         END $$",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
     sqlx::query(
         "UPDATE items SET status = 'succeeded', finished_at = now(), attempts = 1
          WHERE batch_id = $1",
