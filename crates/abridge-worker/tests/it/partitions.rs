@@ -9,20 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-async fn sql(w: &Worker, statement: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(w.store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
-async fn scalar(w: &Worker, query: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_owned()))
-        .fetch_one(w.store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
-}
-
 /// The partitions holding a batch's items.
 async fn partitions_of(w: &Worker, batch: BatchId) -> Vec<String> {
     sqlx::query_scalar(
@@ -137,7 +123,10 @@ async fn the_pruner_drops_the_partitions_retention_emptied_and_no_other() {
         .map(|(name, _, _)| name)
         .collect();
     for gone in ["items_0", "items_1000000", "items_2000000"] {
-        assert!(!names.contains(&gone.to_owned()), "{gone} dropped: {names:?}");
+        assert!(
+            !names.contains(&gone.to_owned()),
+            "{gone} dropped: {names:?}"
+        );
     }
     assert!(
         names.contains(&"items_2001000".to_owned()),

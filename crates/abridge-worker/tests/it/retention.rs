@@ -16,21 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
-/// Test-only SQL against the worker's database.
-async fn sql(w: &Worker, statement: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(w.store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
-
-async fn count(w: &Worker, query: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_owned()))
-        .fetch_one(w.store.pool())
-        .await
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
-}
-
 /// A batch of `n` items, cancelled at once (a finished batch, quickly).
 async fn cancelled_batch(w: &Worker, prefix: char, n: usize) -> BatchId {
     let id = enqueue(w, &video_lines(prefix, n), Priority::Normal)
@@ -54,7 +39,7 @@ async fn finished_days_ago(w: &Worker, batch: BatchId, days: u32) {
 }
 
 async fn items_of(w: &Worker, batch: BatchId) -> i64 {
-    count(
+    scalar(
         w,
         &format!("SELECT count(*) FROM items WHERE batch_id = '{batch}'"),
     )
@@ -160,7 +145,7 @@ async fn finished_batches_past_retention_go_with_everything_of_theirs_and_open_w
         "idempotency_keys",
     ] {
         assert_eq!(
-            count(&w, &format!("SELECT count(*) FROM {table}")).await,
+            scalar(&w, &format!("SELECT count(*) FROM {table}")).await,
             0,
             "{table}"
         );
@@ -344,14 +329,14 @@ async fn cache_entries_stay_while_read_and_go_once_unused_past_the_limit() {
 
     assert_eq!((report.counts.transcripts, report.counts.summaries), (1, 1));
     let left = |table: &str| format!("SELECT count(*) FROM {table} WHERE video_id = 'unusedunuse'");
-    assert_eq!(count(&w, &left("transcripts")).await, 0);
-    assert_eq!(count(&w, &left("summaries")).await, 0);
+    assert_eq!(scalar(&w, &left("transcripts")).await, 0);
+    assert_eq!(scalar(&w, &left("summaries")).await, 0);
     assert_eq!(
-        count(&w, "SELECT count(*) FROM transcripts").await,
+        scalar(&w, "SELECT count(*) FROM transcripts").await,
         2,
         "used and recent stay"
     );
-    assert_eq!(count(&w, "SELECT count(*) FROM summaries").await, 1);
+    assert_eq!(scalar(&w, "SELECT count(*) FROM summaries").await, 1);
 }
 
 #[tokio::test]
@@ -413,7 +398,7 @@ async fn idempotency_keys_sessions_and_fenced_records_go_by_age() {
         }
     );
     assert_eq!(
-        count(
+        scalar(
             &w,
             "SELECT count(*) FROM idempotency_keys WHERE key = 'new'"
         )
@@ -432,7 +417,7 @@ async fn idempotency_keys_sessions_and_fenced_records_go_by_age() {
         "the live session and the recently stopped one stay"
     );
     assert_eq!(
-        count(
+        scalar(
             &w,
             "SELECT count(*) FROM fenced_writes WHERE at > now() - interval '30 days'"
         )

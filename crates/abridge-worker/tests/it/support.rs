@@ -89,3 +89,19 @@ pub async fn env_and_worker(
     let worker = env.worker(p, overrides);
     (env, worker)
 }
+
+/// Test-only SQL against the worker's database.
+pub async fn sql(w: &Worker, statement: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(w.store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+/// A test-only query's one number.
+pub async fn scalar(w: &Worker, query: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_owned()))
+        .fetch_one(w.store.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
