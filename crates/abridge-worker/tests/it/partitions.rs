@@ -2,10 +2,8 @@
 //! old partitions have), partitions are made ahead of the ids on every way items are
 //! written, and the pruner drops the partitions retention emptied, and no other.
 
-use abridge_core::{BatchId, Priority, WorkerId};
+use abridge_core::{BatchId, Priority};
 use abridge_worker::Worker;
-use abridge_worker::pruner::{PruneOptions, prune_once};
-use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
 
@@ -100,17 +98,7 @@ async fn the_pruner_drops_the_partitions_retention_emptied_and_no_other() {
     .await;
     assert!(ahead_before >= 1, "partitions reach past the ids");
 
-    let options = PruneOptions::from_settings(&w.settings.retention);
-    let report = prune_once(
-        &w.store,
-        &options,
-        WorkerId::new(),
-        None,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap()
-    .expect("nobody else holds the pruner's lease");
+    let report = prune_pass(&w).await;
     assert_eq!(report.counts.items, 1_500);
     // items_2000000, emptied, and the migration's two below it, never used in this test.
     assert_eq!(report.counts.item_partitions, 3, "{report:?}");

@@ -11,7 +11,7 @@ use abridge_store::retention::PRUNE_TASK;
 use abridge_store::tenants::TenantPolicy;
 use abridge_store::{NewSession, PruneCounts, SummaryKey};
 use abridge_worker::Worker;
-use abridge_worker::pruner::{PruneOptions, PruneReport, prune_once};
+use abridge_worker::pruner::{PruneOptions, prune_once};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -44,20 +44,6 @@ async fn items_of(w: &Worker, batch: BatchId) -> i64 {
         &format!("SELECT count(*) FROM items WHERE batch_id = '{batch}'"),
     )
     .await
-}
-
-async fn pass(w: &Worker) -> PruneReport {
-    let options = PruneOptions::from_settings(&w.settings.retention);
-    prune_once(
-        &w.store,
-        &options,
-        WorkerId::new(),
-        None,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap()
-    .expect("nobody else holds the pruner's lease")
 }
 
 /// No pruner of the worker runs by itself: the tests run passes by hand.
@@ -122,7 +108,7 @@ async fn finished_batches_past_retention_go_with_everything_of_theirs_and_open_w
     )
     .await;
 
-    let report = pass(&w).await;
+    let report = prune_pass(&w).await;
 
     assert_eq!(
         report.counts,
@@ -158,7 +144,7 @@ async fn finished_batches_past_retention_go_with_everything_of_theirs_and_open_w
     assert_eq!((busy_view.counts.running, busy_view.counts.queued), (1, 1));
 
     // Nothing is left to do: a second pass deletes nothing.
-    assert_eq!(pass(&w).await.counts.total(), 0);
+    assert_eq!(prune_pass(&w).await.counts.total(), 0);
 }
 
 #[tokio::test]
@@ -223,7 +209,7 @@ async fn a_tenants_own_retention_overrides_the_fleets() {
         .unwrap()
         .unwrap()
     };
-    let report = pass(&w).await;
+    let report = prune_pass(&w).await;
 
     assert_eq!(
         (dry.counts.batches, dry.counts.items),
@@ -325,7 +311,7 @@ async fn cache_entries_stay_while_read_and_go_once_unused_past_the_limit() {
     assert_eq!(touched_at("transcripts").await, t1);
     assert_eq!(touched_at("summaries").await, s1);
 
-    let report = pass(&w).await;
+    let report = prune_pass(&w).await;
 
     assert_eq!((report.counts.transcripts, report.counts.summaries), (1, 1));
     let left = |table: &str| format!("SELECT count(*) FROM {table} WHERE video_id = 'unusedunuse'");
@@ -386,7 +372,7 @@ async fn idempotency_keys_sessions_and_fenced_records_go_by_age() {
     )
     .await;
 
-    let report = pass(&w).await;
+    let report = prune_pass(&w).await;
 
     assert_eq!(
         report.counts,
@@ -460,7 +446,7 @@ async fn the_pruner_deletes_in_bounded_chunks() {
     finished_days_ago(&w, big, 40).await;
     finished_days_ago(&w, small, 40).await;
 
-    let report = pass(&w).await;
+    let report = prune_pass(&w).await;
 
     assert_eq!((report.counts.items, report.counts.fenced_writes), (39, 25));
     assert!(report.largest_chunk <= 10, "{report:?}");

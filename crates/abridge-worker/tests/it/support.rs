@@ -105,3 +105,18 @@ pub async fn scalar(w: &Worker, query: &str) -> i64 {
         .await
         .unwrap_or_else(|e| panic!("{query}: {e}"))
 }
+
+/// One pruner pass with the worker's retention settings.
+pub async fn prune_pass(w: &Worker) -> abridge_worker::pruner::PruneReport {
+    let options = abridge_worker::pruner::PruneOptions::from_settings(&w.settings.retention);
+    abridge_worker::pruner::prune_once(
+        &w.store,
+        &options,
+        abridge_core::WorkerId::new(),
+        None,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+    .expect("nobody else holds the pruner's lease")
+}
