@@ -101,6 +101,10 @@ pub fn public_message(kind: &str) -> &'static str {
         "unpriced_model" => {
             "The batch sets max_cost_usd, but the fleet has no price for its model; contact the operator."
         }
+        "database_unavailable" | "database_busy" => {
+            "The fleet's database was unavailable or busy; the item was retried."
+        }
+        "database_error" => "The fleet could not store the item's work; contact the operator.",
         "tenant_budget_exhausted" => {
             "The tenant's daily model budget is spent; the item waits for the next UTC day."
         }

@@ -86,9 +86,25 @@ fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Query {
+        Err(StoreError::Invalid {
             context: "check database name",
-            cause: sqlx::Error::Protocol(format!("invalid database name {name:?}")),
+            message: format!("invalid database name {name:?}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A caller's mistake is not the database being away: nothing to back off from.
+    #[tokio::test]
+    async fn an_invalid_name_is_the_callers_mistake_not_an_outage() {
+        let admin = Secret::new("postgres://postgres@127.0.0.1:1/postgres");
+        let e = create_database(&admin, "Not A Name", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Invalid { .. }), "{e:?}");
+        assert!(!e.is_unavailable(), "{e}");
     }
 }

@@ -157,14 +157,14 @@ impl Store {
         ids: Option<&[ItemId]>,
         idempotency: Option<IdempotencyKey<'_>>,
     ) -> Result<CreateOnce> {
-        let total = i32::try_from(items.len()).map_err(|_| StoreError::Query {
+        let total = i32::try_from(items.len()).map_err(|_| StoreError::Invalid {
             context: "create batch",
-            cause: sqlx::Error::Protocol("more than 2^31 items in one batch".into()),
+            message: "more than 2^31 items in one batch".into(),
         })?;
         if ids.is_some_and(|ids| ids.len() != items.len()) {
-            return Err(StoreError::Query {
+            return Err(StoreError::Invalid {
                 context: "create batch",
-                cause: sqlx::Error::Protocol("not one drawn id per item".into()),
+                message: "not one drawn id per item".into(),
             });
         }
         let created = |item_ids| {

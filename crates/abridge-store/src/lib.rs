@@ -66,6 +66,13 @@ pub enum StoreError {
     },
     #[error("migrate database: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    /// The caller asked for something the store refuses before any statement (a bug in the
+    /// caller, not a database problem: trying again cannot help).
+    #[error("{context}: {message}")]
+    Invalid {
+        context: &'static str,
+        message: String,
+    },
 }
 
 /// A sqlx error as one readable line: for database errors, Postgres's message (and detail),
@@ -108,6 +115,19 @@ impl StoreError {
                     // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 08xxx connection
                     .is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
             }
+            _ => false,
+        }
+    }
+
+    /// True when Postgres refused the statement for the moment, not for good: a
+    /// serialization failure or deadlock (40001, 40P01), a lock or statement timeout (55P03,
+    /// 57014). The same statement may pass if run again.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            StoreError::Query { cause, .. } => cause
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|c| matches!(&*c, "40001" | "40P01" | "55P03" | "57014")),
             _ => false,
         }
     }

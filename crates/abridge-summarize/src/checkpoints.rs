@@ -106,10 +106,18 @@ impl<'a> Checkpoints<'a> {
     }
 }
 
-/// A Postgres failure inside the summarizer: retried later.
+/// A Postgres failure inside the summarizer, by its class: Postgres away or busy is worth
+/// another attempt later; a statement Postgres refuses for good (a constraint, a schema that
+/// does not match) would be refused on every attempt, so the item fails now.
 pub fn store_error(e: abridge_store::StoreError) -> ItemError {
-    ItemError::transient(
-        ErrorKind::from_static("database_unavailable"),
-        e.to_string(),
-    )
+    if e.is_unavailable() {
+        ItemError::transient(
+            ErrorKind::from_static("database_unavailable"),
+            e.to_string(),
+        )
+    } else if e.is_contention() {
+        ItemError::transient(ErrorKind::from_static("database_busy"), e.to_string())
+    } else {
+        ItemError::permanent(ErrorKind::from_static("database_error"), e.to_string())
+    }
 }

@@ -14,6 +14,7 @@ mod cost;
 mod egress;
 mod fleet;
 mod llm;
+mod store_errors;
 mod support;
 mod tenants;
 mod transcripts;
