@@ -64,14 +64,15 @@ impl Store {
     ) -> Result<Vec<ItemView>> {
         let rows = sqlx::query_as!(
             ItemRow,
-            "SELECT id, batch_id, position, url, video_id, title, status, attempts, error_kind,
-                    error_message, summary, result_meta, worker_id, queued_at, started_at, finished_at
+            r#"SELECT id, batch_id, position, url, video_id, title, status AS "status: ItemStatus",
+                      attempts, error_kind, error_message, summary, result_meta, worker_id,
+                      queued_at, started_at, finished_at
              FROM items
              WHERE status = 'failed'
                AND batch_id IN (SELECT id FROM batches WHERE ($1::text IS NULL OR tenant = $1)
                                 ORDER BY id DESC LIMIT 100)
              ORDER BY finished_at DESC NULLS LAST, id DESC
-             LIMIT $2",
+             LIMIT $2"#,
             tenant,
             limit,
         )
@@ -112,13 +113,14 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<BatchView>> {
         let rows = sqlx::query!(
-            "SELECT id, queue, name, priority, status, total, options, tenant, webhook_url,
-                    created_at, started_at, finished_at
-             FROM batches
-             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR status = $2)
-               AND ($3::uuid IS NULL OR id < $3)
-             ORDER BY id DESC
-             LIMIT $4",
+            r#"SELECT id, queue, name, priority AS "priority: Priority",
+                      status AS "status: BatchStatus", total, options, tenant, webhook_url,
+                      created_at, started_at, finished_at
+               FROM batches
+               WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR status = $2)
+                 AND ($3::uuid IS NULL OR id < $3)
+               ORDER BY id DESC
+               LIMIT $4"#,
             tenant,
             status.map(|s| s.as_str()),
             before.map(|b| b.0),
@@ -138,8 +140,8 @@ impl Store {
                 id: BatchId(r.id),
                 name: r.name,
                 queue: r.queue,
-                status: r.status.parse().unwrap_or(BatchStatus::Running),
-                priority: r.priority.parse().unwrap_or_default(),
+                status: r.status,
+                priority: r.priority,
                 total: i64::from(r.total),
                 counts: counts.remove(&r.id).unwrap_or_default(),
                 options: r.options,
@@ -226,7 +228,8 @@ impl Store {
     pub async fn retry_failed(&self, id: BatchId, only: Option<ItemId>) -> Result<RetryOutcome> {
         let mut tx = self.pool.begin().await.context("begin retry")?;
         let batch = sqlx::query!(
-            "SELECT status, priority FROM batches WHERE id = $1 FOR UPDATE",
+            r#"SELECT status AS "status: BatchStatus", priority AS "priority: Priority"
+               FROM batches WHERE id = $1 FOR UPDATE"#,
             id.0
         )
         .fetch_optional(&mut *tx)
@@ -235,10 +238,10 @@ impl Store {
         let Some(batch) = batch else {
             return Ok(RetryOutcome::NotFound);
         };
-        if batch.status == "cancelled" {
+        if batch.status == BatchStatus::Cancelled {
             return Ok(RetryOutcome::Cancelled);
         }
-        let priority: Priority = batch.priority.parse().unwrap_or_default();
+        let priority = batch.priority;
         let rows = sqlx::query!(
             "UPDATE items SET status = 'queued', attempts = 0, lease_token = NULL,
                     finished_at = NULL, available_at = NULL, queued_at = now()
@@ -291,10 +294,10 @@ impl Store {
     /// A page of a batch's items without their summaries, in input order from `from` on.
     pub async fn index_rows(&self, id: BatchId, from: i32, limit: i64) -> Result<Vec<IndexRow>> {
         let rows = sqlx::query!(
-            "SELECT position, url, video_id, title, status, attempts, error_kind, error_message,
-                    finished_at
-             FROM items WHERE batch_id = $1 AND position >= $2
-             ORDER BY position LIMIT $3",
+            r#"SELECT position, url, video_id, title, status AS "status: ItemStatus", attempts,
+                      error_kind, error_message, finished_at
+               FROM items WHERE batch_id = $1 AND position >= $2
+               ORDER BY position LIMIT $3"#,
             id.0,
             from,
             limit
@@ -309,7 +312,7 @@ impl Store {
                 url: r.url,
                 video_id: r.video_id,
                 title: r.title,
-                status: r.status.parse().unwrap_or(ItemStatus::Queued),
+                status: r.status,
                 attempts: r.attempts,
                 error_kind: r.error_kind,
                 error_message: r.error_message,

@@ -6,7 +6,7 @@
 //! contends on a hot batch row.
 
 use abridge_core::input::ItemInput;
-use abridge_core::{BatchId, BatchStatus, ItemId, Priority};
+use abridge_core::{BatchId, BatchStatus, ItemId, ItemStatus, Priority};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -316,9 +316,10 @@ impl Store {
     /// A batch with its per-state counts, or `None` if there is no such batch.
     pub async fn batch(&self, id: BatchId) -> Result<Option<BatchView>> {
         let Some(row) = sqlx::query!(
-            "SELECT id, queue, name, priority, status, total, options, tenant, webhook_url,
-                    created_at, started_at, finished_at
-             FROM batches WHERE id = $1",
+            r#"SELECT id, queue, name, priority AS "priority: Priority",
+                      status AS "status: BatchStatus", total, options, tenant, webhook_url,
+                      created_at, started_at, finished_at
+               FROM batches WHERE id = $1"#,
             id.0
         )
         .fetch_optional(&self.pool)
@@ -338,8 +339,8 @@ impl Store {
             id,
             name: row.name,
             queue: row.queue,
-            status: row.status.parse().unwrap_or(BatchStatus::Running),
-            priority: row.priority.parse().unwrap_or_default(),
+            status: row.status,
+            priority: row.priority,
             total: i64::from(row.total),
             counts,
             options: row.options,
@@ -354,13 +355,13 @@ impl Store {
 
     /// Just a batch's status (one row, no counting).
     pub async fn batch_status(&self, id: BatchId) -> Result<Option<BatchStatus>> {
-        Ok(
-            sqlx::query_scalar!("SELECT status FROM batches WHERE id = $1", id.0)
-                .fetch_optional(&self.pool)
-                .await
-                .context("read batch status")?
-                .and_then(|s| s.parse().ok()),
+        sqlx::query_scalar!(
+            r#"SELECT status AS "status: BatchStatus" FROM batches WHERE id = $1"#,
+            id.0
         )
+        .fetch_optional(&self.pool)
+        .await
+        .context("read batch status")
     }
 
     /// Items of a batch per state, counted from the rows.
@@ -386,21 +387,22 @@ impl Store {
         let cancelled = sqlx::query!(
             "UPDATE batches SET status = 'cancelled', finished_at = now()
              WHERE id = $1 AND status IN ('pending', 'running')
-             RETURNING priority",
+             RETURNING priority AS \"priority: Priority\"",
             id.0
         )
         .fetch_optional(&mut *tx)
         .await
         .context("cancel batch")?;
         let Some(cancelled) = cancelled else {
-            let status = sqlx::query_scalar!("SELECT status FROM batches WHERE id = $1", id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("read batch status")?;
+            let status = sqlx::query_scalar!(
+                r#"SELECT status AS "status: BatchStatus" FROM batches WHERE id = $1"#,
+                id.0
+            )
+            .fetch_optional(&mut *tx)
+            .await
+            .context("read batch status")?;
             return Ok(match status {
-                Some(s) => {
-                    CancelOutcome::AlreadyFinished(s.parse().unwrap_or(BatchStatus::Completed))
-                }
+                Some(s) => CancelOutcome::AlreadyFinished(s),
                 None => CancelOutcome::NotFound,
             });
         };
@@ -419,7 +421,7 @@ impl Store {
         tx.commit().await.context("commit cancel")?;
         Ok(CancelOutcome::Cancelled {
             items,
-            priority: cancelled.priority.parse().unwrap_or_default(),
+            priority: cancelled.priority,
         })
     }
 
@@ -699,12 +701,13 @@ impl Store {
     ) -> Result<Vec<ItemView>> {
         let rows = sqlx::query_as!(
             ItemRow,
-            "SELECT id, batch_id, position, url, video_id, title, status, attempts, error_kind,
-                    error_message, summary, result_meta, worker_id, queued_at, started_at, finished_at
-             FROM items
-             WHERE batch_id = $1 AND position >= $2 AND ($3::text IS NULL OR status = $3)
-             ORDER BY position
-             LIMIT $4",
+            r#"SELECT id, batch_id, position, url, video_id, title, status AS "status: ItemStatus",
+                      attempts, error_kind, error_message, summary, result_meta, worker_id,
+                      queued_at, started_at, finished_at
+               FROM items
+               WHERE batch_id = $1 AND position >= $2 AND ($3::text IS NULL OR status = $3)
+               ORDER BY position
+               LIMIT $4"#,
             batch.0,
             from,
             status.map(|s| s.as_str()),
@@ -725,7 +728,7 @@ pub(crate) struct ItemRow {
     pub url: String,
     pub video_id: String,
     pub title: Option<String>,
-    pub status: String,
+    pub status: ItemStatus,
     pub attempts: i32,
     pub error_kind: Option<String>,
     pub error_message: Option<String>,
@@ -746,7 +749,7 @@ impl From<ItemRow> for ItemView {
             url: r.url,
             video_id: r.video_id,
             title: r.title,
-            status: r.status.parse().unwrap_or(abridge_core::ItemStatus::Queued),
+            status: r.status,
             attempts: r.attempts,
             error_kind: r.error_kind,
             error_message: r.error_message,

@@ -122,8 +122,9 @@ impl Store {
     /// The newest `limit` batches of `queue`, newest first.
     pub async fn recent_batch_headers(&self, queue: &str, limit: i64) -> Result<Vec<BatchHeader>> {
         let rows = sqlx::query!(
-            "SELECT id, name, status, priority, total, created_at, started_at, finished_at
-             FROM batches WHERE queue = $1 ORDER BY created_at DESC LIMIT $2",
+            r#"SELECT id, name, status AS "status: BatchStatus", priority AS "priority: Priority",
+                      total, created_at, started_at, finished_at
+               FROM batches WHERE queue = $1 ORDER BY created_at DESC LIMIT $2"#,
             queue,
             limit
         )
@@ -135,8 +136,8 @@ impl Store {
             .map(|r| BatchHeader {
                 id: BatchId(r.id),
                 name: r.name,
-                status: r.status.parse().unwrap_or(BatchStatus::Running),
-                priority: r.priority.parse().unwrap_or_default(),
+                status: r.status,
+                priority: r.priority,
                 total: i64::from(r.total),
                 created_at: r.created_at,
                 started_at: r.started_at,

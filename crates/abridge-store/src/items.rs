@@ -26,7 +26,7 @@ use abridge_core::{BatchId, ErrorKind, ItemId, ItemStatus, LeaseToken, Priority,
 use chrono::{DateTime, Utc};
 
 use crate::text::{clean, clean_json};
-use crate::{Context, Result, Store};
+use crate::{Context, Result, Store, StoreError};
 
 /// An item that this worker has started: its payload, and the batch's options.
 #[derive(Clone, Debug)]
@@ -88,7 +88,7 @@ struct ClaimedRow {
     transcript: Option<String>,
     attempts: i32,
     queued_at: DateTime<Utc>,
-    priority: String,
+    priority: Priority,
     options: serde_json::Value,
     traceparent: Option<String>,
     tenant: Option<String>,
@@ -219,7 +219,7 @@ impl Store {
             sqlx::query_as!(
                 ClaimedRow,
                 r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
-                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent, b.tenant,
+                          i.attempts, i.queued_at, b.priority AS "priority: Priority", b.options, b.traceparent, b.tenant,
                           b.status = 'pending' AS "batch_pending!"
                    FROM items i
                    JOIN batches b ON b.id = i.batch_id
@@ -234,7 +234,7 @@ impl Store {
             sqlx::query_as!(
                 ClaimedRow,
                 r#"SELECT i.id, i.batch_id, i.position, i.url, i.video_id, i.title, i.transcript,
-                          i.attempts, i.queued_at, b.priority, b.options, b.traceparent, b.tenant,
+                          i.attempts, i.queued_at, b.priority AS "priority: Priority", b.options, b.traceparent, b.tenant,
                           b.status = 'pending' AS "batch_pending!"
                    FROM unnest($1::bigint[]) AS t(id)
                    JOIN items i ON i.id = t.id
@@ -253,7 +253,7 @@ impl Store {
                 id: ItemId(r.id),
                 token: tokens[&ItemId(r.id)],
                 batch_id: BatchId(r.batch_id),
-                priority: r.priority.parse().unwrap_or_default(),
+                priority: r.priority,
                 position: r.position,
                 url: r.url,
                 video_id: r.video_id,
@@ -533,8 +533,8 @@ impl Store {
                                 WHERE id IN (SELECT batch_id FROM done) AND status = 'pending'
                                 FOR UPDATE SKIP LOCKED)
                )
-               SELECT d.id AS "id!", d.batch_id AS "batch_id!", b.priority AS "priority!",
-                      d.position AS "position!", d.status AS "status!", d.available_at
+               SELECT d.id AS "id!", d.batch_id AS "batch_id!", b.priority AS "priority!: Priority",
+                      d.position AS "position!", d.status AS "status!: ItemStatus", d.available_at
                FROM done d JOIN batches b ON b.id = d.batch_id"#,
             &ids,
             &tokens,
@@ -559,9 +559,9 @@ impl Store {
             .map(|r| ItemRef {
                 id: ItemId(r.id),
                 batch_id: BatchId(r.batch_id),
-                priority: r.priority.parse().unwrap_or_default(),
+                priority: r.priority,
                 position: r.position,
-                status: r.status.parse().unwrap_or(ItemStatus::Queued),
+                status: r.status,
                 available_at: r.available_at,
             })
             .collect();
@@ -606,16 +606,19 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("record fenced writes")?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
-                (
-                    ItemId(r.item_id),
-                    LeaseToken(r.lease_token),
-                    r.found.parse().unwrap_or(ItemStatus::Cancelled),
-                )
+                // `missing`: the item was deleted (its batch pruned) under the writer.
+                let found = match r.found.as_str() {
+                    "missing" => ItemStatus::Cancelled,
+                    other => other.parse().map_err(|e| StoreError::Query {
+                        context: "record fenced writes",
+                        cause: sqlx::Error::Decode(Box::new(e)),
+                    })?,
+                };
+                Ok((ItemId(r.item_id), LeaseToken(r.lease_token), found))
             })
-            .collect())
+            .collect()
     }
 
     /// Takes items back from claims whose holder is gone (lease expired, or found without a
@@ -701,9 +704,10 @@ impl Store {
     /// Where these items stand now.
     pub async fn item_refs(&self, ids: &[i64]) -> Result<Vec<ItemRef>> {
         let rows = sqlx::query!(
-            "SELECT i.id, i.batch_id, b.priority, i.position, i.status, i.available_at
-             FROM items i JOIN batches b ON b.id = i.batch_id
-             WHERE i.id = ANY($1)",
+            r#"SELECT i.id, i.batch_id, b.priority AS "priority: Priority", i.position,
+                      i.status AS "status: ItemStatus", i.available_at
+               FROM items i JOIN batches b ON b.id = i.batch_id
+               WHERE i.id = ANY($1)"#,
             ids
         )
         .fetch_all(&self.pool)
@@ -714,9 +718,9 @@ impl Store {
             .map(|r| ItemRef {
                 id: ItemId(r.id),
                 batch_id: BatchId(r.batch_id),
-                priority: r.priority.parse().unwrap_or_default(),
+                priority: r.priority,
                 position: r.position,
-                status: r.status.parse().unwrap_or(ItemStatus::Queued),
+                status: r.status,
                 available_at: r.available_at,
             })
             .collect())

@@ -41,7 +41,8 @@ impl Store {
     /// Open batches of `queue` that have unfinished items, with how many.
     pub async fn open_batches(&self, queue: &str) -> Result<Vec<OpenBatch>> {
         let rows = sqlx::query!(
-            r#"SELECT b.id, b.priority, b.tenant, coalesce(t.weight, 1) AS "weight!",
+            r#"SELECT b.id, b.priority AS "priority: Priority", b.tenant,
+                      coalesce(t.weight, 1) AS "weight!",
                       t.max_in_flight AS "max_in_flight?", count(i.id) AS "open!"
                FROM batches b JOIN items i ON i.batch_id = b.id AND i.status IN ('queued', 'running')
                LEFT JOIN tenants t ON t.name = b.tenant
@@ -56,7 +57,7 @@ impl Store {
             .into_iter()
             .map(|r| OpenBatch {
                 id: BatchId(r.id),
-                priority: r.priority.parse().unwrap_or_default(),
+                priority: r.priority,
                 tenant: r.tenant,
                 weight: r.weight,
                 max_in_flight: r.max_in_flight,

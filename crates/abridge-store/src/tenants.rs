@@ -158,7 +158,7 @@ impl Store {
         let row = sqlx::query!(
             r#"SELECT k.operator, t.name AS "name?", t.backends, t.models, t.daily_tokens,
                       t.weight AS "weight?", t.max_in_flight, t.max_queued, t.max_batches_per_minute,
-                      t.max_priority, t.retention_days
+                      t.max_priority AS "max_priority: Priority", t.retention_days
                FROM api_tokens k LEFT JOIN tenants t ON t.name = k.tenant
                WHERE k.token_hash = $1 AND k.revoked_at IS NULL"#,
             token_hash
@@ -181,7 +181,7 @@ impl Store {
                 max_in_flight: r.max_in_flight,
                 max_queued: r.max_queued,
                 max_batches_per_minute: r.max_batches_per_minute,
-                max_priority: r.max_priority.and_then(|p| p.parse().ok()),
+                max_priority: r.max_priority,
                 retention_days: r.retention_days,
             },
         }))
@@ -196,7 +196,8 @@ impl Store {
     pub async fn tenants(&self, name: Option<&str>) -> Result<Vec<TenantView>> {
         let rows = sqlx::query!(
             r#"SELECT name, backends, models, daily_tokens, weight, max_in_flight, max_queued,
-                      max_batches_per_minute, max_priority, retention_days, created_at
+                      max_batches_per_minute, max_priority AS "max_priority: Priority",
+                      retention_days, created_at
                FROM tenants WHERE ($1::text IS NULL OR name = $1) ORDER BY name"#,
             name
         )
@@ -215,7 +216,7 @@ impl Store {
                     max_in_flight: r.max_in_flight,
                     max_queued: r.max_queued,
                     max_batches_per_minute: r.max_batches_per_minute,
-                    max_priority: r.max_priority.and_then(|p| p.parse().ok()),
+                    max_priority: r.max_priority,
                     retention_days: r.retention_days,
                 },
                 created_at: r.created_at,

@@ -4,6 +4,7 @@
 mod cancel;
 mod concurrency;
 mod connections;
+mod decoding;
 mod engines;
 mod failures;
 mod fairness;
