@@ -166,11 +166,7 @@ impl BatchOptions {
         if let Some(l) = &self.language {
             let ok = !l.is_empty()
                 && l.len() <= 100
-                && l.split(',').all(|tag| {
-                    let tag = tag.trim();
-                    (2..=12).contains(&tag.len())
-                        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
+                && l.split(',').all(|tag| is_language_tag(tag.trim()));
             if !ok {
                 return Err(format!(
                     "summarizer.language {l:?} must be language codes such as \"en\" or \"pt-BR,en\""
@@ -239,6 +235,12 @@ impl BatchOptions {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+}
+
+/// A language code as YouTube and the settings take them (`en`, `pt-BR`, `zh-Hans`): 2 to 12
+/// letters, digits and hyphens. Checked, not parsed: YouTube decides which exist.
+pub fn is_language_tag(tag: &str) -> bool {
+    (2..=12).contains(&tag.len()) && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 #[cfg(test)]

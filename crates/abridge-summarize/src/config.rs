@@ -101,10 +101,9 @@ impl SummarizeConfig {
         let default_backend = core.summarizer;
         let languages = src.list("languages")?.unwrap_or_else(|| vec!["en".into()]);
         if languages.is_empty()
-            || languages.iter().any(|l| {
-                !(2..=12).contains(&l.len())
-                    || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            })
+            || !languages
+                .iter()
+                .all(|l| abridge_core::options::is_language_tag(l))
         {
             return Err(src.invalid(
                 "languages",

@@ -140,18 +140,12 @@ fn innertube_error(status: StatusCode, message: &str) -> Response {
 
 /// A continuation token: opaque to clients, as YouTube's are (ours is hex, theirs protobuf).
 fn token(key: &str, offset: usize) -> String {
-    let raw = format!("{key}:{offset}");
-    let hex: String = raw.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("4qmFsgK{hex}")
+    format!("4qmFsgK{}", hex::encode(format!("{key}:{offset}")))
 }
 
 fn read_token(token: &str) -> Option<(String, usize)> {
-    let hex = token.strip_prefix("4qmFsgK")?;
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    let raw = String::from_utf8(bytes?).ok()?;
+    let bytes = hex::decode(token.strip_prefix("4qmFsgK")?).ok()?;
+    let raw = String::from_utf8(bytes).ok()?;
     let (key, offset) = raw.rsplit_once(':')?;
     Some((key.to_owned(), offset.parse().ok()?))
 }

@@ -93,48 +93,22 @@ pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> 
                 .unwrap_or_default();
             rejected.extend(remote.iter().map(by_line));
             rejected.sort_by_key(|r| r.line);
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "batch_id": null, "accepted": 0, "duplicates": 0, "rejected": rejected })
-                );
-            }
-            for r in &rejected {
-                eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
-            }
-            anyhow::bail!(
-                "nothing enqueued: no line held a valid video URL or id ({} rejected)",
-                rejected.len()
-            );
+            return Err(super::enqueue::nothing_enqueued(args.json, &rejected));
         }
         Err(e) => return Err(e).context("create the batch through the api"),
     };
     let mut rejected = local.rejected;
     rejected.extend(created.rejected.iter().map(by_line));
     rejected.sort_by_key(|r| r.line);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "batch_id": created.id,
-                "accepted": created.accepted,
-                "duplicates": created.duplicates,
-                "rejected": rejected,
-            })
-        );
-    } else {
-        println!(
-            "batch {}: {} accepted, {} duplicate{}, {} rejected",
-            created.id,
-            created.accepted,
-            created.duplicates,
-            if created.duplicates == 1 { "" } else { "s" },
-            rejected.len()
-        );
-        for r in &rejected {
-            eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
-        }
-    }
+    super::enqueue::report(
+        args.json,
+        &abridge_control::Enqueued {
+            batch_id: created.id,
+            accepted: created.accepted,
+            duplicates: created.duplicates,
+            rejected,
+        },
+    )?;
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
