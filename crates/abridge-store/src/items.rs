@@ -172,8 +172,17 @@ pub struct ItemRef {
     pub available_at: Option<DateTime<Utc>>,
 }
 
-/// One accepted finish write.
-pub type Finished = ItemRef;
+/// One accepted finish write: where the item stands now. Its priority is the claim's (a
+/// batch's priority never changes), so the write need not read the batch for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    pub id: ItemId,
+    pub batch_id: BatchId,
+    pub position: i32,
+    pub status: ItemStatus,
+    /// For a `queued` item waiting to be retried: not before this time.
+    pub available_at: Option<DateTime<Utc>>,
+}
 
 /// What a reclaim did: how many running items it took back, and where every item it was
 /// asked about stands now.
@@ -530,12 +539,13 @@ impl Store {
                flipped AS (
                    UPDATE batches SET status = 'running', started_at = now()
                    WHERE id IN (SELECT id FROM batches
-                                WHERE id IN (SELECT batch_id FROM done) AND status = 'pending'
+                                WHERE id = ANY(ARRAY(SELECT DISTINCT batch_id FROM done))
+                                  AND status = 'pending'
                                 FOR UPDATE SKIP LOCKED)
                )
-               SELECT d.id AS "id!", d.batch_id AS "batch_id!", b.priority AS "priority!: Priority",
-                      d.position AS "position!", d.status AS "status!: ItemStatus", d.available_at
-               FROM done d JOIN batches b ON b.id = d.batch_id"#,
+               SELECT d.id AS "id!", d.batch_id AS "batch_id!", d.position AS "position!",
+                      d.status AS "status!: ItemStatus", d.available_at
+               FROM done d"#,
             &ids,
             &tokens,
             &outcomes,
@@ -556,10 +566,9 @@ impl Store {
         .context("finish items")?;
         let accepted: Vec<Finished> = rows
             .into_iter()
-            .map(|r| ItemRef {
+            .map(|r| Finished {
                 id: ItemId(r.id),
                 batch_id: BatchId(r.batch_id),
-                priority: r.priority,
                 position: r.position,
                 status: r.status,
                 available_at: r.available_at,
