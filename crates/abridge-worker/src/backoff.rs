@@ -16,12 +16,26 @@ pub fn retry_delay(
     retry_after: Option<Duration>,
     longest: Duration,
 ) -> Duration {
+    let jitter = rand::rng().random_range(0.5..=1.0);
+    retry_delay_with(attempt, base, max, retry_after, longest, jitter)
+}
+
+/// [`retry_delay`] with its random factor given (`jitter`, in [0.5, 1.0]).
+pub fn retry_delay_with(
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+    longest: Duration,
+    jitter: f64,
+) -> Duration {
     let exp = base
         .checked_mul(1u32 << attempt.saturating_sub(1).min(30))
         .unwrap_or(max)
         .min(max);
-    let jittered = exp.mul_f64(rand::rng().random_range(0.5..=1.0));
-    jittered.max(retry_after.unwrap_or_default()).min(longest)
+    exp.mul_f64(jitter.clamp(0.5, 1.0))
+        .max(retry_after.unwrap_or_default())
+        .min(longest)
 }
 
 /// How long a deferred item (not really attempted: a breaker open, a budget spent) waits:

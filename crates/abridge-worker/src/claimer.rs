@@ -6,28 +6,47 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use abridge_core::{BatchId, ErrorKind, ItemError, ItemId, LeaseToken};
+use abridge_core::{BatchId, ItemId, LeaseToken, WorkerId};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, Outcome, StartedItem};
 use abridge_telemetry::trace::{self, KeyValue};
 use futures::{FutureExt, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::backoff::{defer_delay, retry_delay};
-use crate::finisher;
-use crate::holdings::{StopReason, StopSignal};
-use crate::session::SessionCtx;
-use crate::starter::{StartHandle, StartResult};
+use crate::attempt::{AttemptEnd, RetryPolicy, panic_message};
+use crate::finisher::Finisher;
+use crate::holdings::{Holdings, StopReason, StopSignal};
+use crate::starter::{StartHandle, StartResult, Starter};
+use crate::tally::Tally;
 use crate::{Job, Worker};
 
 /// How long an idle worker blocks waiting for a wake-up before claiming anyway (which also
 /// promotes retries that have come due).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
+/// What the claim loop and the item tasks it spawns share.
+pub(crate) struct ClaimCtx {
+    pub id: WorkerId,
+    pub holdings: Arc<Holdings>,
+    /// One permit per item being worked on, from its claim until its outcome is handed to
+    /// the writers. An item waiting for its write holds no permit, so the next claim need not
+    /// wait for the last group's commit; the finish channel (one concurrency's worth) and one
+    /// group per writer bound those waiting items to three times the concurrency.
+    pub permits: Arc<Semaphore>,
+    pub finisher: Finisher,
+    pub starter: Starter,
+    /// Item and start tasks, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Asks the reconciler for a pass now (a claim found Redis's data gone).
+    pub reconcile_now: Arc<Notify>,
+    pub tally: Arc<Tally>,
+}
+
+pub(crate) async fn run(worker: Worker, ctx: Arc<ClaimCtx>, stop: CancellationToken) {
     let mut error_delay = Duration::from_millis(50);
     let mut redis = worker.queue.claim_connection();
     // Set after a claim came back empty: the next claim first waits this long for a wake-up.
@@ -141,7 +160,7 @@ type Held = (LeaseRef, StopSignal, OwnedSemaphorePermit);
 /// `claim_sent` is when the claim was sent, for the item's trace.
 async fn start_claimed(
     worker: Worker,
-    ctx: Arc<SessionCtx>,
+    ctx: Arc<ClaimCtx>,
     held: Vec<Held>,
     claim_sent: SystemTime,
 ) {
@@ -295,7 +314,7 @@ fn trace_item_start(
 /// stops and nothing is written.
 async fn run_item(
     worker: Worker,
-    ctx: Arc<SessionCtx>,
+    ctx: Arc<ClaimCtx>,
     item: StartedItem,
     lease: LeaseRef,
     signal: StopSignal,
@@ -304,7 +323,7 @@ async fn run_item(
     let claim_attempt = item.attempt;
     let attempt = u32::try_from(claim_attempt).unwrap_or(1);
     let began = std::time::Instant::now();
-    let start = StartHandle::new(&ctx, &lease, item.attempt, began);
+    let start = StartHandle::new(&ctx.starter, &lease, item.attempt, began);
     let job = Job {
         item_id: item.id,
         batch_id: item.batch_id,
@@ -356,88 +375,15 @@ async fn run_item(
     }
     let started = start.result() == Some(StartResult::Started);
     drop(work);
-    let settings = &worker.settings;
-    let retry = |e: &ItemError| Outcome::Retry {
-        kind: e.kind().clone(),
-        message: e.message().to_owned(),
-        delay: retry_delay(
-            attempt,
-            settings.retry_base,
-            settings.retry_max,
-            e.retry_after(),
-            settings.max_wait,
-        ),
+    let end = match result {
+        Ok(Ok(Ok(returned))) => AttemptEnd::Returned(returned),
+        Ok(Ok(Err(_elapsed))) => AttemptEnd::TimedOut,
+        Ok(Err(panic)) => AttemptEnd::Panicked(panic_message(panic.as_ref())),
+        Err(reason) => AttemptEnd::Stopped(reason),
     };
-    let outcome = match result {
-        Ok(Ok(Ok(Ok(out)))) => Some(Outcome::Succeeded {
-            summary: out.summary,
-            title: out.title,
-            meta: out.meta,
-        }),
-        Ok(Ok(Ok(Err(e)))) => {
-            if let ItemError::Deferred {
-                kind,
-                message,
-                retry_after,
-            } = &e
-            {
-                info!(error = %e, "not attempted now; waiting without using up an attempt");
-                Some(Outcome::Defer {
-                    kind: kind.clone(),
-                    message: message.clone(),
-                    delay: defer_delay(*retry_after, settings.retry_base, settings.max_wait),
-                })
-            } else if let ItemError::Cancelled { kind, message } = &e {
-                info!(error = %e, "item not attempted; it ends cancelled");
-                Some(Outcome::Cancelled {
-                    kind: kind.clone(),
-                    message: message.clone(),
-                })
-            } else if e.is_transient() {
-                info!(error = %e, "attempt failed; will retry");
-                Some(retry(&e))
-            } else {
-                info!(error = %e, "item failed permanently");
-                Some(Outcome::Failed {
-                    kind: e.kind().clone(),
-                    message: e.message().to_owned(),
-                })
-            }
-        }
-        Ok(Ok(Err(_elapsed))) => {
-            let e = ItemError::transient(
-                ErrorKind::TIMEOUT,
-                format!(
-                    "attempt took longer than {} ms",
-                    settings.item_timeout.as_millis()
-                ),
-            );
-            warn!(error = %e, "attempt timed out");
-            Some(retry(&e))
-        }
-        Err(reason) => match reason {
-            StopReason::Shutdown => Some(Outcome::Release),
-            StopReason::Lost | StopReason::Cancelled | StopReason::SessionBuried => {
-                info!(
-                    ?reason,
-                    "stopped working on the item; writing nothing for it"
-                );
-                None
-            }
-        },
-        Ok(Err(panic)) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "processor panicked".to_owned());
-            warn!(%message, "processor panicked");
-            Some(retry(&ItemError::transient(
-                ErrorKind::INTERNAL,
-                format!("processor panicked: {message}"),
-            )))
-        }
-    };
+    let jitter = rand::Rng::random_range(&mut rand::rng(), 0.5..=1.0);
+    let outcome = RetryPolicy::from_settings(&worker.settings).outcome(end, attempt, jitter);
+    log_outcome(outcome.as_ref());
     let took = began.elapsed();
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "process")
         .record(took.as_secs_f64());
@@ -459,21 +405,21 @@ async fn run_item(
         }
         Some(outcome) => {
             let write = info_span!("write outcome", outcome = outcome.name());
-            finisher::submit(
-                &ctx,
-                Finish {
-                    item: lease.item,
-                    token: lease.token,
-                    outcome,
-                    started,
-                    attempt: claim_attempt,
-                    began,
-                },
-                lease.clone(),
-                permit,
-            )
-            .instrument(write)
-            .await
+            ctx.finisher
+                .submit(
+                    Finish {
+                        item: lease.item,
+                        token: lease.token,
+                        outcome,
+                        started,
+                        attempt: claim_attempt,
+                        began,
+                    },
+                    lease.clone(),
+                    permit,
+                )
+                .instrument(write)
+                .await
         }
         None => {
             if let Err(e) =
@@ -490,7 +436,7 @@ async fn run_item(
 /// any cancel missed while disconnected.
 pub(crate) async fn listen_for_cancellations(
     worker: Worker,
-    ctx: Arc<SessionCtx>,
+    holdings: Arc<Holdings>,
     stop: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(100);
@@ -504,7 +450,7 @@ pub(crate) async fn listen_for_cancellations(
                         _ = stop.cancelled() => return,
                         next = stream.next() => match next {
                             Some(batch) => {
-                                let n = ctx.holdings.stop_batch(batch, StopReason::Cancelled);
+                                let n = holdings.stop_batch(batch, StopReason::Cancelled);
                                 if n > 0 {
                                     info!(%batch, items = n, "batch cancelled: stopping its items");
                                 }
@@ -521,5 +467,32 @@ pub(crate) async fn listen_for_cancellations(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One line per attempt that did not succeed, at the level its end deserves (a timeout or a
+/// panic is the processor's fault, so a warning).
+fn log_outcome(outcome: Option<&Outcome>) {
+    use abridge_core::ErrorKind;
+    match outcome {
+        None => info!("stopped working on the item; writing nothing for it"),
+        Some(Outcome::Succeeded { .. } | Outcome::Release) => {}
+        Some(Outcome::Defer { kind, message, .. }) => {
+            info!(error = %format_args!("{kind}: {message}"), "not attempted now; waiting without using up an attempt")
+        }
+        Some(Outcome::Cancelled { kind, message }) => {
+            info!(error = %format_args!("{kind}: {message}"), "item not attempted; it ends cancelled")
+        }
+        Some(Outcome::Retry { kind, message, .. })
+            if *kind == ErrorKind::TIMEOUT || *kind == ErrorKind::INTERNAL =>
+        {
+            warn!(error = %format_args!("{kind}: {message}"), "attempt failed; will retry")
+        }
+        Some(Outcome::Retry { kind, message, .. }) => {
+            info!(error = %format_args!("{kind}: {message}"), "attempt failed; will retry")
+        }
+        Some(Outcome::Failed { kind, message }) => {
+            info!(error = %format_args!("{kind}: {message}"), "item failed permanently")
+        }
     }
 }

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use abridge_core::{ItemStatus, LeaseToken};
+use abridge_core::{ItemStatus, LeaseToken, WorkerId};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, FinishReport, Outcome};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::session::SessionCtx;
-use crate::{Worker, batching};
+use crate::tally::Tally;
+use crate::{Worker, batching, progress};
 
 /// Writer tasks per process: while one writes, the other gathers the next group (two beat one
 /// and three in the burn-down; BENCHMARKS.md has the figures).
@@ -39,57 +39,75 @@ struct Waiter {
     span: tracing::Span,
 }
 
-/// Hands an outcome to the writers and waits until it is written (or refused). The item's
-/// `permit` goes back once the writers have taken the outcome, before it is written.
-pub(crate) async fn submit(
-    ctx: &SessionCtx,
-    finish: Finish,
-    lease: LeaseRef,
-    permit: OwnedSemaphorePermit,
-) {
-    let (done, written) = oneshot::channel();
-    if ctx
-        .finish_tx
-        .send(FinishOp {
-            finish,
-            waiter: Waiter {
-                lease,
-                done,
-                span: tracing::Span::current(),
-            },
-        })
-        .await
-        .is_ok()
-    {
-        drop(permit);
-        let _ = written.await;
+/// Where item tasks hand their outcomes to the writers.
+#[derive(Clone)]
+pub(crate) struct Finisher {
+    tx: mpsc::Sender<FinishOp>,
+}
+
+impl Finisher {
+    /// The handle, and the receiving end for the writers ([`run`]). `room`: outcomes that may
+    /// wait for a writer before a submitter waits.
+    pub(crate) fn channel(room: usize) -> (Self, mpsc::Receiver<FinishOp>) {
+        let (tx, rx) = mpsc::channel(room.max(1));
+        (Self { tx }, rx)
+    }
+
+    /// Hands an outcome to the writers and waits until it is written (or refused). The
+    /// item's `permit` goes back once the writers have taken the outcome, before it is
+    /// written.
+    pub(crate) async fn submit(
+        &self,
+        finish: Finish,
+        lease: LeaseRef,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (done, written) = oneshot::channel();
+        if self
+            .tx
+            .send(FinishOp {
+                finish,
+                waiter: Waiter {
+                    lease,
+                    done,
+                    span: tracing::Span::current(),
+                },
+            })
+            .await
+            .is_ok()
+        {
+            drop(permit);
+            let _ = written.await;
+        }
     }
 }
 
+/// A writer: writes the outcomes of session `id` as they come, until `stop`.
 pub(crate) async fn run(
     worker: Worker,
-    ctx: Arc<SessionCtx>,
+    id: WorkerId,
+    tally: Arc<Tally>,
     rx: Arc<Mutex<mpsc::Receiver<FinishOp>>>,
     stop: CancellationToken,
 ) {
     while let Some(ops) = batching::next_batch(&rx, &stop).await {
-        write(&worker, &ctx, ops).await;
+        write(&worker, id, &tally, ops).await;
     }
 }
 
-async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
+async fn write(worker: &Worker, id: WorkerId, tally: &Tally, ops: Vec<FinishOp>) {
     // Taken apart rather than cloned: an outcome carries its summary and metadata.
     let (finishes, waiters): (Vec<Finish>, Vec<Waiter>) =
         ops.into_iter().map(|op| (op.finish, op.waiter)).unzip();
     let started = std::time::Instant::now();
-    let report = match write_group(worker, ctx, &finishes).await {
+    let report = match write_group(worker, id, &finishes).await {
         Ok(report) => report,
         Err(e) if finishes.len() > 1 => {
             // One bad outcome must not discard the others written with it: write each alone.
             warn!(error = %e, outcomes = finishes.len(), "cannot write a group of outcomes; writing them one by one");
             let mut report = FinishReport::default();
             for (finish, waiter) in finishes.iter().zip(&waiters) {
-                match write_group(worker, ctx, std::slice::from_ref(finish)).await {
+                match write_group(worker, id, std::slice::from_ref(finish)).await {
                     Ok(one) => {
                         report.accepted.extend(one.accepted);
                         report.rejected.extend(one.rejected);
@@ -107,11 +125,11 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
     metrics::histogram!("abridge_item_duration_seconds", "stage" => "store")
         .record(started.elapsed().as_secs_f64());
     metrics::histogram!("abridge_write_size").record(finishes.len() as f64);
-    ctx.tally.writes.fetch_add(1, Ordering::Relaxed);
-    ctx.tally
+    tally.writes.fetch_add(1, Ordering::Relaxed);
+    tally
         .written
         .fetch_add(finishes.len() as u64, Ordering::Relaxed);
-    acknowledge(worker, ctx, &waiters, &finishes, &report).await;
+    acknowledge(worker, tally, &waiters, &finishes, &report).await;
     for w in waiters {
         let _ = w.done.send(());
     }
@@ -122,14 +140,14 @@ async fn write(worker: &Worker, ctx: &SessionCtx, ops: Vec<FinishOp>) {
 /// trying again later is always safe); any other error is returned.
 async fn write_group(
     worker: &Worker,
-    ctx: &SessionCtx,
+    id: WorkerId,
     finishes: &[Finish],
 ) -> Result<FinishReport, abridge_store::StoreError> {
     let mut delay = Duration::from_millis(50);
     loop {
         match worker
             .store
-            .finish_items(ctx.id, finishes, worker.settings.max_attempts)
+            .finish_items(id, finishes, worker.settings.max_attempts)
             .await
         {
             Err(e) if e.is_unavailable() => {
@@ -152,12 +170,11 @@ fn log_unwritable(e: &abridge_store::StoreError) {
 /// `waiters[i]` is the waiter of `finishes[i]`.
 async fn acknowledge(
     worker: &Worker,
-    ctx: &SessionCtx,
+    tally: &Tally,
     waiters: &[Waiter],
     finishes: &[Finish],
     report: &FinishReport,
 ) {
-    let tally = &ctx.tally;
     let mut acks = Vec::with_capacity(waiters.len());
     let mut finished_batches = HashSet::new();
     let touched: HashSet<_> = report.accepted.iter().map(|f| f.batch_id).collect();
@@ -248,21 +265,7 @@ async fn acknowledge(
             Err(e) => debug!(error = %e, "cannot complete batches now; the reconciler will"),
         }
     }
-    notify_progress(worker, touched.into_iter().collect());
-}
-
-/// Tells API processes that these batches' items moved: one PUBLISH per write group, sent
-/// after the writes (and completions) above so a reader sees them, and off the hot path.
-pub(crate) fn notify_progress(worker: &Worker, batches: Vec<abridge_core::BatchId>) {
-    if batches.is_empty() {
-        return;
-    }
-    let queue = worker.queue.clone();
-    tokio::spawn(async move {
-        if let Err(e) = queue.publish_progress(&batches).await {
-            debug!(error = %e, "cannot publish progress; API listeners will re-read on their own");
-        }
-    });
+    progress::notify(&worker.queue, touched.into_iter().collect());
 }
 
 fn log_fenced(item: abridge_core::ItemId, token: LeaseToken, found: ItemStatus) {

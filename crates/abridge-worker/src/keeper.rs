@@ -13,41 +13,60 @@ use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Worker;
-use crate::holdings::StopReason;
-use crate::session::SessionCtx;
+use abridge_core::WorkerId;
 
-pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
+use crate::Worker;
+use crate::holdings::{Holdings, StopReason};
+
+/// Keeps session `id` and the leases in `holdings` alive until `stop`; cancels `buried` when
+/// Postgres says the session was declared dead.
+pub(crate) async fn run(
+    worker: Worker,
+    id: WorkerId,
+    holdings: Arc<Holdings>,
+    buried: CancellationToken,
+    stop: CancellationToken,
+) {
     // Two loops, not one: a renewal stuck on an unresponsive Redis must not hold back the
     // session's heartbeat to Postgres (the worker would look dead to reapers that see it).
     tokio::join!(
-        renew_every_heartbeat(&worker, &ctx, &stop),
-        heartbeat_session(&worker, &ctx, &stop)
+        renew_every_heartbeat(&worker, id, &holdings, &stop),
+        heartbeat_session(&worker, id, &buried, &stop)
     );
 }
 
-async fn renew_every_heartbeat(worker: &Worker, ctx: &SessionCtx, stop: &CancellationToken) {
+async fn renew_every_heartbeat(
+    worker: &Worker,
+    id: WorkerId,
+    holdings: &Holdings,
+    stop: &CancellationToken,
+) {
     let mut renew = interval(worker.settings.heartbeat);
     renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = renew.tick() => renew_leases(worker, ctx).await,
+            _ = renew.tick() => renew_leases(worker, id, holdings).await,
         }
     }
 }
 
-async fn heartbeat_session(worker: &Worker, ctx: &SessionCtx, stop: &CancellationToken) {
+async fn heartbeat_session(
+    worker: &Worker,
+    id: WorkerId,
+    buried: &CancellationToken,
+    stop: &CancellationToken,
+) {
     let mut session = interval(worker.settings.session_ttl / 3);
     session.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = session.tick() => match worker.store.heartbeat_session(ctx.id).await {
+            _ = session.tick() => match worker.store.heartbeat_session(id).await {
                 Ok(true) => {}
                 Ok(false) => {
                     warn!("session heartbeat refused: this worker was declared dead");
-                    ctx.buried.cancel();
+                    buried.cancel();
                 }
                 Err(e) => warn!(error = %e, "cannot heartbeat session"),
             },
@@ -55,37 +74,32 @@ async fn heartbeat_session(worker: &Worker, ctx: &SessionCtx, stop: &Cancellatio
     }
 }
 
-async fn renew_leases(worker: &Worker, ctx: &SessionCtx) {
-    let leases = ctx.holdings.leases();
+async fn renew_leases(worker: &Worker, id: WorkerId, holdings: &Holdings) {
+    let leases = holdings.leases();
     if leases.is_empty() {
         return;
     }
     let sent_at = Instant::now();
-    match worker
-        .queue
-        .renew(ctx.id, worker.settings.lease, &leases)
-        .await
-    {
+    match worker.queue.renew(id, worker.settings.lease, &leases).await {
         Ok(codes) => {
             let valid_until = sent_at + worker.settings.lease - worker.lease_margin();
             for (lease, code) in leases.iter().zip(codes) {
                 match code {
-                    Renewal::Renewed => ctx.holdings.extend(lease.item, lease.token, valid_until),
+                    Renewal::Renewed => holdings.extend(lease.item, lease.token, valid_until),
                     Renewal::Recreated => {
-                        ctx.holdings.span(lease.item).in_scope(|| {
+                        holdings.span(lease.item).in_scope(|| {
                             debug!(item = %lease.item, "lease was missing in Redis; re-created it");
                         });
-                        ctx.holdings.extend(lease.item, lease.token, valid_until);
+                        holdings.extend(lease.item, lease.token, valid_until);
                     }
                     Renewal::Lost => {
-                        ctx.holdings.span(lease.item).in_scope(|| {
+                        holdings.span(lease.item).in_scope(|| {
                             info!(item = %lease.item, "lease lost to another claim; stopping the item");
                         });
-                        ctx.holdings.stop(lease.item, lease.token, StopReason::Lost);
+                        holdings.stop(lease.item, lease.token, StopReason::Lost);
                     }
                     Renewal::Cancelled => {
-                        ctx.holdings
-                            .stop(lease.item, lease.token, StopReason::Cancelled);
+                        holdings.stop(lease.item, lease.token, StopReason::Cancelled);
                     }
                 }
             }

@@ -5,11 +5,14 @@
 //! - [`session`]: one session's tasks, wired together, and graceful shutdown.
 //! - [`holdings`]: the items this process holds, with their leases and stop signals.
 //! - [`claimer`]: the claim loop and the start of claimed items.
+//! - [`attempt`]: how an attempt ended, and the retry policy that turns it into an outcome.
 //! - [`starter`]: deferred, batched "running" marks for items that run a while.
 //! - [`finisher`]: batched, fenced outcome writes, then Redis acknowledgements.
 //! - [`keeper`]: lease renewal, the local lease deadline, and the session heartbeat.
 //! - [`reaper`]: expired leases and dead sessions (`abridge reap` runs one pass).
 //! - [`reconciler`]: repairs Redis from Postgres (after a FLUSHALL, a failover, a crash).
+//! - `settle`: puts items that were taken back where Postgres says they are (reaper,
+//!   reconciler).
 //! - [`pruner`]: deletes what retention allows, one worker at a time (`abridge prune` runs
 //!   one pass).
 //! - [`noop`]: the `noop` processor, for benchmarks and fault drills.
@@ -17,6 +20,7 @@
 //! Architecture Invariant: the worker never holds a Postgres transaction or a lock across a
 //! processor call; processors run with nothing held but a lease.
 
+pub mod attempt;
 pub mod backoff;
 mod batching;
 pub mod claimer;
@@ -24,11 +28,14 @@ pub mod finisher;
 pub mod holdings;
 pub mod keeper;
 pub mod noop;
+mod progress;
 pub mod pruner;
 pub mod reaper;
 pub mod reconciler;
 pub mod session;
+mod settle;
 pub mod starter;
+mod tally;
 
 use std::sync::Arc;
 use std::time::Duration;

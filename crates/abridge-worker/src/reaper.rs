@@ -16,13 +16,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use abridge_core::{ErrorKind, ItemStatus, WorkerId};
-use abridge_queue::Placement;
 use abridge_store::ItemRef;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Worker;
+use crate::settle::{Settled, settle};
 
 /// What one reaper pass did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -41,6 +41,13 @@ pub struct ReapReport {
     pub failed: u64,
     /// Items put back in the Redis queue.
     pub requeued: u64,
+}
+
+impl ReapReport {
+    fn add(&mut self, settled: Settled) {
+        self.requeued += settled.requeued;
+        self.failed += settled.failed;
+    }
 }
 
 /// How long a process has seen a store without a break. Each reaper pass looks (one round
@@ -212,7 +219,7 @@ pub async fn reap_pass(worker: &Worker, sights: &mut Sights) -> anyhow::Result<R
                 }
             }
         }
-        settle(worker, &items, &mut report).await?;
+        report.add(settle(worker, &items).await?);
         if taken.len() < BATCH {
             break;
         }
@@ -255,40 +262,9 @@ pub async fn reap_pass(worker: &Worker, sights: &mut Sights) -> anyhow::Result<R
             items.extend(worker.store.item_refs(&leftover).await?);
         }
         stagger(&mut items);
-        settle(worker, &items, &mut report).await?;
+        report.add(settle(worker, &items).await?);
     }
     Ok(report)
-}
-
-/// Requeues the items Postgres now says are queued, and completes batches whose last items
-/// just failed.
-pub(crate) async fn settle(
-    worker: &Worker,
-    items: &[ItemRef],
-    report: &mut ReapReport,
-) -> anyhow::Result<()> {
-    let placements: Vec<Placement> = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Queued)
-        .map(placement)
-        .collect();
-    if !placements.is_empty() {
-        report.requeued += worker.queue.requeue(&placements).await? as u64;
-    }
-    let failed: HashSet<_> = items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Failed)
-        .map(|i| i.batch_id)
-        .collect();
-    report.failed += items
-        .iter()
-        .filter(|i| i.status == ItemStatus::Failed)
-        .count() as u64;
-    if !failed.is_empty() {
-        let batches: Vec<_> = failed.into_iter().collect();
-        worker.store.complete_batches_if_done(&batches).await?;
-    }
-    Ok(())
 }
 
 /// A dead worker's items come back a little apart, in random order, rather than all at once
@@ -314,16 +290,6 @@ fn stagger(items: &mut [ItemRef]) {
     }
 }
 
-pub(crate) fn placement(i: &ItemRef) -> Placement {
-    Placement {
-        item: i.id,
-        batch: i.batch_id,
-        priority: i.priority,
-        position: i.position,
-        due: i.available_at,
-    }
-}
-
 /// At shutdown: give back anything Postgres still says this session is running (a start
 /// whose reply never arrived). Nothing of the session runs any more, so none of it is current.
 pub(crate) async fn reclaim_own(worker: &Worker, id: WorkerId) {
@@ -332,8 +298,7 @@ pub(crate) async fn reclaim_own(worker: &Worker, id: WorkerId) {
             .store
             .reclaim_worker_items(id, worker.settings.max_attempts.saturating_add(1))
             .await?;
-        let mut report = ReapReport::default();
-        settle(worker, &reclaimed.items, &mut report).await?;
+        settle(worker, &reclaimed.items).await?;
         anyhow::Ok(reclaimed.reclaimed)
     };
     match tokio::time::timeout(Duration::from_secs(10), result).await {

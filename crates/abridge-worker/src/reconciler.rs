@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use abridge_core::{ErrorKind, ItemId, LeaseToken};
 use serde::Serialize;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Worker;
-use crate::reaper::{ReapReport, settle};
-use crate::session::SessionCtx;
+use crate::settle::{placement, settle};
 
 /// What one reconcile pass did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -40,7 +40,14 @@ pub struct ReconcileReport {
 /// Running items seen without a lease on the previous pass, with the claim they had.
 pub type Suspects = HashMap<ItemId, LeaseToken>;
 
-pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: CancellationToken) {
+/// Reconciles at once, then every `reconcile_ms` when this session (`id`) gets the fleet's
+/// turn, and at once whenever `now` is notified (a claim found Redis's epoch marker gone).
+pub(crate) async fn run(
+    worker: Worker,
+    id: abridge_core::WorkerId,
+    now: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut suspects = Suspects::new();
     let every = worker.settings.reconcile_every;
     let mut forced = true; // at worker start
@@ -48,7 +55,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         let go = forced
             || worker
                 .queue
-                .try_reconcile_turn(ctx.id, every.mul_f64(0.9))
+                .try_reconcile_turn(id, every.mul_f64(0.9))
                 .await
                 .unwrap_or(false);
         if go {
@@ -72,7 +79,7 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<SessionCtx>, stop: Cancellation
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
-            _ = ctx.reconcile_now.notified() => {
+            _ = now.notified() => {
                 forced = true;
                 // Let a burst of "epoch missing" claims from this process settle into one pass.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -142,7 +149,7 @@ pub async fn reconcile_once(
             .await?
             .iter()
             .filter(|i| i.status == abridge_core::ItemStatus::Queued)
-            .map(crate::reaper::placement)
+            .map(placement)
             .collect();
         report.drift += missing.len() as u64;
         if !missing.is_empty() {
@@ -186,7 +193,7 @@ pub async fn reconcile_once(
         report.reclaimed = reclaimed.reclaimed;
         metrics::counter!("abridge_reclaimed_total", "reason" => "reconciled")
             .increment(reclaimed.reclaimed);
-        settle(worker, &reclaimed.items, &mut ReapReport::default()).await?;
+        settle(worker, &reclaimed.items).await?;
     }
 
     let open = worker.store.open_batch_ids(&s.queue).await?;

@@ -6,19 +6,21 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use abridge_core::WorkerId;
 use abridge_store::NewSession;
-use tokio::sync::{Mutex, Notify, Semaphore, mpsc};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::finisher::{self, FinishOp};
+use crate::claimer::ClaimCtx;
+use crate::finisher::{self, Finisher};
 use crate::holdings::{Holdings, StopReason};
-use crate::starter::{self, StartOp};
+use crate::starter::{self, Starter};
+use crate::tally::Tally;
 use crate::{Worker, claimer, keeper, pruner, reaper, reconciler};
 
 /// What a worker process did, for logs and tests.
@@ -39,41 +41,6 @@ pub struct RunReport {
     /// Outcome write statements, and the outcomes they carried.
     pub writes: u64,
     pub written: u64,
-}
-
-/// Counters shared by a process's tasks.
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    pub cancelled: AtomicU64,
-    pub retried: AtomicU64,
-    pub released: AtomicU64,
-    pub fenced: AtomicU64,
-    pub claims: AtomicU64,
-    pub claimed: AtomicU64,
-    pub writes: AtomicU64,
-    pub written: AtomicU64,
-}
-
-/// What one session's tasks share.
-pub(crate) struct SessionCtx {
-    pub id: WorkerId,
-    pub holdings: Holdings,
-    /// One permit per item being worked on, from its claim until its outcome is handed to
-    /// the writers. An item waiting for its write holds no permit, so the next claim need not
-    /// wait for the last group's commit; the finish channel (one concurrency's worth) and one
-    /// group per writer bound those waiting items to three times the concurrency.
-    pub permits: Arc<Semaphore>,
-    pub finish_tx: mpsc::Sender<FinishOp>,
-    pub start_tx: mpsc::Sender<StartOp>,
-    /// Item and start tasks, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// Run the reconciler now (Redis lost its data).
-    pub reconcile_now: Notify,
-    /// Cancelled when the session is found buried.
-    pub buried: CancellationToken,
-    pub tally: Arc<Tally>,
 }
 
 /// Runs a worker with `concurrency` items at a time until `shutdown` resolves; then stops
@@ -164,37 +131,43 @@ async fn run_session(
     stop: &CancellationToken,
     tally: Arc<Tally>,
 ) -> bool {
-    let (finish_tx, finish_rx) = mpsc::channel(concurrency.max(1));
-    let (start_tx, start_rx) = mpsc::channel(concurrency.max(16) * 2);
-    let ctx = Arc::new(SessionCtx {
+    // The session owns the channels and hands each task only what it uses.
+    let (finisher, finish_rx) = Finisher::channel(concurrency);
+    let (starter, start_rx) = Starter::channel(concurrency.max(16) * 2);
+    let holdings = Arc::new(Holdings::default());
+    let buried = CancellationToken::new();
+    let reconcile_now = Arc::new(Notify::new());
+    let ctx = Arc::new(ClaimCtx {
         id,
-        holdings: Holdings::default(),
+        holdings: holdings.clone(),
         permits: Arc::new(Semaphore::new(concurrency)),
-        finish_tx,
-        start_tx,
+        finisher,
+        starter,
         tasks: TaskTracker::new(),
-        reconcile_now: Notify::new(),
-        buried: CancellationToken::new(),
-        tally,
+        reconcile_now: reconcile_now.clone(),
+        tally: tally.clone(),
     });
 
     let background_stop = CancellationToken::new();
     let background = TaskTracker::new();
     background.spawn(keeper::run(
         worker.clone(),
-        ctx.clone(),
+        id,
+        holdings.clone(),
+        buried.clone(),
         background_stop.clone(),
     ));
     background.spawn(reaper::run(worker.clone(), background_stop.clone()));
     background.spawn(pruner::run(worker.clone(), id, background_stop.clone()));
     background.spawn(reconciler::run(
         worker.clone(),
-        ctx.clone(),
+        id,
+        reconcile_now,
         background_stop.clone(),
     ));
     background.spawn(claimer::listen_for_cancellations(
         worker.clone(),
-        ctx.clone(),
+        holdings.clone(),
         background_stop.clone(),
     ));
     let finish_rx = Arc::new(Mutex::new(finish_rx));
@@ -203,7 +176,8 @@ async fn run_session(
     for _ in 0..finisher::WRITERS {
         finishers.spawn(finisher::run(
             worker.clone(),
-            ctx.clone(),
+            id,
+            tally.clone(),
             finish_rx.clone(),
             finish_stop.clone(),
         ));
@@ -213,7 +187,7 @@ async fn run_session(
     for _ in 0..2 {
         finishers.spawn(starter::run(
             worker.clone(),
-            ctx.clone(),
+            id,
             start_rx.clone(),
             finish_stop.clone(),
         ));
@@ -227,16 +201,16 @@ async fn run_session(
     ));
     tokio::select! {
         _ = stop.cancelled() => {}
-        _ = ctx.buried.cancelled() => {}
+        _ = buried.cancelled() => {}
     }
     stop_claiming.cancel();
     let _ = claim_loop.await;
-    let buried = ctx.buried.is_cancelled();
+    let buried = buried.is_cancelled();
 
     if buried {
-        ctx.holdings.stop_all(StopReason::SessionBuried);
+        holdings.stop_all(StopReason::SessionBuried);
     } else {
-        let held = ctx.holdings.len();
+        let held = holdings.len();
         if held > 0 {
             info!(
                 held,
@@ -245,15 +219,15 @@ async fn run_session(
             );
         }
         let finished_in_time =
-            tokio::time::timeout(worker.settings.shutdown_grace, ctx.holdings.wait_empty())
+            tokio::time::timeout(worker.settings.shutdown_grace, holdings.wait_empty())
                 .await
                 .is_ok();
         if !finished_in_time {
             info!(
-                released = ctx.holdings.len(),
+                released = holdings.len(),
                 "grace period over: releasing unfinished items to the queue"
             );
-            ctx.holdings.stop_all(StopReason::Shutdown);
+            holdings.stop_all(StopReason::Shutdown);
         }
     }
     ctx.tasks.close();

@@ -6,15 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abridge_core::{BatchId, ItemId};
+use abridge_core::{BatchId, ItemId, WorkerId};
 use abridge_queue::LeaseRef;
 use abridge_store::Claim;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::session::SessionCtx;
-use crate::{Worker, batching};
+use crate::{Worker, batching, progress};
 
 /// What marking an item `running` came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,13 +69,8 @@ impl StartHandle {
         }))
     }
 
-    pub(crate) fn new(
-        ctx: &Arc<SessionCtx>,
-        lease: &LeaseRef,
-        attempt: i32,
-        began: Instant,
-    ) -> Self {
-        let (tx, batch) = (ctx.start_tx.clone(), lease.batch);
+    pub(crate) fn new(starter: &Starter, lease: &LeaseRef, attempt: i32, began: Instant) -> Self {
+        let (tx, batch) = (starter.tx.clone(), lease.batch);
         let claim = Claim {
             item: lease.item,
             token: lease.token,
@@ -108,6 +102,20 @@ impl StartHandle {
     }
 }
 
+/// Where item tasks ask for their starts to be written.
+#[derive(Clone)]
+pub(crate) struct Starter {
+    tx: mpsc::Sender<StartOp>,
+}
+
+impl Starter {
+    /// The handle, and the receiving end for the start writers ([`run`]).
+    pub(crate) fn channel(room: usize) -> (Self, mpsc::Receiver<StartOp>) {
+        let (tx, rx) = mpsc::channel(room.max(1));
+        (Self { tx }, rx)
+    }
+}
+
 pub(crate) struct StartOp {
     /// The start is fenced by the claim's token and the attempt count it read.
     claim: Claim,
@@ -118,9 +126,10 @@ pub(crate) struct StartOp {
     done: oneshot::Sender<Option<bool>>,
 }
 
+/// A start writer: marks the starts of session `id` running as they come, until `stop`.
 pub(crate) async fn run(
     worker: Worker,
-    ctx: Arc<SessionCtx>,
+    id: WorkerId,
     rx: Arc<Mutex<mpsc::Receiver<StartOp>>>,
     stop: CancellationToken,
 ) {
@@ -129,11 +138,7 @@ pub(crate) async fn run(
         let began: Vec<_> = ops.iter().map(|op| op.began).collect();
         let mut delay = Duration::from_millis(50);
         let started = loop {
-            match worker
-                .store
-                .start_items_begun(ctx.id, &claims, &began)
-                .await
-            {
+            match worker.store.start_items_begun(id, &claims, &began).await {
                 Ok(ids) => break Some(ids),
                 Err(e) if e.is_unavailable() && !stop.is_cancelled() => {
                     warn!(error = %e, items = claims.len(), "cannot mark items running; retrying");
@@ -154,7 +159,7 @@ pub(crate) async fn run(
                 .filter(|op| started.contains(&op.claim.item))
                 .map(|op| op.batch)
                 .collect();
-            crate::finisher::notify_progress(&worker, batches.into_iter().collect());
+            progress::notify(&worker.queue, batches.into_iter().collect());
         }
         for op in ops {
             let _ = op
