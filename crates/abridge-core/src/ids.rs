@@ -120,3 +120,25 @@ mod tests {
         assert!("not-a-uuid".parse::<BatchId>().is_err());
     }
 }
+
+/// A claim on an item, as the fenced writes out of `queued` need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub item: ItemId,
+    pub token: LeaseToken,
+    /// The attempt this claim makes: the item's stored `attempts` plus one, as read after
+    /// the claim. A start or an unstarted outcome is taken only while `attempts` is still one
+    /// less; a take-over of the claim (a reaper, a dead worker's burial) counts an attempt.
+    pub attempt: i32,
+}
+
+impl Claim {
+    /// A claim of an item never attempted before (tests and tools).
+    pub fn first(item: ItemId, token: LeaseToken) -> Self {
+        Self {
+            item,
+            token,
+            attempt: 1,
+        }
+    }
+}

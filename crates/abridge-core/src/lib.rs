@@ -19,7 +19,7 @@ pub mod status;
 pub mod video;
 
 pub use error::{ErrorKind, ItemError, public_message};
-pub use ids::{BatchId, ItemId, LeaseToken, WorkerId};
+pub use ids::{BatchId, Claim, ItemId, LeaseToken, WorkerId};
 pub use options::{Allowed, Backend, BatchOptions, SummaryLength};
 pub use settings::Settings;
 pub use status::{BatchStatus, ItemStatus, Priority};

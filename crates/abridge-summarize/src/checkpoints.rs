@@ -2,10 +2,11 @@
 //! fenced writes of what this attempt finishes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use abridge_core::{ErrorKind, ItemError, ItemId, LeaseToken, WorkerId};
+use abridge_processor::Fence;
 use abridge_store::Store;
-use abridge_worker::{StartHandle, StartResult};
 
 pub struct Checkpoints<'a> {
     store: &'a Store,
@@ -13,9 +14,8 @@ pub struct Checkpoints<'a> {
     token: LeaseToken,
     /// The claiming worker, under which a refused write is recorded.
     worker: WorkerId,
-    /// Checkpoint writes are fenced on the item running under this claim, so the item's
-    /// deferred start is written first.
-    start: StartHandle,
+    /// Checkpoint writes are fenced on the item running under this claim: asked first.
+    fence: Arc<dyn Fence>,
     saved: HashMap<String, serde_json::Value>,
 }
 
@@ -25,7 +25,7 @@ impl<'a> Checkpoints<'a> {
         item: ItemId,
         token: LeaseToken,
         worker: WorkerId,
-        start: StartHandle,
+        fence: Arc<dyn Fence>,
     ) -> Result<Self, ItemError> {
         let saved = store
             .checkpoints(item)
@@ -38,7 +38,7 @@ impl<'a> Checkpoints<'a> {
             item,
             token,
             worker,
-            start,
+            fence,
             saved,
         })
     }
@@ -73,17 +73,7 @@ impl<'a> Checkpoints<'a> {
     }
 
     async fn ensure_started(&self, stage: &str) -> Result<(), ItemError> {
-        match self.start.ensure().await {
-            StartResult::Started => Ok(()),
-            StartResult::Refused => Err(ItemError::transient(
-                ErrorKind::from_static("lease_lost"),
-                format!("checkpoint {stage} refused: this attempt no longer holds the item"),
-            )),
-            StartResult::NotWritten => Err(ItemError::transient(
-                ErrorKind::from_static("database_unavailable"),
-                format!("checkpoint {stage}: the item could not be marked running"),
-            )),
-        }
+        self.fence.hold(&format!("checkpoint {stage}")).await
     }
 
     /// Saves a stage's result under this attempt's lease. A refused write means the lease is

@@ -25,6 +25,7 @@ pub mod cost;
 pub mod extractive;
 pub mod fleet;
 pub mod llm;
+pub mod noop;
 pub mod render;
 pub mod text;
 
@@ -33,12 +34,12 @@ use std::time::Instant;
 
 use abridge_core::{Backend, ErrorKind, ItemError, SummaryLength};
 use abridge_llm::{LlmClient, LlmConfig};
+use abridge_processor::{Job, JobOutput, Processor};
 use abridge_queue::Queue;
 use abridge_store::{CachedTranscript, Store, SummaryKey};
-use abridge_worker::noop::Noop;
-use abridge_worker::{Job, JobOutput, Processor};
 use abridge_youtube::{CaptionTrack, Segment, YoutubeClient, YoutubeConfig, choose_track};
 use async_trait::async_trait;
+use noop::Noop;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
@@ -403,7 +404,7 @@ impl Processor for Summarizer {
             job.item_id,
             job.lease_token,
             job.worker,
-            job.start.clone(),
+            job.fence.clone(),
         )
         .await?;
         // An item waiting on a provider batch was paid for when it was submitted: its

@@ -337,7 +337,7 @@ async fn run_item(
         options: item.options,
         priority: lease.priority,
         tenant: item.tenant,
-        start: start.clone(),
+        fence: Arc::new(start.clone()),
     };
     let mut work = Box::pin(
         AssertUnwindSafe(tokio::time::timeout(

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use abridge_core::{BatchId, ItemId, WorkerId};
+use abridge_core::{BatchId, ErrorKind, ItemError, ItemId, WorkerId};
 use abridge_queue::LeaseRef;
 use abridge_store::Claim;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -61,14 +61,6 @@ impl StartHandle {
         self.0.result.get().copied()
     }
 
-    /// A handle for an item already marked running by other means (tests, tools).
-    pub fn already_started() -> Self {
-        Self(Arc::new(StartState {
-            result: tokio::sync::OnceCell::new_with(Some(StartResult::Started)),
-            request: Box::new(|| Box::pin(async { StartResult::Started })),
-        }))
-    }
-
     pub(crate) fn new(starter: &Starter, lease: &LeaseRef, attempt: i32, began: Instant) -> Self {
         let (tx, batch) = (starter.tx.clone(), lease.batch);
         let claim = Claim {
@@ -113,6 +105,24 @@ impl Starter {
     pub(crate) fn channel(room: usize) -> (Self, mpsc::Receiver<StartOp>) {
         let (tx, rx) = mpsc::channel(room.max(1));
         (Self { tx }, rx)
+    }
+}
+
+/// A processor's fenced writes ask for the item's start, and see only whether they may write.
+#[async_trait::async_trait]
+impl abridge_processor::Fence for StartHandle {
+    async fn hold(&self, what: &str) -> Result<(), ItemError> {
+        match self.ensure().await {
+            StartResult::Started => Ok(()),
+            StartResult::Refused => Err(ItemError::transient(
+                ErrorKind::LEASE_LOST,
+                format!("{what} refused: this attempt no longer holds the item"),
+            )),
+            StartResult::NotWritten => Err(ItemError::transient(
+                ErrorKind::from_static("database_unavailable"),
+                format!("{what}: the item could not be marked running"),
+            )),
+        }
     }
 }
 

@@ -39,7 +39,7 @@ async fn progress_events_follow_the_batch_until_completed_on_any_replica() {
 
     // Items are marked running at once (not after ABRIDGE_START_AFTER_MS), so starts show.
     app.start_worker_configured(
-        std::sync::Arc::new(abridge_worker::noop::Noop {
+        std::sync::Arc::new(abridge_summarize::noop::Noop {
             delay: Duration::ZERO,
         }),
         4,

@@ -8,13 +8,15 @@
 //! - `abridge:exit`: kill the whole worker process mid-item (a poison pill).
 //!
 //! Directives are only honoured by this backend; real backends summarise such text as text.
+//! The summarizer reaches it only where the operator turned drills on (`ABRIDGE_DRILLS=1`);
+//! otherwise a `noop` batch is refused at enqueue and failed by a worker.
 
 use std::time::Duration;
 
 use abridge_core::{ErrorKind, ItemError};
 use async_trait::async_trait;
 
-use crate::{Job, JobOutput, Processor};
+use abridge_processor::{Job, JobOutput, Processor};
 
 #[derive(Clone, Debug)]
 pub struct Noop {
