@@ -1,0 +1,108 @@
+//! The queue's own state: the pause (`pause.lua`), the epoch marker that tells a lost Redis,
+//! and the reconciler's turn and record.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use abridge_core::WorkerId;
+use chrono::Utc;
+use redis::AsyncCommands;
+
+use crate::{Context, Queue, Result, millis, scripts};
+
+/// What the last reconcile pass found, as it recorded it for the fleet gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileMark {
+    /// Queued items (per Postgres) that Redis did not hold.
+    pub drift: u64,
+    /// Of those, how many the pass put back.
+    pub requeued: u64,
+    /// When the pass ran, in Unix milliseconds on the reconciling worker's clock.
+    pub at_ms: i64,
+}
+
+impl Queue {
+    /// Writes the copy of the queue's pause that claim.lua obeys, as of Postgres's
+    /// `generation`; false if Redis already held a newer one (this writer read an older state).
+    /// Resuming wakes an idle worker.
+    pub async fn set_paused(&self, paused: bool, generation: i64) -> Result<bool> {
+        let mut conn = self.conn("pause or resume").await?;
+        let written: i64 = scripts::PAUSE
+            .key(&self.keys.paused)
+            .key(&self.keys.pause_generation)
+            .key(&self.keys.wake)
+            .arg(generation)
+            .arg(i64::from(paused))
+            .invoke_async(&mut conn)
+            .await
+            .context("pause or resume")?;
+        Ok(written == 1)
+    }
+
+    /// Sets the epoch marker; true if it was missing (Redis lost its data, or first run).
+    pub async fn mark_epoch(&self) -> Result<bool> {
+        let mut conn = self.conn("mark epoch").await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.epoch)
+            .arg(Utc::now().timestamp_millis())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .context("mark epoch")?;
+        Ok(set.is_some())
+    }
+
+    /// Records a reconcile pass's findings, for the fleet gauges: whichever worker reconciled,
+    /// the exporter reads the latest from here, so the drift gauge has one source rather than
+    /// one stale copy per worker. Not queue state (one plain `HSET`); lost with the rest of
+    /// Redis, and written again by the pass that follows such a loss.
+    pub async fn record_reconcile(&self, mark: ReconcileMark) -> Result<()> {
+        let mut conn = self.conn("record reconcile pass").await?;
+        redis::cmd("HSET")
+            .arg(&self.keys.reconciled)
+            .arg("drift")
+            .arg(mark.drift)
+            .arg("requeued")
+            .arg(mark.requeued)
+            .arg("at_ms")
+            .arg(mark.at_ms)
+            .query_async::<i64>(&mut conn)
+            .await
+            .context("record reconcile pass")?;
+        Ok(())
+    }
+
+    /// The last recorded reconcile pass, if any.
+    pub async fn last_reconcile(&self) -> Result<Option<ReconcileMark>> {
+        let mut conn = self.conn("read last reconcile pass").await?;
+        let fields: HashMap<String, i64> = conn
+            .hgetall(&self.keys.reconciled)
+            .await
+            .context("read last reconcile pass")?;
+        let Some(at_ms) = fields.get("at_ms").copied() else {
+            return Ok(None);
+        };
+        let get = |k: &str| fields.get(k).copied().unwrap_or(0).max(0) as u64;
+        Ok(Some(ReconcileMark {
+            drift: get("drift"),
+            requeued: get("requeued"),
+            at_ms,
+        }))
+    }
+
+    /// Takes the reconcile turn for `ttl` if nobody holds it: reconciling from one process at
+    /// a time saves work (running it from several at once would still be correct).
+    pub async fn try_reconcile_turn(&self, worker: WorkerId, ttl: Duration) -> Result<bool> {
+        let mut conn = self.conn("take reconcile turn").await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&self.keys.reconcile_lock)
+            .arg(worker.to_string())
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .query_async(&mut conn)
+            .await
+            .context("take reconcile turn")?;
+        Ok(set.is_some())
+    }
+}

@@ -1,0 +1,254 @@
+//! Leases after the claim: renewal (`renew.lua`), acknowledgement (`ack.lua`), putting items
+//! back (`requeue.lua`), and taking leases from expired or buried holders (`reap.lua`,
+//! `release_worker.lua`).
+
+use std::time::Duration;
+
+use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
+use chrono::{DateTime, Utc};
+
+use crate::{
+    Context, Queue, QueueError, Result, millis, parse_batch, parse_item, parse_position,
+    parse_rank, scripts,
+};
+
+/// A lease a worker holds, with what Redis needs to renew, re-create or requeue it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRef {
+    pub item: ItemId,
+    pub token: LeaseToken,
+    pub batch: BatchId,
+    pub priority: Priority,
+    pub position: i32,
+}
+
+/// What a renewal found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed,
+    /// Another claim holds the item, or it was requeued: stop working on it.
+    Lost,
+    /// Its batch was cancelled: stop working on it.
+    Cancelled,
+    /// Redis had lost the lease (and the item was nowhere else); it was re-created.
+    Recreated,
+}
+
+/// What to do with an item when its lease is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterAck {
+    /// Nothing: it is finished, or not ours to place.
+    Drop,
+    /// Make it ready again now.
+    Ready,
+    /// Retry it after this long.
+    Delay(Duration),
+}
+
+/// What an acknowledgement did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acked {
+    pub removed: i64,
+    /// Ready items of each batch asked about, in order.
+    pub ready: Vec<i64>,
+}
+
+/// An item to put back in the queue, as Postgres describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub item: ItemId,
+    pub batch: BatchId,
+    pub priority: Priority,
+    pub position: i32,
+    /// `None` or a past time: ready now. A future time: delayed until then.
+    pub due: Option<DateTime<Utc>>,
+}
+
+/// A lease taken away from its holder (expired, or its worker was buried).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenLease {
+    pub lease: LeaseRef,
+    pub worker: WorkerId,
+}
+
+fn push_lease(inv: &mut redis::ScriptInvocation<'_>, l: &LeaseRef) {
+    inv.arg(l.item.0)
+        .arg(l.token.0)
+        .arg(l.batch.to_string())
+        .arg(l.priority.rank())
+        .arg(l.position);
+}
+
+fn parse_taken(reply: &[String], context: &'static str) -> Result<Vec<TakenLease>> {
+    reply
+        .chunks_exact(6)
+        .map(|f| {
+            let bad = || QueueError::Reply {
+                context,
+                detail: format!("{f:?}"),
+            };
+            Ok(TakenLease {
+                lease: LeaseRef {
+                    item: parse_item(&f[0])?,
+                    token: LeaseToken(f[1].parse().map_err(|_| bad())?),
+                    batch: parse_batch(&f[3])?,
+                    priority: parse_rank(&f[4])?,
+                    position: parse_position(&f[5])?,
+                },
+                worker: f[2].parse().map_err(|_| bad())?,
+            })
+        })
+        .collect()
+}
+
+impl Queue {
+    /// Extends the leases `worker` holds; one [`Renewal`] per lease, in order.
+    pub async fn renew(
+        &self,
+        worker: WorkerId,
+        lease: Duration,
+        leases: &[LeaseRef],
+    ) -> Result<Vec<Renewal>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn("renew leases").await?;
+        let mut inv = scripts::RENEW.prepare_invoke();
+        inv.key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .key(&self.keys.delayed)
+            .key(&self.keys.taken)
+            .arg(&self.keys.prefix)
+            .arg(worker.to_string())
+            .arg(millis(lease));
+        for l in leases {
+            push_lease(&mut inv, l);
+        }
+        let codes: Vec<i64> = inv.invoke_async(&mut conn).await.context("renew leases")?;
+        if codes.len() != leases.len() {
+            return Err(QueueError::Reply {
+                context: "renew leases",
+                detail: format!("{} codes for {} leases", codes.len(), leases.len()),
+            });
+        }
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                1 => Renewal::Renewed,
+                2 => Renewal::Cancelled,
+                3 => Renewal::Recreated,
+                _ => Renewal::Lost,
+            })
+            .collect())
+    }
+
+    /// Lets go of leases (only those still carrying the given token) and places the items as
+    /// asked. Returns how many leases were removed and, for each of `report`, how many of its
+    /// items are ready in Redis.
+    pub async fn ack(&self, acks: &[(LeaseRef, AfterAck)], report: &[BatchId]) -> Result<Acked> {
+        let mut acked = Acked {
+            removed: 0,
+            ready: vec![0; report.len()],
+        };
+        if acks.is_empty() && report.is_empty() {
+            return Ok(acked);
+        }
+        let mut conn = self.conn("acknowledge leases").await?;
+        let chunks: Vec<&[(LeaseRef, AfterAck)]> = if acks.is_empty() {
+            vec![&[]]
+        } else {
+            acks.chunks(5_000).collect()
+        };
+        let last = chunks.len() - 1;
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            // Ready counts are read once, after the last chunk.
+            let reported: &[BatchId] = if n == last { report } else { &[] };
+            let mut inv = scripts::ACK.prepare_invoke();
+            inv.key(&self.keys.leases)
+                .key(&self.keys.lease)
+                .key(&self.keys.delayed)
+                .key(&self.keys.dref)
+                .key(&self.keys.wake)
+                .arg(&self.keys.prefix)
+                .arg(reported.len());
+            for b in reported {
+                inv.arg(b.to_string());
+            }
+            for (l, after) in chunk {
+                push_lease(&mut inv, l);
+                inv.arg(match after {
+                    AfterAck::Drop => -1,
+                    AfterAck::Ready => 0,
+                    AfterAck::Delay(d) => millis(*d).max(1) as i64,
+                });
+            }
+            let reply: Vec<i64> = inv
+                .invoke_async(&mut conn)
+                .await
+                .context("acknowledge leases")?;
+            acked.removed += reply.first().copied().unwrap_or(0);
+            if n == last {
+                for (slot, v) in acked.ready.iter_mut().zip(reply.into_iter().skip(1)) {
+                    *slot = v;
+                }
+            }
+        }
+        Ok(acked)
+    }
+
+    /// Puts items back where Postgres says they belong (ready, or delayed until `due`).
+    /// Items someone holds a lease on, and items of cancelled batches, are skipped.
+    pub async fn requeue(&self, placements: &[Placement]) -> Result<i64> {
+        let mut conn = self.conn("requeue items").await?;
+        let mut placed = 0;
+        for chunk in placements.chunks(5_000) {
+            let mut inv = scripts::REQUEUE.prepare_invoke();
+            inv.key(&self.keys.leases)
+                .key(&self.keys.delayed)
+                .key(&self.keys.dref)
+                .key(&self.keys.wake)
+                .arg(&self.keys.prefix);
+            for p in chunk {
+                inv.arg(p.item.0)
+                    .arg(p.batch.to_string())
+                    .arg(p.priority.rank())
+                    .arg(p.position)
+                    .arg(p.due.map(|d| d.timestamp_millis().max(0)).unwrap_or(0));
+            }
+            placed += inv
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .context("requeue items")?;
+        }
+        Ok(placed)
+    }
+
+    /// Removes up to `max` expired leases and returns them; of several reapers, exactly one
+    /// gets each.
+    pub async fn take_expired(&self, max: usize) -> Result<Vec<TakenLease>> {
+        let mut conn = self.conn("take expired leases").await?;
+        let reply: Vec<String> = scripts::REAP
+            .key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .key(&self.keys.taken)
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await
+            .context("take expired leases")?;
+        parse_taken(&reply, "take expired leases")
+    }
+
+    /// Removes every lease `worker` holds and returns them.
+    pub async fn take_worker_leases(&self, worker: WorkerId) -> Result<Vec<TakenLease>> {
+        let mut conn = self.conn("take a worker's leases").await?;
+        let reply: Vec<String> = scripts::RELEASE_WORKER
+            .key(&self.keys.leases)
+            .key(&self.keys.lease)
+            .key(&self.keys.taken)
+            .arg(worker.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .context("take a worker's leases")?;
+        parse_taken(&reply, "take a worker's leases")
+    }
+}
