@@ -1,7 +1,7 @@
-//! Leases: renewed while an item runs; a lost lease stops the work and writes nothing; a lease a
-//! reaper took is never re-created by its old holder, whose late give-back places nothing; and
-//! a store outage (Redis paused past the lease, Postgres stopped past the session TTL) charges
-//! no attempt and buries nobody.
+//! Leases: renewed while an item runs; a lost lease stops the work and writes nothing; and a
+//! store outage (Redis paused past the lease, Postgres stopped past the session TTL) charges no
+//! attempt and buries nobody. (The scripts' races, a renewal or a give-back after a take-over,
+//! are tested in `abridge-queue`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,100 +139,6 @@ async fn a_lost_lease_stops_the_work_and_writes_nothing() {
         (done.attempts, done.summary.as_deref()),
         (2, Some("attempt 2"))
     );
-}
-
-/// Where a reaper puts a claimed item back: ready at once.
-fn ready_now(lease: &abridge_queue::LeaseRef) -> Placement {
-    Placement {
-        item: lease.item,
-        batch: lease.batch,
-        priority: lease.priority,
-        position: lease.position,
-        due: None,
-    }
-}
-
-#[tokio::test]
-async fn a_renewal_racing_the_reaper_does_not_recreate_the_lease_it_took() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
-    enqueue(&w, &video_lines('q', 1), Priority::Normal).await;
-    let holder = abridge_core::WorkerId::new();
-    let claim = w
-        .queue
-        .claim(holder, Duration::from_millis(100), 1)
-        .await
-        .unwrap();
-    let lease = claim.items[0].clone();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    // The racing order: the reaper takes the expired lease; the old holder's renewal lands
-    // before the reaper's requeue.
-    let taken = w.queue.take_expired(10).await.unwrap();
-    assert_eq!(taken.len(), 1);
-    let renewed = w
-        .queue
-        .renew(
-            holder,
-            Duration::from_secs(30),
-            std::slice::from_ref(&lease),
-        )
-        .await
-        .unwrap();
-    assert_eq!(renewed, vec![abridge_queue::Renewal::Lost]);
-    // So the requeue places the item, and another worker can claim it at once.
-    let placed = w.queue.requeue(&[ready_now(&lease)]).await.unwrap();
-    assert_eq!(placed, 1);
-    let again = w
-        .queue
-        .claim(abridge_core::WorkerId::new(), Duration::from_secs(30), 1)
-        .await
-        .unwrap();
-    assert_eq!(again.items.len(), 1);
-}
-
-#[tokio::test]
-async fn a_stale_give_back_does_not_move_a_retry_scheduled_by_the_new_holder() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
-    enqueue(&w, &video_lines('s', 1), Priority::Normal).await;
-    let (old, new) = (abridge_core::WorkerId::new(), abridge_core::WorkerId::new());
-    let first = w
-        .queue
-        .claim(old, Duration::from_millis(100), 1)
-        .await
-        .unwrap();
-    let stale = first.items[0].clone();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // Taken over: the reaper takes the lease and requeues the item; the new holder claims
-    // it and schedules a retry an hour out.
-    let taken = w.queue.take_expired(10).await.unwrap();
-    assert_eq!(taken.len(), 1);
-    w.queue.requeue(&[ready_now(&stale)]).await.unwrap();
-    let second = w
-        .queue
-        .claim(new, Duration::from_secs(30), 1)
-        .await
-        .unwrap();
-    let current = second.items[0].clone();
-    w.queue
-        .ack(
-            &[(
-                current,
-                abridge_queue::AfterAck::Delay(Duration::from_secs(3600)),
-            )],
-            &[],
-        )
-        .await
-        .unwrap();
-
-    // The old holder's give-back arrives late: it holds nothing, so it places nothing.
-    let acked = w
-        .queue
-        .ack(&[(stale, abridge_queue::AfterAck::Ready)], &[])
-        .await
-        .unwrap();
-    assert_eq!(acked.removed, 0);
-    let stats = w.queue.stats().await.unwrap();
-    assert_eq!((stats.ready, stats.delayed), ([0, 0, 0], 1));
 }
 
 #[tokio::test]
