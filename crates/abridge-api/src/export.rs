@@ -18,8 +18,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use abridge_core::{BatchId, ItemStatus};
+use abridge_store::IndexRow;
 use abridge_store::Store;
-use abridge_store::batch_api::IndexRow;
 use anyhow::Context as _;
 use async_zip::base::write::ZipFileWriter;
 use async_zip::{Compression, ZipDateTime, ZipEntryBuilder};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use abridge_core::{BatchId, BatchOptions, BatchStatus, ItemStatus, Priority};
-use abridge_store::batch_api::FinishRate;
+use abridge_store::FinishRate;
 use abridge_store::{BatchView, ItemView};
 
 use crate::auth::Caller;

@@ -11,8 +11,7 @@ use abridge_core::input::{BatchInput, Rejected};
 use abridge_core::{Allowed, Backend, BatchId, BatchOptions, ItemId, Priority, Settings};
 use abridge_queue::{Placement, Share};
 use abridge_queue::{Queue, QueueError, QueueStats};
-use abridge_store::batch_api::RetryOutcome;
-use abridge_store::batches::{CancelOutcome, SMALL_BATCH};
+use abridge_store::batches::{CancelOutcome, RetryOutcome, SMALL_BATCH};
 use abridge_store::tenants::TenantPolicy;
 use abridge_store::{
     BatchView, CreateOnce, CreatedBatch, IdempotencyKey, NewBatch, SessionView, Store, StoreError,

@@ -10,6 +10,7 @@ use abridge_core::{BatchId, BatchStatus, ItemId, ItemStatus, Priority};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::items::ItemRef;
 use crate::{Context, Result, Store, StoreError};
 
 /// A batch to create.
@@ -123,6 +124,16 @@ pub enum CancelOutcome {
     },
     /// Nothing to do: the batch had already finished in this state.
     AlreadyFinished(BatchStatus),
+    NotFound,
+}
+
+/// What `retry_failed` did.
+#[derive(Clone, Debug)]
+pub enum RetryOutcome {
+    /// These items are `queued` again (empty: the batch had no failed item).
+    Retried(Vec<ItemRef>),
+    /// A cancelled batch stays cancelled.
+    Cancelled,
     NotFound,
 }
 
@@ -473,6 +484,75 @@ impl Store {
         .await
         .context("count failed items")
     }
+
+    /// Puts a batch's failed items (or only its failed item `only`) back in the queue
+    /// (`failed` → `queued`, attempts reset, last error kept), reopens the batch if it had
+    /// completed, and re-arms its webhook. Returns the requeued items, for Redis.
+    pub async fn retry_failed(&self, id: BatchId, only: Option<ItemId>) -> Result<RetryOutcome> {
+        let mut tx = self.pool.begin().await.context("begin retry")?;
+        let batch = sqlx::query!(
+            r#"SELECT status AS "status: BatchStatus", priority AS "priority: Priority"
+               FROM batches WHERE id = $1 FOR UPDATE"#,
+            id.0
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .context("lock batch")?;
+        let Some(batch) = batch else {
+            return Ok(RetryOutcome::NotFound);
+        };
+        if batch.status == BatchStatus::Cancelled {
+            return Ok(RetryOutcome::Cancelled);
+        }
+        let priority = batch.priority;
+        let rows = sqlx::query!(
+            "UPDATE items SET status = 'queued', attempts = 0, lease_token = NULL,
+                    finished_at = NULL, available_at = NULL, queued_at = now()
+             WHERE batch_id = $1 AND status = 'failed' AND ($2::bigint IS NULL OR id = $2)
+             RETURNING id, position",
+            id.0,
+            only.map(|i| i.0),
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .context("requeue failed items")?;
+        if !rows.is_empty() {
+            sqlx::query!(
+                "UPDATE batches SET finished_at = NULL,
+                        status = CASE WHEN started_at IS NULL THEN 'pending' ELSE 'running' END
+                 WHERE id = $1 AND status = 'completed'",
+                id.0
+            )
+            .execute(&mut *tx)
+            .await
+            .context("reopen batch")?;
+            sqlx::query!(
+                "UPDATE webhook_deliveries
+                 SET delivered_at = NULL, attempts = 0, claim = NULL, event_id = $2,
+                     next_attempt_at = now(), last_status = NULL, last_error = NULL,
+                     first_attempt_at = NULL, gave_up_at = NULL
+                 WHERE batch_id = $1",
+                id.0,
+                uuid::Uuid::new_v4(),
+            )
+            .execute(&mut *tx)
+            .await
+            .context("re-arm batch webhook")?;
+        }
+        tx.commit().await.context("commit retry")?;
+        Ok(RetryOutcome::Retried(
+            rows.into_iter()
+                .map(|r| ItemRef {
+                    id: ItemId(r.id),
+                    batch_id: id,
+                    priority,
+                    position: r.position,
+                    status: ItemStatus::Queued,
+                    available_at: None,
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// Batches up to this size are written with `INSERT ... unnest`, larger ones with `COPY`.
@@ -625,15 +705,6 @@ mod tests {
     }
 }
 
-/// When a batch's items started and finished, for benchmarks.
-#[derive(Clone, Debug)]
-pub struct BatchTimes {
-    pub first_start: Option<DateTime<Utc>>,
-    pub last_finish: Option<DateTime<Utc>>,
-    /// Every item's start time, in position order.
-    pub starts: Vec<Option<DateTime<Utc>>>,
-}
-
 /// One item as `abridge status` and the API show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ItemView {
@@ -656,41 +727,6 @@ pub struct ItemView {
 }
 
 impl Store {
-    /// Start and finish times of a batch's items.
-    pub async fn batch_times(&self, batch: BatchId) -> Result<BatchTimes> {
-        let rows = sqlx::query!(
-            "SELECT started_at, finished_at FROM items WHERE batch_id = $1 ORDER BY position",
-            batch.0
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("read item times")?;
-        Ok(BatchTimes {
-            first_start: rows.iter().filter_map(|r| r.started_at).min(),
-            last_finish: rows.iter().filter_map(|r| r.finished_at).max(),
-            starts: rows.into_iter().map(|r| r.started_at).collect(),
-        })
-    }
-
-    /// Every item of a queue's batches with its start time, for benchmarks.
-    pub async fn queue_item_starts(
-        &self,
-        queue: &str,
-    ) -> Result<Vec<(BatchId, Option<DateTime<Utc>>)>> {
-        let rows = sqlx::query!(
-            "SELECT i.batch_id, i.started_at FROM items i JOIN batches b ON b.id = i.batch_id
-             WHERE b.queue = $1",
-            queue
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("read item start times")?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (BatchId(r.batch_id), r.started_at))
-            .collect())
-    }
-
     /// Items of a batch in input order, from position `from` on, optionally of one status.
     pub async fn items_of(
         &self,

@@ -55,6 +55,15 @@ pub struct MinuteThroughput {
     pub failed: i64,
 }
 
+/// Items finished within a recent window, for an ETA.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FinishRate {
+    /// Items that reached `succeeded` or `failed` within the window.
+    pub finished: i64,
+    /// The window: the configured one, or less if the batch started more recently.
+    pub window: Duration,
+}
+
 impl Store {
     /// The Postgres half of the fleet gauges for `queue`. `session_ttl` decides which
     /// sessions count as alive, as the reaper would judge them.
@@ -279,5 +288,38 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .context("count recently finished items")
+    }
+
+    /// How many of a batch's items finished within the last `window` (or since the batch
+    /// started, if that is more recent), on Postgres's clock.
+    pub async fn finish_rate(&self, id: BatchId, window: Duration) -> Result<FinishRate> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX) as f64;
+        let row = sqlx::query!(
+            r#"WITH w AS (
+                   SELECT greatest(now() - $2 * interval '1 millisecond',
+                                   coalesce(b.started_at, now())) AS since
+                   FROM batches b WHERE b.id = $1
+               )
+               SELECT (SELECT count(*) FROM items i
+                       WHERE i.batch_id = $1 AND i.status IN ('succeeded', 'failed')
+                         AND i.finished_at >= w.since) AS "finished!",
+                      extract(epoch FROM now() - w.since)::float8 AS "window_s!"
+               FROM w"#,
+            id.0,
+            window_ms,
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("read recent completion rate")?;
+        Ok(match row {
+            Some(r) => FinishRate {
+                finished: r.finished,
+                window: Duration::from_secs_f64(r.window_s.max(0.0)),
+            },
+            None => FinishRate {
+                finished: 0,
+                window: Duration::ZERO,
+            },
+        })
     }
 }

@@ -19,7 +19,6 @@
 //! every take-over of an unstarted claim counts an attempt, so it moves that count on. And no
 //! write of a worker whose session was buried is taken.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use abridge_core::{BatchId, ErrorKind, ItemId, ItemStatus, LeaseToken, Priority, WorkerId};
@@ -713,19 +712,6 @@ impl Store {
                 available_at: r.available_at,
             })
             .collect())
-    }
-
-    /// The number of fenced writes recorded for each item (tests and `abridge stats`).
-    pub async fn fenced_write_counts(&self, ids: &[ItemId]) -> Result<HashMap<ItemId, i64>> {
-        let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
-        let rows = sqlx::query!(
-            r#"SELECT item_id, count(*) AS "n!" FROM fenced_writes WHERE item_id = ANY($1) GROUP BY item_id"#,
-            &ids
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("count fenced writes")?;
-        Ok(rows.into_iter().map(|r| (ItemId(r.item_id), r.n)).collect())
     }
 }
 

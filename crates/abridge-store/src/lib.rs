@@ -19,7 +19,6 @@
 //! `(id, lease_token, status = 'running')`. No statement writes an item from a stale snapshot.
 
 pub mod admin;
-pub mod batch_api;
 pub mod batches;
 pub mod cost;
 pub mod fleet;
@@ -33,6 +32,9 @@ pub mod sessions;
 pub mod summaries;
 pub mod tenants;
 pub mod text;
+#[cfg(feature = "tooling")]
+pub mod tooling;
+pub mod views;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -43,11 +45,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use batches::{
     BatchView, Counts, CreateOnce, CreatedBatch, IdempotencyKey, ItemView, NewBatch,
 };
-pub use fleet::{BatchHeader, FleetSnapshot, MinuteDepth, MinuteThroughput};
+pub use fleet::{BatchHeader, FinishRate, FleetSnapshot, MinuteDepth, MinuteThroughput};
 pub use items::{Claim, Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use retention::{PruneAges, PruneCounts, PruneKind};
 pub use sessions::{NewSession, SessionView};
 pub use summaries::{CachedSummary, CachedTranscript, SummaryKey};
+pub use views::IndexRow;
 
 /// The migrations, embedded so that `abridge migrate` needs no files at run time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -261,28 +264,18 @@ impl Store {
             .context("read applied migrations")
     }
 
-    /// Transactions committed in this database so far (`pg_stat_database`), for benchmarks.
-    pub async fn commit_count(&self) -> Result<i64> {
-        sqlx::query_scalar!(
-            r#"SELECT xact_commit AS "n!" FROM pg_stat_database WHERE datname = current_database()"#
-        )
-        .fetch_one(&self.pool)
-        .await
-        .context("read commit count")
-    }
-
-    /// The process id of a backend serving this store (benchmarks find the server's processes
-    /// from it).
-    pub async fn backend_pid(&self) -> Result<i32> {
-        sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&self.pool)
-            .await
-            .context("read the backend's process id")
-    }
-
     /// Closes both pools, waiting for checked-out connections to come back.
     pub async fn close(&self) {
         self.pool.close().await;
         self.fast_pool.close().await;
+    }
+
+    /// Checks that Postgres answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query_scalar!("SELECT 1 AS \"one!\"")
+            .fetch_one(&self.pool)
+            .await
+            .context("ping database")?;
+        Ok(())
     }
 }

@@ -53,13 +53,4 @@ impl Store {
             .await
             .context("drop an item partition")
     }
-
-    /// The partitions of `items`, oldest first: (name, first id or `None`, end).
-    pub async fn item_partitions(&self) -> Result<Vec<(String, Option<i64>, i64)>> {
-        let rows = sqlx::query!("SELECT name, lo, hi FROM item_partitions ORDER BY hi")
-            .fetch_all(&self.pool)
-            .await
-            .context("list item partitions")?;
-        Ok(rows.into_iter().map(|r| (r.name, r.lo, r.hi)).collect())
-    }
 }

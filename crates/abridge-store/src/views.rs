@@ -1,34 +1,13 @@
-//! What the producer API needs of batches beyond the CLI's: a tenant's batches page by page,
-//! the recent completion rate, retrying failed items, and the light item pages of an export.
+//! The read side of batches for their owners: a tenant's batches page by page and its counts,
+//! a batch's recent failures, and the light item pages of an export.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use abridge_core::{BatchId, BatchStatus, ItemId, ItemStatus, Priority};
+use abridge_core::{BatchId, BatchStatus, ItemStatus, Priority};
 use chrono::{DateTime, Utc};
 
 use crate::batches::{BatchView, Counts, ItemRow, ItemView};
-use crate::items::ItemRef;
 use crate::{Context, Result, Store};
-
-/// What `retry_failed` did.
-#[derive(Clone, Debug)]
-pub enum RetryOutcome {
-    /// These items are `queued` again (empty: the batch had no failed item).
-    Retried(Vec<ItemRef>),
-    /// A cancelled batch stays cancelled.
-    Cancelled,
-    NotFound,
-}
-
-/// Items finished within a recent window, for an ETA.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FinishRate {
-    /// Items that reached `succeeded` or `failed` within the window.
-    pub finished: i64,
-    /// The window: the configured one, or less if the batch started more recently.
-    pub window: Duration,
-}
 
 /// One item's row in an export's `index.csv` and `batch.json` (no summary).
 #[derive(Clone, Debug)]
@@ -45,15 +24,6 @@ pub struct IndexRow {
 }
 
 impl Store {
-    /// Checks that Postgres answers (for `/readyz`).
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query_scalar!("SELECT 1 AS \"one!\"")
-            .fetch_one(&self.pool)
-            .await
-            .context("ping database")?;
-        Ok(())
-    }
-
     /// The latest failures among a tenant's newest 100 batches (every batch's, for the
     /// operator: `tenant` `None`), newest failure first (what the dashboard lists with retry
     /// buttons).
@@ -187,108 +157,6 @@ impl Store {
             counts.entry(r.batch_id).or_default().add(&r.status, r.n);
         }
         Ok(counts)
-    }
-
-    /// How many of a batch's items finished within the last `window` (or since the batch
-    /// started, if that is more recent), on Postgres's clock.
-    pub async fn finish_rate(&self, id: BatchId, window: Duration) -> Result<FinishRate> {
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX) as f64;
-        let row = sqlx::query!(
-            r#"WITH w AS (
-                   SELECT greatest(now() - $2 * interval '1 millisecond',
-                                   coalesce(b.started_at, now())) AS since
-                   FROM batches b WHERE b.id = $1
-               )
-               SELECT (SELECT count(*) FROM items i
-                       WHERE i.batch_id = $1 AND i.status IN ('succeeded', 'failed')
-                         AND i.finished_at >= w.since) AS "finished!",
-                      extract(epoch FROM now() - w.since)::float8 AS "window_s!"
-               FROM w"#,
-            id.0,
-            window_ms,
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .context("read recent completion rate")?;
-        Ok(match row {
-            Some(r) => FinishRate {
-                finished: r.finished,
-                window: Duration::from_secs_f64(r.window_s.max(0.0)),
-            },
-            None => FinishRate {
-                finished: 0,
-                window: Duration::ZERO,
-            },
-        })
-    }
-
-    /// Puts a batch's failed items (or only its failed item `only`) back in the queue
-    /// (`failed` → `queued`, attempts reset, last error kept), reopens the batch if it had
-    /// completed, and re-arms its webhook. Returns the requeued items, for Redis.
-    pub async fn retry_failed(&self, id: BatchId, only: Option<ItemId>) -> Result<RetryOutcome> {
-        let mut tx = self.pool.begin().await.context("begin retry")?;
-        let batch = sqlx::query!(
-            r#"SELECT status AS "status: BatchStatus", priority AS "priority: Priority"
-               FROM batches WHERE id = $1 FOR UPDATE"#,
-            id.0
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .context("lock batch")?;
-        let Some(batch) = batch else {
-            return Ok(RetryOutcome::NotFound);
-        };
-        if batch.status == BatchStatus::Cancelled {
-            return Ok(RetryOutcome::Cancelled);
-        }
-        let priority = batch.priority;
-        let rows = sqlx::query!(
-            "UPDATE items SET status = 'queued', attempts = 0, lease_token = NULL,
-                    finished_at = NULL, available_at = NULL, queued_at = now()
-             WHERE batch_id = $1 AND status = 'failed' AND ($2::bigint IS NULL OR id = $2)
-             RETURNING id, position",
-            id.0,
-            only.map(|i| i.0),
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .context("requeue failed items")?;
-        if !rows.is_empty() {
-            sqlx::query!(
-                "UPDATE batches SET finished_at = NULL,
-                        status = CASE WHEN started_at IS NULL THEN 'pending' ELSE 'running' END
-                 WHERE id = $1 AND status = 'completed'",
-                id.0
-            )
-            .execute(&mut *tx)
-            .await
-            .context("reopen batch")?;
-            sqlx::query!(
-                "UPDATE webhook_deliveries
-                 SET delivered_at = NULL, attempts = 0, claim = NULL, event_id = $2,
-                     next_attempt_at = now(), last_status = NULL, last_error = NULL,
-                     first_attempt_at = NULL, gave_up_at = NULL
-                 WHERE batch_id = $1",
-                id.0,
-                uuid::Uuid::new_v4(),
-            )
-            .execute(&mut *tx)
-            .await
-            .context("re-arm batch webhook")?;
-        }
-        tx.commit().await.context("commit retry")?;
-        Ok(RetryOutcome::Retried(
-            rows.into_iter()
-                .map(|r| ItemRef {
-                    id: ItemId(r.id),
-                    batch_id: id,
-                    priority,
-                    position: r.position,
-                    status: ItemStatus::Queued,
-                    available_at: None,
-                })
-                .collect(),
-        ))
     }
 
     /// A page of a batch's items without their summaries, in input order from `from` on.
