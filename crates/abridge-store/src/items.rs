@@ -349,12 +349,12 @@ impl Store {
         Ok(sqlx::query!(
             "UPDATE items i SET
                  attempts = i.attempts + 1,
-                 status = CASE WHEN i.attempts + 1 >= $2 THEN 'failed' ELSE 'queued' END,
-                 error_kind = CASE WHEN i.attempts + 1 >= $2 THEN $3 ELSE i.error_kind END,
-                 error_message = CASE WHEN i.attempts + 1 >= $2
-                     THEN 'gave up after ' || (i.attempts + 1) || ' attempts: ' || $4
+                 status = CASE WHEN item_gives_up(i.attempts + 1, $2) THEN 'failed' ELSE 'queued' END,
+                 error_kind = CASE WHEN item_gives_up(i.attempts + 1, $2) THEN $3 ELSE i.error_kind END,
+                 error_message = CASE WHEN item_gives_up(i.attempts + 1, $2)
+                     THEN item_gave_up_message(i.attempts + 1, $4)
                      ELSE i.error_message END,
-                 finished_at = CASE WHEN i.attempts + 1 >= $2 THEN now() ELSE NULL END,
+                 finished_at = CASE WHEN item_gives_up(i.attempts + 1, $2) THEN now() ELSE NULL END,
                  queued_at = now()
              FROM unnest($1::bigint[]) AS t(id)
              WHERE i.id = ANY($1) AND i.id = t.id
@@ -458,7 +458,7 @@ impl Store {
                    UPDATE items i SET
                        status = CASE
                            WHEN t.outcome IN ('succeeded', 'failed', 'cancelled') THEN t.outcome
-                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN 'failed'
+                           WHEN t.outcome = 'retry' AND item_gives_up(i.attempts + t.bump, $8) THEN 'failed'
                            ELSE 'queued' END,
                        summary = CASE WHEN t.outcome = 'succeeded' THEN t.summary ELSE i.summary END,
                        result_meta = CASE WHEN t.outcome = 'succeeded' THEN t.meta ELSE i.result_meta END,
@@ -468,8 +468,8 @@ impl Store {
                            WHEN t.outcome = 'succeeded' THEN NULL
                            ELSE i.error_kind END,
                        error_message = CASE
-                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8
-                               THEN 'gave up after ' || (i.attempts + t.bump) || ' attempts: ' || t.error_message
+                           WHEN t.outcome = 'retry' AND item_gives_up(i.attempts + t.bump, $8)
+                               THEN item_gave_up_message(i.attempts + t.bump, t.error_message)
                            WHEN t.outcome IN ('failed', 'retry', 'defer', 'cancelled') THEN t.error_message
                            WHEN t.outcome = 'succeeded' THEN NULL
                            ELSE i.error_message END,
@@ -479,21 +479,21 @@ impl Store {
                            ELSE i.attempts + t.bump END,
                        lease_token = CASE
                            WHEN t.outcome IN ('succeeded', 'failed', 'cancelled') THEN t.token
-                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN t.token
+                           WHEN t.outcome = 'retry' AND item_gives_up(i.attempts + t.bump, $8) THEN t.token
                            ELSE NULL END,
                        worker_id = CASE WHEN t.bump = 1 THEN $11 ELSE i.worker_id END,
                        started_at = CASE WHEN t.bump = 1 THEN now() - t.ran_us * interval '1 microsecond'
                                          ELSE i.started_at END,
                        finished_at = CASE
                            WHEN t.outcome IN ('succeeded', 'failed', 'cancelled') THEN now()
-                           WHEN t.outcome = 'retry' AND i.attempts + t.bump >= $8 THEN now()
+                           WHEN t.outcome = 'retry' AND item_gives_up(i.attempts + t.bump, $8) THEN now()
                            ELSE NULL END,
                        queued_at = CASE
                            WHEN t.outcome IN ('release', 'defer') THEN now()
-                           WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 THEN now()
+                           WHEN t.outcome = 'retry' AND NOT item_gives_up(i.attempts + t.bump, $8) THEN now()
                            ELSE i.queued_at END,
                        available_at = CASE
-                           WHEN t.outcome = 'retry' AND i.attempts + t.bump < $8 AND t.delay_ms > 0
+                           WHEN t.outcome = 'retry' AND NOT item_gives_up(i.attempts + t.bump, $8) AND t.delay_ms > 0
                                THEN now() + t.delay_ms * interval '1 millisecond'
                            WHEN t.outcome = 'defer' AND t.delay_ms > 0
                                THEN now() + t.delay_ms * interval '1 millisecond'
@@ -626,13 +626,13 @@ impl Store {
         let tokens: Vec<i64> = claims.iter().map(|(_, t)| t.0).collect();
         let reclaimed = sqlx::query_scalar!(
             "UPDATE items i SET
-                 status = CASE WHEN i.attempts >= $3 THEN 'failed' ELSE 'queued' END,
-                 lease_token = CASE WHEN i.attempts >= $3 THEN i.lease_token ELSE NULL END,
-                 error_kind = CASE WHEN i.attempts >= $3 THEN $4 ELSE i.error_kind END,
-                 error_message = CASE WHEN i.attempts >= $3
-                     THEN 'gave up after ' || i.attempts || ' attempts: ' || $5
+                 status = CASE WHEN item_gives_up(i.attempts, $3) THEN 'failed' ELSE 'queued' END,
+                 lease_token = CASE WHEN item_gives_up(i.attempts, $3) THEN i.lease_token ELSE NULL END,
+                 error_kind = CASE WHEN item_gives_up(i.attempts, $3) THEN $4 ELSE i.error_kind END,
+                 error_message = CASE WHEN item_gives_up(i.attempts, $3)
+                     THEN item_gave_up_message(i.attempts, $5)
                      ELSE i.error_message END,
-                 finished_at = CASE WHEN i.attempts >= $3 THEN now() ELSE NULL END,
+                 finished_at = CASE WHEN item_gives_up(i.attempts, $3) THEN now() ELSE NULL END,
                  queued_at = now(), available_at = NULL
              FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token)
              WHERE i.id = ANY($1) AND i.id = t.id AND i.lease_token = t.token
@@ -664,13 +664,13 @@ impl Store {
         let kind = ErrorKind::WORKER_DIED;
         let ids = sqlx::query_scalar!(
             "UPDATE items i SET
-                 status = CASE WHEN i.attempts >= $2 THEN 'failed' ELSE 'queued' END,
-                 lease_token = CASE WHEN i.attempts >= $2 THEN i.lease_token ELSE NULL END,
-                 error_kind = CASE WHEN i.attempts >= $2 THEN $3 ELSE i.error_kind END,
-                 error_message = CASE WHEN i.attempts >= $2
-                     THEN 'gave up after ' || i.attempts || ' attempts: ' || $4
+                 status = CASE WHEN item_gives_up(i.attempts, $2) THEN 'failed' ELSE 'queued' END,
+                 lease_token = CASE WHEN item_gives_up(i.attempts, $2) THEN i.lease_token ELSE NULL END,
+                 error_kind = CASE WHEN item_gives_up(i.attempts, $2) THEN $3 ELSE i.error_kind END,
+                 error_message = CASE WHEN item_gives_up(i.attempts, $2)
+                     THEN item_gave_up_message(i.attempts, $4)
                      ELSE i.error_message END,
-                 finished_at = CASE WHEN i.attempts >= $2 THEN now() ELSE NULL END,
+                 finished_at = CASE WHEN item_gives_up(i.attempts, $2) THEN now() ELSE NULL END,
                  queued_at = now(), available_at = NULL
              WHERE i.worker_id = $1 AND i.status = 'running'
              RETURNING i.id",
