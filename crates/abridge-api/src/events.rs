@@ -27,7 +27,7 @@ use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::ApiState;
 use crate::auth::Caller;
@@ -222,35 +222,20 @@ async fn read(state: &ApiState, id: BatchId) -> Result<Option<BatchStatusView>, 
 /// Subscribes to progress notices until `stop`, re-subscribing after a drop (and then
 /// re-reading every watched batch, since notices may have been missed).
 pub async fn listen(state: ApiState, stop: CancellationToken) {
-    let mut delay = Duration::from_millis(100);
-    let mut first = true;
-    while !stop.is_cancelled() {
-        match state.queue.progress_notices().await {
-            Ok(stream) => {
-                if !first {
-                    state.hub.notice_all();
-                }
-                first = false;
-                delay = Duration::from_millis(100);
-                let mut stream = std::pin::pin!(stream);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        next = stream.next() => match next {
-                            Some(batches) => state.hub.notice(&batches),
-                            None => break,
-                        },
-                    }
-                }
-                warn!("progress subscription dropped; re-subscribing");
-            }
-            Err(e) => debug!(error = %e, "cannot subscribe to progress notices; retrying"),
-        }
+    let notices = abridge_queue::resubscribing("progress notices", || {
+        let queue = state.queue.clone();
+        async move { queue.progress_notices().await }
+    });
+    let mut notices = std::pin::pin!(notices);
+    loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            next = notices.next() => match next {
+                Some(abridge_queue::Subscribed::Notice(batches)) => state.hub.notice(&batches),
+                Some(abridge_queue::Subscribed::Again) => state.hub.notice_all(),
+                None => return,
+            },
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -371,7 +371,7 @@ pub async fn cancel(store: &Store, queue: &Queue, id: BatchId) -> Result<u64, Co
                 // will find out when their next write or renewal is refused.
                 tracing::warn!(batch = %id, error = %e, "batch cancelled in Postgres but Redis could not be told");
             }
-            notify_progress(queue, id).await;
+            queue.notify_progress(&[id]).await;
             Ok(items.len() as u64)
         }
         CancelOutcome::AlreadyFinished(status) => Err(ControlError::AlreadyFinished {
@@ -456,15 +456,8 @@ pub async fn retry_failed(
     if let Err(e) = queue.requeue(&placements).await {
         tracing::warn!(batch = %id, error = %e, "failed items requeued in Postgres but not yet in Redis; the reconciler will queue them");
     }
-    notify_progress(queue, id).await;
+    queue.notify_progress(&[id]).await;
     Ok(items.len())
-}
-
-/// Tells API processes the batch changed; a lost notice only delays a progress event.
-async fn notify_progress(queue: &Queue, id: BatchId) {
-    if let Err(e) = queue.publish_progress(&[id]).await {
-        tracing::debug!(batch = %id, error = %e, "cannot publish progress");
-    }
 }
 
 pub async fn status(store: &Store, id: BatchId) -> Result<BatchView, ControlError> {

@@ -39,6 +39,7 @@ pub use control::ReconcileMark;
 pub use inspect::QueueStats;
 pub use keys::Keys;
 pub use leases::{Acked, AfterAck, LeaseRef, Placement, Renewal, TakenLease};
+pub use notices::{Subscribed, resubscribing};
 pub use tooling::ServerStats;
 
 #[derive(Debug, thiserror::Error)]

@@ -439,34 +439,25 @@ pub(crate) async fn listen_for_cancellations(
     holdings: Arc<Holdings>,
     stop: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
-    while !stop.is_cancelled() {
-        match worker.queue.cancellations().await {
-            Ok(stream) => {
-                delay = Duration::from_millis(100);
-                let mut stream = std::pin::pin!(stream);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        next = stream.next() => match next {
-                            Some(batch) => {
-                                let n = holdings.stop_batch(batch, StopReason::Cancelled);
-                                if n > 0 {
-                                    info!(%batch, items = n, "batch cancelled: stopping its items");
-                                }
-                            }
-                            None => break,
-                        },
-                    }
-                }
-            }
-            Err(e) => debug!(error = %e, "cannot subscribe to cancellations; retrying"),
-        }
+    let cancels = abridge_queue::resubscribing("cancel notices", || {
+        let queue = worker.queue.clone();
+        async move { queue.cancellations().await }
+    });
+    let mut cancels = std::pin::pin!(cancels);
+    loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            next = cancels.next() => match next {
+                Some(abridge_queue::Subscribed::Notice(batch)) => {
+                    let n = holdings.stop_batch(batch, StopReason::Cancelled);
+                    if n > 0 {
+                        info!(%batch, items = n, "batch cancelled: stopping its items");
+                    }
+                }
+                Some(abridge_queue::Subscribed::Again) => {}
+                None => return,
+            },
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -2,7 +2,6 @@
 
 use abridge_core::BatchId;
 use abridge_queue::Queue;
-use tracing::debug;
 
 /// Tells API processes that these batches' items moved: one PUBLISH per write group, sent
 /// after the writes (and completions) so a reader sees them, and off the hot path.
@@ -11,9 +10,5 @@ pub(crate) fn notify(queue: &Queue, batches: Vec<BatchId>) {
         return;
     }
     let queue = queue.clone();
-    tokio::spawn(async move {
-        if let Err(e) = queue.publish_progress(&batches).await {
-            debug!(error = %e, "cannot publish progress; API listeners will re-read on their own");
-        }
-    });
+    tokio::spawn(async move { queue.notify_progress(&batches).await });
 }
