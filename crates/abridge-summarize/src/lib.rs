@@ -482,7 +482,10 @@ impl Processor for Summarizer {
                         let summary = extractive::summarize_off_runtime(&doc, request.length)
                             .instrument(span)
                             .await?;
-                        abridge_telemetry::metrics::summarizer_request("extractive", "ok");
+                        abridge_telemetry::metrics::summarizer_request(
+                            Backend::Extractive.as_str(),
+                            "ok",
+                        );
                         Ok((summary, Usage::default()))
                     }
                     Some(b) => {

@@ -411,7 +411,9 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
     /// Summarizer backend for this batch.
-    #[arg(long, value_parser = ["extractive", "openai", "anthropic", "noop"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+        abridge_core::Backend::ALL.map(abridge_core::Backend::as_str)
+    ))]
     pub summarizer: Option<String>,
     /// Model for an LLM backend (e.g. gpt-4.1-mini, claude-haiku-4-5, llama3.1).
     #[arg(long, value_parser = parse_model)]
