@@ -17,10 +17,8 @@ use crate::burndown::round;
 use crate::fleet::{Servers, create_batch, fresh_queue, postgres_cpu_usec, video_lines};
 use crate::{BenchOptions, Record};
 
-/// Items per statement. In the burn-down a claim group's read holds ~125 items and an outcome
-/// write ~180 (pg_stat_statements, 2026-12-02 14:05); the size matters: Postgres spends ~42 µs
-/// of CPU per item in groups of 40, ~33 in groups of 100 and ~30 in groups of 255
-/// (BENCHMARKS.md).
+/// Items per statement: about the size of the burn-down's groups, since Postgres's CPU per
+/// item falls as groups grow (BENCHMARKS.md, "The ceiling").
 const GROUP: usize = 100;
 
 /// Connections writing at once. Each waits for its commit's fsync before taking the next

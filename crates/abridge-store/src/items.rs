@@ -197,12 +197,9 @@ impl Store {
         let tokens: std::collections::HashMap<ItemId, LeaseToken> =
             claims.iter().copied().collect();
         // An idle worker claims one item at a time: a statement with a scalar id gets a
-        // cached generic plan (an index lookup), where the array form below is planned anew on
-        // every call (0.2 ms of planning for 0.03 ms of work). Its status check is written so
-        // that it cannot match the partial `items_ready_since` index (`status = 'queued'`): on
-        // a table whose statistics say almost nothing is queued, a plain `i.status = 'queued'`
-        // made the generic plan scan that index for the id, 17 ms per read with 100,000 items
-        // queued, instead of one primary-key lookup.
+        // cached generic plan, where the array form below is planned anew on every call. Its
+        // status check is written so that the plan cannot use the partial `items_ready_since`
+        // index for the id (ARCHITECTURE.md, "Hot statements do not trust statistics").
         let rows = if let [(id, _)] = claims {
             sqlx::query_as!(
                 ClaimedRow,

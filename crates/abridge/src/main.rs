@@ -16,11 +16,10 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // No transparent huge pages for this process. mimalloc asks for them on its arenas, and
-    // then every fresh allocator page faults in (and zeroes) a whole 2 MiB huge page, again
-    // after each purge: 13 % of a worker's CPU in a burn-down profile went to that
-    // (BENCHMARKS.md). Ordinary 4 KiB faults zero only what is touched. Best effort: a kernel
-    // without the prctl just keeps its default.
+    // No transparent huge pages for this process: mimalloc asks for them on its arenas, and
+    // every fresh allocator page then faults in (and zeroes) a whole 2 MiB page, again after
+    // each purge (BENCHMARKS.md has its cost). Best effort: a kernel without the prctl keeps
+    // its default.
     let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
