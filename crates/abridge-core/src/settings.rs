@@ -80,6 +80,8 @@ impl fmt::Display for Secret {
 #[derive(Clone, Debug)]
 pub struct SettingsSource {
     config: Config,
+    /// Every key asked for, so a test can hold the documented settings to the ones read.
+    asked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// Environment variables start with this, then `_` and the upper-cased key.
@@ -119,7 +121,18 @@ impl SettingsSource {
             path: file.map(|p| p.display().to_string()).unwrap_or_default(),
             source,
         })?;
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            asked: Default::default(),
+        })
+    }
+
+    /// The keys asked for so far (by every loader that read this source).
+    pub fn keys_asked(&self) -> Vec<String> {
+        self.asked
+            .lock()
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The environment variable that sets `key`.
@@ -129,6 +142,9 @@ impl SettingsSource {
 
     /// The raw text of `key`, if set in any layer.
     pub fn text(&self, key: &str) -> Result<Option<String>, SettingsError> {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.insert(key.to_owned());
+        }
         match self.config.get_string(key) {
             Ok(s) => Ok(Some(s)),
             Err(config::ConfigError::NotFound(_)) => Ok(None),

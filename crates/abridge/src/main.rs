@@ -5,6 +5,8 @@ mod cli;
 mod commands;
 mod context;
 mod processors;
+#[cfg(test)]
+mod settings_table;
 
 use std::process::ExitCode;
 
