@@ -313,6 +313,9 @@ pub struct Settings {
     pub start_after: Duration,
     /// Postgres connections per process.
     pub database_pool_size: u32,
+    /// Redis connections per process (the claim loop keeps one more of its own). Redis
+    /// answers each in turn, so a few carry a whole worker: more only queue behind it.
+    pub redis_pool_size: usize,
     pub log_format: LogFormat,
     /// What the pruner deletes, and when (see [`Retention`]).
     pub retention: Retention,
@@ -446,6 +449,7 @@ impl Settings {
             item_timeout: src.millis("item_timeout_ms", 600_000, 10)?,
             start_after: src.millis("start_after_ms", 200, 0)?,
             database_pool_size: src.number("database_pool_size", 8, 1, 1_000)? as u32,
+            redis_pool_size: src.number("redis_pool_size", 16, 1, 1_000)? as usize,
             log_format: src.parse("log_format", "text or json")?.unwrap_or_default(),
             retention: Retention::from_source(src)?,
         })

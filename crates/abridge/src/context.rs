@@ -37,7 +37,7 @@ pub fn queue(settings: &Settings) -> anyhow::Result<Queue> {
         url,
         &settings.redis_prefix,
         &settings.queue,
-        16,
+        settings.redis_pool_size,
     )?)
 }
 
