@@ -126,24 +126,8 @@ impl SummarizeConfig {
                 .max(1.0),
         };
         let llm_timeout = src.millis("llm_timeout_ms", 120_000, 100)?;
-        let openai = llm(
-            src,
-            Provider::OpenAi,
-            "gpt-4.1-mini",
-            128_000,
-            500.0,
-            200_000.0,
-            llm_timeout,
-        )?;
-        let anthropic = llm(
-            src,
-            Provider::Anthropic,
-            "claude-haiku-4-5",
-            200_000,
-            50.0,
-            30_000.0,
-            llm_timeout,
-        )?;
+        let openai = llm(src, Provider::OpenAi, &OPENAI, llm_timeout)?;
+        let anthropic = llm(src, Provider::Anthropic, &ANTHROPIC, llm_timeout)?;
         for settings in [&openai, &anthropic] {
             if default_backend.as_str() == settings.provider.name() && settings.missing_key() {
                 return Err(src.missing(
@@ -213,13 +197,34 @@ fn rate(src: &SettingsSource, key: &str, default: f64) -> Result<f64, SettingsEr
     Ok(v)
 }
 
+/// A provider's defaults, each overridable by its `{provider}_*` setting.
+struct LlmDefaults {
+    model: &'static str,
+    /// The model's context window, in tokens.
+    context_tokens: u64,
+    /// Fleet-wide budgets per minute (`0` turns one off).
+    requests_per_minute: f64,
+    tokens_per_minute: f64,
+}
+
+const OPENAI: LlmDefaults = LlmDefaults {
+    model: "gpt-4.1-mini",
+    context_tokens: 128_000,
+    requests_per_minute: 500.0,
+    tokens_per_minute: 200_000.0,
+};
+
+const ANTHROPIC: LlmDefaults = LlmDefaults {
+    model: "claude-haiku-4-5",
+    context_tokens: 200_000,
+    requests_per_minute: 50.0,
+    tokens_per_minute: 30_000.0,
+};
+
 fn llm(
     src: &SettingsSource,
     provider: Provider,
-    default_model: &str,
-    default_context: u64,
-    default_rpm: f64,
-    default_tpm: f64,
+    defaults: &LlmDefaults,
     timeout: Duration,
 ) -> Result<LlmSettings, SettingsError> {
     let name = provider.name();
@@ -240,10 +245,19 @@ fn llm(
         api_key: src.secret(&key("api_key"))?,
         model: src
             .text(&key("model"))?
-            .unwrap_or_else(|| default_model.into()),
-        context_tokens: src.number(&key("context_tokens"), default_context, 1_000, 100_000_000)?,
-        requests_per_minute: rate(src, &key("requests_per_minute"), default_rpm)?,
-        tokens_per_minute: rate(src, &key("tokens_per_minute"), default_tpm)?,
+            .unwrap_or_else(|| defaults.model.into()),
+        context_tokens: src.number(
+            &key("context_tokens"),
+            defaults.context_tokens,
+            1_000,
+            100_000_000,
+        )?,
+        requests_per_minute: rate(
+            src,
+            &key("requests_per_minute"),
+            defaults.requests_per_minute,
+        )?,
+        tokens_per_minute: rate(src, &key("tokens_per_minute"), defaults.tokens_per_minute)?,
         timeout,
     })
 }
