@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use abridge_core::{ErrorKind, ItemId, LeaseToken};
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::Worker;
 use crate::settle::{placement, settle};
+use crate::tally::Tally;
 
 /// What one reconcile pass did.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -46,6 +48,7 @@ pub(crate) async fn run(
     worker: Worker,
     id: abridge_core::WorkerId,
     now: Arc<Notify>,
+    tally: Arc<Tally>,
     stop: CancellationToken,
 ) {
     let mut suspects = Suspects::new();
@@ -61,6 +64,9 @@ pub(crate) async fn run(
         if go {
             match reconcile_once(&worker, &mut suspects).await {
                 Ok(r) => {
+                    tally
+                        .restored
+                        .fetch_add(r.requeued + r.reclaimed, Ordering::Relaxed);
                     if r != ReconcileReport::default() {
                         info!(
                             redis_was_empty = r.redis_was_empty,

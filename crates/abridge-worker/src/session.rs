@@ -41,6 +41,8 @@ pub struct RunReport {
     /// Outcome write statements, and the outcomes they carried.
     pub writes: u64,
     pub written: u64,
+    /// Items this process's reconciler put back in Redis (lost from it, or orphaned there).
+    pub restored: u64,
 }
 
 /// Runs a worker with `concurrency` items at a time until `shutdown` resolves; then stops
@@ -87,6 +89,7 @@ pub async fn run(
     report.claimed = tally.claimed.load(Ordering::Relaxed);
     report.writes = tally.writes.load(Ordering::Relaxed);
     report.written = tally.written.load(Ordering::Relaxed);
+    report.restored = tally.restored.load(Ordering::Relaxed);
     Ok(report)
 }
 
@@ -163,6 +166,7 @@ async fn run_session(
         worker.clone(),
         id,
         reconcile_now,
+        tally.clone(),
         background_stop.clone(),
     ));
     background.spawn(claimer::listen_for_cancellations(

@@ -14,4 +14,5 @@ pub(crate) struct Tally {
     pub claimed: AtomicU64,
     pub writes: AtomicU64,
     pub written: AtomicU64,
+    pub restored: AtomicU64,
 }

@@ -101,6 +101,7 @@ async fn a_fleet_rides_out_a_sentinel_failover() {
 
     // The master steps down to a replica: its writes answer READONLY until the workers'
     // connections find the new master.
+    let open = 2000 - succeeded(&worker, done.batch_id).await;
     group.failover().unwrap();
     let began = std::time::Instant::now();
     eventually(Duration::from_secs(30), "a new master", || async {
@@ -109,8 +110,11 @@ async fn a_fleet_rides_out_a_sentinel_failover() {
     .await;
     time_to_resume(&worker, done.batch_id).await;
     let resumed = began.elapsed();
-    every_item_once(&worker, done.batch_id, running).await;
-    eprintln!("sentinel failover: resumed {resumed:?} after the failover began");
+    let report = every_item_once(&worker, done.batch_id, running, open).await;
+    eprintln!(
+        "sentinel failover: resumed {resumed:?} after the failover began; the reconciler restored {} items",
+        report.restored
+    );
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
 }
 
@@ -132,15 +136,17 @@ async fn a_fleet_rides_out_a_cluster_master_dying() {
 
     // SIGKILL the master that holds the queue's slot; its replica is promoted.
     let dead = cluster.master_of(&slot_key).expect("a master");
+    let open = 2000 - succeeded(&worker, done.batch_id).await;
     cluster.kill(dead);
     eventually(Duration::from_secs(30), "the replica promoted", || async {
         cluster.master_of(&slot_key).is_some_and(|p| p != dead)
     })
     .await;
     let resumed = time_to_resume(&worker, done.batch_id).await;
-    let refused = every_item_once(&worker, done.batch_id, running).await;
+    let report = every_item_once(&worker, done.batch_id, running, open).await;
     eprintln!(
-        "cluster failover: claims resumed {resumed:?} after the promotion; {refused} refused"
+        "cluster failover: claims resumed {resumed:?} after the promotion; {} refused; the reconciler restored {} items",
+        report.fenced, report.restored
     );
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
 }
@@ -164,6 +170,7 @@ async fn a_fleet_follows_its_slot_to_another_master() {
     // Move the queue's slot, keys and all, while the work runs (ASK, then MOVED).
     let from = cluster.master_of(&slot_key).unwrap();
     let to = cluster.ports().into_iter().find(|p| *p != from).unwrap();
+    let open = 2000 - succeeded(&worker, done.batch_id).await;
     let key = slot_key.clone();
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.migrate_slot(&key, to).expect("the slot moves");
@@ -176,7 +183,11 @@ async fn a_fleet_follows_its_slot_to_another_master() {
         succeeded(&worker, done.batch_id).await < 2000,
         "the batch was still running when the slot moved"
     );
-    every_item_once(&worker, done.batch_id, running).await;
+    let report = every_item_once(&worker, done.batch_id, running, open).await;
+    eprintln!(
+        "resharding: the reconciler restored {} items",
+        report.restored
+    );
 }
 
 /// A worker of the test's settings on the Redis at `url`, whose items take `delay` each
@@ -230,12 +241,23 @@ async fn time_to_resume(worker: &Worker, batch: abridge_core::BatchId) -> Durati
     since.elapsed()
 }
 
-/// Runs `batch` to its end and checks every item ended once: 2,000 outcomes, none twice,
-/// none refused for a lost lease.
-async fn every_item_once(worker: &Worker, batch: abridge_core::BatchId, running: Running) -> u64 {
+/// Runs `batch` to its end and checks every item ended once: 2,000 outcomes, none twice;
+/// and that whatever the reconciler restored was among the `open` items (not yet finished
+/// when the fault began): restoring more would have queued a finished item again.
+async fn every_item_once(
+    worker: &Worker,
+    batch: abridge_core::BatchId,
+    running: Running,
+    open: i64,
+) -> abridge_worker::RunReport {
     wait_batch_finished(worker, batch, Duration::from_secs(120)).await;
     assert_eq!(succeeded(worker, batch).await, 2000);
     let report = running.stop().await;
     assert_eq!(report.succeeded, 2000, "{report:?}");
-    report.fenced
+    assert!(
+        report.restored <= open as u64,
+        "restored {} of {open} open items: {report:?}",
+        report.restored
+    );
+    report
 }

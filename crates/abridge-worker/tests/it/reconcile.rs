@@ -117,10 +117,17 @@ async fn a_worker_recovers_by_itself_after_redis_loses_everything() {
             >= 20
     })
     .await;
+    let open = 200 - w.store.batch(batch).await.unwrap().unwrap().counts.succeeded;
     wipe_redis(&env).await;
     wait_batch_finished(&w, batch, Duration::from_secs(60)).await;
     let report = running.stop().await;
     let view = w.store.batch(batch).await.unwrap().unwrap();
     assert_eq!(view.counts.succeeded, 200);
     assert_eq!(report.succeeded, 200, "every item written exactly once");
+    // What Redis lost came back through the reconciler, and nothing more than was open.
+    assert!(
+        report.restored > 0 && report.restored <= open as u64,
+        "restored {} of {open} open items",
+        report.restored
+    );
 }
