@@ -24,7 +24,7 @@ use abridge_worker::{Processor, Worker};
 
 pub use poll::{eventually, until};
 pub use process::Proc;
-pub use processors::{FnProcessor, ok, processor};
+pub use processors::{FnProcessor, ok, processor, succeeded};
 
 /// The template every test database is cloned from: migrated once per server.
 const TEMPLATE_DB: &str = "abridge_test_template";

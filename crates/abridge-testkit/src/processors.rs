@@ -41,3 +41,25 @@ pub fn ok(summary: impl Into<String>) -> Result<JobOutput, ItemError> {
         ..JobOutput::default()
     })
 }
+
+/// An outcome write of a successful attempt (attempt 1, begun now), for tests that call the
+/// fenced statements themselves.
+pub fn succeeded(
+    item: abridge_core::ItemId,
+    token: abridge_core::LeaseToken,
+    started: bool,
+    summary: &str,
+) -> abridge_store::Finish {
+    abridge_store::Finish {
+        item,
+        token,
+        outcome: abridge_store::Outcome::Succeeded {
+            summary: summary.into(),
+            title: None,
+            meta: serde_json::json!({}),
+        },
+        started,
+        attempt: 1,
+        began: std::time::Instant::now(),
+    }
+}

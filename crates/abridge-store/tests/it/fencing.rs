@@ -4,8 +4,8 @@
 
 use abridge_core::input::BatchInput;
 use abridge_core::{BatchId, ErrorKind, ItemId, ItemStatus, LeaseToken, Priority, WorkerId};
-use abridge_store::{Claim, Finish, NewBatch, Outcome, Store};
-use abridge_testkit::TestEnv;
+use abridge_store::{Claim, NewBatch, Store};
+use abridge_testkit::{TestEnv, succeeded};
 
 /// A database of its own holding one queued batch of `n` items.
 async fn batch_of(n: usize) -> (TestEnv, Store, BatchId, Vec<ItemId>) {
@@ -29,21 +29,6 @@ async fn batch_of(n: usize) -> (TestEnv, Store, BatchId, Vec<ItemId>) {
         .await
         .unwrap();
     (env, store, created.id, created.item_ids)
-}
-
-fn succeeded(item: ItemId, token: LeaseToken, started: bool, summary: &str) -> Finish {
-    Finish {
-        item,
-        token,
-        outcome: Outcome::Succeeded {
-            summary: summary.into(),
-            title: None,
-            meta: serde_json::json!({}),
-        },
-        started,
-        attempt: 1,
-        began: std::time::Instant::now(),
-    }
 }
 
 #[tokio::test]

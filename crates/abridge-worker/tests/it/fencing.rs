@@ -4,25 +4,12 @@
 
 use std::time::Duration;
 
-use abridge_core::{ErrorKind, ItemId, ItemStatus, LeaseToken, Priority, WorkerId};
+use abridge_core::{ErrorKind, ItemStatus, LeaseToken, Priority, WorkerId};
 use abridge_store::{Claim, Finish, Outcome};
 
-use crate::support::*;
+use abridge_testkit::succeeded;
 
-fn succeeded(item: ItemId, token: LeaseToken, started: bool, summary: &str) -> Finish {
-    Finish {
-        item,
-        token,
-        outcome: Outcome::Succeeded {
-            summary: summary.into(),
-            title: None,
-            meta: serde_json::json!({}),
-        },
-        started,
-        attempt: 1,
-        began: std::time::Instant::now(),
-    }
-}
+use crate::support::*;
 
 #[tokio::test]
 async fn counts_always_equal_the_rows_under_concurrent_workers() {

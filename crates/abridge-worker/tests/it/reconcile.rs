@@ -117,7 +117,14 @@ async fn a_worker_recovers_by_itself_after_redis_loses_everything() {
             >= 20
     })
     .await;
-    let open = 200 - w.store.batch(batch).await.unwrap().unwrap().counts.succeeded;
+    let open = 200
+        - w.store
+            .batch(batch)
+            .await
+            .unwrap()
+            .unwrap()
+            .counts
+            .succeeded;
     wipe_redis(&env).await;
     wait_batch_finished(&w, batch, Duration::from_secs(60)).await;
     let report = running.stop().await;
