@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use abridge_store::webhooks::ClaimedWebhook;
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -235,14 +234,12 @@ pub fn verify_signature(
 
 /// The backoff before attempt `attempt + 1`: base × 2^(attempt−1), capped, 50–100 % jitter.
 fn backoff(attempt: i32, settings: &WebhookSettings) -> Duration {
-    let exp = u32::try_from(attempt.saturating_sub(1))
-        .unwrap_or(0)
-        .min(30);
-    let full = settings
-        .retry_base
-        .saturating_mul(1u32 << exp)
-        .min(settings.retry_max);
-    full.mul_f64(rand::rng().random_range(0.5..=1.0))
+    abridge_core::backoff::exponential(
+        u32::try_from(attempt).unwrap_or(1),
+        settings.retry_base,
+        settings.retry_max,
+        abridge_core::backoff::jitter(),
+    )
 }
 
 /// Delivers due webhooks until `stop`: a round whenever woken (progress notices) or every

@@ -9,6 +9,7 @@
 //! - [`error`]: `ItemError`, whose variant decides whether an item is retried.
 //! - [`settings`]: configuration (defaults < `abridge.toml` < `ABRIDGE_*` environment).
 
+pub mod backoff;
 pub mod error;
 pub mod ids;
 pub mod input;

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
 /// A retry policy for one request's in-process retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -38,12 +36,13 @@ impl RetryPolicy {
         if retry == 0 || retry > self.max_retries {
             return None;
         }
-        let exp = self
-            .base
-            .saturating_mul(1u32 << (retry - 1).min(20))
-            .min(self.cap);
-        let jittered = exp.mul_f64(rand::rng().random_range(0.5..=1.0));
-        let wait = jittered.max(retry_after.unwrap_or_default());
+        let wait = abridge_core::backoff::exponential(
+            retry,
+            self.base,
+            self.cap,
+            abridge_core::backoff::jitter(),
+        )
+        .max(retry_after.unwrap_or_default());
         (wait <= self.max_wait).then_some(wait)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use abridge_core::backoff::{exponential, jitter};
 
 /// The delay before retrying after failed attempt number `attempt` (1-based): `base * 2^(attempt-1)`
 /// capped at `max`, then scaled by a random factor in [0.5, 1.0] so that items failed together
@@ -16,8 +16,7 @@ pub fn retry_delay(
     retry_after: Option<Duration>,
     longest: Duration,
 ) -> Duration {
-    let jitter = rand::rng().random_range(0.5..=1.0);
-    retry_delay_with(attempt, base, max, retry_after, longest, jitter)
+    retry_delay_with(attempt, base, max, retry_after, longest, jitter())
 }
 
 /// [`retry_delay`] with its random factor given (`jitter`, in [0.5, 1.0]).
@@ -29,11 +28,7 @@ pub fn retry_delay_with(
     longest: Duration,
     jitter: f64,
 ) -> Duration {
-    let exp = base
-        .checked_mul(1u32 << attempt.saturating_sub(1).min(30))
-        .unwrap_or(max)
-        .min(max);
-    exp.mul_f64(jitter.clamp(0.5, 1.0))
+    exponential(attempt, base, max, jitter)
         .max(retry_after.unwrap_or_default())
         .min(longest)
 }
