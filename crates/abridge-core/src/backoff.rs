@@ -14,6 +14,37 @@ pub fn exponential(n: u32, base: Duration, cap: Duration, jitter: f64) -> Durati
         .mul_f64(jitter.clamp(0.5, 1.0))
 }
 
+/// Waits that double from a first one up to a longest, for a loop that retries while a store
+/// is away: every such loop in abridge waits this way.
+#[derive(Clone, Copy, Debug)]
+pub struct Doubling {
+    first: Duration,
+    longest: Duration,
+    next: Duration,
+}
+
+impl Doubling {
+    pub const fn new(first: Duration, longest: Duration) -> Self {
+        Self {
+            first,
+            longest,
+            next: first,
+        }
+    }
+
+    /// The wait before the next try; the one after it is twice as long (up to the longest).
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.longest);
+        wait
+    }
+
+    /// Starts again from the first wait (after a try that worked).
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// A random jitter factor in [0.5, 1.0].
 pub fn jitter() -> f64 {
     rand::rng().random_range(0.5..=1.0)
@@ -39,5 +70,15 @@ mod tests {
         for _ in 0..100 {
             assert!((0.5..=1.0).contains(&jitter()));
         }
+    }
+
+    #[test]
+    fn doubling_waits_double_up_to_the_longest_and_start_again_after_a_reset() {
+        let ms = Duration::from_millis;
+        let mut waits = Doubling::new(ms(50), ms(300));
+        let seen: Vec<_> = (0..5).map(|_| waits.next_wait()).collect();
+        assert_eq!(seen, [ms(50), ms(100), ms(200), ms(300), ms(300)]);
+        waits.reset();
+        assert_eq!(waits.next_wait(), ms(50));
     }
 }

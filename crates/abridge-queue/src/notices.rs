@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use abridge_core::BatchId;
+use abridge_core::backoff::Doubling;
 use futures::{Stream, StreamExt};
 use tracing::{debug, warn};
 
@@ -36,13 +37,13 @@ where
     struct State<F, S> {
         subscribe: F,
         current: Option<Pin<Box<S>>>,
-        delay: Duration,
+        waits: Doubling,
         subscribed_before: bool,
     }
     let state: State<F, S> = State {
         subscribe,
         current: None,
-        delay: FIRST,
+        waits: Doubling::new(FIRST, LONGEST),
         subscribed_before: false,
     };
     futures::stream::unfold(state, move |mut state| async move {
@@ -53,22 +54,21 @@ where
                     None => {
                         warn!("{what}: subscription dropped; re-subscribing");
                         state.current = None;
-                        tokio::time::sleep(state.delay).await;
+                        tokio::time::sleep(state.waits.next_wait()).await;
                     }
                 }
             }
             match (state.subscribe)().await {
                 Ok(stream) => {
                     state.current = Some(Box::pin(stream));
-                    state.delay = FIRST;
+                    state.waits.reset();
                     if std::mem::replace(&mut state.subscribed_before, true) {
                         return Some((Subscribed::Again, state));
                     }
                 }
                 Err(e) => {
                     debug!(error = %e, "{what}: cannot subscribe; retrying");
-                    tokio::time::sleep(state.delay).await;
-                    state.delay = (state.delay * 2).min(LONGEST);
+                    tokio::time::sleep(state.waits.next_wait()).await;
                 }
             }
         }

@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use abridge_core::backoff::Doubling;
 use abridge_core::{BatchId, ItemId, LeaseToken, WorkerId};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, Outcome, StartedItem};
@@ -47,7 +48,7 @@ pub(crate) struct ClaimCtx {
 }
 
 pub(crate) async fn run(worker: Worker, ctx: Arc<ClaimCtx>, stop: CancellationToken) {
-    let mut error_delay = Duration::from_millis(50);
+    let mut error_waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut redis = worker.queue.claim_connection();
     // Set after a claim came back empty: the next claim first waits this long for a wake-up.
     let mut idle_wait: Option<Duration> = None;
@@ -98,13 +99,12 @@ pub(crate) async fn run(worker: Worker, ctx: Arc<ClaimCtx>, stop: CancellationTo
                 warn!(error = %e, "claim failed; backing off");
                 metrics::counter!("abridge_claim_errors_total").increment(1);
                 tokio::select! {
-                    _ = tokio::time::sleep(error_delay) => {}
+                    _ = tokio::time::sleep(error_waits.next_wait()) => {}
                     _ = stop.cancelled() => return,
                 }
-                error_delay = (error_delay * 2).min(Duration::from_secs(5));
             }
             Ok(claim) => {
-                error_delay = Duration::from_millis(50);
+                error_waits.reset();
                 if !claim.epoch_present {
                     ctx.reconcile_now.notify_one();
                 }
@@ -166,7 +166,7 @@ async fn start_claimed(
 ) {
     let claims: Vec<(ItemId, LeaseToken)> =
         held.iter().map(|(l, _, _)| (l.item, l.token)).collect();
-    let mut delay = Duration::from_millis(50);
+    let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(2));
     let started = loop {
         match worker.store.read_claimed(&claims).await {
             Ok(started) => break started,
@@ -186,8 +186,7 @@ async fn start_claimed(
                     }
                     return;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(waits.next_wait()).await;
             }
         }
     };

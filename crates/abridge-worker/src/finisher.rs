@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use abridge_core::backoff::Doubling;
 use abridge_core::{ItemStatus, LeaseToken, WorkerId};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, FinishReport, Outcome};
@@ -143,7 +144,7 @@ async fn write_group(
     id: WorkerId,
     finishes: &[Finish],
 ) -> Result<FinishReport, abridge_store::StoreError> {
-    let mut delay = Duration::from_millis(50);
+    let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
         match worker
             .store
@@ -152,8 +153,7 @@ async fn write_group(
         {
             Err(e) if e.is_unavailable() => {
                 warn!(error = %e, outcomes = finishes.len(), "cannot write outcomes; holding them and retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(waits.next_wait()).await;
             }
             result => return result,
         }
@@ -232,15 +232,14 @@ async fn acknowledge(
     // claim (an attempt counted for an item whose outcome was written). Reapers wait a lease
     // period after an outage before taking anything, so an acknowledgement that lands within
     // it is in time.
-    let mut delay = Duration::from_millis(50);
+    let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
     let gave_up_at = std::time::Instant::now() + ACK_PATIENCE;
     let ready = loop {
         match worker.queue.ack(&acks, &batches).await {
             Ok(acked) => break acked.ready,
             Err(e) if e.is_unavailable() && std::time::Instant::now() < gave_up_at => {
                 warn!(error = %e, leases = acks.len(), "cannot acknowledge leases; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(waits.next_wait()).await;
             }
             Err(e) => {
                 warn!(error = %e, "cannot acknowledge leases; they will expire and the reaper will settle them");

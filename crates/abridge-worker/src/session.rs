@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use abridge_core::WorkerId;
+use abridge_core::backoff::Doubling;
 use abridge_store::NewSession;
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -101,7 +102,7 @@ async fn register(
     concurrency: usize,
     stop: &CancellationToken,
 ) -> bool {
-    let mut delay = Duration::from_millis(100);
+    let mut waits = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let session = NewSession {
             id,
@@ -120,9 +121,8 @@ async fn register(
         }
         tokio::select! {
             _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(waits.next_wait()) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

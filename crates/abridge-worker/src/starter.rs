@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use abridge_core::backoff::Doubling;
 use abridge_core::{BatchId, ErrorKind, ItemError, ItemId, WorkerId};
 use abridge_queue::LeaseRef;
 use abridge_store::Claim;
@@ -146,14 +147,13 @@ pub(crate) async fn run(
     while let Some(ops) = batching::next_batch(&rx, &stop).await {
         let claims: Vec<Claim> = ops.iter().map(|op| op.claim).collect();
         let began: Vec<_> = ops.iter().map(|op| op.began).collect();
-        let mut delay = Duration::from_millis(50);
+        let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
         let started = loop {
             match worker.store.start_items_begun(id, &claims, &began).await {
                 Ok(ids) => break Some(ids),
                 Err(e) if e.is_unavailable() && !stop.is_cancelled() => {
                     warn!(error = %e, items = claims.len(), "cannot mark items running; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(waits.next_wait()).await;
                 }
                 Err(e) => {
                     warn!(error = %e, items = claims.len(), "cannot mark items running; they carry on unstarted");

@@ -98,7 +98,10 @@ impl MetricsServer {
 pub(crate) async fn wait_for_store(
     settings: &abridge_core::Settings,
 ) -> anyhow::Result<abridge_store::Store> {
-    let mut delay = std::time::Duration::from_millis(200);
+    let mut waits = abridge_core::backoff::Doubling::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
     loop {
         match context::store(settings).await {
             Ok(store) => return Ok(store),
@@ -115,8 +118,7 @@ pub(crate) async fn wait_for_store(
         }
         tokio::select! {
             _ = super::stop_signal() => anyhow::bail!("stopped before the database was reachable"),
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(waits.next_wait()) => {}
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(5));
     }
 }
