@@ -25,6 +25,7 @@ pub mod cost;
 pub mod extractive;
 pub mod fleet;
 pub mod llm;
+pub mod meta;
 pub mod noop;
 pub mod render;
 pub mod text;
@@ -457,20 +458,6 @@ impl Processor for Summarizer {
             },
             prompt_title,
         };
-        let mut meta = json!({
-            "backend": request.backend,
-            "model": if model.is_empty() { "lexrank" } else { model.as_str() },
-            "prompt_version": prompt_version,
-            "length": request.length.as_str(),
-            "language": doc.language,
-            "transcript": {
-                "source": transcript.source,
-                "language": transcript.language,
-                "kind": transcript.kind,
-                "segments": doc.segments.len(),
-            },
-        });
-
         let cached = self.store.cached_summary(&key).await.map_err(store_error)?;
         let (summary, usage, cache) = match cached {
             Some(hit) => (hit.summary, Usage::default(), "hit"),
@@ -527,37 +514,52 @@ impl Processor for Summarizer {
                 (render::body(&doc.video_id, &summary), usage, "miss")
             }
         };
-        meta["summary_cache"] = json!(cache);
-        meta["input_tokens"] = json!(usage.input_tokens);
-        meta["output_tokens"] = json!(usage.output_tokens);
-        if llm.is_some() {
-            // What the summary cost as made (reused chunks included); `null` without a price.
-            let factor = if usage.provider_batch.is_some() {
-                llm::BATCH_PRICE_FACTOR
+        let model_run = llm.map(|_| meta::ModelRun {
+            llm_requests: usage.requests,
+            chunks: usage.chunks,
+            reused_chunks: usage.reused_chunks,
+            truncated: usage.truncated,
+            answer: (cache == "miss").then_some(if usage.structured {
+                "json"
+            } else if usage.prose {
+                "prose"
             } else {
-                1.0
-            };
-            meta["cost_usd"] =
-                json!(price.map(|p| p.cost(usage.input_tokens, usage.output_tokens) * factor));
-            if let Some(id) = &usage.provider_batch {
-                meta["provider_batch_id"] = json!(id);
-            }
-            meta["llm_requests"] = json!(usage.requests);
-            meta["chunks"] = json!(usage.chunks);
-            meta["reused_chunks"] = json!(usage.reused_chunks);
-            meta["truncated"] = json!(usage.truncated);
-            if cache == "miss" {
-                meta["answer"] = json!(if usage.structured {
-                    "json"
-                } else if usage.prose {
-                    "prose"
-                } else {
-                    "text"
-                });
-                meta["stamps_clamped"] = json!(usage.stamps_clamped);
-            }
+                "text"
+            }),
+            stamps_clamped: (cache == "miss").then_some(usage.stamps_clamped),
+        });
+        // What the summary cost as made (reused chunks included); `null` without a price.
+        let factor = if usage.provider_batch.is_some() {
+            llm::BATCH_PRICE_FACTOR
+        } else {
+            1.0
+        };
+        let meta = meta::ResultMeta {
+            backend: request.backend,
+            model: if model.is_empty() {
+                "lexrank".to_owned()
+            } else {
+                model.clone()
+            },
+            prompt_version: prompt_version.to_owned(),
+            length: request.length.as_str(),
+            language: doc.language.clone(),
+            transcript: meta::TranscriptMeta {
+                source: transcript.source,
+                language: transcript.language.clone(),
+                kind: transcript.kind.clone(),
+                segments: doc.segments.len(),
+            },
+            summary_cache: cache,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: llm
+                .map(|_| price.map(|p| p.cost(usage.input_tokens, usage.output_tokens) * factor)),
+            provider_batch_id: llm.and(usage.provider_batch.clone()),
+            model_run,
+            duration_ms: started.elapsed().as_millis() as u64,
         }
-        meta["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+        .to_json();
         if cache == "miss" {
             match self
                 .store
