@@ -26,7 +26,7 @@ pub struct Job {
     /// Supplied by the producer: summarise it instead of fetching one.
     pub transcript: Option<String>,
     /// The batch's processing options, as given at enqueue (backend, model, length, language).
-    pub options: serde_json::Value,
+    pub options: abridge_core::BatchOptions,
     /// The batch's priority (a `low` batch may be summarized through a provider's batch API).
     pub priority: abridge_core::Priority,
     /// The API tenant that owns the batch; `None` for the operator's (CLI) batches. Whatever

@@ -161,28 +161,21 @@ impl Summarizer {
     }
 
     fn request(&self, job: &Job) -> Result<Request, ItemError> {
-        let invalid = |message: String| {
-            ItemError::permanent(ErrorKind::from_static("invalid_options"), message)
-        };
         let o = &job.options;
-        let text = |field: &str| {
-            o.get(field)
-                .and_then(|v| v.as_str())
+        let text = |field: &Option<String>| {
+            field
+                .as_deref()
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        let backend = match text("backend") {
+        let backend = match text(&o.backend) {
             Some(b) => b.parse().map_err(|e: String| {
                 ItemError::permanent(ErrorKind::from_static("unknown_backend"), e)
             })?,
             None => self.config.default_backend,
         };
-        let length = match text("length") {
-            Some(l) => l.parse().map_err(invalid)?,
-            None => SummaryLength::default(),
-        };
-        let languages = match text("language") {
+        let languages = match text(&o.language) {
             Some(l) => l
                 .split(',')
                 .map(|s| s.trim().to_owned())
@@ -192,10 +185,10 @@ impl Summarizer {
         };
         Ok(Request {
             backend,
-            model: text("model"),
-            length,
+            model: text(&o.model),
+            length: o.length.unwrap_or_default(),
             languages,
-            max_cost_usd: o.get("max_cost_usd").and_then(|v| v.as_f64()),
+            max_cost_usd: o.max_cost_usd,
         })
     }
 

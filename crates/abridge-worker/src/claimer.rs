@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use abridge_core::backoff::Doubling;
-use abridge_core::{BatchId, ItemId, LeaseToken, WorkerId};
+use abridge_core::{BatchId, ErrorKind, ItemError, ItemId, LeaseToken, WorkerId};
 use abridge_queue::{AfterAck, LeaseRef};
 use abridge_store::{Finish, Outcome, StartedItem};
 use abridge_telemetry::trace::{self, KeyValue};
@@ -323,6 +323,18 @@ async fn run_item(
     let attempt = u32::try_from(claim_attempt).unwrap_or(1);
     let began = std::time::Instant::now();
     let start = StartHandle::new(&ctx.starter, &lease, item.attempt, began);
+    // Checked at enqueue; a stored value this build cannot read fails the item, whatever the
+    // processor.
+    let (options, unreadable) = match serde_json::from_value(item.options) {
+        Ok(options) => (options, None),
+        Err(e) => (
+            abridge_core::BatchOptions::default(),
+            Some(ItemError::permanent(
+                ErrorKind::from_static("invalid_options"),
+                format!("the batch's options cannot be read: {e}"),
+            )),
+        ),
+    };
     let job = Job {
         item_id: item.id,
         batch_id: item.batch_id,
@@ -333,17 +345,21 @@ async fn run_item(
         url: item.url,
         title: item.title,
         transcript: item.transcript,
-        options: item.options,
+        options,
         priority: lease.priority,
         tenant: item.tenant,
         fence: Arc::new(start.clone()),
     };
+    let (processor, job_ref) = (&worker.processor, &job);
+    let process = async move {
+        match unreadable {
+            Some(e) => Err(e),
+            None => processor.process(job_ref).await,
+        }
+    };
     let mut work = Box::pin(
-        AssertUnwindSafe(tokio::time::timeout(
-            worker.settings.item_timeout,
-            worker.processor.process(&job),
-        ))
-        .catch_unwind(),
+        AssertUnwindSafe(tokio::time::timeout(worker.settings.item_timeout, process))
+            .catch_unwind(),
     );
     let mut start_due = std::pin::pin!(tokio::time::sleep(worker.settings.start_after));
     let mut starting: Option<futures::future::BoxFuture<'static, StartResult>> = None;

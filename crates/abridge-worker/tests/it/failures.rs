@@ -237,3 +237,54 @@ async fn deferred_items_wait_without_using_up_attempts() {
         1
     );
 }
+
+#[tokio::test]
+async fn options_this_build_cannot_read_fail_the_item_without_calling_the_processor() {
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = called.clone();
+    let p = processor(move |_| {
+        seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        async { ok("x") }
+    });
+    let (_env, w) = env_and_worker(p, &[]).await;
+    // Stored past the enqueue's checks (an older or newer build wrote them).
+    let created = w
+        .store
+        .create_batch(
+            abridge_store::NewBatch {
+                id: abridge_core::BatchId::new(),
+                queue: &w.settings.queue,
+                name: None,
+                priority: Priority::Normal,
+                options: serde_json::json!({"length": "epic"}),
+                tenant: None,
+                webhook_url: None,
+                traceparent: None,
+            },
+            &abridge_core::input::BatchInput::from_lines(&video_lines('o', 1)).items,
+        )
+        .await
+        .unwrap();
+    w.queue
+        .enqueue(
+            created.id,
+            Priority::Normal,
+            abridge_queue::Share::NO_TENANT,
+            &created.item_ids,
+        )
+        .await
+        .unwrap();
+    let running = Running::start(w.clone(), 2);
+    wait_batch_finished(&w, created.id, Duration::from_secs(20)).await;
+    let report = running.stop().await;
+    assert_eq!(report.failed, 1, "{report:?}");
+    let item = w
+        .store
+        .items_of(created.id, None, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(item.status, abridge_core::ItemStatus::Failed);
+    assert_eq!(item.error_kind.as_deref(), Some("invalid_options"));
+    assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+}
