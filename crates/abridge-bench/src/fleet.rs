@@ -102,14 +102,8 @@ pub async fn create_batch(
     Ok(store
         .create_batch(
             NewBatch {
-                id: BatchId::new(),
-                queue,
                 name,
-                priority: Priority::Normal,
-                options: serde_json::json!({}),
-                tenant: None,
-                webhook_url: None,
-                traceparent: None,
+                ..NewBatch::plain(queue, Priority::Normal)
             },
             items,
         )

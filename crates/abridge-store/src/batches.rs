@@ -31,6 +31,23 @@ pub struct NewBatch<'a> {
     pub traceparent: Option<&'a str>,
 }
 
+impl<'a> NewBatch<'a> {
+    /// A batch of no name, owner, options, webhook or trace, with a new id: what tools,
+    /// benchmarks and tests start from (`NewBatch { name, ..NewBatch::plain(queue, p) }`).
+    pub fn plain(queue: &'a str, priority: Priority) -> Self {
+        Self {
+            id: BatchId::new(),
+            queue,
+            name: None,
+            priority,
+            options: serde_json::json!({}),
+            tenant: None,
+            webhook_url: None,
+            traceparent: None,
+        }
+    }
+}
+
 /// An `Idempotency-Key` to record with a new batch, so that a retried request finds it.
 #[derive(Clone, Debug)]
 pub struct IdempotencyKey<'a> {

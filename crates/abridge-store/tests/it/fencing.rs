@@ -14,16 +14,7 @@ async fn batch_of(n: usize) -> (TestEnv, Store, BatchId, Vec<ItemId>) {
     let lines: String = (0..n).map(|i| format!("f{i:010}\n")).collect();
     let created = store
         .create_batch(
-            NewBatch {
-                id: BatchId::new(),
-                queue: "fencing",
-                name: None,
-                priority: Priority::Normal,
-                options: serde_json::json!({}),
-                tenant: None,
-                webhook_url: None,
-                traceparent: None,
-            },
+            NewBatch::plain("fencing", Priority::Normal),
             &BatchInput::from_lines(&lines).items,
         )
         .await

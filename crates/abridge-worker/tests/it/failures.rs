@@ -252,14 +252,8 @@ async fn options_this_build_cannot_read_fail_the_item_without_calling_the_proces
         .store
         .create_batch(
             abridge_store::NewBatch {
-                id: abridge_core::BatchId::new(),
-                queue: &w.settings.queue,
-                name: None,
-                priority: Priority::Normal,
                 options: serde_json::json!({"length": "epic"}),
-                tenant: None,
-                webhook_url: None,
-                traceparent: None,
+                ..abridge_store::NewBatch::plain(&w.settings.queue, Priority::Normal)
             },
             &abridge_core::input::BatchInput::from_lines(&video_lines('o', 1)).items,
         )

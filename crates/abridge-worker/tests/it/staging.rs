@@ -28,13 +28,7 @@ async fn create_rows(w: &abridge_worker::Worker, id: BatchId, ids: &[abridge_cor
         .create_batch_once(
             NewBatch {
                 id,
-                queue: &w.settings.queue,
-                name: None,
-                priority: Priority::Normal,
-                options: serde_json::json!({}),
-                tenant: None,
-                webhook_url: None,
-                traceparent: None,
+                ..NewBatch::plain(&w.settings.queue, Priority::Normal)
             },
             &input.items,
             Some(ids),
