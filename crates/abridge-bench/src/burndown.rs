@@ -6,7 +6,7 @@ use std::time::Duration;
 use abridge_control::EnqueueRequest;
 use abridge_core::input::BatchInput;
 
-use crate::fleet::{
+use crate::servers::{
     Servers, Workers, cpu_usec, fresh_queue, postgres_cpu_usec, video_lines, wait_batch_finished,
 };
 use crate::{BenchOptions, Record};

@@ -14,7 +14,7 @@ use abridge_core::{ItemId, LeaseToken, WorkerId};
 use abridge_store::{Finish, Outcome, Store};
 
 use crate::burndown::round;
-use crate::fleet::{Servers, create_batch, fresh_queue, postgres_cpu_usec, video_lines};
+use crate::servers::{Servers, create_batch, fresh_queue, postgres_cpu_usec, video_lines};
 use crate::{BenchOptions, Record};
 
 /// Items per statement: about the size of the burn-down's groups, since Postgres's CPU per

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::burndown::round;
-use crate::fleet::{Servers, fresh_queue, video_lines};
+use crate::servers::{Servers, fresh_queue, video_lines};
 use crate::{BenchOptions, Record};
 use abridge_queue::ServerStats;
 

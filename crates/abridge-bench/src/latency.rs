@@ -19,8 +19,8 @@ use abridge_store::Store;
 use chrono::{DateTime, Utc};
 
 use crate::burndown::round;
-use crate::fleet::{Servers, Workers, create_batch, fresh_queue};
 use crate::report::quantile;
+use crate::servers::{Servers, Workers, create_batch, fresh_queue};
 use crate::{BenchOptions, Record};
 
 /// One enqueue call's timestamps.

@@ -3,7 +3,7 @@
 //! servers (the configured ones, or throwaway ones started here) and real `abridge worker`
 //! processes with the `noop` summarizer, so the queue alone is measured.
 //!
-//! - [`fleet`]: servers and worker processes.
+//! - [`servers`]: servers and worker processes.
 //! - [`burndown`], [`enqueue`], [`latency`], [`scale`]: the scenarios; [`ceiling`]: the
 //!   burn-down's Postgres statements alone, the bound the burn-down cannot pass;
 //!   [`retention`]: the burn-down against a big `items` table, and while the pruner runs;
@@ -14,11 +14,11 @@
 pub mod burndown;
 pub mod ceiling;
 pub mod enqueue;
-pub mod fleet;
 pub mod latency;
 pub mod report;
 pub mod retention;
 pub mod scale;
+pub mod servers;
 pub mod transcripts;
 
 use std::path::PathBuf;
@@ -119,7 +119,7 @@ pub async fn run(
     opts: &BenchOptions,
     mut emit: impl FnMut(&Record),
 ) -> anyhow::Result<Vec<Record>> {
-    let servers = fleet::Servers::start(
+    let servers = servers::Servers::start(
         opts.database_url.clone(),
         opts.redis_url.clone(),
         opts.redis_cluster,

@@ -22,7 +22,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::burndown::{self, round};
-use crate::fleet::{Servers, fresh_queue};
+use crate::servers::{Servers, fresh_queue};
 use crate::{BenchOptions, Record};
 
 const DAY: Duration = Duration::from_secs(86_400);

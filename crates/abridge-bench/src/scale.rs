@@ -11,8 +11,8 @@ use abridge_local::LocalRedis;
 use abridge_queue::{AfterAck, Queue};
 
 use crate::burndown::round;
-use crate::fleet::{Servers, Workers, fresh_queue, rss_bytes, video_lines, wait_batch_done};
 use crate::report::quantile;
+use crate::servers::{Servers, Workers, fresh_queue, rss_bytes, video_lines, wait_batch_done};
 use crate::{BenchOptions, Record};
 
 pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<Record>> {

@@ -14,7 +14,7 @@ use abridge_summarize::Summarizer;
 use abridge_summarize::config::SummarizeConfig;
 
 use crate::burndown::round;
-use crate::fleet::{Servers, fresh_queue, wait_batch_finished};
+use crate::servers::{Servers, fresh_queue, wait_batch_finished};
 use crate::{BenchOptions, Record};
 
 /// Videos in the batch: enough that the first one's watch page is a rounding error.

@@ -3,7 +3,7 @@
 //! then Redis (the fast path); if the Redis step fails after the commit, the reconciler
 //! finishes it.
 //!
-//! - [`fleet`]: the fleet gauges (queue depth, leases, the oldest waiting item, live workers,
+//! - [`gauges`]: the fleet gauges (queue depth, leases, the oldest waiting item, live workers,
 //!   drift), read from Redis and Postgres at scrape time by `abridge exporter`.
 //! - [`watch`]: the fleet at a glance for people (`abridge top`).
 
@@ -19,7 +19,7 @@ use abridge_store::{
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
-pub mod fleet;
+pub mod gauges;
 pub mod watch;
 
 #[derive(Debug, thiserror::Error)]

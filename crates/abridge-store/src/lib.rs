@@ -2,15 +2,17 @@
 //!
 //! - [`admin`]: creating and dropping databases (`abridge up`, tests).
 //! - [`Store`]: the connection pools, migrations and the "is this database migrated" check.
-//! - [`batches`]: creating (with `COPY`), reading, counting, cancelling and completing batches.
+//! - [`batches`]: a batch's transitions (created with `COPY`, cancelled, completed, its
+//!   failed items retried) and the batch with its counts.
 //! - [`items`]: the worker's fenced writes: start, finish, reclaim, release.
 //! - [`sessions`]: worker sessions: register, heartbeat, close, bury the dead.
 //! - [`reconcile`]: what Postgres says should be in Redis.
-//! - [`fleet`]: what operators watch: the fleet gauges' Postgres half, recent batches,
-//!   throughput.
+//! - [`figures`]: what operators watch: the fleet gauges' Postgres half, recent batches,
+//!   throughput, the finish rate.
 //! - [`summaries`]: the transcript and summary caches, and fenced per-item checkpoints.
 //! - [`tenants`]: API tenants and their (hashed) bearer tokens.
-//! - [`batch_api`]: the producer API's batch queries: pages, completion rate, retry, export.
+//! - [`views`]: what owners read: a tenant's batches page by page and its counts, export rows.
+//! - `tooling` (feature `tooling`): queries for benchmarks and tests.
 //! - [`webhooks`]: webhook deliveries, claimed by dispatchers and recorded per attempt.
 //! - [`retention`]: the pruner's bounded deletes (finished batches and what hangs off them,
 //!   unused cache entries, old keys, sessions and fenced-write records) and its lease.
@@ -21,7 +23,7 @@
 pub mod admin;
 pub mod batches;
 pub mod cost;
-pub mod fleet;
+pub mod figures;
 pub mod items;
 pub mod partitions;
 pub mod pauses;
@@ -45,7 +47,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use batches::{
     BatchView, Counts, CreateOnce, CreatedBatch, IdempotencyKey, ItemView, NewBatch,
 };
-pub use fleet::{BatchHeader, FinishRate, FleetSnapshot, MinuteDepth, MinuteThroughput};
+pub use figures::{BatchHeader, FinishRate, FleetSnapshot, MinuteDepth, MinuteThroughput};
 pub use items::{Claim, Finish, FinishReport, Finished, ItemRef, Outcome, Reclaimed, StartedItem};
 pub use retention::{PruneAges, PruneCounts, PruneKind};
 pub use sessions::{NewSession, SessionView};

@@ -17,13 +17,13 @@
 //! 5. **Render** ([`render`]): one markdown shape for every backend, then cache it.
 //!
 //! Every write for the item is fenced by the attempt's lease token ([`checkpoints`]). Fleet
-//! limits (budgets, breakers) live in Redis ([`fleet`]). Configuration: [`config`].
+//! limits (budgets, breakers) live in Redis ([`limits`]). Configuration: [`config`].
 
 pub mod checkpoints;
 pub mod config;
 pub mod cost;
 pub mod extractive;
-pub mod fleet;
+pub mod limits;
 pub mod llm;
 pub mod meta;
 pub mod noop;
@@ -47,7 +47,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
-use crate::fleet::{Breaker, Bucket, Ledger, Payer, TenantBudget, YoutubeBudget, YoutubeShared};
+use crate::limits::{Breaker, Bucket, Ledger, Payer, TenantBudget, YoutubeBudget, YoutubeShared};
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
 

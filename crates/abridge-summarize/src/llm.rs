@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
-use crate::fleet::{self, Breaker, Bucket, Payer};
+use crate::limits::{self, Breaker, Bucket, Payer};
 use crate::render::{KeyPoint, Summary, parse_answer, read_answer, read_structured, refusal};
 use crate::text::{Doc, prompt_lines, stamp};
 
@@ -611,10 +611,10 @@ impl LlmBackend {
             }
             self.breaker.pass(queue).await?;
             if let Some(bucket) = &self.requests {
-                fleet::take(queue, bucket, payer.owner, 1.0, self.budget_max_wait).await?;
+                limits::take(queue, bucket, payer.owner, 1.0, self.budget_max_wait).await?;
             }
             if let Some(bucket) = &self.tokens {
-                fleet::take(
+                limits::take(
                     queue,
                     bucket,
                     payer.owner,

@@ -11,7 +11,7 @@
 //! - **Fleet metrics** ([`Scope::Fleet`]) describe the queue itself: depth, leases, the oldest
 //!   waiting item, live workers, drift. They are read from Redis and Postgres at scrape time by
 //!   one process (`abridge exporter`), never recorded by workers, so N workers do not report N
-//!   stale copies (see `abridge_control::fleet`).
+//!   stale copies (see `abridge_control::gauges`).
 //!
 //! [`CATALOGUE`] lists both, with their label names and the label values known in advance;
 //! tests check that `/metrics` matches it and that dashboards and alerts only use names from it.

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use abridge_control::fleet::FleetMetrics;
+use abridge_control::gauges::FleetMetrics;
 use abridge_core::Settings;
 
 use super::worker::{MetricsServer, wait_for_store};
