@@ -110,47 +110,45 @@ impl Queue {
     /// A stream of progress notices (the batches each one names), from the moment it is
     /// subscribed. Ends when the connection drops; the caller re-subscribes and re-reads.
     pub async fn progress_notices(&self) -> Result<impl Stream<Item = Vec<BatchId>> + use<>> {
-        let mut pubsub = self
-            .connector
-            .client()
-            .await
-            .context("subscribe to progress")?
-            .get_async_pubsub()
-            .await
-            .context("subscribe to progress")?;
-        pubsub
-            .subscribe(&self.keys.progress)
-            .await
-            .context("subscribe to progress")?;
-        Ok(pubsub.into_on_message().filter_map(|msg| async move {
-            let payload: String = msg.get_payload().ok()?;
-            Some(
-                payload
-                    .split_ascii_whitespace()
-                    .filter_map(|id| id.parse().ok())
-                    .collect(),
-            )
+        let payloads = self
+            .subscribe(&self.keys.progress, "subscribe to progress")
+            .await?;
+        Ok(payloads.map(|payload| {
+            payload
+                .split_ascii_whitespace()
+                .filter_map(|id| id.parse().ok())
+                .collect()
         }))
     }
 
     /// A stream of cancelled batch ids, from the moment it is subscribed. Ends when the
     /// connection drops; the caller re-subscribes (renewals catch what was missed).
     pub async fn cancellations(&self) -> Result<impl Stream<Item = BatchId> + use<>> {
+        let payloads = self
+            .subscribe(&self.keys.events, "subscribe to cancellations")
+            .await?;
+        Ok(payloads
+            .filter_map(|payload| async move { payload.strip_prefix("cancel ")?.parse().ok() }))
+    }
+
+    /// The text payloads published on `channel`, on a connection of their own (through a
+    /// node that answers, on a cluster).
+    async fn subscribe(
+        &self,
+        channel: &str,
+        context: &'static str,
+    ) -> Result<impl Stream<Item = String> + use<>> {
         let mut pubsub = self
             .connector
             .client()
             .await
-            .context("subscribe to cancellations")?
+            .context(context)?
             .get_async_pubsub()
             .await
-            .context("subscribe to cancellations")?;
-        pubsub
-            .subscribe(&self.keys.events)
-            .await
-            .context("subscribe to cancellations")?;
-        Ok(pubsub.into_on_message().filter_map(|msg| async move {
-            let payload: String = msg.get_payload().ok()?;
-            payload.strip_prefix("cancel ")?.parse().ok()
-        }))
+            .context(context)?;
+        pubsub.subscribe(channel).await.context(context)?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|msg| async move { msg.get_payload::<String>().ok() }))
     }
 }
