@@ -36,7 +36,7 @@ impl Queue {
                 .key(self.keys.ready(batch))
                 .key(self.keys.cancelled(batch))
                 .key(&self.keys.delayed)
-                .key(&self.keys.dref)
+                .key(&self.keys.delayed_places)
                 .arg(batch.to_string())
                 .arg(millis(CANCEL_MARKER_TTL))
                 .arg(&self.keys.events)

@@ -169,10 +169,10 @@ impl Queue {
         for key in &self.keys.rotation {
             inv.key(key);
         }
-        inv.key(&self.keys.leases)
-            .key(&self.keys.lease)
+        inv.key(&self.keys.lease_deadlines)
+            .key(&self.keys.lease_holders)
             .key(&self.keys.delayed)
-            .key(&self.keys.dref)
+            .key(&self.keys.delayed_places)
             .key(&self.keys.wake)
             .key(&self.keys.epoch)
             .key(&self.keys.paused)

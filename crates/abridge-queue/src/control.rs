@@ -52,6 +52,32 @@ impl Queue {
         Ok(set.is_some())
     }
 
+    /// Moves what a build before the key renaming left under its names to today's
+    /// (`adopt_keys.lua`); the reconciler runs it each pass, so a fleet upgraded while old
+    /// processes still write converges. Returns how many entries it moved (0 once done).
+    pub async fn adopt_old_keys(&self) -> Result<u64> {
+        let mut conn = self.conn("adopt old keys").await?;
+        let old = |name: &str| format!("{}{name}", self.keys.prefix);
+        let moved: u64 = scripts::ADOPT_KEYS
+            .key(old("rr:0"))
+            .key(old("rr:1"))
+            .key(old("rr:2"))
+            .key(&self.keys.rotation[0])
+            .key(&self.keys.rotation[1])
+            .key(&self.keys.rotation[2])
+            .key(old("leases"))
+            .key(&self.keys.lease_deadlines)
+            .key(old("lease"))
+            .key(&self.keys.lease_holders)
+            .key(old("dref"))
+            .key(&self.keys.delayed_places)
+            .arg(&self.keys.prefix)
+            .invoke_async(&mut conn)
+            .await
+            .context("adopt old keys")?;
+        Ok(moved)
+    }
+
     /// Records a reconcile pass's findings, for the fleet gauges: whichever worker reconciled,
     /// the exporter reads the latest from here, so the drift gauge has one source rather than
     /// one stale copy per worker. Not queue state (one plain `HSET`); lost with the rest of

@@ -34,7 +34,7 @@ impl Queue {
             inv.key(self.keys.rotation_for(priority))
                 .key(self.keys.ready(batch))
                 .key(&self.keys.delayed)
-                .key(&self.keys.leases)
+                .key(&self.keys.lease_deadlines)
                 .arg(batch.to_string());
             self.share_args(&mut inv, priority, share);
             for id in chunk {
@@ -57,7 +57,8 @@ impl Queue {
         for b in batches {
             pipe.zcard(self.keys.ready(*b));
         }
-        pipe.hvals(&self.keys.dref).hvals(&self.keys.lease);
+        pipe.hvals(&self.keys.delayed_places)
+            .hvals(&self.keys.lease_holders);
         let mut replies: Vec<redis::Value> = pipe
             .query_async(&mut conn)
             .await
@@ -107,7 +108,7 @@ impl Queue {
     pub async fn leases_by_worker(&self) -> Result<HashMap<WorkerId, i64>> {
         let mut conn = self.conn("count leases per worker").await?;
         let values: Vec<String> = conn
-            .hvals(&self.keys.lease)
+            .hvals(&self.keys.lease_holders)
             .await
             .context("count leases per worker")?;
         let mut counts = HashMap::new();
@@ -128,7 +129,7 @@ impl Queue {
         let mut conn = self.conn("check leases").await?;
         let ids: Vec<i64> = items.iter().map(|i| i.0).collect();
         let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-            .arg(&self.keys.leases)
+            .arg(&self.keys.lease_deadlines)
             .arg(&ids)
             .query_async(&mut conn)
             .await
@@ -143,7 +144,7 @@ impl Queue {
             inv.key(key);
         }
         let v: Vec<i64> = inv
-            .key(&self.keys.leases)
+            .key(&self.keys.lease_deadlines)
             .key(&self.keys.delayed)
             .arg(&self.keys.prefix)
             .invoke_async(&mut conn)

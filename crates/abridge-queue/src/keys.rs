@@ -10,10 +10,13 @@ pub struct Keys {
     pub prefix: String,
     /// Rotation lists of batch ids, by priority rank.
     pub rotation: [String; 3],
-    pub leases: String,
-    pub lease: String,
+    /// Claimed items scored by lease deadline: what the reaper scans.
+    pub lease_deadlines: String,
+    /// Claimed item -> its holder and where it goes back (`token|worker|batch|rank|position`).
+    pub lease_holders: String,
     pub delayed: String,
-    pub dref: String,
+    /// Delayed item -> where it goes when due (`batch|rank|position`).
+    pub delayed_places: String,
     /// Leases a reaper took (`item|token`, scored by when): their old holders may not
     /// re-create them (renew.lua), only a holder whose lease Redis lost may.
     pub taken: String,
@@ -38,11 +41,11 @@ impl Keys {
         let prefix = format!("{redis_prefix}:{{{queue}}}:");
         let k = |name: &str| format!("{prefix}{name}");
         Self {
-            rotation: [k("rr:0"), k("rr:1"), k("rr:2")],
-            leases: k("leases"),
-            lease: k("lease"),
+            rotation: [k("owners:0"), k("owners:1"), k("owners:2")],
+            lease_deadlines: k("lease-deadlines"),
+            lease_holders: k("lease-holders"),
             delayed: k("delayed"),
-            dref: k("dref"),
+            delayed_places: k("delayed-places"),
             taken: k("taken"),
             wake: k("wake"),
             paused: k("paused"),
@@ -112,8 +115,11 @@ mod tests {
     #[test]
     fn keys_share_the_queue_hash_tag() {
         let keys = Keys::new("abridge", "default");
-        assert_eq!(keys.leases, "abridge:{default}:leases");
-        assert_eq!(keys.rotation_for(Priority::Low), "abridge:{default}:rr:2");
+        assert_eq!(keys.lease_deadlines, "abridge:{default}:lease-deadlines");
+        assert_eq!(
+            keys.rotation_for(Priority::Low),
+            "abridge:{default}:owners:2"
+        );
         let batch = BatchId::new();
         assert_eq!(keys.ready(batch), format!("abridge:{{default}}:q:{batch}"));
     }

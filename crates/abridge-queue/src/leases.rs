@@ -114,8 +114,8 @@ impl Queue {
         }
         let mut conn = self.conn("renew leases").await?;
         let mut inv = scripts::RENEW.prepare_invoke();
-        inv.key(&self.keys.leases)
-            .key(&self.keys.lease)
+        inv.key(&self.keys.lease_deadlines)
+            .key(&self.keys.lease_holders)
             .key(&self.keys.delayed)
             .key(&self.keys.taken)
             .arg(&self.keys.prefix)
@@ -164,10 +164,10 @@ impl Queue {
             // Ready counts are read once, after the last chunk.
             let reported: &[BatchId] = if n == last { report } else { &[] };
             let mut inv = scripts::ACK.prepare_invoke();
-            inv.key(&self.keys.leases)
-                .key(&self.keys.lease)
+            inv.key(&self.keys.lease_deadlines)
+                .key(&self.keys.lease_holders)
                 .key(&self.keys.delayed)
-                .key(&self.keys.dref)
+                .key(&self.keys.delayed_places)
                 .key(&self.keys.wake)
                 .arg(&self.keys.prefix)
                 .arg(reported.len());
@@ -203,9 +203,9 @@ impl Queue {
         let mut placed = 0;
         for chunk in placements.chunks(5_000) {
             let mut inv = scripts::REQUEUE.prepare_invoke();
-            inv.key(&self.keys.leases)
+            inv.key(&self.keys.lease_deadlines)
                 .key(&self.keys.delayed)
-                .key(&self.keys.dref)
+                .key(&self.keys.delayed_places)
                 .key(&self.keys.wake)
                 .arg(&self.keys.prefix);
             for p in chunk {
@@ -228,8 +228,8 @@ impl Queue {
     pub async fn take_expired(&self, max: usize) -> Result<Vec<TakenLease>> {
         let mut conn = self.conn("take expired leases").await?;
         let reply: Vec<String> = scripts::REAP
-            .key(&self.keys.leases)
-            .key(&self.keys.lease)
+            .key(&self.keys.lease_deadlines)
+            .key(&self.keys.lease_holders)
             .key(&self.keys.taken)
             .arg(max)
             .invoke_async(&mut conn)
@@ -242,8 +242,8 @@ impl Queue {
     pub async fn take_worker_leases(&self, worker: WorkerId) -> Result<Vec<TakenLease>> {
         let mut conn = self.conn("take a worker's leases").await?;
         let reply: Vec<String> = scripts::RELEASE_WORKER
-            .key(&self.keys.leases)
-            .key(&self.keys.lease)
+            .key(&self.keys.lease_deadlines)
+            .key(&self.keys.lease_holders)
             .key(&self.keys.taken)
             .arg(worker.to_string())
             .invoke_async(&mut conn)

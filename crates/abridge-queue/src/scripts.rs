@@ -33,4 +33,5 @@ pub(crate) static LIMITS: LazyLock<Script> = script!("limits.lua");
 pub(crate) static PAUSE: LazyLock<Script> = script!("pause.lua");
 pub(crate) static BUDGET: LazyLock<Script> = script!("budget.lua");
 pub(crate) static BREAKER_PASS: LazyLock<Script> = script!("breaker_pass.lua");
+pub(crate) static ADOPT_KEYS: LazyLock<Script> = script!("adopt_keys.lua");
 pub(crate) static BREAKER_REPORT: LazyLock<Script> = script!("breaker_report.lua");

@@ -107,6 +107,13 @@ pub async fn reconcile_once(
         .queue
         .set_paused(pause.paused_at.is_some(), pause.generation)
         .await?;
+    let adopted = worker.queue.adopt_old_keys().await?;
+    if adopted > 0 {
+        info!(
+            adopted,
+            "moved entries from the key names of an older build"
+        );
+    }
     let mut report = ReconcileReport {
         redis_was_empty: worker.queue.mark_epoch().await?,
         ..ReconcileReport::default()

@@ -3,10 +3,10 @@
 -- again by the holder of its lease: a stale give-back (its lease taken, the item requeued or
 -- delayed by someone else) places nothing.
 --
--- KEYS[1] leases (ZSET)
--- KEYS[2] lease (HASH)
+-- KEYS[1] lease deadlines (ZSET)
+-- KEYS[2] lease holders (HASH)
 -- KEYS[3] delayed (ZSET)
--- KEYS[4] dref (HASH)
+-- KEYS[4] delayed places (HASH)
 -- KEYS[5] wake list
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2] K, the number of batch ids that follow whose ready counts to report

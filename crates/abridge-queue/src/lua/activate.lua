@@ -4,7 +4,7 @@
 -- empty, as it is for a new batch (the reconciler may have queued some of its items already:
 -- then the two sets are merged).
 --
--- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."rr:"..rank)
+-- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."owners:"..rank)
 -- KEYS[2] the batch's ready set (PREFIX.."q:"..batch)
 -- KEYS[3] wake list
 -- KEYS[4] the batch's cancel marker (PREFIX.."cancelled:"..batch)

@@ -7,7 +7,7 @@
 -- KEYS[2] the batch's ready set
 -- KEYS[3] the batch's cancel marker
 -- KEYS[4] delayed (ZSET)
--- KEYS[5] dref (HASH)
+-- KEYS[5] delayed places (HASH)
 -- ARGV[1] batch id
 -- ARGV[2] how long the cancel marker lives, ms (longer than any lease)
 -- ARGV[3] the pub/sub channel workers listen on

@@ -3,10 +3,10 @@
 -- and in position order within a batch. Promotes due retries first.
 --
 -- KEYS[1..3] rotation lists of owners for ranks 0 (high), 1 (normal), 2 (low)
--- KEYS[4] leases (ZSET item -> deadline ms)
--- KEYS[5] lease (HASH item -> "token|worker|batch|rank|position")
+-- KEYS[4] lease deadlines (ZSET item -> deadline ms)
+-- KEYS[5] lease holders (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[6] delayed (ZSET item -> due ms)
--- KEYS[7] dref (HASH delayed item -> "batch|rank|position")
+-- KEYS[7] delayed places (HASH delayed item -> "batch|rank|position")
 -- KEYS[8] wake list
 -- KEYS[9] epoch marker
 -- KEYS[10] paused marker: while present, nothing is claimed (due retries are still promoted)
@@ -79,13 +79,13 @@ end
 
 -- Takes up to `want` items from `owner`'s batches at `rank`, an equal share from each in turn.
 local function take_from_owner(rank, owner, want)
-  local list = prefix .. 'orr:' .. rank .. ':' .. owner
+  local list = prefix .. 'batches:' .. rank .. ':' .. owner
   local got = 0
   while got < want do
     local batches = redis.call('LLEN', list)
     if batches == 0 then
       -- An owner with no batch left has no turn (a partial loss can leave one behind).
-      redis.call('LREM', prefix .. 'rr:' .. rank, 0, owner)
+      redis.call('LREM', prefix .. 'owners:' .. rank, 0, owner)
       break
     end
     local share = math.ceil((want - got) / batches)

@@ -1,6 +1,6 @@
 -- enqueue: make a new batch's items ready, in input order, and record its owner.
 --
--- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."rr:"..rank)
+-- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."owners:"..rank)
 -- KEYS[2] the batch's ready set (PREFIX.."q:"..batch)
 -- KEYS[3] wake list
 -- KEYS[4] the batch's cancel marker (PREFIX.."cancelled:"..batch)

@@ -5,7 +5,7 @@
 -- KEYS[1] rotation list of owners for the batch's priority
 -- KEYS[2] the batch's ready set
 -- KEYS[3] delayed (ZSET)
--- KEYS[4] leases (ZSET)
+-- KEYS[4] lease deadlines (ZSET)
 -- ARGV[1] batch id
 -- ARGV[2] PREFIX, for the owner's keys
 -- ARGV[3] the batch's priority rank
@@ -22,12 +22,12 @@ if recorded and recorded ~= owner then
 end
 own(prefix, ARGV[1], owner, ARGV[5], ARGV[6])
 if redis.call('EXISTS', KEYS[2]) == 1
-    and not redis.call('LPOS', prefix .. 'orr:' .. rank .. ':' .. owner, ARGV[1]) then
+    and not redis.call('LPOS', prefix .. 'batches:' .. rank .. ':' .. owner, ARGV[1]) then
   rotate_out(prefix, rank, ARGV[1], '~')
   rotate_in(prefix, rank, ARGV[1])
 end
 -- An owner with batches at this rank is in the rank's rotation (a partial loss can drop it).
-if redis.call('EXISTS', prefix .. 'orr:' .. rank .. ':' .. owner) == 1
+if redis.call('EXISTS', prefix .. 'batches:' .. rank .. ':' .. owner) == 1
     and not redis.call('LPOS', KEYS[1], owner) then
   redis.call('RPUSH', KEYS[1], owner)
 end

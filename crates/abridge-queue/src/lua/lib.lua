@@ -1,9 +1,9 @@
 -- Shared helpers, prepended to every transition script (see scripts.rs). Not a transition.
 --
 -- Key layout under PREFIX = "{redis_prefix}:{{queue}}:" (the braces make one cluster hash slot):
---   PREFIX.."rr:"..rank       LIST  owners in round-robin rotation, one list per priority rank
+--   PREFIX.."owners:"..rank   LIST  owners in round-robin rotation, one list per priority rank
 --                                   (an owner is a tenant's name, or "~" for batches of none)
---   PREFIX.."orr:"..rank..":"..owner
+--   PREFIX.."batches:"..rank..":"..owner
 --                             LIST  the owner's batch ids in round-robin rotation at that rank
 --   PREFIX.."owner:"..batch   STRING the batch's owner (expires; "~" when missing)
 --   PREFIX.."weights"         HASH  owner -> its share of the queue against the others', for
@@ -17,9 +17,9 @@
 --                                   no claim reads it (activate.lua makes it the "q:" set;
 --                                   it expires if the enqueuer dies first)
 --   PREFIX.."delayed"         ZSET  items waiting to retry: member item id, score due time (ms)
---   PREFIX.."dref"            HASH  delayed item id -> "batch|rank|position"
---   PREFIX.."leases"          ZSET  claimed items: member item id, score lease deadline (ms)
---   PREFIX.."lease"           HASH  claimed item id -> "token|worker|batch|rank|position"
+--   PREFIX.."delayed-places"  HASH  delayed item id -> "batch|rank|position": where it goes when due
+--   PREFIX.."lease-deadlines" ZSET  claimed items: member item id, score lease deadline (ms)
+--   PREFIX.."lease-holders"   HASH  claimed item id -> "token|worker|batch|rank|position"
 --   PREFIX.."taken"           ZSET  leases a reaper took: member "item|token", score when (ms);
 --                                   kept an hour, so that the old holder's renewal is told
 --                                   it lost the item instead of re-creating the lease
@@ -44,7 +44,7 @@
 -- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and
 -- PREFIX.."progress" (batch ids whose items changed state, to API processes).
 -- Invariant: a batch id is in its owner's rotation list exactly when its "q:" set is
--- non-empty, and an owner is in "rr:" exactly when its own list is non-empty.
+-- non-empty, and an owner is in "owners:" exactly when its own list is non-empty.
 -- Per-batch keys are built from PREFIX inside scripts; they share the queue's hash slot.
 
 local function now_ms()
@@ -98,9 +98,9 @@ end
 -- the owner in the rank's rotation if it had no batch there.
 local function rotate_in(prefix, rank, batch)
   local owner = owner_of(prefix, batch)
-  local list = prefix .. 'orr:' .. rank .. ':' .. owner
+  local list = prefix .. 'batches:' .. rank .. ':' .. owner
   if redis.call('EXISTS', list) == 0 then
-    redis.call('RPUSH', prefix .. 'rr:' .. rank, owner)
+    redis.call('RPUSH', prefix .. 'owners:' .. rank, owner)
   end
   redis.call('RPUSH', list, batch)
 end
@@ -109,10 +109,10 @@ end
 -- the owner out of the rank's if that was its last batch there.
 local function rotate_out(prefix, rank, batch, owner)
   owner = owner or owner_of(prefix, batch)
-  local list = prefix .. 'orr:' .. rank .. ':' .. owner
+  local list = prefix .. 'batches:' .. rank .. ':' .. owner
   redis.call('LREM', list, 0, batch)
   if redis.call('EXISTS', list) == 0 then
-    redis.call('LREM', prefix .. 'rr:' .. rank, 0, owner)
+    redis.call('LREM', prefix .. 'owners:' .. rank, 0, owner)
   end
 end
 
@@ -165,22 +165,22 @@ end
 -- Makes `item` ready in its batch, or delayed until `due` (ms), unless its batch is cancelled
 -- or someone holds a lease on it (the holder settles it). Returns 1 if placed, 2 if placed
 -- ready, 0 if skipped.
-local function place(prefix, leases, delayed, dref, item, batch, rank, pos, due, now)
+local function place(prefix, deadlines, delayed, places, item, batch, rank, pos, due, now)
   if redis.call('EXISTS', prefix .. 'cancelled:' .. batch) == 1 then
     return 0
   end
-  if redis.call('ZSCORE', leases, item) then
+  if redis.call('ZSCORE', deadlines, item) then
     return 0
   end
   local q = prefix .. 'q:' .. batch
   if due > now then
     redis.call('ZREM', q, item)
     redis.call('ZADD', delayed, due, item)
-    redis.call('HSET', dref, item, batch .. '|' .. rank .. '|' .. pos)
+    redis.call('HSET', places, item, batch .. '|' .. rank .. '|' .. pos)
     return 1
   end
   redis.call('ZREM', delayed, item)
-  redis.call('HDEL', dref, item)
+  redis.call('HDEL', places, item)
   local was_empty = redis.call('EXISTS', q) == 0
   redis.call('ZADD', q, pos, item)
   if was_empty then

@@ -1,8 +1,8 @@
 -- reap: take the expired leases (deadline passed), removing them atomically so that of several
 -- reapers exactly one handles each.
 --
--- KEYS[1] leases (ZSET item -> deadline ms)
--- KEYS[2] lease (HASH item -> "token|worker|batch|rank|position")
+-- KEYS[1] lease deadlines (ZSET item -> deadline ms)
+-- KEYS[2] lease holders (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[3] taken (ZSET "item|token" -> ms): each lease taken here is remembered, so its old
 --         holder's renewal cannot re-create it
 -- ARGV[1] the most leases to take

@@ -1,7 +1,7 @@
 -- release_worker: drop every lease a worker holds (it was buried as dead, or is shutting down).
 --
--- KEYS[1] leases (ZSET)
--- KEYS[2] lease (HASH item -> "token|worker|batch|rank|position")
+-- KEYS[1] lease deadlines (ZSET)
+-- KEYS[2] lease holders (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[3] taken (ZSET "item|token" -> ms): the dropped leases are remembered (see reap.lua)
 -- ARGV[1] worker id
 -- Returns groups of 6 for the dropped leases: item, token, worker, batch, rank, position.

@@ -1,7 +1,7 @@
 -- renew: extend the leases a worker holds, and tell it which ones it has lost.
 --
--- KEYS[1] leases (ZSET item -> deadline ms)
--- KEYS[2] lease (HASH item -> "token|worker|batch|rank|position")
+-- KEYS[1] lease deadlines (ZSET item -> deadline ms)
+-- KEYS[2] lease holders (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[3] delayed (ZSET)
 -- KEYS[4] taken (ZSET "item|token" -> ms): leases reapers took
 -- ARGV[1] PREFIX, for per-batch keys

@@ -2,9 +2,9 @@
 -- batch, or delayed until their retry time. Used by the reaper and the reconciler. Skips items
 -- someone holds a lease on and items of cancelled batches; placing an item twice is harmless.
 --
--- KEYS[1] leases (ZSET)
+-- KEYS[1] lease deadlines (ZSET)
 -- KEYS[2] delayed (ZSET)
--- KEYS[3] dref (HASH)
+-- KEYS[3] delayed places (HASH)
 -- KEYS[4] wake list
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2..] groups of 5: item id, batch, rank, position, due (ms since epoch; 0 = now)

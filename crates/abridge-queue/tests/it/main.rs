@@ -5,3 +5,4 @@
 mod claim;
 mod leases;
 mod notices;
+mod upgrade;

@@ -100,7 +100,7 @@ async fn cancel_stops_running_items_and_starts_no_more() {
 }
 
 /// Cancel costs the batch's own items: another batch's delayed retries are neither read nor
-/// touched (cancel.lua once read every delayed item of every batch, HGETALL on `dref`).
+/// touched (cancel.lua once read every delayed item of every batch, HGETALL on `delayed-places`).
 #[tokio::test]
 async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
     let env = abridge_testkit::TestEnv::with_own_servers().await;
@@ -121,7 +121,7 @@ async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
         pipe.zrem(keys.ready(batch), item.id.0)
             .zadd(&keys.delayed, item.id.0, 9_000_000_000_000i64)
             .hset(
-                &keys.dref,
+                &keys.delayed_places,
                 item.id.0,
                 format!("{batch}|1|{}", item.position),
             );
@@ -129,7 +129,11 @@ async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
     let other = abridge_core::BatchId::new();
     for i in 0..20_000i64 {
         pipe.zadd(&keys.delayed, 1_000_000_000 + i, 9_000_000_000_000i64)
-            .hset(&keys.dref, 1_000_000_000 + i, format!("{other}|1|{i}"));
+            .hset(
+                &keys.delayed_places,
+                1_000_000_000 + i,
+                format!("{other}|1|{i}"),
+            );
     }
     let () = pipe.query_async(&mut r).await.unwrap();
     let () = redis::cmd("CONFIG")
@@ -152,7 +156,7 @@ async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
         .unwrap();
     assert!(
         !stats.contains("cmdstat_hgetall"),
-        "cancel read the whole dref hash: {stats}"
+        "cancel read the whole delayed-places hash: {stats}"
     );
     let delayed: i64 = redis::cmd("ZCARD")
         .arg(&keys.delayed)
@@ -160,7 +164,7 @@ async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
         .await
         .unwrap();
     let refs: i64 = redis::cmd("HLEN")
-        .arg(&keys.dref)
+        .arg(&keys.delayed_places)
         .query_async(&mut r)
         .await
         .unwrap();
