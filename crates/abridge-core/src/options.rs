@@ -47,9 +47,9 @@ impl FromStr for SummaryLength {
     }
 }
 
-/// A summarizer backend a batch may ask for.
+/// A summarizer backend a batch may ask for. Read in any case (`OpenAI`), written in lower case.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Backend {
     #[default]
     Extractive,
@@ -91,6 +91,13 @@ impl fmt::Display for Backend {
     }
 }
 
+impl TryFrom<String> for Backend {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
 impl FromStr for Backend {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -125,9 +132,9 @@ impl Allowed {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOptions {
-    /// Summarizer backend for this batch (`extractive`, `openai`, `anthropic`, `noop`).
+    /// Summarizer backend for this batch; `None`: the fleet's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend: Option<String>,
+    pub backend: Option<Backend>,
     /// Model name for an LLM backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -149,15 +156,6 @@ pub const MAX_COST_USD: f64 = 1_000_000.0;
 impl BatchOptions {
     /// Checks the shape of each field; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(b) = &self.backend
-            && (b.is_empty()
-                || b.len() > 32
-                || !b
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        {
-            return Err(format!("summarizer.backend {b:?} is not a backend name"));
-        }
         if let Some(m) = &self.model
             && (m.trim().is_empty() || m.len() > 200 || m.chars().any(char::is_control))
         {
@@ -187,22 +185,14 @@ impl BatchOptions {
     /// what the caller may use; `default` is the fleet's backend for a batch that names none.
     /// The message names the field and the allowed values.
     pub fn admit(&self, drills: bool, default: Backend, allowed: &Allowed) -> Result<(), String> {
-        let backend = match &self.backend {
-            None => default,
-            Some(name) => {
-                let backend: Backend = name
-                    .parse()
-                    .map_err(|e| format!("summarizer.backend: {e}"))?;
-                if backend == Backend::Noop && !drills {
-                    return Err(
-                        "summarizer.backend: \"noop\" is the drill backend, offered only \
-                                where the operator sets ABRIDGE_DRILLS=1"
-                            .into(),
-                    );
-                }
-                backend
-            }
-        };
+        let backend = self.backend.unwrap_or(default);
+        if self.backend == Some(Backend::Noop) && !drills {
+            return Err(
+                "summarizer.backend: \"noop\" is the drill backend, offered only \
+                        where the operator sets ABRIDGE_DRILLS=1"
+                    .into(),
+            );
+        }
         if let Some(backends) = &allowed.backends
             && !backends.contains(&backend)
         {
@@ -269,22 +259,21 @@ mod tests {
     #[test]
     fn noop_is_admitted_only_with_drills() {
         let noop = BatchOptions {
-            backend: Some("noop".into()),
+            backend: Some(Backend::Noop),
             ..BatchOptions::default()
         };
         let any = Allowed::anything();
         let refused = noop.admit(false, Backend::Extractive, &any).unwrap_err();
         assert!(refused.contains("summarizer.backend") && refused.contains("ABRIDGE_DRILLS"));
         assert!(noop.admit(true, Backend::Extractive, &any).is_ok());
-        let unknown = BatchOptions {
-            backend: Some("gpt".into()),
-            ..BatchOptions::default()
-        };
-        assert!(
-            unknown
-                .admit(true, Backend::Extractive, &any)
-                .unwrap_err()
-                .contains("unknown backend")
+        // A name that is no backend does not even decode.
+        let unknown = serde_json::from_str::<BatchOptions>(r#"{"backend":"gpt"}"#);
+        assert!(unknown.unwrap_err().to_string().contains("unknown backend"));
+        let any_case: BatchOptions = serde_json::from_str(r#"{"backend":" OpenAI"}"#).unwrap();
+        assert_eq!(any_case.backend, Some(Backend::Openai));
+        assert_eq!(
+            serde_json::to_string(&any_case).unwrap(),
+            r#"{"backend":"openai"}"#
         );
     }
 
@@ -301,7 +290,7 @@ mod tests {
                 .is_ok()
         );
         let openai = BatchOptions {
-            backend: Some("openai".into()),
+            backend: Some(Backend::Openai),
             ..BatchOptions::default()
         };
         let e = openai

@@ -169,12 +169,7 @@ impl Summarizer {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        let backend = match text(&o.backend) {
-            Some(b) => b.parse().map_err(|e: String| {
-                ItemError::permanent(ErrorKind::from_static("unknown_backend"), e)
-            })?,
-            None => self.config.default_backend,
-        };
+        let backend = o.backend.unwrap_or(self.config.default_backend);
         let languages = match text(&o.language) {
             Some(l) => l
                 .split(',')

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use abridge_core::{BatchOptions, Priority, SummaryLength};
+use abridge_core::{Backend, BatchOptions, Priority, SummaryLength};
 use clap::{Args, Parser, Subcommand};
 
 /// abridge: a fleet of workers that summarizes YouTube videos in batches.
@@ -411,10 +411,11 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
     /// Summarizer backend for this batch.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
-        abridge_core::Backend::ALL.map(abridge_core::Backend::as_str)
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+        clap::builder::PossibleValuesParser::new(Backend::ALL.map(Backend::as_str)),
+        |name| name.parse::<Backend>().expect("a listed name"),
     ))]
-    pub summarizer: Option<String>,
+    pub summarizer: Option<Backend>,
     /// Model for an LLM backend (e.g. gpt-4.1-mini, claude-haiku-4-5, llama3.1).
     #[arg(long, value_parser = parse_model)]
     pub model: Option<String>,
@@ -447,7 +448,7 @@ fn parse_cost(s: &str) -> Result<f64, String> {
 impl SummaryArgs {
     pub fn options(&self) -> BatchOptions {
         BatchOptions {
-            backend: self.summarizer.clone(),
+            backend: self.summarizer,
             model: self.model.clone(),
             length: self.length,
             language: self.language.clone(),

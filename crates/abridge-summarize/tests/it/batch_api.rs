@@ -24,7 +24,7 @@ fn setup_vars() -> Vec<(&'static str, &'static str)> {
 
 fn on(backend: &str) -> BatchOptions {
     BatchOptions {
-        backend: Some(backend.into()),
+        backend: Some(backend.parse().unwrap()),
         ..BatchOptions::default()
     }
 }

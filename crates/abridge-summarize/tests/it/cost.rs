@@ -1,7 +1,7 @@
 //! What model requests cost: each answer charged to its batch from the price table, a batch's
 //! `max_cost_usd` stopping its remaining items, a tenant's spend per day.
 
-use abridge_core::{BatchOptions, BatchStatus, ItemStatus};
+use abridge_core::{Backend, BatchOptions, BatchStatus, ItemStatus};
 
 use crate::support::*;
 
@@ -17,7 +17,7 @@ async fn a_batch_stops_starting_model_items_once_its_budget_is_spent() {
         .collect();
     let s = Setup::new(videos, &[("ABRIDGE_LLM_PRICES", PRICES)]).await;
     let options = BatchOptions {
-        backend: Some("openai".into()),
+        backend: Some(Backend::Openai),
         max_cost_usd: Some(0.5),
         ..BatchOptions::default()
     };
@@ -105,7 +105,7 @@ async fn a_model_without_a_price_is_counted_and_cannot_be_held_to_a_budget() {
     let video = "vid_CostNop";
     let s = Setup::new(vec![normal_video(video, "Ownership in Rust")], &[]).await;
     let unpriced = BatchOptions {
-        backend: Some("anthropic".into()),
+        backend: Some(Backend::Anthropic),
         model: Some("claude-test-1".into()),
         ..BatchOptions::default()
     };

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use abridge_control::EnqueueRequest;
 use abridge_core::input::BatchInput;
-use abridge_core::{LeaseToken, Priority, WorkerId};
+use abridge_core::{Backend, LeaseToken, Priority, WorkerId};
 use abridge_store::Outcome;
 use serde_json::json;
 
@@ -186,7 +186,7 @@ async fn an_open_breaker_stops_requests_to_the_backend() {
         .run_batch(
             &format!("{video}\n"),
             abridge_core::BatchOptions {
-                backend: Some("openai".into()),
+                backend: Some(Backend::Openai),
                 ..Default::default()
             },
         )

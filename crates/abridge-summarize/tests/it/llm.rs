@@ -12,7 +12,7 @@ use crate::support::*;
 
 fn options(backend: &str) -> BatchOptions {
     BatchOptions {
-        backend: Some(backend.into()),
+        backend: Some(backend.parse().unwrap()),
         ..BatchOptions::default()
     }
 }

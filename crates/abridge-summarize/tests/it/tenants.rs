@@ -8,7 +8,7 @@ use crate::support::*;
 
 fn backend(name: &str) -> BatchOptions {
     BatchOptions {
-        backend: Some(name.into()),
+        backend: Some(name.parse().unwrap()),
         ..BatchOptions::default()
     }
 }

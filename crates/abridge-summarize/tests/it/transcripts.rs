@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use abridge_core::{BatchOptions, ItemStatus, SummaryLength};
+use abridge_core::{Backend, BatchOptions, ItemStatus, SummaryLength};
 use abridge_standins::youtube::{Behaviour, Track};
 
 use crate::support::*;
@@ -292,7 +292,7 @@ async fn nul_from_captions_titles_and_model_answers_never_reaches_postgres() {
         .run_batch(
             &format!("{video}\n"),
             BatchOptions {
-                backend: Some("openai".into()),
+                backend: Some(Backend::Openai),
                 ..BatchOptions::default()
             },
         )
