@@ -63,6 +63,9 @@ pub struct BenchOptions {
     pub redis_url: Option<Secret>,
     /// Start a throwaway Redis Cluster (three masters) instead of one server.
     pub redis_cluster: bool,
+    /// The worker processes' `RUST_LOG` (`info` shows each worker's claim and write tallies
+    /// at exit).
+    pub worker_log: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +126,7 @@ pub async fn run(
         opts.database_url.clone(),
         opts.redis_url.clone(),
         opts.redis_cluster,
+        opts.worker_log.clone(),
     )
     .await?;
     let mut all = Vec::new();

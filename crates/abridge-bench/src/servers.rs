@@ -19,6 +19,8 @@ use nix::unistd::Pid;
 pub struct Servers {
     pub database_url: Secret,
     pub redis_url: Secret,
+    /// The worker processes' `RUST_LOG`.
+    pub worker_log: String,
     _redis: Option<LocalRedis>,
     _cluster: Option<abridge_local::LocalRedisCluster>,
     _postgres: Option<LocalPostgres>,
@@ -29,6 +31,7 @@ impl Servers {
         database_url: Option<Secret>,
         redis_url: Option<Secret>,
         cluster: bool,
+        worker_log: String,
     ) -> anyhow::Result<Self> {
         let (redis_url, redis, local_cluster) = match redis_url {
             Some(url) => (url, None, None),
@@ -61,6 +64,7 @@ impl Servers {
         Ok(Self {
             database_url,
             redis_url,
+            worker_log,
             _redis: redis,
             _cluster: local_cluster,
             _postgres: postgres,
@@ -147,11 +151,7 @@ impl Workers {
                 // The queue alone is measured: no pruner in the workers (the retention
                 // scenario runs one itself, where it wants one).
                 .env("ABRIDGE_PRUNE_INTERVAL_MS", "0")
-                // ABRIDGE_BENCH_LOG=info shows each worker's claim and write tallies at exit.
-                .env(
-                    "RUST_LOG",
-                    std::env::var("ABRIDGE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
-                )
+                .env("RUST_LOG", &servers.worker_log)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit());

@@ -29,6 +29,13 @@ pub enum SettingsError {
         expected: String,
         got: String,
     },
+    #[error("configuration {key} ({env}) is not a setting{hint}")]
+    Unknown {
+        key: String,
+        env: String,
+        /// `: did you mean ...?` when a known key is close, else empty.
+        hint: String,
+    },
     #[error("configuration {key} ({env}) is required: {why}")]
     Missing {
         key: String,
@@ -84,6 +91,101 @@ pub struct SettingsSource {
     asked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
+/// Every key any part of abridge reads (`lease_ms` in the file is `ABRIDGE_LEASE_MS`), with
+/// the command line's own variables. Loading refuses a key outside it, so a misspelt setting
+/// cannot silently leave its default in place; the `settings_table` test holds this list to
+/// the loaders, the command line and README's table. Variables starting `ABRIDGE_TEST_`
+/// belong to the test harness.
+pub const KNOWN_KEYS: &[&str] = &[
+    "anthropic_api_key",
+    "anthropic_base_url",
+    "anthropic_context_tokens",
+    "anthropic_model",
+    "anthropic_requests_per_minute",
+    "anthropic_tokens_per_minute",
+    "api_depth_sample_ms",
+    "api_eta_window_ms",
+    "api_events_min_interval_ms",
+    "api_events_refresh_ms",
+    "api_listen",
+    "api_list_reads",
+    "api_list_time_limit_ms",
+    "api_max_body_bytes",
+    "api_max_items",
+    "api_max_streams_per_tenant",
+    "api_token",
+    "api_url",
+    "breaker_failures",
+    "breaker_open_ms",
+    "budget_max_wait_ms",
+    "cache_retention_days",
+    "claim_batch",
+    "concurrency",
+    "config",
+    "database_pool_size",
+    "database_url",
+    "drills",
+    "exporter_listen",
+    "fenced_retention_days",
+    "heartbeat_ms",
+    "idempotency_retention_hours",
+    "item_timeout_ms",
+    "languages",
+    "lease_ms",
+    "llm_batch_api",
+    "llm_batch_poll_ms",
+    "llm_chunk_tokens",
+    "llm_max_retries",
+    "llm_prices",
+    "llm_retry_base_ms",
+    "llm_retry_max_ms",
+    "llm_retry_max_wait_ms",
+    "llm_timeout_ms",
+    "log_format",
+    "max_attempts",
+    "max_wait_ms",
+    "metrics_listen",
+    "min_transcript_words",
+    "noop_delay_ms",
+    "openai_api_key",
+    "openai_base_url",
+    "openai_context_tokens",
+    "openai_model",
+    "openai_requests_per_minute",
+    "openai_tokens_per_minute",
+    "prune_interval_ms",
+    "prune_max_chunk",
+    "prune_statement_ms",
+    "queue",
+    "reap_ms",
+    "reconcile_ms",
+    "redis_pool_size",
+    "redis_prefix",
+    "redis_url",
+    "retention_days",
+    "retry_base_ms",
+    "retry_max_ms",
+    "session_retention_days",
+    "session_ttl_ms",
+    "shutdown_grace_ms",
+    "start_after_ms",
+    "summarizer",
+    "webhook_allow_cidrs",
+    "webhook_allow_private",
+    "webhook_give_up_ms",
+    "webhook_poll_ms",
+    "webhook_retry_base_ms",
+    "webhook_retry_max_ms",
+    "webhook_timeout_ms",
+    "youtube_base_url",
+    "youtube_burst",
+    "youtube_proxies",
+    "youtube_proxy",
+    "youtube_proxy_quarantine_ms",
+    "youtube_requests_per_second",
+    "youtube_timeout_ms",
+];
+
 /// Environment variables start with this, then `_` and the upper-cased key.
 pub const ENV_PREFIX: &str = "ABRIDGE";
 
@@ -100,7 +202,7 @@ impl SettingsSource {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        Self::build(None, Some(map)).expect("no file to read")
+        Self::build(None, Some(map)).unwrap_or_else(|e| panic!("test settings: {e}"))
     }
 
     fn build(
@@ -121,9 +223,34 @@ impl SettingsSource {
             path: file.map(|p| p.display().to_string()).unwrap_or_default(),
             source,
         })?;
-        Ok(Self {
+        let source = Self {
             config,
             asked: Default::default(),
+        };
+        source.refuse_unknown_keys()?;
+        Ok(source)
+    }
+
+    fn refuse_unknown_keys(&self) -> Result<(), SettingsError> {
+        let set: std::collections::HashMap<String, config::Value> =
+            self.config.clone().try_deserialize().unwrap_or_default();
+        let Some(key) = set
+            .keys()
+            .find(|k| !KNOWN_KEYS.contains(&k.as_str()) && !k.starts_with("test_"))
+        else {
+            return Ok(());
+        };
+        let closest = KNOWN_KEYS
+            .iter()
+            .map(|known| (strsim::damerau_levenshtein(key, known), known))
+            .min()
+            .filter(|(distance, _)| *distance <= 3);
+        Err(SettingsError::Unknown {
+            key: key.to_owned(),
+            env: Self::env_name(key),
+            hint: closest
+                .map(|(_, known)| format!(": did you mean {}?", Self::env_name(known)))
+                .unwrap_or_default(),
         })
     }
 
@@ -348,33 +475,109 @@ pub struct Retention {
     pub prune_max_chunk: u64,
 }
 
+impl Default for Retention {
+    /// What an unset key means (README's table says the same).
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        let days = |n: u64| Some(Duration::from_secs(n * DAY));
+        Self {
+            batches: days(30),
+            caches: days(30),
+            idempotency_keys: Some(Duration::from_secs(24 * 3_600)),
+            sessions: days(7),
+            fenced_writes: days(30),
+            prune_every: Some(Duration::from_secs(60)),
+            prune_statement_target: Duration::from_millis(50),
+            prune_max_chunk: 5_000,
+        }
+    }
+}
+
 impl Retention {
     pub fn from_source(src: &SettingsSource) -> Result<Self, SettingsError> {
         const DAY: u64 = 86_400;
+        let d = Self::default();
         let keep = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        let secs = |kept: Option<Duration>, unit: u64| kept.map_or(0, |k| k.as_secs() / unit);
         Ok(Self {
-            batches: keep(src.number("retention_days", 30, 0, 36_500)? * DAY),
-            caches: keep(src.number("cache_retention_days", 30, 0, 36_500)? * DAY),
+            batches: keep(src.number("retention_days", secs(d.batches, DAY), 0, 36_500)? * DAY),
+            caches: keep(src.number("cache_retention_days", secs(d.caches, DAY), 0, 36_500)? * DAY),
             idempotency_keys: keep(
-                src.number("idempotency_retention_hours", 24, 0, 876_000)? * 3_600,
+                src.number(
+                    "idempotency_retention_hours",
+                    secs(d.idempotency_keys, 3_600),
+                    0,
+                    876_000,
+                )? * 3_600,
             ),
-            sessions: keep(src.number("session_retention_days", 7, 0, 36_500)? * DAY),
-            fenced_writes: keep(src.number("fenced_retention_days", 30, 0, 36_500)? * DAY),
-            prune_every: Some(src.millis("prune_interval_ms", 60_000, 0)?).filter(|d| !d.is_zero()),
-            prune_statement_target: src.millis("prune_statement_ms", 50, 1)?,
-            prune_max_chunk: src.number("prune_max_chunk", 5_000, 1, 100_000)?,
+            sessions: keep(
+                src.number("session_retention_days", secs(d.sessions, DAY), 0, 36_500)? * DAY,
+            ),
+            fenced_writes: keep(
+                src.number(
+                    "fenced_retention_days",
+                    secs(d.fenced_writes, DAY),
+                    0,
+                    36_500,
+                )? * DAY,
+            ),
+            prune_every: Some(src.millis("prune_interval_ms", ms(d.prune_every), 0)?)
+                .filter(|d| !d.is_zero()),
+            prune_statement_target: src.millis(
+                "prune_statement_ms",
+                ms(Some(d.prune_statement_target)),
+                1,
+            )?,
+            prune_max_chunk: src.number("prune_max_chunk", d.prune_max_chunk, 1, 100_000)?,
         })
+    }
+}
+
+/// A default duration as the whole milliseconds its `*_ms` key takes (`None`: 0).
+fn ms(d: impl Into<Option<Duration>>) -> u64 {
+    d.into()
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Default for Settings {
+    /// What an unset key means (README's table says the same). The heartbeat's default is a
+    /// third of the lease, whatever the lease is set to.
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            redis_url: None,
+            queue: "default".to_owned(),
+            redis_prefix: "abridge".to_owned(),
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(10),
+            reconcile_every: Duration::from_secs(30),
+            reap_every: Duration::from_secs(1),
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_wait: Duration::from_secs(3_600),
+            summarizer: Backend::Extractive,
+            drills: false,
+            noop_delay: Duration::ZERO,
+            concurrency: 16,
+            claim_batch: 256,
+            shutdown_grace: Duration::from_secs(25),
+            item_timeout: Duration::from_secs(600),
+            start_after: Duration::from_millis(200),
+            database_pool_size: 8,
+            redis_pool_size: 16,
+            log_format: LogFormat::Text,
+            retention: Retention::default(),
+        }
     }
 }
 
 impl Settings {
     pub fn from_source(src: &SettingsSource) -> Result<Self, SettingsError> {
-        let lease = src.millis("lease_ms", 30_000, 100)?;
-        let heartbeat = src.millis(
-            "heartbeat_ms",
-            u64::try_from(lease.as_millis() / 3).unwrap_or(10_000),
-            10,
-        )?;
+        let d = Self::default();
+        let lease = src.millis("lease_ms", ms(d.lease), 100)?;
+        let heartbeat = src.millis("heartbeat_ms", ms(lease / 3), 10)?;
         if heartbeat * 2 > lease {
             return Err(src.invalid(
                 "heartbeat_ms",
@@ -385,8 +588,8 @@ impl Settings {
                 &heartbeat.as_millis().to_string(),
             ));
         }
-        let retry_base = src.millis("retry_base_ms", 1_000, 1)?;
-        let retry_max = src.millis("retry_max_ms", 300_000, 1)?;
+        let retry_base = src.millis("retry_base_ms", ms(d.retry_base), 1)?;
+        let retry_max = src.millis("retry_max_ms", ms(d.retry_max), 1)?;
         if retry_max < retry_base {
             return Err(src.invalid(
                 "retry_max_ms",
@@ -394,7 +597,7 @@ impl Settings {
                 &retry_max.as_millis().to_string(),
             ));
         }
-        let max_wait = src.millis("max_wait_ms", 3_600_000, 1)?;
+        let max_wait = src.millis("max_wait_ms", ms(d.max_wait), 1)?;
         if max_wait < retry_max {
             return Err(src.invalid(
                 "max_wait_ms",
@@ -402,15 +605,13 @@ impl Settings {
                 &max_wait.as_millis().to_string(),
             ));
         }
-        let queue = src.text("queue")?.unwrap_or_else(|| "default".to_owned());
+        let queue = src.text("queue")?.unwrap_or(d.queue);
         check_key_part(src, "queue", &queue)?;
-        let redis_prefix = src
-            .text("redis_prefix")?
-            .unwrap_or_else(|| "abridge".to_owned());
+        let redis_prefix = src.text("redis_prefix")?.unwrap_or(d.redis_prefix);
         check_key_part(src, "redis_prefix", &redis_prefix)?;
-        let drills = src.flag("drills", false)?;
+        let drills = src.flag("drills", d.drills)?;
         let summarizer = match src.text("summarizer")? {
-            None => Backend::Extractive,
+            None => d.summarizer,
             Some(raw) => raw.parse::<Backend>().map_err(|_| {
                 src.invalid(
                     "summarizer",
@@ -433,24 +634,32 @@ impl Settings {
             redis_prefix,
             lease,
             heartbeat,
-            session_ttl: src.millis("session_ttl_ms", 10_000, 100)?,
-            reconcile_every: src.millis("reconcile_ms", 30_000, 100)?,
-            reap_every: src.millis("reap_ms", 1_000, 10)?,
-            max_attempts: src.number("max_attempts", 5, 1, 1_000)? as u32,
+            session_ttl: src.millis("session_ttl_ms", ms(d.session_ttl), 100)?,
+            reconcile_every: src.millis("reconcile_ms", ms(d.reconcile_every), 100)?,
+            reap_every: src.millis("reap_ms", ms(d.reap_every), 10)?,
+            max_attempts: src.number("max_attempts", d.max_attempts.into(), 1, 1_000)? as u32,
             retry_base,
             retry_max,
             max_wait,
             summarizer,
             drills,
-            noop_delay: src.millis("noop_delay_ms", 0, 0)?,
-            concurrency: src.number("concurrency", 16, 1, 100_000)? as usize,
-            claim_batch: src.number("claim_batch", 256, 1, 4_096)? as usize,
-            shutdown_grace: src.millis("shutdown_grace_ms", 25_000, 0)?,
-            item_timeout: src.millis("item_timeout_ms", 600_000, 10)?,
-            start_after: src.millis("start_after_ms", 200, 0)?,
-            database_pool_size: src.number("database_pool_size", 8, 1, 1_000)? as u32,
-            redis_pool_size: src.number("redis_pool_size", 16, 1, 1_000)? as usize,
-            log_format: src.parse("log_format", "text or json")?.unwrap_or_default(),
+            noop_delay: src.millis("noop_delay_ms", ms(d.noop_delay), 0)?,
+            concurrency: src.number("concurrency", d.concurrency as u64, 1, 100_000)? as usize,
+            claim_batch: src.number("claim_batch", d.claim_batch as u64, 1, 4_096)? as usize,
+            shutdown_grace: src.millis("shutdown_grace_ms", ms(d.shutdown_grace), 0)?,
+            item_timeout: src.millis("item_timeout_ms", ms(d.item_timeout), 10)?,
+            start_after: src.millis("start_after_ms", ms(d.start_after), 0)?,
+            database_pool_size: src.number(
+                "database_pool_size",
+                d.database_pool_size.into(),
+                1,
+                1_000,
+            )? as u32,
+            redis_pool_size: src.number("redis_pool_size", d.redis_pool_size as u64, 1, 1_000)?
+                as usize,
+            log_format: src
+                .parse("log_format", "text or json")?
+                .unwrap_or(d.log_format),
             retention: Retention::from_source(src)?,
         })
     }
@@ -500,6 +709,29 @@ fn check_key_part(src: &SettingsSource, key: &str, value: &str) -> Result<(), Se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_setting_is_refused_naming_the_one_meant() {
+        let err = SettingsSource::build(
+            None,
+            Some([("ABRIDGE_LEASE_MSS".to_owned(), "100".to_owned())].into()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ABRIDGE_LEASE_MSS") && err.contains("did you mean ABRIDGE_LEASE_MS?"),
+            "{err}"
+        );
+        // The test harness's own variables are not settings, and not refused.
+        SettingsSource::from_vars([("ABRIDGE_TEST_LOG", "debug")]);
+    }
+
+    #[test]
+    fn unset_keys_take_the_named_defaults() {
+        let read = Settings::from_source(&SettingsSource::from_vars([])).unwrap();
+        let named = Settings::default();
+        assert_eq!(format!("{read:?}"), format!("{named:?}"));
+    }
 
     #[test]
     fn defaults_follow_the_lease() {

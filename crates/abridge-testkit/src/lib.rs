@@ -191,9 +191,29 @@ impl TestEnv {
             .expect("test redis url")
     }
 
+    /// The test settings, changed in code: a misspelt field does not compile, where a
+    /// misspelt variable in [`TestEnv::settings`] fails at run time.
+    pub fn settings_with(&self, change: impl FnOnce(&mut Settings)) -> Settings {
+        let mut settings = self.settings(&[]);
+        change(&mut settings);
+        settings
+    }
+
     /// An in-process worker with `processor` and the test settings plus `overrides`.
     pub fn worker(&self, processor: Arc<dyn Processor>, overrides: &[(&str, &str)]) -> Worker {
-        let settings = self.settings(overrides);
+        self.worker_from(processor, self.settings(overrides))
+    }
+
+    /// An in-process worker with `processor` and the test settings, changed in code.
+    pub fn worker_with(
+        &self,
+        processor: Arc<dyn Processor>,
+        change: impl FnOnce(&mut Settings),
+    ) -> Worker {
+        self.worker_from(processor, self.settings_with(change))
+    }
+
+    fn worker_from(&self, processor: Arc<dyn Processor>, settings: Settings) -> Worker {
         Worker {
             queue: self.queue(&settings),
             store: self.store(),

@@ -199,6 +199,10 @@ pub struct BenchArgs {
     /// Worker processes.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The worker processes' log filter (`RUST_LOG` syntax; `info` shows each worker's claim
+    /// and write tallies at exit).
+    #[arg(long, default_value = "warn")]
+    pub worker_log: String,
     /// Items per worker at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,

@@ -75,3 +75,19 @@ fn every_setting_read_has_a_readme_row_and_every_row_a_setting() {
         "read but not in README's settings table: {undocumented:?}; in the table but read by nothing: {unread:?}"
     );
 }
+
+#[test]
+fn the_known_keys_are_the_ones_read() {
+    let known: BTreeSet<String> = abridge_core::settings::KNOWN_KEYS
+        .iter()
+        .map(|k| SettingsSource::env_name(k))
+        .collect();
+    let read: BTreeSet<String> = read_by_loaders()
+        .into_iter()
+        .chain(read_by_the_command_line())
+        .collect();
+    assert_eq!(
+        known, read,
+        "KNOWN_KEYS (abridge-core) must list exactly the settings the loaders and the command line read"
+    );
+}

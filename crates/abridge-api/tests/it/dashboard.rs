@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: Debian's headless Chromium driven by chromedriver
 //! (WebDriver). It signs in with a token, watches a running batch's progress bar move, cancels
 //! the batch with its button, retries a failed item from the failed list, opens a summary, and
-//! sees the workers and the chart. With `ABRIDGE_SCREENSHOTS=DIR` it also saves the screenshots
+//! sees the workers and the chart. With `ABRIDGE_TEST_SCREENSHOTS=DIR` it also saves the screenshots
 //! README.md shows.
 
 use std::collections::HashSet;
@@ -119,7 +119,7 @@ async fn text(c: &Client, css: &str) -> String {
 }
 
 async fn screenshot(c: &Client, name: &str) {
-    if let Ok(dir) = std::env::var("ABRIDGE_SCREENSHOTS") {
+    if let Ok(dir) = std::env::var("ABRIDGE_TEST_SCREENSHOTS") {
         let png = c.screenshot().await.expect("screenshot");
         std::fs::write(format!("{dir}/{name}.png"), png).expect("write screenshot");
     }

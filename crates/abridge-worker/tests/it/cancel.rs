@@ -30,13 +30,10 @@ async fn cancel_stops_running_items_and_starts_no_more() {
         }
     });
     // Long heartbeat: the stop must come from the cancel notification, not a renewal.
-    let (_env, w) = env_and_worker(
-        p,
-        &[
-            ("ABRIDGE_LEASE_MS", "60000"),
-            ("ABRIDGE_HEARTBEAT_MS", "30000"),
-        ],
-    )
+    let (_env, w) = env_and_worker(p, |s| {
+        s.lease = Duration::from_millis(60000);
+        s.heartbeat = Duration::from_millis(30000);
+    })
     .await;
     let batch = enqueue(&w, &video_lines('c', 10), Priority::Normal)
         .await

@@ -29,7 +29,7 @@ async fn work_in_progress_is_bounded_and_a_stalled_write_does_not_stall_work() {
             ok("done")
         }
     });
-    let (env, w) = env_and_worker(p, &[]).await;
+    let (env, w) = env_and_worker(p, |_| {}).await;
     let total = 40;
     let batch = enqueue(&w, &video_lines('c', total), Priority::Normal)
         .await

@@ -7,7 +7,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn a_status_this_build_does_not_know_is_an_error_not_a_default() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let enqueued = enqueue(&w, &video_lines('u', 3), Priority::Normal).await;
     let batch = enqueued.batch_id;
     sql(

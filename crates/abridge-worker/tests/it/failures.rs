@@ -21,14 +21,11 @@ async fn transient_errors_back_off_then_fail_after_max_attempts() {
             ))
         }
     });
-    let (_env, w) = env_and_worker(
-        p,
-        &[
-            ("ABRIDGE_MAX_ATTEMPTS", "4"),
-            ("ABRIDGE_RETRY_BASE_MS", "100"),
-            ("ABRIDGE_RETRY_MAX_MS", "10000"),
-        ],
-    )
+    let (_env, w) = env_and_worker(p, |s| {
+        s.max_attempts = 4;
+        s.retry_base = Duration::from_millis(100);
+        s.retry_max = Duration::from_millis(10000);
+    })
     .await;
     let batch = enqueue(&w, &video_lines('t', 1), Priority::Normal)
         .await
@@ -78,7 +75,7 @@ async fn permanent_errors_fail_at_once_and_flaky_ones_recover() {
             ok("third time lucky")
         }
     });
-    let (_env, w) = env_and_worker(p, &[]).await;
+    let (_env, w) = env_and_worker(p, |_| {}).await;
     let doomed = enqueue(&w, &video_lines('p', 1), Priority::Normal)
         .await
         .batch_id;
@@ -132,13 +129,10 @@ async fn retry_after_hints_are_honoured_and_timeouts_and_panics_are_transient() 
             }
         }
     });
-    let (_env, w) = env_and_worker(
-        p,
-        &[
-            ("ABRIDGE_ITEM_TIMEOUT_MS", "300"),
-            ("ABRIDGE_MAX_ATTEMPTS", "2"),
-        ],
-    )
+    let (_env, w) = env_and_worker(p, |s| {
+        s.item_timeout = Duration::from_millis(300);
+        s.max_attempts = 2;
+    })
     .await;
     let hinted = enqueue(&w, &video_lines('a', 1), Priority::Normal)
         .await
@@ -209,13 +203,10 @@ async fn deferred_items_wait_without_using_up_attempts() {
         }
     });
     // Four deferrals with max_attempts = 2: the item must not fail for them.
-    let (_env, w) = env_and_worker(
-        p,
-        &[
-            ("ABRIDGE_MAX_ATTEMPTS", "2"),
-            ("ABRIDGE_RETRY_BASE_MS", "20"),
-        ],
-    )
+    let (_env, w) = env_and_worker(p, |s| {
+        s.max_attempts = 2;
+        s.retry_base = Duration::from_millis(20);
+    })
     .await;
     let batch = enqueue(&w, &video_lines('d', 1), Priority::Normal)
         .await
@@ -246,7 +237,7 @@ async fn options_this_build_cannot_read_fail_the_item_without_calling_the_proces
         seen.store(true, std::sync::atomic::Ordering::SeqCst);
         async { ok("x") }
     });
-    let (_env, w) = env_and_worker(p, &[]).await;
+    let (_env, w) = env_and_worker(p, |_| {}).await;
     // Stored past the enqueue's checks (an older or newer build wrote them).
     let created = w
         .store

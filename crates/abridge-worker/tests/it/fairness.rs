@@ -48,7 +48,7 @@ async fn a_tenant_with_twenty_batches_gets_no_more_than_a_tenant_with_one() {
         seen.lock().unwrap().push(job.batch_id);
         async { ok("x") }
     });
-    let (_env, w) = env_and_worker(p, &[]).await;
+    let (_env, w) = env_and_worker(p, |_| {}).await;
     let mut a = Vec::new();
     for i in 0..20 {
         let prefix = char::from(b'A' + i);
@@ -73,7 +73,7 @@ async fn a_tenant_with_twenty_batches_gets_no_more_than_a_tenant_with_one() {
 
 #[tokio::test]
 async fn tenants_share_the_queue_by_their_weights() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let heavy = enqueue_as(&w, "heavy", &video_lines('h', 2_000)).await;
     let light = enqueue_as(&w, "light", &video_lines('l', 2_000)).await;
     let policy = TenantPolicy {
@@ -128,7 +128,7 @@ async fn a_tenant_at_its_in_flight_cap_never_holds_more_and_others_go_on() {
             ok("x")
         }
     });
-    let (_env, w) = env_and_worker(p, &[]).await;
+    let (_env, w) = env_and_worker(p, |_| {}).await;
     w.store.ensure_tenant("capped", "whsec_test").await.unwrap();
     let policy = TenantPolicy {
         max_in_flight: Some(3),

@@ -17,7 +17,7 @@ async fn counts_always_equal_the_rows_under_concurrent_workers() {
         tokio::time::sleep(Duration::from_millis((job.item_id.0 % 3) as u64)).await;
         ok(format!("summary of {}", job.video_id))
     });
-    let (_env, w) = env_and_worker(p, &[]).await;
+    let (_env, w) = env_and_worker(p, |_| {}).await;
     let batch = enqueue(&w, &video_lines('n', 600), Priority::Normal)
         .await
         .batch_id;
@@ -39,7 +39,7 @@ async fn counts_always_equal_the_rows_under_concurrent_workers() {
 
 #[tokio::test]
 async fn an_unstarted_claim_that_was_taken_over_cannot_start_or_finish() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let batch = enqueue(&w, &video_lines('o', 1), Priority::Normal)
         .await
         .batch_id;
@@ -100,7 +100,7 @@ async fn an_unstarted_claim_that_was_taken_over_cannot_start_or_finish() {
 
 #[tokio::test]
 async fn a_worker_whose_session_was_buried_writes_nothing() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     enqueue(&w, &video_lines('b', 2), Priority::Normal).await;
     let buried = WorkerId::new();
     let store = &w.store;
@@ -140,7 +140,7 @@ async fn a_worker_whose_session_was_buried_writes_nothing() {
 
 #[tokio::test]
 async fn a_cache_fill_from_a_claim_that_was_taken_over_is_refused_and_recorded() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     enqueue(&w, &video_lines('c', 1), Priority::Normal).await;
     let (zombie, live) = (WorkerId::new(), WorkerId::new());
     let store = &w.store;
@@ -203,7 +203,7 @@ async fn a_cache_fill_from_a_claim_that_was_taken_over_is_refused_and_recorded()
 
 #[tokio::test]
 async fn one_outcome_with_an_absurd_wait_does_not_discard_its_group() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let batch = enqueue(&w, &video_lines('w', 2), Priority::Normal)
         .await
         .batch_id;

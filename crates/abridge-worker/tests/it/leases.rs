@@ -27,13 +27,10 @@ async fn renewals_keep_an_item_that_outlives_its_lease() {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         ok("slow but fine")
     });
-    let (_env, w) = env_and_worker(
-        p,
-        &[
-            ("ABRIDGE_LEASE_MS", "1000"),
-            ("ABRIDGE_HEARTBEAT_MS", "200"),
-        ],
-    )
+    let (_env, w) = env_and_worker(p, |s| {
+        s.lease = Duration::from_millis(1000);
+        s.heartbeat = Duration::from_millis(200);
+    })
     .await;
     let batch = enqueue(&w, &video_lines('r', 2), Priority::Normal)
         .await
@@ -66,13 +63,10 @@ async fn a_lost_lease_stops_the_work_and_writes_nothing() {
             ok("never")
         }
     });
-    let (_env, w) = env_and_worker(
-        p,
-        &[
-            ("ABRIDGE_LEASE_MS", "2000"),
-            ("ABRIDGE_HEARTBEAT_MS", "200"),
-        ],
-    )
+    let (_env, w) = env_and_worker(p, |s| {
+        s.lease = Duration::from_millis(2000);
+        s.heartbeat = Duration::from_millis(200);
+    })
     .await;
     let batch = enqueue(&w, &video_lines('x', 1), Priority::Normal)
         .await

@@ -27,7 +27,7 @@ async fn drain(worker: &abridge_worker::Worker, n: usize) -> Vec<Vec<LeaseRef>> 
 
 #[tokio::test]
 async fn priorities_are_strict_batches_share_round_robin_items_keep_input_order() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let big = enqueue(&w, &video_lines('b', 10_000), Priority::Normal)
         .await
         .batch_id;
@@ -91,7 +91,7 @@ async fn priorities_are_strict_batches_share_round_robin_items_keep_input_order(
 
 #[tokio::test]
 async fn concurrent_claims_never_hand_out_an_item_twice() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     enqueue(&w, &video_lines('c', 3_000), Priority::Normal).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -120,7 +120,7 @@ async fn concurrent_claims_never_hand_out_an_item_twice() {
 
 #[tokio::test]
 async fn every_key_lives_under_the_prefix_and_the_queue_hash_tag() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let batch = enqueue(&w, &video_lines('k', 20), Priority::Low)
         .await
         .batch_id;
@@ -149,7 +149,7 @@ async fn every_key_lives_under_the_prefix_and_the_queue_hash_tag() {
 /// just before an operator paused) cannot undo the newer one; claims obey the copy.
 #[tokio::test]
 async fn an_older_pause_state_never_overwrites_a_newer_one() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     enqueue(&w, &video_lines('z', 3), Priority::Normal).await;
     let claim = |n| {
         let queue = w.queue.clone();

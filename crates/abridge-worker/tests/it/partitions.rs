@@ -27,10 +27,9 @@ async fn narrow_partitions(w: &Worker) {
 
 #[tokio::test]
 async fn new_items_go_to_the_newest_partition_never_into_old_room() {
-    let (_env, w) = env_and_worker(
-        processor(|_| async { ok("x") }),
-        &[("ABRIDGE_PRUNE_INTERVAL_MS", "0")],
-    )
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |s| {
+        s.retention.prune_every = None
+    })
     .await;
     narrow_partitions(&w).await;
 
@@ -68,10 +67,9 @@ async fn new_items_go_to_the_newest_partition_never_into_old_room() {
 
 #[tokio::test]
 async fn the_pruner_drops_the_partitions_retention_emptied_and_no_other() {
-    let (_env, w) = env_and_worker(
-        processor(|_| async { ok("x") }),
-        &[("ABRIDGE_PRUNE_INTERVAL_MS", "0")],
-    )
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |s| {
+        s.retention.prune_every = None
+    })
     .await;
     narrow_partitions(&w).await;
     // `old` fills items_2000000 and half of items_2001000; `kept` the rest.

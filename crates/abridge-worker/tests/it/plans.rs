@@ -26,7 +26,7 @@ async fn index_use(db: &mut sqlx::PgConnection, index: &str) -> (i64, i64) {
 
 #[tokio::test]
 async fn reading_one_claimed_item_is_a_primary_key_lookup_whatever_the_statistics_say() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let mut db = sqlx::PgConnection::connect(env.database_url.expose())
         .await
         .unwrap();

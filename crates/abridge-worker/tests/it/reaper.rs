@@ -11,11 +11,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn expired_leases_are_requeued_and_count_as_attempts() {
-    let (_env, w) = env_and_worker(
-        processor(|_| async { ok("x") }),
-        &[("ABRIDGE_MAX_ATTEMPTS", "2")],
-    )
-    .await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |s| s.max_attempts = 2).await;
     let batch = enqueue(&w, &video_lines('e', 3), Priority::Normal)
         .await
         .batch_id;
@@ -65,10 +61,9 @@ async fn expired_leases_are_requeued_and_count_as_attempts() {
 
 #[tokio::test]
 async fn a_dead_sessions_items_are_requeued_without_waiting_for_their_leases() {
-    let (_env, w) = env_and_worker(
-        processor(|_| async { ok("x") }),
-        &[("ABRIDGE_SESSION_TTL_MS", "500")],
-    )
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |s| {
+        s.session_ttl = Duration::from_millis(500)
+    })
     .await;
     let batch = enqueue(&w, &video_lines('s', 4), Priority::Normal)
         .await

@@ -27,7 +27,7 @@ async fn wipe_redis(env: &abridge_testkit::TestEnv) {
 
 #[tokio::test]
 async fn lost_redis_state_is_rebuilt_from_postgres() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let big = enqueue(&w, &video_lines('g', 500), Priority::Normal)
         .await
         .batch_id;
@@ -63,7 +63,7 @@ async fn lost_redis_state_is_rebuilt_from_postgres() {
 
 #[tokio::test]
 async fn running_items_without_a_lease_are_taken_back_on_the_second_pass() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let batch = enqueue(&w, &video_lines('o', 2), Priority::Normal)
         .await
         .batch_id;
@@ -101,7 +101,7 @@ async fn a_worker_recovers_by_itself_after_redis_loses_everything() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         ok("x")
     });
-    let (env, w) = env_and_worker(p, &[]).await;
+    let (env, w) = env_and_worker(p, |_| {}).await;
     let batch = enqueue(&w, &video_lines('f', 200), Priority::Normal)
         .await
         .batch_id;

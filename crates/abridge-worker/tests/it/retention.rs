@@ -47,12 +47,13 @@ async fn items_of(w: &Worker, batch: BatchId) -> i64 {
 }
 
 /// No pruner of the worker runs by itself: the tests run passes by hand.
-const NO_FLEET_PRUNER: (&str, &str) = ("ABRIDGE_PRUNE_INTERVAL_MS", "0");
+fn no_fleet_pruner(s: &mut abridge_core::Settings) {
+    s.retention.prune_every = None;
+}
 
 #[tokio::test]
 async fn finished_batches_past_retention_go_with_everything_of_theirs_and_open_work_stays() {
-    let (_env, w) =
-        env_and_worker(processor(|_| async { ok("a summary") }), &[NO_FLEET_PRUNER]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("a summary") }), no_fleet_pruner).await;
     // An old completed batch with a summary per item, run by a real worker.
     let old = enqueue(&w, &video_lines('o', 3), Priority::Normal)
         .await
@@ -149,7 +150,7 @@ async fn finished_batches_past_retention_go_with_everything_of_theirs_and_open_w
 
 #[tokio::test]
 async fn a_tenants_own_retention_overrides_the_fleets() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[NO_FLEET_PRUNER]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), no_fleet_pruner).await;
     for (name, days) in [("brief", Some(2)), ("archivist", Some(90)), ("plain", None)] {
         w.store.ensure_tenant(name, "secret").await.unwrap();
         let policy = TenantPolicy {
@@ -228,7 +229,7 @@ async fn a_tenants_own_retention_overrides_the_fleets() {
 
 #[tokio::test]
 async fn cache_entries_stay_while_read_and_go_once_unused_past_the_limit() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[NO_FLEET_PRUNER]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), no_fleet_pruner).await;
     sql(
         &w,
         "INSERT INTO transcripts (video_id, language, kind, segments, last_used_at)
@@ -327,7 +328,7 @@ async fn cache_entries_stay_while_read_and_go_once_unused_past_the_limit() {
 
 #[tokio::test]
 async fn idempotency_keys_sessions_and_fenced_records_go_by_age() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[NO_FLEET_PRUNER]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), no_fleet_pruner).await;
     let open = enqueue(&w, &video_lines('k', 1), Priority::Normal)
         .await
         .batch_id;
@@ -418,10 +419,10 @@ async fn idempotency_keys_sessions_and_fenced_records_go_by_age() {
 
 #[tokio::test]
 async fn the_pruner_deletes_in_bounded_chunks() {
-    let (_env, w) = env_and_worker(
-        processor(|_| async { ok("x") }),
-        &[NO_FLEET_PRUNER, ("ABRIDGE_PRUNE_MAX_CHUNK", "10")],
-    )
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |s| {
+        no_fleet_pruner(s);
+        s.retention.prune_max_chunk = 10;
+    })
     .await;
     // Every delete statement on these tables records how many rows it took.
     sql(
@@ -478,7 +479,7 @@ async fn the_pruner_deletes_in_bounded_chunks() {
 
 #[tokio::test]
 async fn only_one_pruner_runs_at_a_time() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[NO_FLEET_PRUNER]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), no_fleet_pruner).await;
     let old = cancelled_batch(&w, 'l', 3).await;
     finished_days_ago(&w, old, 40).await;
     let options = PruneOptions::from_settings(&w.settings.retention);
@@ -572,10 +573,9 @@ async fn only_one_pruner_runs_at_a_time() {
 
 #[tokio::test]
 async fn workers_prune_by_themselves() {
-    let (_env, w) = env_and_worker(
-        processor(|_| async { ok("x") }),
-        &[("ABRIDGE_PRUNE_INTERVAL_MS", "200")],
-    )
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |s| {
+        s.retention.prune_every = Some(Duration::from_millis(200))
+    })
     .await;
     let old = cancelled_batch(&w, 'w', 2).await;
     let recent = cancelled_batch(&w, 'x', 2).await;

@@ -18,7 +18,7 @@ async fn shutdown_finishes_what_it_can_and_releases_the_rest() {
             ok("never")
         }
     });
-    let (_env, w) = env_and_worker(p, &[("ABRIDGE_SHUTDOWN_GRACE_MS", "1500")]).await;
+    let (_env, w) = env_and_worker(p, |s| s.shutdown_grace = Duration::from_millis(1500)).await;
     let quick = enqueue(&w, &video_lines('q', 2), Priority::High)
         .await
         .batch_id;
@@ -80,7 +80,7 @@ async fn shutdown_finishes_what_it_can_and_releases_the_rest() {
 /// nothing stays leased to a worker that has gone.
 #[tokio::test]
 async fn an_idle_worker_starts_work_at_once_and_leaves_nothing_leased_when_it_stops() {
-    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (_env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let running = Running::start(w.clone(), 4);
     // Idle: blocked in its pipelined wait.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -44,7 +44,7 @@ async fn create_rows(w: &abridge_worker::Worker, id: BatchId, ids: &[abridge_cor
 
 #[tokio::test]
 async fn staged_items_are_out_of_sight_until_the_batch_is_activated() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let me = WorkerId::new();
     let lease = Duration::from_secs(30);
     let id = BatchId::new();
@@ -93,7 +93,7 @@ async fn staged_items_are_out_of_sight_until_the_batch_is_activated() {
 
 #[tokio::test]
 async fn activation_merges_with_what_the_reconciler_queued_and_skips_a_cancelled_batch() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let me = WorkerId::new();
     let lease = Duration::from_secs(30);
 
@@ -154,7 +154,7 @@ async fn activation_merges_with_what_the_reconciler_queued_and_skips_a_cancelled
 
 #[tokio::test]
 async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_none() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
 
     // The staged set is gone (it expired, or Redis lost it): activation reports it.
     let id = BatchId::new();
@@ -227,7 +227,7 @@ async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_non
 
 #[tokio::test]
 async fn items_must_belong_to_an_existing_batch_and_go_with_it() {
-    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), &[]).await;
+    let (env, w) = env_and_worker(processor(|_| async { ok("x") }), |_| {}).await;
     let done = enqueue(&w, &video_lines('r', LARGE), Priority::Normal).await;
     let other = enqueue(&w, &video_lines('o', 2), Priority::Normal).await;
     let mut db = sqlx::PgConnection::connect(env.database_url.expose())

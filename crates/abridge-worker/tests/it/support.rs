@@ -83,10 +83,10 @@ pub async fn wait_batch_finished(worker: &Worker, batch: BatchId, timeout: Durat
 
 pub async fn env_and_worker(
     p: Arc<dyn Processor>,
-    overrides: &[(&str, &str)],
+    change: impl FnOnce(&mut abridge_core::Settings),
 ) -> (TestEnv, Worker) {
     let env = TestEnv::new().await;
-    let worker = env.worker(p, overrides);
+    let worker = env.worker_with(p, change);
     (env, worker)
 }
 
