@@ -96,7 +96,8 @@ impl LlmSettings {
 }
 
 impl SummarizeConfig {
-    /// Reads every key. The default backend and the drills switch are the core's settings.
+    /// Reads every key. The default backend, the drills switch and the `noop` delay are the
+    /// core's settings.
     pub fn from_source(src: &SettingsSource, core: &Settings) -> Result<Self, SettingsError> {
         let default_backend = core.summarizer;
         let languages = src.list("languages")?.unwrap_or_else(|| vec!["en".into()]);
@@ -171,7 +172,7 @@ impl SummarizeConfig {
             breaker_failures: src.number("breaker_failures", 5, 1, 1_000)? as u32,
             breaker_open: src.millis("breaker_open_ms", 30_000, 10)?,
             budget_max_wait: src.millis("budget_max_wait_ms", 60_000, 0)?,
-            noop_delay: src.millis("noop_delay_ms", 0, 0)?,
+            noop_delay: core.noop_delay,
         })
     }
 

@@ -2,16 +2,39 @@
 
 use std::path::Path;
 
+use abridge_api::ApiSettings;
 use abridge_core::Settings;
 use abridge_core::settings::SettingsSource;
 use abridge_queue::Queue;
 use abridge_store::Store;
+use abridge_summarize::config::SummarizeConfig;
+use abridge_youtube::YoutubeConfig;
 use anyhow::Context as _;
 
-/// Settings plus the source they came from (for backends that read their own keys).
+/// The settings tree. The fleet core's branch (`settings`: servers, queue, leases, retries)
+/// is read by every command at start; each other branch is read, and checked, by the
+/// commands that use it, so a worker needs none of the API's settings and the API none of
+/// the model keys.
 pub struct Loaded {
     pub source: SettingsSource,
     pub settings: Settings,
+}
+
+impl Loaded {
+    /// The summarizer's branch (backends, models, YouTube, fleet budgets).
+    pub fn summarizer(&self) -> anyhow::Result<SummarizeConfig> {
+        Ok(SummarizeConfig::from_source(&self.source, &self.settings)?)
+    }
+
+    /// `abridge api`'s branch (listener, limits, webhooks, the YouTube client for lists).
+    pub fn api(&self) -> anyhow::Result<ApiSettings> {
+        Ok(ApiSettings::from_source(&self.source)?)
+    }
+
+    /// The YouTube client's branch, for commands that read playlists and channels.
+    pub fn youtube(&self) -> anyhow::Result<YoutubeConfig> {
+        Ok(YoutubeConfig::from_source(&self.source)?)
+    }
 }
 
 pub fn load(config: Option<&Path>) -> anyhow::Result<Loaded> {

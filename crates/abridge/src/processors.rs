@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use abridge_core::Settings;
-use abridge_core::settings::SettingsSource;
 use abridge_queue::Queue;
 use abridge_store::Store;
 use abridge_summarize::Summarizer;
@@ -13,12 +11,10 @@ use abridge_summarize::config::SummarizeConfig;
 use abridge_worker::Processor;
 
 pub fn build(
-    settings: &Settings,
-    source: &SettingsSource,
+    config: SummarizeConfig,
     store: &Store,
     queue: &Queue,
 ) -> anyhow::Result<Arc<dyn Processor>> {
-    let config = SummarizeConfig::from_source(source, settings)?;
     Ok(Arc::new(Summarizer::new(
         config,
         store.clone(),

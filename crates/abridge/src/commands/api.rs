@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use abridge_api::{ApiSettings, ApiState};
+use abridge_api::ApiState;
 use anyhow::Context;
 
 use crate::cli::ApiArgs;
@@ -10,7 +10,7 @@ use crate::context::{self, Loaded};
 
 pub async fn run(loaded: Loaded, args: ApiArgs) -> anyhow::Result<ExitCode> {
     let settings = &loaded.settings;
-    let mut api = ApiSettings::from_source(&loaded.source)?;
+    let mut api = loaded.api()?;
     if let Some(listen) = args.listen {
         api.listen = listen;
     }

@@ -25,7 +25,7 @@ pub async fn run(loaded: &Loaded, args: EnqueueArgs) -> anyhow::Result<ExitCode>
     let mut input = BatchInput::with_lists(options);
     input.push_lines(&text);
     read_lists(
-        &YoutubeConfig::from_source(&loaded.source)?,
+        &loaded.youtube()?,
         &mut input,
         Duration::from_secs(args.lists.list_time_limit),
     )

@@ -91,11 +91,12 @@ pub async fn cancel(settings: &Settings, args: BatchArg) -> anyhow::Result<ExitC
 }
 
 pub async fn reap(loaded: Loaded, args: JsonFlag) -> anyhow::Result<ExitCode> {
+    let summarizer = loaded.summarizer()?;
     let settings = loaded.settings;
     let store = context::store(&settings).await?;
     let queue = context::queue(&settings)?;
     let worker = Worker {
-        processor: processors::build(&settings, &loaded.source, &store, &queue)?,
+        processor: processors::build(summarizer, &store, &queue)?,
         store,
         queue,
         settings: Arc::new(settings),

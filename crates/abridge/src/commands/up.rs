@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use abridge_api::{ApiSettings, ApiState};
+use abridge_api::ApiState;
 use abridge_control::EnqueueRequest;
 use abridge_core::input::BatchInput;
 use abridge_core::lists::ListOptions;
@@ -32,6 +32,7 @@ use crate::context::Loaded;
 const TOKEN_FILE: &str = "operator-token";
 
 pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut api_settings = loaded.api()?;
     let settings = loaded.settings;
     let data = if args.ephemeral {
         None
@@ -91,7 +92,6 @@ pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow:
     queue.ping().await.context("reach redis")?;
 
     let token = operator_token(&store, data.as_ref()).await?;
-    let mut api_settings = ApiSettings::from_source(&loaded.source)?;
     let youtube = api_settings.youtube.clone();
     api_settings.listen = args.listen;
     let listener = tokio::net::TcpListener::bind(args.listen)

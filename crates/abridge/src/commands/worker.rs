@@ -12,10 +12,10 @@ use crate::context::{self, Loaded};
 use crate::processors;
 
 pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Check the summarizer's settings before waiting for anything.
+    let summarizer = loaded.summarizer()?;
     let settings = loaded.settings;
     let concurrency = args.concurrency.unwrap_or(settings.concurrency).max(1);
-    // Check the summarizer's settings before waiting for anything.
-    abridge_summarize::config::SummarizeConfig::from_source(&loaded.source, &settings)?;
     // Bind before waiting for the database, so a taken port fails the start at once and
     // /healthz answers while Postgres comes up.
     let metrics = match args.metrics_listen {
@@ -33,7 +33,7 @@ pub async fn run(loaded: Loaded, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     // Postgres may still be starting (compose, Kubernetes): wait for it rather than crash.
     let store = wait_for_store(&settings).await?;
     let queue = context::queue(&settings)?;
-    let processor = processors::build(&settings, &loaded.source, &store, &queue)?;
+    let processor = processors::build(summarizer, &store, &queue)?;
     let worker = Worker {
         queue,
         store,
