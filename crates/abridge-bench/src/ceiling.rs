@@ -18,7 +18,7 @@ use crate::servers::{Servers, create_batch, fresh_queue, postgres_cpu_usec, vide
 use crate::{BenchOptions, Record};
 
 /// Items per statement: about the size of the burn-down's groups, since Postgres's CPU per
-/// item falls as groups grow (BENCHMARKS.md, "The ceiling").
+/// item falls as groups grow (BENCHMARKS.md, "What bounds each figure").
 const GROUP: usize = 100;
 
 /// Connections writing at once. Each waits for its commit's fsync before taking the next

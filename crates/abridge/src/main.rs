@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // No transparent huge pages for this process: mimalloc asks for them on its arenas, and
     // every fresh allocator page then faults in (and zeroes) a whole 2 MiB page, again after
-    // each purge (BENCHMARKS.md has its cost). Best effort: a kernel without the prctl keeps
+    // each purge (BENCHMARKS.md, "What bounds each figure"). Best effort: a kernel without the prctl keeps
     // its default.
     let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = cli::Cli::parse();
