@@ -47,7 +47,8 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::{Checkpoints, store_error};
 use crate::config::{LlmSettings, SummarizeConfig};
-use crate::limits::{Breaker, Bucket, Ledger, Payer, TenantBudget, YoutubeBudget, YoutubeShared};
+use crate::limits::{Breaker, Bucket, Ledger, TenantBudget, YoutubeBudget, YoutubeShared};
+use crate::llm::Payer;
 use crate::llm::{LlmBackend, Usage};
 use crate::text::{Doc, supplied_segments};
 

@@ -261,19 +261,6 @@ impl Breaker {
     }
 }
 
-/// Who pays for an item's model requests: its owner shares the fleet's LLM budgets with the
-/// other owners, and a tenant may have a daily token budget of its own.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Payer<'a> {
-    /// The item's tenant; `None` for a CLI batch.
-    pub owner: Option<&'a str>,
-    pub daily: Option<&'a TenantBudget>,
-    /// Where each answer's cost is written down.
-    pub ledger: Option<&'a Ledger<'a>>,
-    /// The item may wait in a provider batch for half the price.
-    pub via_batch: Option<&'a crate::llm::ViaBatch>,
-}
-
 /// Writes each model answer's tokens and cost to its batch's spend (`llm_spend`).
 #[derive(Debug)]
 pub struct Ledger<'a> {

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::checkpoints::Checkpoints;
 use crate::config::LlmSettings;
-use crate::limits::{self, Breaker, Bucket, Payer};
+use crate::limits::{self, Breaker, Bucket, Ledger, TenantBudget};
 use crate::render::{KeyPoint, Summary, parse_answer, read_answer, read_structured, refusal};
 use crate::text::{Doc, prompt_lines, stamp};
 
@@ -91,6 +91,19 @@ pub struct Usage {
     pub stamps_clamped: u32,
     /// The provider batch the answer came through (billed at half price).
     pub provider_batch: Option<String>,
+}
+
+/// Who pays for an item's model requests: its owner shares the fleet's LLM budgets with the
+/// other owners, and a tenant may have a daily token budget of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Payer<'a> {
+    /// The item's tenant; `None` for a CLI batch.
+    pub owner: Option<&'a str>,
+    pub daily: Option<&'a TenantBudget>,
+    /// Where each answer's cost is written down.
+    pub ledger: Option<&'a Ledger<'a>>,
+    /// The item may wait in a provider batch for half the price.
+    pub via_batch: Option<&'a ViaBatch>,
 }
 
 /// An item to summarize through the provider's batch API, when its summary is one request.

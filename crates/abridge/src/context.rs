@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use abridge_api::ApiSettings;
+use abridge_api::client::ApiClient;
 use abridge_core::Settings;
 use abridge_core::settings::SettingsSource;
 use abridge_queue::Queue;
@@ -10,6 +11,8 @@ use abridge_store::Store;
 use abridge_summarize::config::SummarizeConfig;
 use abridge_youtube::YoutubeConfig;
 use anyhow::Context as _;
+
+use crate::cli::RemoteArgs;
 
 /// The settings tree. The fleet core's branch (`settings`: servers, queue, leases, retries)
 /// is read by every command at start; each other branch is read, and checked, by the
@@ -68,4 +71,13 @@ pub fn queue(settings: &Settings) -> anyhow::Result<Queue> {
 pub fn batch_id(raw: &str) -> anyhow::Result<abridge_core::BatchId> {
     raw.parse()
         .map_err(|_| anyhow::anyhow!("{raw:?} is not a batch id (a UUID such as 0193a1b2-...)"))
+}
+
+/// A client of the producer API for `--api` commands, or an error that says what is missing.
+pub fn api_client(remote: &RemoteArgs) -> anyhow::Result<ApiClient> {
+    let api = remote.api.as_deref().context("no --api URL")?;
+    let token = remote.token.as_deref().context(
+        "--api needs a token: pass --token or set ABRIDGE_API_TOKEN (make one with `abridge token create`)",
+    )?;
+    Ok(ApiClient::new(api, token)?)
 }

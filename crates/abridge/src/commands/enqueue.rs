@@ -4,9 +4,9 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use abridge_control::{ControlError, EnqueueRequest, Enqueued};
+use abridge_control::{ControlError, EnqueueRequest};
 use abridge_core::BatchId;
-use abridge_core::input::{BatchInput, Rejected};
+use abridge_core::input::BatchInput;
 use abridge_core::lists::ListOptions;
 use abridge_youtube::YoutubeConfig;
 use anyhow::Context;
@@ -48,7 +48,7 @@ pub async fn run(loaded: &Loaded, args: EnqueueArgs) -> anyhow::Result<ExitCode>
     match result {
         Ok(done) => {
             let id = done.batch_id;
-            report(args.json, &done)?;
+            super::report::report(args.json, &done)?;
             if !args.wait {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -61,7 +61,7 @@ pub async fn run(loaded: &Loaded, args: EnqueueArgs) -> anyhow::Result<ExitCode>
             super::results::hand_over(&results, &view, args.out.as_deref()).await
         }
         Err(ControlError::NothingToEnqueue { rejected }) => {
-            Err(nothing_enqueued(args.json, &rejected))
+            Err(super::report::nothing_enqueued(args.json, &rejected))
         }
         Err(e) => Err(e.into()),
     }
@@ -119,42 +119,4 @@ pub fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<String> {
         }
     }
     Ok(text)
-}
-
-/// What an enqueue made: the `--json` line, or a line for people with each rejected input
-/// line on stderr. The same for a local and an API enqueue.
-pub(super) fn report(json: bool, done: &Enqueued) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(done)?);
-        return Ok(());
-    }
-    println!(
-        "batch {}: {} accepted, {} duplicate{}, {} rejected",
-        done.batch_id,
-        done.accepted,
-        done.duplicates,
-        if done.duplicates == 1 { "" } else { "s" },
-        done.rejected.len()
-    );
-    for r in &done.rejected {
-        eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
-    }
-    Ok(())
-}
-
-/// No input line held a video: reports the rejected lines and returns the error to exit with.
-pub(super) fn nothing_enqueued(json: bool, rejected: &[Rejected]) -> anyhow::Error {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "batch_id": null, "accepted": 0, "duplicates": 0, "rejected": rejected })
-        );
-    }
-    for r in rejected {
-        eprintln!("line {}: {}: {}", r.line, r.input, r.reason);
-    }
-    anyhow::anyhow!(
-        "nothing enqueued: no line held a valid video URL or id ({} rejected)",
-        rejected.len()
-    )
 }

@@ -6,6 +6,7 @@ mod enqueue;
 mod exporter;
 mod ops;
 mod remote;
+mod report;
 mod results;
 mod tenant;
 mod token;

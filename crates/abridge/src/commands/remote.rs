@@ -11,18 +11,11 @@ use abridge_core::BatchId;
 use abridge_core::input::{BatchInput, RawItem, Rejected};
 use anyhow::Context;
 
-use crate::cli::{EnqueueArgs, RemoteArgs, StatusArgs};
-
-pub(super) fn client(remote: &RemoteArgs) -> anyhow::Result<ApiClient> {
-    let api = remote.api.as_deref().context("no --api URL")?;
-    let token = remote.token.as_deref().context(
-        "--api needs a token: pass --token or set ABRIDGE_API_TOKEN (make one with `abridge token create`)",
-    )?;
-    Ok(ApiClient::new(api, token)?)
-}
+use crate::cli::{EnqueueArgs, StatusArgs};
+use crate::context;
 
 pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> {
-    let client = client(&args.remote)?;
+    let client = context::api_client(&args.remote)?;
     // Lines become `items` in order; each item remembers its line. Lines that are not valid
     // JSON objects are rejected here, exactly as the local command rejects them.
     let mut items = Vec::new();
@@ -93,14 +86,14 @@ pub async fn enqueue(args: EnqueueArgs, text: &str) -> anyhow::Result<ExitCode> 
                 .unwrap_or_default();
             rejected.extend(remote.iter().map(by_line));
             rejected.sort_by_key(|r| r.line);
-            return Err(super::enqueue::nothing_enqueued(args.json, &rejected));
+            return Err(super::report::nothing_enqueued(args.json, &rejected));
         }
         Err(e) => return Err(e).context("create the batch through the api"),
     };
     let mut rejected = local.rejected;
     rejected.extend(created.rejected.iter().map(by_line));
     rejected.sort_by_key(|r| r.line);
-    super::enqueue::report(
+    super::report::report(
         args.json,
         &abridge_control::Enqueued {
             batch_id: created.id,
@@ -146,7 +139,7 @@ async fn follow(client: &ApiClient, id: BatchId, total: u64) -> anyhow::Result<B
 }
 
 pub async fn status(args: StatusArgs, id: BatchId) -> anyhow::Result<ExitCode> {
-    let client = client(&args.remote)?;
+    let client = context::api_client(&args.remote)?;
     let b = client
         .batch(id)
         .await

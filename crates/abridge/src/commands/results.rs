@@ -35,7 +35,7 @@ const RESULTS_DIR: &str = "abridge-summaries";
 impl Results {
     pub async fn open(settings: &Settings, remote: &RemoteArgs) -> anyhow::Result<Self> {
         Ok(if remote.api.is_some() {
-            Self::Remote(super::remote::client(remote)?)
+            Self::Remote(crate::context::api_client(remote)?)
         } else {
             Self::Local(context::store(settings).await?)
         })
