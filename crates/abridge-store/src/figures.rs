@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use abridge_core::{BatchId, BatchStatus, Priority};
+use abridge_core::{BatchId, BatchStatus, ItemStatus, Priority};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -85,7 +85,7 @@ impl Store {
         .await
         .context("find the oldest ready item")?;
         let item_rows = sqlx::query!(
-            r#"SELECT i.status, count(*) AS "n!"
+            r#"SELECT i.status AS "status: ItemStatus", count(*) AS "n!"
                FROM batches b JOIN items i ON i.batch_id = b.id
                WHERE b.queue = $1 AND b.status IN ('pending', 'running')
                GROUP BY i.status"#,
@@ -96,10 +96,10 @@ impl Store {
         .context("count items of unfinished batches")?;
         let mut items = Counts::default();
         for row in item_rows {
-            items.add(&row.status, row.n);
+            items.add(row.status, row.n);
         }
         let batch_rows = sqlx::query!(
-            r#"SELECT status, count(*) AS "n!" FROM batches
+            r#"SELECT status AS "status: BatchStatus", count(*) AS "n!" FROM batches
                WHERE queue = $1 AND status IN ('pending', 'running')
                GROUP BY status"#,
             queue
@@ -107,7 +107,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("count unfinished batches")?;
-        let count = |s: &str| batch_rows.iter().find(|r| r.status == s).map_or(0, |r| r.n);
+        let count = |s: BatchStatus| batch_rows.iter().find(|r| r.status == s).map_or(0, |r| r.n);
         let ttl_ms = i64::try_from(session_ttl.as_millis()).unwrap_or(i64::MAX);
         let workers_alive = sqlx::query_scalar!(
             r#"SELECT count(*) AS "n!" FROM worker_sessions
@@ -122,8 +122,8 @@ impl Store {
         Ok(FleetSnapshot {
             oldest_ready_age_s: oldest.unwrap_or(0.0).max(0.0),
             items,
-            batches_pending: count("pending"),
-            batches_running: count("running"),
+            batches_pending: count(BatchStatus::Pending),
+            batches_running: count(BatchStatus::Running),
             workers_alive,
         })
     }

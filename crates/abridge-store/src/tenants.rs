@@ -5,7 +5,7 @@ use abridge_core::{Allowed, Backend, BatchId, Priority};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{Context, Result, Store};
+use crate::{Context, Result, Store, StoreError};
 
 /// A tenant as `abridge token create` reports it.
 #[derive(Clone, Debug)]
@@ -174,7 +174,10 @@ impl Store {
         Ok(Some(TokenOwner::Tenant {
             name,
             policy: TenantPolicy {
-                backends: r.backends.map(|b| parse_backends(&b)),
+                backends: r
+                    .backends
+                    .map(|b| parse_backends(&b, "look up api token"))
+                    .transpose()?,
                 models: r.models,
                 daily_tokens: r.daily_tokens,
                 weight: r.weight.unwrap_or(1),
@@ -204,24 +207,28 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("read tenants")?;
-        Ok(rows
-            .into_iter()
-            .map(|r| TenantView {
-                name: r.name,
-                policy: TenantPolicy {
-                    backends: r.backends.map(|b| parse_backends(&b)),
-                    models: r.models,
-                    daily_tokens: r.daily_tokens,
-                    weight: r.weight,
-                    max_in_flight: r.max_in_flight,
-                    max_queued: r.max_queued,
-                    max_batches_per_minute: r.max_batches_per_minute,
-                    max_priority: r.max_priority,
-                    retention_days: r.retention_days,
-                },
-                created_at: r.created_at,
+        rows.into_iter()
+            .map(|r| {
+                Ok(TenantView {
+                    name: r.name,
+                    policy: TenantPolicy {
+                        backends: r
+                            .backends
+                            .map(|b| parse_backends(&b, "read tenants"))
+                            .transpose()?,
+                        models: r.models,
+                        daily_tokens: r.daily_tokens,
+                        weight: r.weight,
+                        max_in_flight: r.max_in_flight,
+                        max_queued: r.max_queued,
+                        max_batches_per_minute: r.max_batches_per_minute,
+                        max_priority: r.max_priority,
+                        retention_days: r.retention_days,
+                    },
+                    created_at: r.created_at,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Replaces tenant `name`'s policy; false if there is no such tenant.
@@ -342,7 +349,16 @@ impl Store {
     }
 }
 
-/// Backends as stored; a name this build does not know is dropped (it allows nothing).
-fn parse_backends(names: &[String]) -> Vec<Backend> {
-    names.iter().filter_map(|n| n.parse().ok()).collect()
+/// Backends as stored; a name this build does not know is an error naming it, never read as
+/// allowing more or less than the operator set.
+fn parse_backends(names: &[String], context: &'static str) -> Result<Vec<Backend>> {
+    names
+        .iter()
+        .map(|n| {
+            n.parse().map_err(|e: String| StoreError::Query {
+                context,
+                cause: sqlx::Error::Decode(e.into()),
+            })
+        })
+        .collect()
 }

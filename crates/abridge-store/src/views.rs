@@ -129,7 +129,8 @@ impl Store {
     /// Every item of a tenant's batches, by status (what `/v1/stats` shows a tenant).
     pub async fn tenant_counts(&self, tenant: &str) -> Result<Counts> {
         let rows = sqlx::query!(
-            r#"SELECT i.status, count(*) AS "n!" FROM items i JOIN batches b ON b.id = i.batch_id
+            r#"SELECT i.status AS "status: ItemStatus", count(*) AS "n!"
+               FROM items i JOIN batches b ON b.id = i.batch_id
                WHERE b.tenant = $1 GROUP BY i.status"#,
             tenant
         )
@@ -138,14 +139,14 @@ impl Store {
         .context("count a tenant's items")?;
         let mut c = Counts::default();
         for r in rows {
-            c.add(&r.status, r.n);
+            c.add(r.status, r.n);
         }
         Ok(c)
     }
 
     async fn counts_of(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, Counts>> {
         let rows = sqlx::query!(
-            r#"SELECT batch_id, status, count(*) AS "n!" FROM items
+            r#"SELECT batch_id, status AS "status: ItemStatus", count(*) AS "n!" FROM items
                WHERE batch_id = ANY($1) GROUP BY batch_id, status"#,
             ids
         )
@@ -154,7 +155,7 @@ impl Store {
         .context("count items of batches")?;
         let mut counts: HashMap<uuid::Uuid, Counts> = HashMap::new();
         for r in rows {
-            counts.entry(r.batch_id).or_default().add(&r.status, r.n);
+            counts.entry(r.batch_id).or_default().add(r.status, r.n);
         }
         Ok(counts)
     }
