@@ -111,3 +111,14 @@ pub fn store_error(e: abridge_store::StoreError) -> ItemError {
         ItemError::permanent(ErrorKind::from_static("database_error"), e.to_string())
     }
 }
+
+/// A Redis failure inside the summarizer, by its class: Redis away is worth another attempt
+/// later; an answer the code cannot read (a script or a reply out of step with this build)
+/// would fail again on every attempt, so the item fails now.
+pub fn queue_error(e: abridge_queue::QueueError) -> ItemError {
+    if e.is_unavailable() {
+        ItemError::transient(ErrorKind::from_static("redis_unavailable"), e.to_string())
+    } else {
+        ItemError::permanent(ErrorKind::from_static("redis_error"), e.to_string())
+    }
+}

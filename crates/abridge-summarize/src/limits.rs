@@ -337,9 +337,7 @@ impl TenantBudget {
         let used = queue
             .tenant_tokens(&self.tenant, &Self::today())
             .await
-            .map_err(|e| {
-                ItemError::transient(ErrorKind::from_static("redis_unavailable"), e.to_string())
-            })?;
+            .map_err(crate::checkpoints::queue_error)?;
         if used < self.daily_tokens {
             return Ok(());
         }
