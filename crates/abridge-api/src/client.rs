@@ -132,6 +132,12 @@ impl ApiClient {
         let url = self.url(&format!("/v1/batches/{id}/events"));
         let mut last_id: Option<String> = None;
         let mut last_view: Option<BatchStatusView> = None;
+        // Reconnects wait as every retry-while-away loop does; a stream that connected starts
+        // them again from the first.
+        let mut waits = abridge_core::backoff::Doubling::new(
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        );
         let mut failures = 0u32;
         loop {
             let mut request = self
@@ -160,11 +166,12 @@ impl ApiClient {
                             cause: e.to_string(),
                         });
                     }
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(failures))).await;
+                    tokio::time::sleep(waits.next_wait()).await;
                     continue;
                 }
             };
             failures = 0;
+            waits.reset();
             let mut body = response.bytes_stream();
             let mut buffer = String::new();
             while let Some(chunk) = body.next().await {
@@ -191,7 +198,7 @@ impl ApiClient {
                 }
             }
             // The stream ended before the final event: reconnect and resume.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(waits.next_wait()).await;
         }
     }
 }

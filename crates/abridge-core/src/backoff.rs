@@ -24,6 +24,11 @@ pub struct Doubling {
 }
 
 impl Doubling {
+    /// A loop that retries a write while its store is away: soon at first, then every few
+    /// seconds, well inside a lease.
+    pub const WHILE_AWAY: Doubling =
+        Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
+
     pub const fn new(first: Duration, longest: Duration) -> Self {
         Self {
             first,

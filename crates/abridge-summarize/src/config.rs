@@ -130,7 +130,7 @@ impl SummarizeConfig {
         let openai = llm(src, Provider::OpenAi, &OPENAI, llm_timeout)?;
         let anthropic = llm(src, Provider::Anthropic, &ANTHROPIC, llm_timeout)?;
         for settings in [&openai, &anthropic] {
-            if default_backend.as_str() == settings.provider.name() && settings.missing_key() {
+            if default_backend == backend_of(settings.provider) && settings.missing_key() {
                 return Err(src.missing(
                     &format!("{}_api_key", settings.provider.name()),
                     &format!(
@@ -181,6 +181,14 @@ impl SummarizeConfig {
             Provider::OpenAi => &self.openai,
             Provider::Anthropic => &self.anthropic,
         }
+    }
+}
+
+/// The backend that summarizes through `provider`.
+fn backend_of(provider: Provider) -> Backend {
+    match provider {
+        Provider::OpenAi => Backend::Openai,
+        Provider::Anthropic => Backend::Anthropic,
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use abridge_core::{ErrorKind, ItemError};
+use abridge_core::{Backend, ErrorKind, ItemError};
 use async_trait::async_trait;
 
 use abridge_processor::{Job, JobOutput, Processor};
@@ -27,13 +27,13 @@ pub struct Noop {
 #[async_trait]
 impl Processor for Noop {
     fn name(&self) -> &str {
-        "noop"
+        Backend::Noop.as_str()
     }
 
     async fn process(&self, job: &Job) -> Result<JobOutput, ItemError> {
         let result = self.summarize(job).await;
         abridge_telemetry::metrics::summarizer_request(
-            "noop",
+            Backend::Noop.as_str(),
             if result.is_ok() { "ok" } else { "error" },
         );
         result
@@ -82,7 +82,7 @@ impl Noop {
         Ok(JobOutput {
             summary,
             title: None,
-            meta: serde_json::json!({ "backend": "noop" }),
+            meta: serde_json::json!({ "backend": Backend::Noop }),
         })
     }
 }

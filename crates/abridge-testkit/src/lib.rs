@@ -18,9 +18,10 @@ use std::sync::{Arc, OnceLock};
 use abridge_core::Settings;
 use abridge_core::settings::{Secret, SettingsSource};
 use abridge_local::{LocalPostgres, LocalRedis};
+use abridge_processor::Processor;
 use abridge_queue::Queue;
 use abridge_store::Store;
-use abridge_worker::{Processor, Worker};
+use abridge_worker::Worker;
 
 pub use poll::{eventually, until};
 pub use process::Proc;

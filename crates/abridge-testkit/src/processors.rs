@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use abridge_core::ItemError;
-use abridge_worker::{Job, JobOutput, Processor};
+use abridge_processor::{Job, JobOutput, Processor};
 use async_trait::async_trait;
 
 /// A processor made of a closure.

@@ -48,7 +48,7 @@ pub(crate) struct ClaimCtx {
 }
 
 pub(crate) async fn run(worker: Worker, ctx: Arc<ClaimCtx>, stop: CancellationToken) {
-    let mut error_waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut error_waits = Doubling::WHILE_AWAY;
     let mut redis = worker.queue.claim_connection();
     // Set after a claim came back empty: the next claim first waits this long for a wake-up.
     let mut idle_wait: Option<Duration> = None;
@@ -396,7 +396,7 @@ async fn run_item(
         Ok(Err(panic)) => AttemptEnd::Panicked(panic_message(panic.as_ref())),
         Err(reason) => AttemptEnd::Stopped(reason),
     };
-    let jitter = rand::Rng::random_range(&mut rand::rng(), 0.5..=1.0);
+    let jitter = abridge_core::backoff::jitter();
     let outcome = RetryPolicy::from_settings(&worker.settings).outcome(end, attempt, jitter);
     log_outcome(outcome.as_ref());
     let took = began.elapsed();

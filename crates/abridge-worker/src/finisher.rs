@@ -144,7 +144,7 @@ async fn write_group(
     id: WorkerId,
     finishes: &[Finish],
 ) -> Result<FinishReport, abridge_store::StoreError> {
-    let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut waits = Doubling::WHILE_AWAY;
     loop {
         match worker
             .store
@@ -232,7 +232,7 @@ async fn acknowledge(
     // claim (an attempt counted for an item whose outcome was written). Reapers wait a lease
     // period after an outage before taking anything, so an acknowledgement that lands within
     // it is in time.
-    let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
+    let mut waits = Doubling::WHILE_AWAY;
     let gave_up_at = std::time::Instant::now() + ACK_PATIENCE;
     let ready = loop {
         match worker.queue.ack(&acks, &batches).await {

@@ -4,7 +4,7 @@
 //! "Deferred starts").
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use abridge_core::backoff::Doubling;
 use abridge_core::{BatchId, ErrorKind, ItemError, ItemId, WorkerId};
@@ -147,7 +147,7 @@ pub(crate) async fn run(
     while let Some(ops) = batching::next_batch(&rx, &stop).await {
         let claims: Vec<Claim> = ops.iter().map(|op| op.claim).collect();
         let began: Vec<_> = ops.iter().map(|op| op.began).collect();
-        let mut waits = Doubling::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut waits = Doubling::WHILE_AWAY;
         let started = loop {
             match worker.store.start_items_begun(id, &claims, &began).await {
                 Ok(ids) => break Some(ids),

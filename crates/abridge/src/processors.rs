@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use abridge_processor::Processor;
 use abridge_queue::Queue;
 use abridge_store::Store;
 use abridge_summarize::Summarizer;
 use abridge_summarize::config::SummarizeConfig;
-use abridge_worker::Processor;
 
 pub fn build(
     config: SummarizeConfig,

@@ -12,7 +12,7 @@
 mod batch_api;
 mod cost;
 mod egress;
-mod fleet;
+mod limits;
 mod llm;
 mod store_errors;
 mod support;
