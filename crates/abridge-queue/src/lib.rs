@@ -1,7 +1,7 @@
 //! Redis, abridge's fast path: queue order, leases and wake-ups. Only this crate talks to Redis.
 //!
 //! Redis holds item ids, positions, deadlines and lease records, never payloads or results, so
-//! a queued item costs about 110 bytes and Redis may lose everything without losing work: the
+//! a queued item costs a sorted-set entry and Redis may lose everything without losing work: the
 //! reconciler rebuilds it from Postgres. Each state change is one atomic Lua script
 //! ([`scripts`], files under `src/lua/`); [`Queue`] is their typed front, its methods in the
 //! module of their subject: `enqueue`, `claim`, `leases`, `cancel`, `inspect`, `limits`,

@@ -5,9 +5,9 @@
 //! two ways: a table never analyzed (a fresh database right after a big batch was copied in)
 //! looks tiny, and an analyzed mature table says almost no item is `queued` or `running`.
 //! Either way the planner expected one row from `items` and rescanned the `unnest` for every
-//! item (or scanned every item for each array row): quadratic, measured at 100-250 ms for one
-//! group of 255 items. So each statement (1) names its ids twice, `i.id = ANY($1)` beside the
-//! join on `unnest`, an index condition on the primary key whatever the statistics say, and
+//! item (or scanned every item for each array row): quadratic in the group. So each
+//! statement (1) names its ids twice, `i.id = ANY($1)` beside the join on `unnest`, an index
+//! condition on the primary key whatever the statistics say, and
 //! (2) states the status it expects as a *join* clause (`i.status = CASE ... t.x ... END`),
 //! which the planner cannot turn into a badly estimated filter on `items` alone. The plans are
 //! then a key lookup and a hash join, linear in the group.
