@@ -109,6 +109,17 @@ impl Counts {
     }
 }
 
+/// Counts from `(status, how many)` rows, as `GROUP BY status` returns them.
+impl FromIterator<(ItemStatus, i64)> for Counts {
+    fn from_iter<I: IntoIterator<Item = (ItemStatus, i64)>>(rows: I) -> Self {
+        let mut counts = Counts::default();
+        for (status, n) in rows {
+            counts.add(status, n);
+        }
+        counts
+    }
+}
+
 /// A batch as `abridge status --json` prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct BatchView {
@@ -400,11 +411,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("count batch items")?;
-        let mut counts = Counts::default();
-        for row in rows {
-            counts.add(row.status, row.n);
-        }
-        Ok(counts)
+        Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
     }
 
     /// Cancels a batch and every item of it that has not finished, in one transaction.

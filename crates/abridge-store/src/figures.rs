@@ -94,10 +94,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("count items of unfinished batches")?;
-        let mut items = Counts::default();
-        for row in item_rows {
-            items.add(row.status, row.n);
-        }
+        let items: Counts = item_rows.into_iter().map(|r| (r.status, r.n)).collect();
         let batch_rows = sqlx::query!(
             r#"SELECT status AS "status: BatchStatus", count(*) AS "n!" FROM batches
                WHERE queue = $1 AND status IN ('pending', 'running')

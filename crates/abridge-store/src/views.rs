@@ -137,11 +137,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .context("count a tenant's items")?;
-        let mut c = Counts::default();
-        for r in rows {
-            c.add(r.status, r.n);
-        }
-        Ok(c)
+        Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
     }
 
     async fn counts_of(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, Counts>> {
