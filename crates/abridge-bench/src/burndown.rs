@@ -62,6 +62,19 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
     let seconds = (last - first).num_microseconds().unwrap_or(1) as f64 / 1e6;
     let n = opts.items as f64;
     let commits = (commits_after - commits_before) as f64;
+    // Each master's CPU per item, where there are several (a cluster): `port=usec ...`.
+    let by_node: Vec<String> = redis_after
+        .nodes
+        .iter()
+        .map(|(port, after)| {
+            let before = redis_before
+                .nodes
+                .iter()
+                .find(|(p, _)| p == port)
+                .map_or(0.0, |(_, b)| b.cpu_seconds);
+            format!("{port}={:.1}", (after.cpu_seconds - before) * 1e6 / n)
+        })
+        .collect();
     Ok(vec![
         Record::new("burndown")
             .set("items", opts.items)
@@ -90,6 +103,8 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
                     2,
                 ),
             )
+            .set("redis_cpu_usec_per_item_by_node", by_node.join(" "))
+            .set("queue_shards", servers.queue_shards)
             .set("worker_cpu_usec_per_item", round(worker_cpu as f64 / n, 2))
             .set("postgres_cpu_usec_per_item", round(pg_cpu as f64 / n, 2))
             .set("pg_commits", commits)

@@ -23,6 +23,7 @@ pub async fn run(opts: &BenchOptions, servers: &Servers) -> anyhow::Result<Vec<R
         .env("ABRIDGE_REDIS_URL", servers.redis_url.expose())
         .env("ABRIDGE_REDIS_PREFIX", "abridge-bench")
         .env("ABRIDGE_QUEUE", &queue_name)
+        .env("ABRIDGE_QUEUE_SHARDS", servers.queue_shards.to_string())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()?;

@@ -63,6 +63,8 @@ pub struct BenchOptions {
     pub redis_url: Option<Secret>,
     /// Start a throwaway Redis Cluster (three masters) instead of one server.
     pub redis_cluster: bool,
+    /// `ABRIDGE_QUEUE_SHARDS` for the benchmark's queues.
+    pub queue_shards: usize,
     /// The worker processes' `RUST_LOG` (`info` shows each worker's claim and write tallies
     /// at exit).
     pub worker_log: String,
@@ -127,6 +129,7 @@ pub async fn run(
         opts.redis_url.clone(),
         opts.redis_cluster,
         opts.worker_log.clone(),
+        opts.queue_shards,
     )
     .await?;
     let mut all = Vec::new();

@@ -21,6 +21,8 @@ pub struct Servers {
     pub redis_url: Secret,
     /// The worker processes' `RUST_LOG`.
     pub worker_log: String,
+    /// `ABRIDGE_QUEUE_SHARDS` of the benchmark's queues, for its workers and its own calls.
+    pub queue_shards: usize,
     _redis: Option<LocalRedis>,
     _cluster: Option<abridge_local::LocalRedisCluster>,
     _postgres: Option<LocalPostgres>,
@@ -32,6 +34,7 @@ impl Servers {
         redis_url: Option<Secret>,
         cluster: bool,
         worker_log: String,
+        queue_shards: usize,
     ) -> anyhow::Result<Self> {
         let (redis_url, redis, local_cluster) = match redis_url {
             Some(url) => (url, None, None),
@@ -65,6 +68,7 @@ impl Servers {
             database_url,
             redis_url,
             worker_log,
+            queue_shards,
             _redis: redis,
             _cluster: local_cluster,
             _postgres: postgres,
@@ -91,7 +95,8 @@ impl Servers {
     }
 
     pub fn queue(&self, queue: &str) -> anyhow::Result<Queue> {
-        Ok(Queue::connect(&self.redis_url, "abridge-bench", queue, 32)?)
+        Ok(Queue::connect(&self.redis_url, "abridge-bench", queue, 32)?
+            .with_shards(self.queue_shards))
     }
 }
 
@@ -144,6 +149,7 @@ impl Workers {
                 .env("ABRIDGE_REDIS_URL", servers.redis_url.expose())
                 .env("ABRIDGE_REDIS_PREFIX", "abridge-bench")
                 .env("ABRIDGE_QUEUE", queue)
+                .env("ABRIDGE_QUEUE_SHARDS", servers.queue_shards.to_string())
                 .env("ABRIDGE_SUMMARIZER", "noop")
                 .env("ABRIDGE_DRILLS", "1")
                 .env("ABRIDGE_NOOP_DELAY_MS", noop_delay_ms.to_string())

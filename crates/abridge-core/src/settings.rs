@@ -157,6 +157,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "prune_max_chunk",
     "prune_statement_ms",
     "queue",
+    "queue_shards",
     "reap_ms",
     "reconcile_ms",
     "redis_pool_size",
@@ -397,6 +398,9 @@ pub struct Settings {
     pub queue: String,
     /// Every Redis key starts with `{redis_prefix}:{queue}:` (the braces are a cluster hash tag).
     pub redis_prefix: String,
+    /// Hash tags the queue is spread over, so that on a Redis Cluster its work spreads over
+    /// that many masters (ARCHITECTURE.md, "Shards").
+    pub queue_shards: usize,
     /// How long a claim is valid without renewal.
     pub lease: Duration,
     /// How often a worker renews the leases of the items it holds.
@@ -548,6 +552,7 @@ impl Default for Settings {
             redis_url: None,
             queue: "default".to_owned(),
             redis_prefix: "abridge".to_owned(),
+            queue_shards: 1,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             session_ttl: Duration::from_secs(10),
@@ -632,6 +637,7 @@ impl Settings {
             redis_url: src.secret("redis_url")?,
             queue,
             redis_prefix,
+            queue_shards: src.number("queue_shards", d.queue_shards as u64, 1, 64)? as usize,
             lease,
             heartbeat,
             session_ttl: src.millis("session_ttl_ms", ms(d.session_ttl), 100)?,

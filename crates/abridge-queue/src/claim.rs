@@ -1,14 +1,18 @@
 //! The claim (`claim.lua`): a worker takes up to N ready items under one lease token, in
 //! priority order and by fair share; an idle claim loop first waits for a wake-up on its own
-//! connection ([`ClaimConnection`]).
+//! connection ([`ClaimConnection`]). On a queue of several shards a claim is a round: it takes
+//! what it can from one shard after another until it has N, best-looking shard first.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use abridge_core::{LeaseToken, WorkerId};
 
+use tracing::debug;
+
 use crate::{
-    Context, LeaseRef, Queue, Result, millis, parse_batch, parse_item, parse_position, parse_rank,
-    pool, scripts,
+    Context, LeaseRef, Queue, QueueError, Result, ShardId, millis, parse_batch, parse_item,
+    parse_position, parse_rank, pool, scripts,
 };
 
 /// A worker's claim: one token for every item it returned.
@@ -29,6 +33,11 @@ pub struct Claim {
 pub struct ClaimConnection {
     queue: Queue,
     conn: Option<pool::Connection>,
+    /// Per shard, the highest priority rank its last claim left ready (3: none); a shard not
+    /// yet seen counts as 0, so it is looked at early.
+    seen: HashMap<ShardId, u8>,
+    /// Turns the round's starting point among shards that look alike.
+    turn: usize,
 }
 
 impl ClaimConnection {
@@ -48,25 +57,162 @@ impl ClaimConnection {
         n: usize,
         wait: Option<Duration>,
     ) -> Result<Claim> {
-        let queue = self.queue.clone();
-        let conn = self.conn().await?;
-        let result = match wait {
-            None => queue.claim_on(conn, worker, lease, n).await,
-            Some(wait) => queue.wait_then_claim_on(conn, worker, lease, n, wait).await,
-        };
+        let result = self.round(worker, lease, n, wait).await;
         if result.is_err() {
             self.conn = None;
         }
         result
     }
+
+    /// One claim over the shards (see [`Queue::claim`] for one shard): an idle loop's wait
+    /// (and the claim behind it) is on the first shard, which holds the wake list. Then rank
+    /// by rank, most urgent first, each shard that had work of that rank at the last look
+    /// gives what it has of it, taking turns among shards, until `n` are taken; the least
+    /// urgent rank's pass asks every shard not yet asked (it promotes each one's due
+    /// retries), so a round that comes back short has looked everywhere. A round that fills
+    /// early looks at the shards it did not ask (a pipelined peek), so the next round knows
+    /// where the most urgent work is: priorities hold across shards to within one claim.
+    /// A shard that fails (its master is away: a failover) is skipped for the round; the
+    /// round fails only if it took nothing, and never after it took items (their leases would
+    /// be left to expire).
+    async fn round(
+        &mut self,
+        worker: WorkerId,
+        lease: Duration,
+        n: usize,
+        wait: Option<Duration>,
+    ) -> Result<Claim> {
+        let queue = self.queue.clone();
+        let token = LeaseToken::random();
+        let mut claim = Claim {
+            token,
+            items: Vec::new(),
+            epoch_present: true,
+            next_due: None,
+        };
+        let mut shards = queue.active_shards();
+        if shards.len() == 1 {
+            let conn = self.conn().await?;
+            let (part, _) = match wait {
+                Some(wait) => {
+                    queue
+                        .wait_then_claim_on(conn, shards[0], worker, token, lease, n, wait)
+                        .await?
+                }
+                None => {
+                    queue
+                        .claim_on(conn, shards[0], worker, token, lease, n, 2)
+                        .await?
+                }
+            };
+            return Ok(part);
+        }
+        self.turn = self.turn.wrapping_add(1);
+        let count = shards.len();
+        shards.rotate_left(self.turn % count);
+        let mut asked: Vec<ShardId> = Vec::with_capacity(count);
+        let mut failure = None;
+        if let Some(wait) = wait {
+            let part = match self.conn().await {
+                Ok(conn) => {
+                    queue
+                        .wait_then_claim_on(conn, ShardId::FIRST, worker, token, lease, n, wait)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            self.absorb(&mut claim, ShardId::FIRST, part, &mut failure);
+            asked.push(ShardId::FIRST);
+        }
+        for rank in 0..=2u8 {
+            for &shard in &shards {
+                if claim.items.len() >= n {
+                    break;
+                }
+                let seen = self.seen.get(&shard).copied().unwrap_or(0);
+                let last_pass = rank == 2 && !asked.contains(&shard);
+                if seen > rank && !last_pass {
+                    continue;
+                }
+                let want = n - claim.items.len();
+                let part = match self.conn().await {
+                    Ok(conn) => {
+                        queue
+                            .claim_on(conn, shard, worker, token, lease, want, rank)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                self.absorb(&mut claim, shard, part, &mut failure);
+                if !asked.contains(&shard) {
+                    asked.push(shard);
+                }
+            }
+        }
+        let unasked: Vec<ShardId> = shards.into_iter().filter(|s| !asked.contains(s)).collect();
+        // Looks and wake-ups are hints: a failed one is left for the next round.
+        if !unasked.is_empty()
+            && let Ok(tops) = queue.top_ranks(&unasked).await
+        {
+            for (shard, top) in unasked.iter().zip(tops) {
+                self.seen.insert(*shard, top);
+            }
+        }
+        // The shard that filled this claim has work left: pass the wake-up on, as the first
+        // shard's script does.
+        if claim.items.len() >= n
+            && let Some(last) = claim.items.last().map(|l| l.shard)
+            && last != ShardId::FIRST
+            && self.seen.get(&last).is_some_and(|r| *r < 3)
+            && let Ok(conn) = self.conn().await
+            && let Err(e) = queue.wake_for(conn, last, 1).await
+        {
+            debug!(error = %e, "cannot pass a wake-up on");
+        }
+        match failure {
+            Some(e) if claim.items.is_empty() => Err(e),
+            _ => Ok(claim),
+        }
+    }
+
+    /// Adds one shard's part to a round's claim, or notes its failure (the first is kept).
+    fn absorb(
+        &mut self,
+        claim: &mut Claim,
+        shard: ShardId,
+        part: Result<(Claim, u8)>,
+        failure: &mut Option<QueueError>,
+    ) {
+        let (part, left) = match part {
+            Ok(part) => part,
+            Err(e) => {
+                self.seen.insert(shard, FAILED);
+                // The next call gets a fresh connection (a failover may have broken this one).
+                self.conn = None;
+                failure.get_or_insert(e);
+                return;
+            }
+        };
+        self.seen.insert(shard, left);
+        claim.epoch_present &= part.epoch_present;
+        claim.next_due = match (claim.next_due, part.next_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        claim.items.extend(part.items);
+    }
 }
+
+/// What a shard that failed counts as seen holding: past every rank, so it is asked again only
+/// in a round's last pass.
+const FAILED: u8 = 4;
 
 /// Longest a blocking wait for work lasts before the caller looks around again.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
-/// A claim script's reply: `{ epoch_present, next_due_ms, then item, batch, rank, position
-/// per item }` (see `lua/claim.lua`).
-fn parse_claim(token: LeaseToken, reply: Vec<String>) -> Result<Claim> {
+/// A claim script's reply: `{ epoch_present, next_due_ms, top rank left, then item, batch,
+/// rank, position per item }` (see `lua/claim.lua`); with the top rank left.
+fn parse_claim(token: LeaseToken, shard: ShardId, reply: Vec<String>) -> Result<(Claim, u8)> {
     let mut reply = reply.into_iter();
     let epoch_present = reply.next().as_deref() == Some("1");
     let next_due = reply
@@ -74,6 +220,7 @@ fn parse_claim(token: LeaseToken, reply: Vec<String>) -> Result<Claim> {
         .and_then(|ms| ms.parse::<f64>().ok())
         .filter(|ms| *ms >= 0.0)
         .map(|ms| Duration::from_millis(ms as u64));
+    let left = reply.next().and_then(|r| r.parse::<u8>().ok()).unwrap_or(0);
     let rest: Vec<String> = reply.collect();
     let items = rest
         .chunks_exact(4)
@@ -84,15 +231,17 @@ fn parse_claim(token: LeaseToken, reply: Vec<String>) -> Result<Claim> {
                 batch: parse_batch(&f[1])?,
                 priority: parse_rank(&f[2])?,
                 position: parse_position(&f[3])?,
+                shard,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Claim {
+    let claim = Claim {
         token,
         items,
         epoch_present,
         next_due,
-    })
+    };
+    Ok((claim, left))
 }
 
 impl Queue {
@@ -101,29 +250,34 @@ impl Queue {
         ClaimConnection {
             queue: self.clone(),
             conn: None,
+            seen: HashMap::new(),
+            turn: 0,
         }
     }
 
     /// Leases up to `n` ready items to `worker` under one fresh token.
     pub async fn claim(&self, worker: WorkerId, lease: Duration, n: usize) -> Result<Claim> {
-        let mut conn = self.conn("claim items").await?;
-        self.claim_on(&mut conn, worker, lease, n).await
+        self.claim_connection().claim(worker, lease, n, None).await
     }
 
+    /// Claims on one shard, items of priority ranks up to `max_rank` only.
+    #[allow(clippy::too_many_arguments)]
     async fn claim_on(
         &self,
         conn: &mut pool::Connection,
+        shard: ShardId,
         worker: WorkerId,
+        token: LeaseToken,
         lease: Duration,
         n: usize,
-    ) -> Result<Claim> {
-        let token = LeaseToken::random();
+        max_rank: u8,
+    ) -> Result<(Claim, u8)> {
         let reply: Vec<String> = self
-            .claim_invocation(worker, token, lease, n)
+            .claim_invocation(shard, worker, token, lease, n, max_rank)
             .invoke_async(conn)
             .await
             .context("claim items")?;
-        parse_claim(token, reply)
+        parse_claim(token, shard, reply)
     }
 
     /// Blocks on the wake-up list for up to `timeout`, then claims, in one round trip: the
@@ -131,17 +285,19 @@ impl Queue {
     /// arrives (or when the wait times out), instead of the worker hearing of the wake-up and
     /// only then asking. A worker that dies while blocked takes its pipeline with it: Redis
     /// drops a closed client's pending commands, so nothing is leased to it.
+    #[allow(clippy::too_many_arguments)]
     async fn wait_then_claim_on(
         &self,
         conn: &mut pool::Connection,
+        shard: ShardId,
         worker: WorkerId,
+        token: LeaseToken,
         lease: Duration,
         n: usize,
         timeout: Duration,
-    ) -> Result<Claim> {
+    ) -> Result<(Claim, u8)> {
         let secs = timeout.min(MAX_WAIT).as_secs_f64().max(0.01);
-        let token = LeaseToken::random();
-        let invocation = self.claim_invocation(worker, token, lease, n);
+        let invocation = self.claim_invocation(shard, worker, token, lease, n, 2);
         let mut pipe = redis::pipe();
         pipe.cmd("BLPOP")
             .arg(&self.keys.wake)
@@ -149,10 +305,10 @@ impl Queue {
             .ignore()
             .invoke_script(&invocation);
         match pipe.query_async::<(Vec<String>,)>(&mut *conn).await {
-            Ok((reply,)) => parse_claim(token, reply),
+            Ok((reply,)) => parse_claim(token, shard, reply),
             // The script is not cached (Redis restarted): claim the usual way, which loads it.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.claim_on(conn, worker, lease, n).await
+                self.claim_on(conn, shard, worker, token, lease, n, 2).await
             }
             Err(e) => Err(e).context("wait for work, then claim"),
         }
@@ -160,27 +316,52 @@ impl Queue {
 
     fn claim_invocation(
         &self,
+        shard: ShardId,
         worker: WorkerId,
         token: LeaseToken,
         lease: Duration,
         n: usize,
+        max_rank: u8,
     ) -> redis::ScriptInvocation<'static> {
+        let keys = self.shard_keys(shard);
         let mut inv = scripts::CLAIM.prepare_invoke();
-        for key in &self.keys.rotation {
+        for key in &keys.rotation {
             inv.key(key);
         }
-        inv.key(&self.keys.lease_deadlines)
-            .key(&self.keys.lease_holders)
-            .key(&self.keys.delayed)
-            .key(&self.keys.delayed_places)
-            .key(&self.keys.wake)
-            .key(&self.keys.epoch)
-            .key(&self.keys.paused)
-            .arg(&self.keys.prefix)
+        inv.key(&keys.lease_deadlines)
+            .key(&keys.lease_holders)
+            .key(&keys.delayed)
+            .key(&keys.delayed_places)
+            .key(&keys.epoch)
+            .key(&keys.paused);
+        if shard == ShardId::FIRST {
+            inv.key(&keys.wake);
+        }
+        inv.arg(&keys.prefix)
             .arg(worker.to_string())
             .arg(token.0)
             .arg(millis(lease))
-            .arg(n);
+            .arg(n)
+            .arg(max_rank);
         inv
+    }
+
+    /// Each shard's highest priority rank with items ready (3: none). The shards are asked
+    /// at once, each on a connection of its own (on a cluster, a pipeline may not cross
+    /// slots), so the look costs one round trip.
+    async fn top_ranks(&self, shards: &[ShardId]) -> Result<Vec<u8>> {
+        let looks = shards.iter().map(|shard| async move {
+            let mut conn = self.conn("look at the shards").await?;
+            let mut pipe = redis::pipe();
+            for rotation in &self.shard_keys(*shard).rotation {
+                pipe.llen(rotation);
+            }
+            let lengths: Vec<i64> = pipe
+                .query_async(&mut conn)
+                .await
+                .context("look at the shards")?;
+            Ok(lengths.iter().position(|l| *l > 0).unwrap_or(3) as u8)
+        });
+        futures::future::try_join_all(looks).await
     }
 }

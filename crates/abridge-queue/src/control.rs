@@ -8,7 +8,7 @@ use abridge_core::WorkerId;
 use chrono::Utc;
 use redis::AsyncCommands;
 
-use crate::{Context, Queue, Result, millis, scripts};
+use crate::{Context, Queue, Result, ShardId, millis, scripts};
 
 /// What the last reconcile pass found, as it recorded it for the fleet gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -26,30 +26,44 @@ impl Queue {
     /// `generation`; false if Redis already held a newer one (this writer read an older state).
     /// Resuming wakes an idle worker.
     pub async fn set_paused(&self, paused: bool, generation: i64) -> Result<bool> {
+        self.refresh_shards().await?;
         let mut conn = self.conn("pause or resume").await?;
-        let written: i64 = scripts::PAUSE
-            .key(&self.keys.paused)
-            .key(&self.keys.pause_generation)
-            .key(&self.keys.wake)
-            .arg(generation)
-            .arg(i64::from(paused))
-            .invoke_async(&mut conn)
-            .await
-            .context("pause or resume")?;
-        Ok(written == 1)
+        let mut written_everywhere = true;
+        // The first shard last: its call wakes a worker, which should find every shard resumed.
+        for shard in self.active_shards().into_iter().rev() {
+            let keys = self.shard_keys(shard);
+            let mut inv = scripts::PAUSE.prepare_invoke();
+            inv.key(&keys.paused).key(&keys.pause_generation);
+            if shard == ShardId::FIRST {
+                inv.key(&keys.wake);
+            }
+            let written: i64 = inv
+                .arg(generation)
+                .arg(i64::from(paused))
+                .invoke_async(&mut conn)
+                .await
+                .context("pause or resume")?;
+            written_everywhere &= written == 1;
+        }
+        Ok(written_everywhere)
     }
 
-    /// Sets the epoch marker; true if it was missing (Redis lost its data, or first run).
+    /// Sets each shard's epoch marker; true if one was missing (Redis lost that shard's
+    /// data, or first run).
     pub async fn mark_epoch(&self) -> Result<bool> {
         let mut conn = self.conn("mark epoch").await?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&self.keys.epoch)
-            .arg(Utc::now().timestamp_millis())
-            .arg("NX")
-            .query_async(&mut conn)
-            .await
-            .context("mark epoch")?;
-        Ok(set.is_some())
+        let mut missing = false;
+        for shard in self.active_shards() {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&self.shard_keys(shard).epoch)
+                .arg(Utc::now().timestamp_millis())
+                .arg("NX")
+                .query_async(&mut conn)
+                .await
+                .context("mark epoch")?;
+            missing |= set.is_some();
+        }
+        Ok(missing)
     }
 
     /// Moves what a build before the key renaming left under its names to today's

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use abridge_core::{BatchId, ItemId, Priority};
 
-use crate::{Context, Queue, Result, Share, millis, scripts};
+use crate::{Context, Keys, Queue, Result, ShardId, Share, millis, scripts};
 
 /// A staged batch lives this long without being activated. Far longer than writing any batch
 /// takes; if it expires first anyway, activation finds it gone and the items are enqueued.
@@ -14,6 +14,24 @@ const STAGED_TTL: Duration = Duration::from_secs(3600);
 /// Item ids per command when a batch's items are pushed or staged: big enough that 100,000
 /// items take five commands, small enough that no single command holds Redis for long.
 const PUSH_CHUNK: usize = 20_000;
+
+/// A batch's items dealt out to the shards: per shard, `(position, item)` in position order.
+fn by_shard(
+    queue: &Queue,
+    batch: BatchId,
+    item_ids: &[ItemId],
+) -> Vec<(ShardId, Vec<(usize, i64)>)> {
+    let mut out: Vec<(ShardId, Vec<(usize, i64)>)> =
+        queue.layout().iter().map(|s| (*s, Vec::new())).collect();
+    for (position, id) in item_ids.iter().enumerate() {
+        let shard = queue.placement_shard(batch, position as i32);
+        if let Some((_, items)) = out.iter_mut().find(|(s, _)| *s == shard) {
+            items.push((position, id.0));
+        }
+    }
+    out.retain(|(_, items)| !items.is_empty());
+    out
+}
 
 impl Queue {
     /// Makes a new batch's items ready, in input order (`item_ids[i]` has position `i`), in
@@ -25,47 +43,58 @@ impl Queue {
         share: Share<'_>,
         item_ids: &[ItemId],
     ) -> Result<()> {
+        self.ensure_recorded().await?;
         let mut conn = self.conn("enqueue items").await?;
-        for (chunk_no, chunk) in item_ids.chunks(PUSH_CHUNK).enumerate() {
-            let mut inv = scripts::ENQUEUE.prepare_invoke();
-            inv.key(self.keys.rotation_for(priority))
-                .key(self.keys.ready(batch))
-                .key(&self.keys.wake)
-                .key(self.keys.cancelled(batch))
-                .arg(batch.to_string());
-            self.share_args(&mut inv, priority, share);
-            for (i, id) in chunk.iter().enumerate() {
-                inv.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
+        for (shard, items) in by_shard(self, batch, item_ids) {
+            let keys = self.shard_keys(shard);
+            for chunk in items.chunks(PUSH_CHUNK) {
+                let mut inv = scripts::ENQUEUE.prepare_invoke();
+                inv.key(keys.rotation_for(priority))
+                    .key(keys.ready(batch))
+                    .key(keys.cancelled(batch));
+                if shard == ShardId::FIRST {
+                    inv.key(&keys.wake);
+                }
+                inv.arg(batch.to_string());
+                self.share_args(&mut inv, &keys, priority, share);
+                for (position, id) in chunk {
+                    inv.arg(position).arg(id);
+                }
+                let added = inv
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .context("enqueue items")?;
+                self.wake_for(&mut conn, shard, added).await?;
             }
-            inv.invoke_async::<i64>(&mut conn)
-                .await
-                .context("enqueue items")?;
         }
         Ok(())
     }
 
     /// Writes a large new batch's items (`item_ids[i]` has position `i`) where no claim sees
     /// them, while Postgres writes their rows; [`Queue::activate`] makes them ready once the
-    /// rows are committed. The staged set expires after `STAGED_TTL` if that never happens
+    /// rows are committed. The staged sets expire after `STAGED_TTL` if that never happens
     /// (the enqueuer died: the reconciler queues a committed batch's items).
     pub async fn stage(&self, batch: BatchId, item_ids: &[ItemId]) -> Result<()> {
-        let key = self.keys.staged(batch);
+        self.ensure_recorded().await?;
         let mut conn = self.conn("stage items").await?;
-        let mut pipe = redis::pipe();
-        for (chunk_no, chunk) in item_ids.chunks(PUSH_CHUNK).enumerate() {
-            let cmd = pipe.cmd("ZADD").arg(&key);
-            for (i, id) in chunk.iter().enumerate() {
-                cmd.arg(chunk_no * PUSH_CHUNK + i).arg(id.0);
+        for (shard, items) in by_shard(self, batch, item_ids) {
+            let key = self.shard_keys(shard).staged(batch);
+            let mut pipe = redis::pipe();
+            for chunk in items.chunks(PUSH_CHUNK) {
+                let cmd = pipe.cmd("ZADD").arg(&key);
+                for (position, id) in chunk {
+                    cmd.arg(position).arg(id);
+                }
+                cmd.ignore();
             }
-            cmd.ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(STAGED_TTL))
+                .ignore();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .context("stage items")?;
         }
-        pipe.cmd("PEXPIRE")
-            .arg(&key)
-            .arg(millis(STAGED_TTL))
-            .ignore();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .context("stage items")?;
         Ok(())
     }
 
@@ -79,44 +108,62 @@ impl Queue {
         share: Share<'_>,
     ) -> Result<usize> {
         let mut conn = self.conn("activate items").await?;
-        let mut inv = scripts::ACTIVATE.prepare_invoke();
-        inv.key(self.keys.rotation_for(priority))
-            .key(self.keys.ready(batch))
-            .key(&self.keys.wake)
-            .key(self.keys.cancelled(batch))
-            .key(self.keys.staged(batch))
-            .arg(batch.to_string());
-        self.share_args(&mut inv, priority, share);
-        let n: i64 = inv
-            .invoke_async(&mut conn)
-            .await
-            .context("activate items")?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        let mut total = 0;
+        for &shard in self.layout() {
+            let keys = self.shard_keys(shard);
+            let mut inv = scripts::ACTIVATE.prepare_invoke();
+            inv.key(keys.rotation_for(priority))
+                .key(keys.ready(batch))
+                .key(keys.cancelled(batch))
+                .key(keys.staged(batch));
+            if shard == ShardId::FIRST {
+                inv.key(&keys.wake);
+            }
+            inv.arg(batch.to_string());
+            self.share_args(&mut inv, &keys, priority, share);
+            let n: i64 = inv
+                .invoke_async(&mut conn)
+                .await
+                .context("activate items")?;
+            self.wake_for(&mut conn, shard, n).await?;
+            total += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// The arguments every script that records a batch's owner takes after the batch id:
-    /// PREFIX, rank, owner, weight, limit on items in flight (0: none).
+    /// the shard's PREFIX, rank, owner, weight, limit on items in flight (0: none). A limit
+    /// holds per shard: each gets an equal part of it, rounded up, so the fleet-wide total
+    /// may exceed it by less than the number of shards.
     pub(crate) fn share_args(
         &self,
         inv: &mut redis::ScriptInvocation<'_>,
+        keys: &Keys,
         priority: Priority,
         share: Share<'_>,
     ) {
-        inv.arg(&self.keys.prefix)
+        let shards = i32::try_from(self.layout().len()).unwrap_or(1).max(1);
+        inv.arg(&keys.prefix)
             .arg(priority.rank())
             .arg(share.owner())
             .arg(share.weight)
-            .arg(share.max_in_flight.unwrap_or(0));
+            .arg(
+                share
+                    .max_in_flight
+                    .map_or(0, |cap| (cap + shards - 1) / shards),
+            );
     }
 
     /// Drops a staged batch whose rows were not written.
     pub async fn unstage(&self, batch: BatchId) -> Result<()> {
         let mut conn = self.conn("unstage items").await?;
-        redis::cmd("DEL")
-            .arg(self.keys.staged(batch))
-            .query_async::<()>(&mut conn)
-            .await
-            .context("unstage items")?;
+        for &shard in self.layout() {
+            redis::cmd("DEL")
+                .arg(self.shard_keys(shard).staged(batch))
+                .query_async::<()>(&mut conn)
+                .await
+                .context("unstage items")?;
+        }
         Ok(())
     }
 }

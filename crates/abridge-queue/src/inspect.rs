@@ -28,23 +28,30 @@ impl Queue {
         items: &[ItemId],
     ) -> Result<Vec<bool>> {
         let mut conn = self.conn("check held items").await?;
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(10_000) {
-            let mut inv = scripts::HELD.prepare_invoke();
-            inv.key(self.keys.rotation_for(priority))
-                .key(self.keys.ready(batch))
-                .key(&self.keys.delayed)
-                .key(&self.keys.lease_deadlines)
-                .arg(batch.to_string());
-            self.share_args(&mut inv, priority, share);
-            for id in chunk {
-                inv.arg(id.0);
+        let mut out = vec![false; items.len()];
+        for shard in self.active_shards() {
+            let keys = self.shard_keys(shard);
+            let mut at = 0;
+            for chunk in items.chunks(10_000) {
+                let mut inv = scripts::HELD.prepare_invoke();
+                inv.key(keys.rotation_for(priority))
+                    .key(keys.ready(batch))
+                    .key(&keys.delayed)
+                    .key(&keys.lease_deadlines)
+                    .arg(batch.to_string());
+                self.share_args(&mut inv, &keys, priority, share);
+                for id in chunk {
+                    inv.arg(id.0);
+                }
+                let flags: Vec<i64> = inv
+                    .invoke_async(&mut conn)
+                    .await
+                    .context("check held items")?;
+                for (slot, f) in out[at..].iter_mut().zip(flags) {
+                    *slot |= f == 1;
+                }
+                at += chunk.len();
             }
-            let flags: Vec<i64> = inv
-                .invoke_async(&mut conn)
-                .await
-                .context("check held items")?;
-            out.extend(flags.into_iter().map(|f| f == 1));
         }
         Ok(out)
     }
@@ -53,52 +60,42 @@ impl Queue {
     /// the batch's queued plus running items in Postgres.
     pub async fn held_counts(&self, batches: &[BatchId]) -> Result<HashMap<BatchId, i64>> {
         let mut conn = self.conn("count held items").await?;
-        let mut pipe = redis::pipe();
-        for b in batches {
-            pipe.zcard(self.keys.ready(*b));
-        }
-        pipe.hvals(&self.keys.delayed_places)
-            .hvals(&self.keys.lease_holders);
-        let mut replies: Vec<redis::Value> = pipe
-            .query_async(&mut conn)
-            .await
-            .context("count held items")?;
-        let strings = |v: Option<redis::Value>| -> Vec<String> {
-            match v {
-                Some(redis::Value::Array(values)) => values
-                    .into_iter()
-                    .filter_map(|v| match v {
-                        redis::Value::BulkString(b) => String::from_utf8(b).ok(),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
+        let mut counts: HashMap<BatchId, i64> = batches.iter().map(|b| (*b, 0)).collect();
+        for shard in self.active_shards() {
+            let keys = self.shard_keys(shard);
+            let mut pipe = redis::pipe();
+            for b in batches {
+                pipe.zcard(keys.ready(*b));
             }
-        };
-        let leases = strings(replies.pop()); // "token|worker|batch|rank|position"
-        let delayed = strings(replies.pop()); // "batch|rank|position"
-        let mut counts = HashMap::with_capacity(batches.len());
-        for (b, v) in batches.iter().zip(replies) {
-            let n = match v {
-                redis::Value::Int(n) => n,
-                other => {
-                    return Err(QueueError::Reply {
-                        context: "count held items",
-                        detail: format!("{other:?}"),
-                    });
+            pipe.hvals(&keys.delayed_places).hvals(&keys.lease_holders);
+            let mut replies: Vec<redis::Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .context("count held items")?;
+            let leases = strings(replies.pop()); // "token|worker|batch|rank|position"
+            let delayed = strings(replies.pop()); // "batch|rank|position"
+            for (b, v) in batches.iter().zip(replies) {
+                let n = match v {
+                    redis::Value::Int(n) => n,
+                    other => {
+                        return Err(QueueError::Reply {
+                            context: "count held items",
+                            detail: format!("{other:?}"),
+                        });
+                    }
+                };
+                *counts.entry(*b).or_insert(0) += n;
+            }
+            let batch_fields = delayed
+                .iter()
+                .filter_map(|r| r.split('|').next())
+                .chain(leases.iter().filter_map(|r| r.split('|').nth(2)));
+            for field in batch_fields {
+                if let Ok(b) = field.parse::<BatchId>()
+                    && let Some(n) = counts.get_mut(&b)
+                {
+                    *n += 1;
                 }
-            };
-            counts.insert(*b, n);
-        }
-        let batch_fields = delayed
-            .iter()
-            .filter_map(|r| r.split('|').next())
-            .chain(leases.iter().filter_map(|r| r.split('|').nth(2)));
-        for field in batch_fields {
-            if let Ok(b) = field.parse::<BatchId>()
-                && let Some(n) = counts.get_mut(&b)
-            {
-                *n += 1;
             }
         }
         Ok(counts)
@@ -106,16 +103,19 @@ impl Queue {
 
     /// Leases held per worker: the items each worker has in hand right now.
     pub async fn leases_by_worker(&self) -> Result<HashMap<WorkerId, i64>> {
+        self.refresh_shards().await?;
         let mut conn = self.conn("count leases per worker").await?;
-        let values: Vec<String> = conn
-            .hvals(&self.keys.lease_holders)
-            .await
-            .context("count leases per worker")?;
         let mut counts = HashMap::new();
-        for v in values {
-            // "token|worker|batch|rank|position"
-            if let Some(w) = v.split('|').nth(1).and_then(|w| w.parse::<WorkerId>().ok()) {
-                *counts.entry(w).or_insert(0) += 1;
+        for shard in self.active_shards() {
+            let values: Vec<String> = conn
+                .hvals(&self.shard_keys(shard).lease_holders)
+                .await
+                .context("count leases per worker")?;
+            for v in values {
+                // "token|worker|batch|rank|position"
+                if let Some(w) = v.split('|').nth(1).and_then(|w| w.parse::<WorkerId>().ok()) {
+                    *counts.entry(w).or_insert(0) += 1;
+                }
             }
         }
         Ok(counts)
@@ -128,39 +128,66 @@ impl Queue {
         }
         let mut conn = self.conn("check leases").await?;
         let ids: Vec<i64> = items.iter().map(|i| i.0).collect();
-        let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-            .arg(&self.keys.lease_deadlines)
-            .arg(&ids)
-            .query_async(&mut conn)
-            .await
-            .context("check leases")?;
-        Ok(scores.into_iter().map(|s| s.is_some()).collect())
+        let mut out = vec![false; items.len()];
+        for shard in self.active_shards() {
+            let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+                .arg(&self.shard_keys(shard).lease_deadlines)
+                .arg(&ids)
+                .query_async(&mut conn)
+                .await
+                .context("check leases")?;
+            for (slot, s) in out.iter_mut().zip(scores) {
+                *slot |= s.is_some();
+            }
+        }
+        Ok(out)
     }
 
+    /// Queue depth over every shard.
     pub async fn stats(&self) -> Result<QueueStats> {
+        self.refresh_shards().await?;
         let mut conn = self.conn("read queue stats").await?;
-        let mut inv = scripts::STATS.prepare_invoke();
-        for key in &self.keys.rotation {
-            inv.key(key);
+        let mut stats = QueueStats::default();
+        for shard in self.active_shards() {
+            let keys = self.shard_keys(shard);
+            let mut inv = scripts::STATS.prepare_invoke();
+            for key in &keys.rotation {
+                inv.key(key);
+            }
+            let v: Vec<i64> = inv
+                .key(&keys.lease_deadlines)
+                .key(&keys.delayed)
+                .arg(&keys.prefix)
+                .invoke_async(&mut conn)
+                .await
+                .context("read queue stats")?;
+            if v.len() != 6 {
+                return Err(QueueError::Reply {
+                    context: "read queue stats",
+                    detail: format!("{} values", v.len()),
+                });
+            }
+            for (total, ready) in stats.ready.iter_mut().zip(&v) {
+                *total += ready;
+            }
+            stats.leased += v[3];
+            stats.delayed += v[4];
+            stats.batches_in_rotation += v[5];
         }
-        let v: Vec<i64> = inv
-            .key(&self.keys.lease_deadlines)
-            .key(&self.keys.delayed)
-            .arg(&self.keys.prefix)
-            .invoke_async(&mut conn)
-            .await
-            .context("read queue stats")?;
-        if v.len() != 6 {
-            return Err(QueueError::Reply {
-                context: "read queue stats",
-                detail: format!("{} values", v.len()),
-            });
-        }
-        Ok(QueueStats {
-            ready: [v[0], v[1], v[2]],
-            leased: v[3],
-            delayed: v[4],
-            batches_in_rotation: v[5],
-        })
+        Ok(stats)
+    }
+}
+
+/// The strings of an array reply (`HVALS`), or none.
+fn strings(v: Option<redis::Value>) -> Vec<String> {
+    match v {
+        Some(redis::Value::Array(values)) => values
+            .into_iter()
+            .filter_map(|v| match v {
+                redis::Value::BulkString(b) => String::from_utf8(b).ok(),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }

@@ -2,12 +2,16 @@
 
 use abridge_core::{BatchId, Priority};
 
-/// Every key of one queue. All share the `{queue}` hash tag, so one queue lives in one
-/// Redis Cluster slot and every script's keys are co-located.
+/// Every key of one shard of a queue. All share the shard's hash tag, so a shard lives in
+/// one Redis Cluster slot and every script's keys are co-located. The first shard's tag is
+/// the queue's name; it also holds what is fleet-wide (the pause's source of truth aside:
+/// Postgres), such as budgets, breakers and the reconciler's turn.
 #[derive(Clone, Debug)]
 pub struct Keys {
-    /// `{redis_prefix}:{{queue}}:`; scripts build per-batch keys from it.
+    /// `{redis_prefix}:{{tag}}:`; scripts build per-batch keys from it.
     pub prefix: String,
+    /// The hash tag: the queue's name for the first shard (see [`shard_tags`]).
+    pub tag: String,
     /// Rotation lists of batch ids, by priority rank.
     pub rotation: [String; 3],
     /// Claimed items scored by lease deadline: what the reaper scans.
@@ -34,11 +38,15 @@ pub struct Keys {
     /// Pub/sub channel for "these batches changed" notices, which the API turns into progress
     /// events. Separate from `events` so workers are not sent every progress notice.
     pub progress: String,
+    /// The hash tags of every shard that may hold items (first shard only): the shards of
+    /// each layout a process runs with, until a shard outside them all is found empty.
+    pub shards: String,
 }
 
 impl Keys {
-    pub fn new(redis_prefix: &str, queue: &str) -> Self {
-        let prefix = format!("{redis_prefix}:{{{queue}}}:");
+    /// The keys of the shard whose hash tag is `tag` (the queue's name for the first).
+    pub fn new(redis_prefix: &str, tag: &str) -> Self {
+        let prefix = format!("{redis_prefix}:{{{tag}}}:");
         let k = |name: &str| format!("{prefix}{name}");
         Self {
             rotation: [k("owners:0"), k("owners:1"), k("owners:2")],
@@ -55,7 +63,9 @@ impl Keys {
             reconciled: k("reconciled"),
             events: k("events"),
             progress: k("progress"),
+            shards: k("shards"),
             prefix,
+            tag: tag.to_owned(),
         }
     }
 
@@ -108,6 +118,40 @@ impl Keys {
     }
 }
 
+/// Redis Cluster's slot count.
+const SLOTS: u32 = 16384;
+
+/// A key's cluster slot: CRC16 (XMODEM) of its hash tag, as Redis Cluster computes it.
+pub fn slot(tag: &str) -> u16 {
+    (u32::from(crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes())) % SLOTS) as u16
+}
+
+/// The hash tags of a queue spread over `n` shards. The first is the queue's name (so one
+/// shard is the layout every build before sharding used). Shard `s`'s tag is the first of
+/// `queue.s`, `queue.s.1`, `queue.s.2`, ... whose slot lies in the middle half of the `s`-th
+/// of `n` equal slot ranges counted from the queue's own range: a cluster whose `n` masters own
+/// equal ranges (what `redis-cli --cluster create` makes) then has one shard on each master.
+/// The tags depend on `n`: another `n` is another layout (see `Queue::with_shards`).
+pub fn shard_tags(queue: &str, n: usize) -> Vec<String> {
+    let n32 = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    let width = SLOTS / n32;
+    let home = (u32::from(slot(queue)) / width.max(1)).min(n32 - 1);
+    let mut tags = vec![queue.to_owned()];
+    for s in 1..n32 {
+        let range = (home + s) % n32;
+        let (lo, hi) = (range * width + width / 4, range * width + 3 * width / 4);
+        let fits = |tag: &str| (lo..hi.max(lo + 1)).contains(&u32::from(slot(tag)));
+        let mut tag = format!("{queue}.{s}");
+        let mut k = 0;
+        while !fits(&tag) && k < 100_000 {
+            k += 1;
+            tag = format!("{queue}.{s}.{k}");
+        }
+        tags.push(tag);
+    }
+    tags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +166,28 @@ mod tests {
         );
         let batch = BatchId::new();
         assert_eq!(keys.ready(batch), format!("abridge:{{default}}:q:{batch}"));
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // As CLUSTER KEYSLOT answers (5718 is the slot the issue saw `default` MOVED for).
+        assert_eq!(slot("default"), 5718);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("123456789"), 12739);
+    }
+
+    #[test]
+    fn shard_tags_land_on_separate_thirds_of_the_slots() {
+        for queue in ["default", "summaries", "q", "abridge-bench"] {
+            let tags = shard_tags(queue, 3);
+            assert_eq!(tags[0], queue);
+            let mut thirds: Vec<u16> = tags.iter().map(|t| slot(t) / 5462).collect();
+            thirds.sort();
+            thirds.dedup();
+            assert_eq!(thirds.len(), 3, "{queue}: {tags:?}");
+            // Deterministic: every process computes the same layout.
+            assert_eq!(tags, shard_tags(queue, 3));
+        }
+        assert_eq!(shard_tags("default", 1), vec!["default".to_owned()]);
     }
 }

@@ -8,7 +8,7 @@ use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Context, Queue, QueueError, Result, millis, parse_batch, parse_item, parse_position,
+    Context, Queue, QueueError, Result, ShardId, millis, parse_batch, parse_item, parse_position,
     parse_rank, scripts,
 };
 
@@ -20,6 +20,8 @@ pub struct LeaseRef {
     pub batch: BatchId,
     pub priority: Priority,
     pub position: i32,
+    /// Where it was claimed: its renewal, acknowledgement and retry go there.
+    pub shard: ShardId,
 }
 
 /// What a renewal found.
@@ -79,7 +81,20 @@ fn push_lease(inv: &mut redis::ScriptInvocation<'_>, l: &LeaseRef) {
         .arg(l.position);
 }
 
-fn parse_taken(reply: &[String], context: &'static str) -> Result<Vec<TakenLease>> {
+/// `items` in groups by shard, each item with its index in `items`, shards in first-seen order.
+fn by_shard<T>(items: &[T], shard: impl Fn(&T) -> ShardId) -> Vec<(ShardId, Vec<(usize, &T)>)> {
+    let mut groups: Vec<(ShardId, Vec<(usize, &T)>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let s = shard(item);
+        match groups.iter_mut().find(|(g, _)| *g == s) {
+            Some((_, group)) => group.push((i, item)),
+            None => groups.push((s, vec![(i, item)])),
+        }
+    }
+    groups
+}
+
+fn parse_taken(reply: &[String], shard: ShardId, context: &'static str) -> Result<Vec<TakenLease>> {
     reply
         .chunks_exact(6)
         .map(|f| {
@@ -94,6 +109,7 @@ fn parse_taken(reply: &[String], context: &'static str) -> Result<Vec<TakenLease
                     batch: parse_batch(&f[3])?,
                     priority: parse_rank(&f[4])?,
                     position: parse_position(&f[5])?,
+                    shard,
                 },
                 worker: f[2].parse().map_err(|_| bad())?,
             })
@@ -113,33 +129,37 @@ impl Queue {
             return Ok(Vec::new());
         }
         let mut conn = self.conn("renew leases").await?;
-        let mut inv = scripts::RENEW.prepare_invoke();
-        inv.key(&self.keys.lease_deadlines)
-            .key(&self.keys.lease_holders)
-            .key(&self.keys.delayed)
-            .key(&self.keys.taken)
-            .arg(&self.keys.prefix)
-            .arg(worker.to_string())
-            .arg(millis(lease));
-        for l in leases {
-            push_lease(&mut inv, l);
+        let mut out = vec![Renewal::Lost; leases.len()];
+        for (shard, group) in by_shard(leases, |l| l.shard) {
+            let keys = self.shard_keys(shard);
+            let mut inv = scripts::RENEW.prepare_invoke();
+            inv.key(&keys.lease_deadlines)
+                .key(&keys.lease_holders)
+                .key(&keys.delayed)
+                .key(&keys.taken)
+                .arg(&keys.prefix)
+                .arg(worker.to_string())
+                .arg(millis(lease));
+            for (_, l) in &group {
+                push_lease(&mut inv, l);
+            }
+            let codes: Vec<i64> = inv.invoke_async(&mut conn).await.context("renew leases")?;
+            if codes.len() != group.len() {
+                return Err(QueueError::Reply {
+                    context: "renew leases",
+                    detail: format!("{} codes for {} leases", codes.len(), group.len()),
+                });
+            }
+            for ((i, _), c) in group.iter().zip(codes) {
+                out[*i] = match c {
+                    1 => Renewal::Renewed,
+                    2 => Renewal::Cancelled,
+                    3 => Renewal::Recreated,
+                    _ => Renewal::Lost,
+                };
+            }
         }
-        let codes: Vec<i64> = inv.invoke_async(&mut conn).await.context("renew leases")?;
-        if codes.len() != leases.len() {
-            return Err(QueueError::Reply {
-                context: "renew leases",
-                detail: format!("{} codes for {} leases", codes.len(), leases.len()),
-            });
-        }
-        Ok(codes
-            .into_iter()
-            .map(|c| match c {
-                1 => Renewal::Renewed,
-                2 => Renewal::Cancelled,
-                3 => Renewal::Recreated,
-                _ => Renewal::Lost,
-            })
-            .collect())
+        Ok(out)
     }
 
     /// Lets go of leases (only those still carrying the given token) and places the items as
@@ -154,43 +174,59 @@ impl Queue {
             return Ok(acked);
         }
         let mut conn = self.conn("acknowledge leases").await?;
-        let chunks: Vec<&[(LeaseRef, AfterAck)]> = if acks.is_empty() {
-            vec![&[]]
-        } else {
-            acks.chunks(5_000).collect()
-        };
-        let last = chunks.len() - 1;
-        for (n, chunk) in chunks.into_iter().enumerate() {
-            // Ready counts are read once, after the last chunk.
-            let reported: &[BatchId] = if n == last { report } else { &[] };
-            let mut inv = scripts::ACK.prepare_invoke();
-            inv.key(&self.keys.lease_deadlines)
-                .key(&self.keys.lease_holders)
-                .key(&self.keys.delayed)
-                .key(&self.keys.delayed_places)
-                .key(&self.keys.wake)
-                .arg(&self.keys.prefix)
-                .arg(reported.len());
-            for b in reported {
-                inv.arg(b.to_string());
-            }
-            for (l, after) in chunk {
-                push_lease(&mut inv, l);
-                inv.arg(match after {
-                    AfterAck::Drop => -1,
-                    AfterAck::Ready => 0,
-                    AfterAck::Delay(d) => millis(*d).max(1) as i64,
-                });
-            }
-            let reply: Vec<i64> = inv
-                .invoke_async(&mut conn)
-                .await
-                .context("acknowledge leases")?;
-            acked.removed += reply.first().copied().unwrap_or(0);
-            if n == last {
-                for (slot, v) in acked.ready.iter_mut().zip(reply.into_iter().skip(1)) {
-                    *slot = v;
+        let mut groups = by_shard(acks, |(l, _)| l.shard);
+        if groups.is_empty() {
+            groups.push((ShardId::FIRST, Vec::new()));
+        }
+        for (shard, group) in groups {
+            let keys = self.shard_keys(shard);
+            let group: Vec<&(LeaseRef, AfterAck)> = group.into_iter().map(|(_, a)| a).collect();
+            let chunks: Vec<&[&(LeaseRef, AfterAck)]> = if group.is_empty() {
+                vec![&[]]
+            } else {
+                group.chunks(5_000).collect()
+            };
+            let last = chunks.len() - 1;
+            for (n, chunk) in chunks.into_iter().enumerate() {
+                // Ready counts are read once per shard, after its last chunk, and summed: a
+                // batch with none ready on the shards asked may still have some elsewhere,
+                // which the caller's check in Postgres settles.
+                let reported: &[BatchId] = if n == last { report } else { &[] };
+                let mut inv = scripts::ACK.prepare_invoke();
+                inv.key(&keys.lease_deadlines)
+                    .key(&keys.lease_holders)
+                    .key(&keys.delayed)
+                    .key(&keys.delayed_places);
+                if shard == ShardId::FIRST {
+                    inv.key(&keys.wake);
                 }
+                inv.arg(&keys.prefix).arg(reported.len());
+                for b in reported {
+                    inv.arg(b.to_string());
+                }
+                let mut readied = 0;
+                for (l, after) in chunk {
+                    push_lease(&mut inv, l);
+                    if *after == AfterAck::Ready {
+                        readied += 1;
+                    }
+                    inv.arg(match after {
+                        AfterAck::Drop => -1,
+                        AfterAck::Ready => 0,
+                        AfterAck::Delay(d) => millis(*d).max(1) as i64,
+                    });
+                }
+                let reply: Vec<i64> = inv
+                    .invoke_async(&mut conn)
+                    .await
+                    .context("acknowledge leases")?;
+                acked.removed += reply.first().copied().unwrap_or(0);
+                if n == last {
+                    for (slot, v) in acked.ready.iter_mut().zip(reply.into_iter().skip(1)) {
+                        *slot += v;
+                    }
+                }
+                self.wake_for(&mut conn, shard, readied).await?;
             }
         }
         Ok(acked)
@@ -199,56 +235,74 @@ impl Queue {
     /// Puts items back where Postgres says they belong (ready, or delayed until `due`).
     /// Items someone holds a lease on, and items of cancelled batches, are skipped.
     pub async fn requeue(&self, placements: &[Placement]) -> Result<i64> {
+        self.ensure_recorded().await?;
         let mut conn = self.conn("requeue items").await?;
         let mut placed = 0;
-        for chunk in placements.chunks(5_000) {
-            let mut inv = scripts::REQUEUE.prepare_invoke();
-            inv.key(&self.keys.lease_deadlines)
-                .key(&self.keys.delayed)
-                .key(&self.keys.delayed_places)
-                .key(&self.keys.wake)
-                .arg(&self.keys.prefix);
-            for p in chunk {
-                inv.arg(p.item.0)
-                    .arg(p.batch.to_string())
-                    .arg(p.priority.rank())
-                    .arg(p.position)
-                    .arg(p.due.map(|d| d.timestamp_millis().max(0)).unwrap_or(0));
+        for (shard, group) in by_shard(placements, |p| self.placement_shard(p.batch, p.position)) {
+            let keys = self.shard_keys(shard);
+            for chunk in group.chunks(5_000) {
+                let mut inv = scripts::REQUEUE.prepare_invoke();
+                inv.key(&keys.lease_deadlines)
+                    .key(&keys.delayed)
+                    .key(&keys.delayed_places);
+                if shard == ShardId::FIRST {
+                    inv.key(&keys.wake);
+                }
+                inv.arg(&keys.prefix);
+                for (_, p) in chunk {
+                    inv.arg(p.item.0)
+                        .arg(p.batch.to_string())
+                        .arg(p.priority.rank())
+                        .arg(p.position)
+                        .arg(p.due.map(|d| d.timestamp_millis().max(0)).unwrap_or(0));
+                }
+                let n = inv
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .context("requeue items")?;
+                self.wake_for(&mut conn, shard, n).await?;
+                placed += n;
             }
-            placed += inv
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .context("requeue items")?;
         }
         Ok(placed)
     }
 
-    /// Removes up to `max` expired leases and returns them; of several reapers, exactly one
-    /// gets each.
+    /// Removes up to `max` expired leases of each shard and returns them; of several
+    /// reapers, exactly one gets each.
     pub async fn take_expired(&self, max: usize) -> Result<Vec<TakenLease>> {
         let mut conn = self.conn("take expired leases").await?;
-        let reply: Vec<String> = scripts::REAP
-            .key(&self.keys.lease_deadlines)
-            .key(&self.keys.lease_holders)
-            .key(&self.keys.taken)
-            .arg(max)
-            .invoke_async(&mut conn)
-            .await
-            .context("take expired leases")?;
-        parse_taken(&reply, "take expired leases")
+        let mut taken = Vec::new();
+        for shard in self.active_shards() {
+            let keys = self.shard_keys(shard);
+            let reply: Vec<String> = scripts::REAP
+                .key(&keys.lease_deadlines)
+                .key(&keys.lease_holders)
+                .key(&keys.taken)
+                .arg(max)
+                .invoke_async(&mut conn)
+                .await
+                .context("take expired leases")?;
+            taken.extend(parse_taken(&reply, shard, "take expired leases")?);
+        }
+        Ok(taken)
     }
 
     /// Removes every lease `worker` holds and returns them.
     pub async fn take_worker_leases(&self, worker: WorkerId) -> Result<Vec<TakenLease>> {
         let mut conn = self.conn("take a worker's leases").await?;
-        let reply: Vec<String> = scripts::RELEASE_WORKER
-            .key(&self.keys.lease_deadlines)
-            .key(&self.keys.lease_holders)
-            .key(&self.keys.taken)
-            .arg(worker.to_string())
-            .invoke_async(&mut conn)
-            .await
-            .context("take a worker's leases")?;
-        parse_taken(&reply, "take a worker's leases")
+        let mut taken = Vec::new();
+        for shard in self.active_shards() {
+            let keys = self.shard_keys(shard);
+            let reply: Vec<String> = scripts::RELEASE_WORKER
+                .key(&keys.lease_deadlines)
+                .key(&keys.lease_holders)
+                .key(&keys.taken)
+                .arg(worker.to_string())
+                .invoke_async(&mut conn)
+                .await
+                .context("take a worker's leases")?;
+            taken.extend(parse_taken(&reply, shard, "take a worker's leases")?);
+        }
+        Ok(taken)
     }
 }

@@ -23,6 +23,7 @@ mod limits;
 mod notices;
 mod pool;
 mod scripts;
+mod shards;
 pub mod tooling;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use inspect::QueueStats;
 pub use keys::Keys;
 pub use leases::{Acked, AfterAck, LeaseRef, Placement, Renewal, TakenLease};
 pub use notices::{Subscribed, resubscribing};
+pub use shards::ShardId;
 pub use tooling::ServerStats;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +113,9 @@ pub struct Queue {
     /// Shared, like the pool: a queue is cloned for every item a worker runs, and the
     /// connector (its connection info) and the key names are a score of strings.
     connector: Arc<engine::Connector>,
+    /// The first shard's keys: the queue's own (wake-ups, pause, budgets, the reconciler's).
     keys: Arc<Keys>,
+    shards: Arc<shards::Shards>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -125,6 +129,8 @@ impl std::fmt::Debug for Queue {
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Scripts over big batches and blocking waits take longer than the 500 ms default.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most wake-up tokens left waiting, as the scripts' own wake-ups leave.
+pub(crate) const WAKE_LIMIT: i64 = 64;
 /// Whose turn a batch's items take in a claim's fair share: its tenant's (weighted), or the
 /// one turn that every batch of no tenant (the CLI's, the operator's) shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,7 +157,8 @@ impl Share<'_> {
 }
 
 impl Queue {
-    /// Builds the pool; no connection is made until first use.
+    /// Builds the pool, for a queue of one shard ([`Queue::with_shards`] for more); no
+    /// connection is made until first use.
     pub fn connect(
         url: &Secret,
         redis_prefix: &str,
@@ -185,10 +192,12 @@ impl Queue {
                 context: "build redis pool",
                 detail: e.to_string(),
             })?;
+        let shards = Arc::new(shards::Shards::new(redis_prefix, queue, 1));
         Ok(Self {
             pool,
             connector,
-            keys: Arc::new(Keys::new(redis_prefix, queue)),
+            keys: shards.keys(ShardId::FIRST),
+            shards,
         })
     }
 

@@ -35,3 +35,4 @@ pub(crate) static BUDGET: LazyLock<Script> = script!("budget.lua");
 pub(crate) static BREAKER_PASS: LazyLock<Script> = script!("breaker_pass.lua");
 pub(crate) static ADOPT_KEYS: LazyLock<Script> = script!("adopt_keys.lua");
 pub(crate) static BREAKER_REPORT: LazyLock<Script> = script!("breaker_report.lua");
+pub(crate) static WAKE: LazyLock<Script> = script!("wake.lua");

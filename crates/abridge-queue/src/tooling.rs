@@ -13,6 +13,9 @@ pub struct ServerStats {
     pub script_usec: i64,
     /// CPU seconds of the server process (user + system).
     pub cpu_seconds: f64,
+    /// On a cluster, each master's own figures, by its port (what would scale with more
+    /// machines is what is spread evenly here).
+    pub nodes: Vec<(u16, ServerStats)>,
 }
 
 impl ServerStats {
@@ -20,7 +23,9 @@ impl ServerStats {
         let mut stats = Self::default();
         for line in info.lines() {
             let line = line.trim();
-            if let Some(v) = line.strip_prefix("used_memory:") {
+            if let Some(v) = line.strip_prefix("tcp_port:") {
+                stats.nodes = vec![(v.parse().unwrap_or(0), Self::default())];
+            } else if let Some(v) = line.strip_prefix("used_memory:") {
                 stats.used_memory = v.parse().unwrap_or(0);
             } else if let Some(v) = line
                 .strip_prefix("used_cpu_sys:")
@@ -41,6 +46,13 @@ impl ServerStats {
                     }
                 }
             }
+        }
+        let own = Self {
+            nodes: Vec::new(),
+            ..stats.clone()
+        };
+        if let Some((_, slot)) = stats.nodes.first_mut() {
+            *slot = own;
         }
         stats
     }
@@ -66,7 +78,9 @@ impl Queue {
             total.calls += s.calls;
             total.script_usec += s.script_usec;
             total.cpu_seconds += s.cpu_seconds;
+            total.nodes.extend(s.nodes);
         }
+        total.nodes.sort_by_key(|(port, _)| *port);
         Ok(total)
     }
 }

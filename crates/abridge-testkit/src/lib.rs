@@ -190,6 +190,7 @@ impl TestEnv {
     pub fn queue(&self, settings: &Settings) -> Queue {
         Queue::connect(&self.redis_url, &settings.redis_prefix, &settings.queue, 8)
             .expect("test redis url")
+            .with_shards(settings.queue_shards)
     }
 
     /// The test settings, changed in code: a misspelt field does not compile, where a

@@ -201,6 +201,7 @@ mod tests {
             batch,
             priority: Priority::Normal,
             position: 0,
+            shard: Default::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use abridge_core::{ErrorKind, ItemId, LeaseToken};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Worker;
 use crate::settle::{placement, settle};
@@ -55,6 +55,11 @@ pub(crate) async fn run(
     let every = worker.settings.reconcile_every;
     let mut forced = true; // at worker start
     loop {
+        // Every worker, its turn or not: the shards it claims from and reaps are those of every
+        // layout in the fleet (a change of ABRIDGE_QUEUE_SHARDS under way).
+        if let Err(e) = worker.queue.refresh_shards().await {
+            debug!(error = %e, "cannot refresh the queue's shards now");
+        }
         let go = forced
             || worker
                 .queue
@@ -112,6 +117,13 @@ pub async fn reconcile_once(
         info!(
             adopted,
             "moved entries from the key names of an older build"
+        );
+    }
+    let retired = worker.queue.retire_empty_shards().await?;
+    if retired > 0 {
+        info!(
+            retired,
+            "dropped emptied shards of an earlier ABRIDGE_QUEUE_SHARDS"
         );
     }
     let mut report = ReconcileReport {

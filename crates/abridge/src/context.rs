@@ -64,7 +64,8 @@ pub fn queue(settings: &Settings) -> anyhow::Result<Queue> {
         &settings.redis_prefix,
         &settings.queue,
         settings.redis_pool_size,
-    )?)
+    )?
+    .with_shards(settings.queue_shards))
 }
 
 /// Parses a batch id argument with an error that names it.

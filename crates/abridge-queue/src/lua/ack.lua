@@ -7,7 +7,7 @@
 -- KEYS[2] lease holders (HASH)
 -- KEYS[3] delayed (ZSET)
 -- KEYS[4] delayed places (HASH)
--- KEYS[5] wake list
+-- KEYS[5] wake list (first shard only; left out elsewhere)
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2] K, the number of batch ids that follow whose ready counts to report
 -- ARGV[3..2+K] those batch ids

@@ -1,7 +1,7 @@
 -- cancel: stop handing out a batch's items and tell workers holding them to stop. O(the
 -- batch's items): the caller names them (Postgres knows them), so no other batch's delayed
 -- retries are read. A batch with many items is cancelled in several calls; only the first
--- sets the marker, drops the ready set and publishes.
+-- (on each shard) sets the marker, drops the ready set and publishes.
 --
 -- KEYS[1] rotation list of owners for the batch's priority
 -- KEYS[2] the batch's ready set
@@ -10,8 +10,8 @@
 -- KEYS[5] delayed places (HASH)
 -- ARGV[1] batch id
 -- ARGV[2] how long the cancel marker lives, ms (longer than any lease)
--- ARGV[3] the pub/sub channel workers listen on
--- ARGV[4] "1" on the first call for the batch, "0" on the others
+-- ARGV[3] the pub/sub channel workers listen on ("": tell nobody; another shard's call does)
+-- ARGV[4] "1" on the first call for the batch on this shard, "0" on the others
 -- ARGV[5] PREFIX, for the owner's keys
 -- ARGV[6] the batch's priority rank
 -- ARGV[7..] item ids of the batch that may be waiting to retry
@@ -30,7 +30,7 @@ for i = 7, #ARGV do
     dropped = dropped + 1
   end
 end
-if ARGV[4] == '1' then
+if ARGV[4] == '1' and ARGV[3] ~= '' then
   redis.call('PUBLISH', ARGV[3], 'cancel ' .. ARGV[1])
 end
 return dropped

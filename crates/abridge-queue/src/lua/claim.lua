@@ -7,19 +7,23 @@
 -- KEYS[5] lease holders (HASH item -> "token|worker|batch|rank|position")
 -- KEYS[6] delayed (ZSET item -> due ms)
 -- KEYS[7] delayed places (HASH delayed item -> "batch|rank|position")
--- KEYS[8] wake list
--- KEYS[9] epoch marker
--- KEYS[10] paused marker: while present, nothing is claimed (due retries are still promoted)
+-- KEYS[8] epoch marker
+-- KEYS[9] paused marker: while present, nothing is claimed (due retries are still promoted)
+-- KEYS[10] wake list, to pass a wake-up on (first shard only; left out elsewhere: the caller
+--          passes it on)
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2] worker id
 -- ARGV[3] lease token for this claim (shared by the items it returns)
 -- ARGV[4] lease duration ms
 -- ARGV[5] N, the most items to claim
+-- ARGV[6] the lowest priority rank to take items of (2: any; a claim over several shards
+--         takes the most urgent work of every shard before less urgent work of any)
 -- Returns { epoch_present (0|1), ms until the next delayed item is due (-1: none),
+--           the highest priority rank with items left ready (3: none),
 --           then groups of 4: item, batch, rank, position }.
 
 local prefix, worker, token = ARGV[1], ARGV[2], ARGV[3]
-local lease_ms, max_n = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lease_ms, max_n, max_rank = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local MIN_SHARE = 8
 local OWNER_TTL_S = 2592000
 local now = now_ms()
@@ -36,8 +40,8 @@ for _, item in ipairs(due) do
   end
 end
 
-local out = { redis.call('EXISTS', KEYS[9]), -1 }
-if redis.call('EXISTS', KEYS[10]) == 1 then
+local out = { redis.call('EXISTS', KEYS[8]), -1, 3 }
+if redis.call('EXISTS', KEYS[9]) == 1 then
   return out
 end
 local n = 0
@@ -104,7 +108,7 @@ end
 -- equal and no weight is read.
 local weighted = redis.call('HLEN', prefix .. 'weights') > 0
 local capped = redis.call('HLEN', prefix .. 'caps') > 0
-for rank = 0, 2 do
+for rank = 0, max_rank do
   local rr = KEYS[1 + rank]
   while n < max_n do
     local owners = redis.call('LLEN', rr)
@@ -162,14 +166,15 @@ if n > 0 then
   call_chunked('ZADD', KEYS[4], zargs, 2)
   call_chunked('HSET', KEYS[5], hargs, 2)
 end
--- This worker took all it could carry and work is left: pass the wake-up on to the next one.
-if n >= max_n and redis.call('LLEN', KEYS[8]) == 0 then
-  for rank = 0, 2 do
-    if redis.call('LLEN', KEYS[1 + rank]) > 0 then
-      redis.call('LPUSH', KEYS[8], 1)
-      break
-    end
+for rank = 0, 2 do
+  if redis.call('LLEN', KEYS[1 + rank]) > 0 then
+    out[3] = rank
+    break
   end
+end
+-- This worker took all it could carry and work is left: pass the wake-up on to the next one.
+if n >= max_n and out[3] < 3 then
+  wake(KEYS[10], 1, 1)
 end
 local next_due = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
 if next_due[2] then

@@ -1,9 +1,10 @@
--- enqueue: make a new batch's items ready, in input order, and record its owner.
+-- enqueue: make a new batch's items ready, in input order, and record its owner. On a queue of
+-- several shards, called once per shard with the items placed there.
 --
 -- KEYS[1] rotation list of owners for the batch's priority (PREFIX.."owners:"..rank)
 -- KEYS[2] the batch's ready set (PREFIX.."q:"..batch)
--- KEYS[3] wake list
--- KEYS[4] the batch's cancel marker (PREFIX.."cancelled:"..batch)
+-- KEYS[3] the batch's cancel marker (PREFIX.."cancelled:"..batch)
+-- KEYS[4] wake list (first shard only; left out elsewhere)
 -- ARGV[1] batch id
 -- ARGV[2] PREFIX, for the owner's keys
 -- ARGV[3] the batch's priority rank
@@ -13,7 +14,7 @@
 -- ARGV[7..] pairs: position, item id
 -- Returns the number of items added (0 if the batch is cancelled).
 
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
 if #ARGV < 8 then
@@ -30,5 +31,5 @@ if was_empty then
   rotate_in(ARGV[2], ARGV[3], ARGV[1])
 end
 local n = (#ARGV - 6) / 2
-wake(KEYS[3], n, 64)
+wake(KEYS[4], n, 64)
 return n

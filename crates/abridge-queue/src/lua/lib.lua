@@ -1,6 +1,9 @@
 -- Shared helpers, prepended to every transition script (see scripts.rs). Not a transition.
 --
--- Key layout under PREFIX = "{redis_prefix}:{{queue}}:" (the braces make one cluster hash slot):
+-- Key layout under PREFIX = "{redis_prefix}:{{tag}}:" (the braces make one cluster hash slot).
+-- A queue has one or more shards (ABRIDGE_QUEUE_SHARDS), each under its own tag (keys.rs,
+-- shard_tags): every script runs on one shard. The first shard's tag is the queue's name, and
+-- the keys marked "first shard" below exist there only: they are the queue's, not a shard's.
 --   PREFIX.."owners:"..rank   LIST  owners in round-robin rotation, one list per priority rank
 --                                   (an owner is a tenant's name, or "~" for batches of none)
 --   PREFIX.."batches:"..rank..":"..owner
@@ -23,13 +26,14 @@
 --   PREFIX.."taken"           ZSET  leases a reaper took: member "item|token", score when (ms);
 --                                   kept an hour, so that the old holder's renewal is told
 --                                   it lost the item instead of re-creating the lease
---   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on
+--   PREFIX.."wake"            LIST  wake-up tokens that idle workers block on (first shard only)
 --   PREFIX.."paused"          STRING present while the queue is paused (a copy of Postgres's
 --                                   queue_pauses row, put back by the reconciler)
 --   PREFIX.."pause-generation" STRING the generation of that copy (pause.lua)
 --   PREFIX.."cancelled:"..b   STRING present while batch b is cancelled (expires)
 --   PREFIX.."epoch"           STRING present unless Redis lost its data since the last reconcile
 --   PREFIX.."reconcile-lock"  STRING the worker whose turn it is to reconcile (expires)
+--   PREFIX.."shards"          SET   hash tags of the shards that may hold items (first shard)
 --   PREFIX.."reconciled"      HASH  the last reconcile pass: drift, requeued, at_ms (fleet gauges)
 --   PREFIX.."budget:"..name   HASH  a fleet-wide token bucket: tokens, at (budget.lua)
 --   PREFIX.."budget:"..name..":owners"
@@ -189,9 +193,11 @@ local function place(prefix, deadlines, delayed, places, item, batch, rank, pos,
   return 2
 end
 
--- Wakes idle workers: at most `limit` tokens wait in the list.
+-- Wakes idle workers: at most `limit` tokens wait in the list. Scripts take the wake list as
+-- their last key, and only on the first shard (the fleet's one list): elsewhere `key` is nil
+-- and the caller wakes the first shard's list (wake.lua) after the call.
 local function wake(key, n, limit)
-  if n <= 0 then
+  if not key or n <= 0 then
     return
   end
   local have = redis.call('LLEN', key)

@@ -5,7 +5,7 @@
 -- KEYS[1] lease deadlines (ZSET)
 -- KEYS[2] delayed (ZSET)
 -- KEYS[3] delayed places (HASH)
--- KEYS[4] wake list
+-- KEYS[4] wake list (first shard only; left out elsewhere)
 -- ARGV[1] PREFIX, for per-batch keys
 -- ARGV[2..] groups of 5: item id, batch, rank, position, due (ms since epoch; 0 = now)
 -- Returns the number of items placed.

@@ -5,4 +5,5 @@
 mod claim;
 mod leases;
 mod notices;
+mod shards;
 mod upgrade;

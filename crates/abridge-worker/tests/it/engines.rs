@@ -1,5 +1,8 @@
 //! The fleet on a real Redis Cluster (3 masters, started here): pointed at a node that does
-//! not own the queue's slot, it enqueues, claims, finishes and cancels as on one server.
+//! not own the queue's slot, it enqueues, claims, finishes and cancels as on one server; with
+//! the queue over three shards it works every master. And the failover drills: a Sentinel
+//! failover, a cluster master killed (of the queue's one slot, and of one of three shards), a
+//! slot migrated while work runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -190,11 +193,77 @@ async fn a_fleet_follows_its_slot_to_another_master() {
     );
 }
 
+#[tokio::test]
+async fn a_queue_over_three_shards_works_every_master_and_rides_out_one_dying() {
+    let mut cluster = tokio::task::spawn_blocking(|| LocalRedisCluster::start(3, 1))
+        .await
+        .unwrap()
+        .expect("3 masters with a replica each");
+    let env = TestEnv::new().await;
+    let (worker, _) = worker_with_shards(
+        &env,
+        &cluster.url(&cluster.ports()),
+        Duration::from_millis(100),
+        3,
+    );
+    // The three shards' hash tags are on three masters.
+    let shard_key = |s| format!("{}x", worker.queue.shard_keys(s).prefix);
+    let layout = worker.queue.layout().to_vec();
+    let mut masters: Vec<u16> = layout
+        .iter()
+        .map(|s| cluster.master_of(&shard_key(*s)).unwrap())
+        .collect();
+    masters.sort();
+    masters.dedup();
+    assert_eq!(masters.len(), 3, "one shard per master");
+
+    let done = enqueue(&worker, &video_lines('z', 2000), Priority::Normal).await;
+    let running = Running::start(worker.clone(), 16);
+    until_succeeded(&worker, done.batch_id, 300, "some done").await;
+    // Every master ran the queue's scripts: the work is spread, not parked on one slot.
+    let stats = worker.queue.server_stats().await.unwrap();
+    assert_eq!(stats.nodes.len(), 3, "{stats:?}");
+    for (port, node) in &stats.nodes {
+        assert!(
+            node.script_usec > 0,
+            "master {port} ran no script: {stats:?}"
+        );
+    }
+
+    // SIGKILL the master of a shard other than the first; its replica is promoted.
+    let victim = shard_key(layout[1]);
+    let dead = cluster.master_of(&victim).expect("a master");
+    let open = 2000 - succeeded(&worker, done.batch_id).await;
+    cluster.kill(dead);
+    eventually(Duration::from_secs(30), "the replica promoted", || async {
+        cluster.master_of(&victim).is_some_and(|p| p != dead)
+    })
+    .await;
+    let resumed = time_to_resume(&worker, done.batch_id).await;
+    let report = every_item_once(&worker, done.batch_id, running, open).await;
+    eprintln!(
+        "sharded cluster failover: claims resumed {resumed:?} after the promotion; {} refused; the reconciler restored {} items",
+        report.fenced, report.restored
+    );
+    assert!(resumed < Duration::from_secs(10), "{resumed:?}");
+}
+
 /// A worker of the test's settings on the Redis at `url`, whose items take `delay` each
 /// (slow enough that a batch is still running well after a failover); and the key of its
 /// queue's slot.
 fn worker_on(env: &TestEnv, url: &str, delay: Duration) -> (Worker, String) {
-    let settings = env.settings(&[]);
+    worker_with_shards(env, url, delay, 1)
+}
+
+/// [`worker_on`] with the queue over `shards` shards.
+fn worker_with_shards(
+    env: &TestEnv,
+    url: &str,
+    delay: Duration,
+    shards: usize,
+) -> (Worker, String) {
+    let mut settings = env.settings(&[]);
+    settings.queue_shards = shards;
     let slot_key = format!("{}:{{{}}}:x", settings.redis_prefix, settings.queue);
     let queue = Queue::connect(
         &Secret::new(url.to_owned()),
@@ -202,7 +271,8 @@ fn worker_on(env: &TestEnv, url: &str, delay: Duration) -> (Worker, String) {
         &settings.queue,
         8,
     )
-    .unwrap();
+    .unwrap()
+    .with_shards(shards);
     let worker = Worker {
         queue,
         store: env.store(),

@@ -36,6 +36,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCod
         database_url: settings.database_url.clone(),
         redis_url: settings.redis_url.clone(),
         redis_cluster: args.redis == "cluster",
+        queue_shards: settings.queue_shards,
         worker_log: args.worker_log.clone(),
     };
     if cfg!(debug_assertions) && !args.json {

@@ -227,7 +227,8 @@ pub async fn pause(settings: &Settings, args: PauseArgs, paused: bool) -> anyhow
         &settings.redis_prefix,
         name,
         1,
-    )?;
+    )?
+    .with_shards(settings.queue_shards);
     let state = if paused {
         abridge_control::pause(&store, &queue, name, "cli").await?
     } else {

@@ -88,7 +88,8 @@ pub async fn run(config: Option<&Path>, loaded: Loaded, args: UpArgs) -> anyhow:
     for m in store.migrate().await.context("migrate database")? {
         eprintln!("applied migration {m}");
     }
-    let queue = Queue::connect(&redis_url, &settings.redis_prefix, &settings.queue, 4)?;
+    let queue = Queue::connect(&redis_url, &settings.redis_prefix, &settings.queue, 4)?
+        .with_shards(settings.queue_shards);
     queue.ping().await.context("reach redis")?;
 
     let token = operator_token(&store, data.as_ref()).await?;

@@ -1,0 +1,231 @@
+//! A queue over several hash tags (`ABRIDGE_QUEUE_SHARDS`), so that on a Redis Cluster one
+//! queue's work spreads over several masters.
+//!
+//! Each shard is a whole queue in miniature (rotations, ready sets, leases, delays) under its
+//! own hash tag, and every script runs on one shard. An item's shard is chosen when it is
+//! placed, from its batch and position ([`Queue::placement_shard`]), so each batch is dealt
+//! out evenly across the shards and each shard holds the same mix of priorities, tenants and
+//! batches: the rules a claim applies on one shard (strict priority, fair share) then hold
+//! across shards to within one claim group. A lease remembers the shard it was claimed from,
+//! and its renewal, acknowledgement and retry go there.
+//!
+//! A process places items on the shards of its own layout (`n` tags, [`shard_tags`]), but
+//! claims from, reaps and counts every shard that may hold items: those of every layout a
+//! process of the fleet runs with. The first shard records them (`Keys::shards`); each
+//! process adds its layout's tags whenever it refreshes ([`Queue::refresh_shards`]), and the
+//! reconciler drops a shard outside every layout once it is empty
+//! ([`Queue::retire_empty_shards`]). Changing `n` on a live fleet is a rolling restart: the
+//! new layout's shards fill while the old ones are worked off.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use abridge_core::BatchId;
+use redis::AsyncCommands;
+
+use crate::keys::shard_tags;
+use crate::{Context, Keys, Queue, Result};
+
+/// A shard, as this process numbers them: stable while it runs (a lease names its shard by
+/// one), not across processes. The first shard (the queue's own tag) is always 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    /// The first shard: the queue's own tag, home of its fleet-wide keys.
+    pub const FIRST: ShardId = ShardId(0);
+}
+
+/// Which shards this process places items on, and every shard it knows.
+pub(crate) struct Shards {
+    redis_prefix: String,
+    /// Where new items go: this process's `ABRIDGE_QUEUE_SHARDS` shards, the first first.
+    layout: Vec<ShardId>,
+    known: RwLock<Known>,
+    /// Set once this process has recorded its layout: it places nothing on a shard before
+    /// then, so that no item waits where no claimer looks.
+    recorded: AtomicBool,
+}
+
+struct Known {
+    /// By [`ShardId`]; only ever appended to.
+    keys: Vec<Arc<Keys>>,
+    /// What claims, reapers and counts cover: the layout and every recorded shard.
+    active: Vec<ShardId>,
+}
+
+impl Shards {
+    pub(crate) fn new(redis_prefix: &str, queue: &str, n: usize) -> Self {
+        let keys: Vec<Arc<Keys>> = shard_tags(queue, n)
+            .iter()
+            .map(|tag| Arc::new(Keys::new(redis_prefix, tag)))
+            .collect();
+        let layout: Vec<ShardId> = (0..keys.len()).map(|i| ShardId(i as u16)).collect();
+        Self {
+            redis_prefix: redis_prefix.to_owned(),
+            known: RwLock::new(Known {
+                keys,
+                active: layout.clone(),
+            }),
+            // One shard is the first, which every process claims from.
+            recorded: AtomicBool::new(layout.len() == 1),
+            layout,
+        }
+    }
+
+    pub(crate) fn keys(&self, id: ShardId) -> Arc<Keys> {
+        let known = self.known.read().expect("shards lock");
+        known.keys[usize::from(id.0)].clone()
+    }
+
+    pub(crate) fn active(&self) -> Vec<ShardId> {
+        self.known.read().expect("shards lock").active.clone()
+    }
+
+    /// Records `tags` (the first shard's `shards` set) as the shards that may hold items.
+    fn set_recorded(&self, tags: &[String]) {
+        let mut known = self.known.write().expect("shards lock");
+        let mut active = self.layout.clone();
+        for tag in tags {
+            let id = match known.keys.iter().position(|k| &k.tag == tag) {
+                Some(i) => ShardId(i as u16),
+                None => {
+                    known
+                        .keys
+                        .push(Arc::new(Keys::new(&self.redis_prefix, tag)));
+                    ShardId((known.keys.len() - 1) as u16)
+                }
+            };
+            if !active.contains(&id) {
+                active.push(id);
+            }
+        }
+        known.active = active;
+    }
+}
+
+impl Queue {
+    /// This queue spread over `n` shards (at least one): see the module's text.
+    pub fn with_shards(mut self, n: usize) -> Self {
+        self.shards = Arc::new(Shards::new(
+            &self.shards.redis_prefix,
+            &self.keys.tag,
+            n.max(1),
+        ));
+        self
+    }
+
+    /// The shards new items go to.
+    pub fn layout(&self) -> &[ShardId] {
+        &self.shards.layout
+    }
+
+    /// Every shard that may hold items, as of the last [`Queue::refresh_shards`].
+    pub fn active_shards(&self) -> Vec<ShardId> {
+        self.shards.active()
+    }
+
+    pub fn shard_keys(&self, shard: ShardId) -> Arc<Keys> {
+        self.shards.keys(shard)
+    }
+
+    /// The shard an item goes to: its batch's items are dealt out in turn, from a shard
+    /// chosen by the batch id, so small batches spread too.
+    pub fn placement_shard(&self, batch: BatchId, position: i32) -> ShardId {
+        let layout = &self.shards.layout;
+        if layout.len() == 1 {
+            return layout[0];
+        }
+        let n = layout.len() as u64;
+        let start = batch.0.as_u64_pair().0 % n;
+        layout[((start + u64::from(position.unsigned_abs())) % n) as usize]
+    }
+
+    /// Records this process's layout among the shards that may hold items, and learns the
+    /// others' (processes run with another `ABRIDGE_QUEUE_SHARDS` during a change).
+    pub async fn refresh_shards(&self) -> Result<()> {
+        let mut conn = self.conn("refresh shards").await?;
+        let mut pipe = redis::pipe();
+        let tags: Vec<String> = self
+            .shards
+            .layout
+            .iter()
+            .map(|s| self.shards.keys(*s).tag.clone())
+            .collect();
+        pipe.sadd(&self.keys.shards, &tags)
+            .ignore()
+            .smembers(&self.keys.shards);
+        let (recorded,): (Vec<String>,) = pipe
+            .query_async(&mut conn)
+            .await
+            .context("refresh shards")?;
+        self.shards.set_recorded(&recorded);
+        self.shards.recorded.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records this process's layout before it first places an item outside the first shard.
+    pub(crate) async fn ensure_recorded(&self) -> Result<()> {
+        if self.shards.recorded.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.refresh_shards().await
+    }
+
+    /// Drops from the record every shard outside this process's layout that holds nothing
+    /// (no ready, delayed or leased item); returns how many. A process still running with
+    /// that shard in its layout records it again at its next refresh.
+    pub async fn retire_empty_shards(&self) -> Result<usize> {
+        let retired: Vec<ShardId> = self
+            .shards
+            .active()
+            .into_iter()
+            .filter(|s| !self.shards.layout.contains(s))
+            .collect();
+        let mut conn = self.conn("retire empty shards").await?;
+        let mut gone = Vec::new();
+        for shard in retired {
+            let keys = self.shards.keys(shard);
+            let mut pipe = redis::pipe();
+            for rotation in &keys.rotation {
+                pipe.llen(rotation);
+            }
+            pipe.zcard(&keys.delayed).zcard(&keys.lease_deadlines);
+            let sizes: Vec<i64> = pipe
+                .query_async(&mut conn)
+                .await
+                .context("retire empty shards")?;
+            if sizes.iter().all(|n| *n == 0) {
+                gone.push(keys.tag.clone());
+            }
+        }
+        if !gone.is_empty() {
+            let _: i64 = conn
+                .srem(&self.keys.shards, &gone)
+                .await
+                .context("retire empty shards")?;
+            self.refresh_shards().await?;
+        }
+        Ok(gone.len())
+    }
+
+    /// Wakes idle workers for `ready` items placed on `shard`, whose scripts could not (the
+    /// fleet's wake list is on the first shard).
+    pub(crate) async fn wake_for(
+        &self,
+        conn: &mut crate::pool::Connection,
+        shard: ShardId,
+        ready: i64,
+    ) -> Result<()> {
+        if shard == ShardId::FIRST || ready <= 0 {
+            return Ok(());
+        }
+        crate::scripts::WAKE
+            .key(&self.keys.wake)
+            .arg(ready)
+            .arg(crate::WAKE_LIMIT)
+            .invoke_async::<()>(conn)
+            .await
+            .context("wake idle workers")
+    }
+}

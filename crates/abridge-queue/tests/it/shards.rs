@@ -1,0 +1,286 @@
+//! A queue over several shards (`ABRIDGE_QUEUE_SHARDS`): items dealt out evenly, the claim's
+//! rules held across shards to within one claim group, every shard claimed, reaped, counted
+//! and cancelled, and a change of the shard count that loses nothing.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use abridge_core::{BatchId, ItemId, Priority, WorkerId};
+use abridge_queue::{AfterAck, Claim, Queue, ShardId, Share};
+use abridge_testkit::TestEnv;
+
+fn ids(from: i64, n: i64) -> Vec<ItemId> {
+    (from..from + n).map(ItemId).collect()
+}
+
+fn queue_of(env: &TestEnv, shards: usize) -> Queue {
+    let mut settings = env.settings(&[]);
+    settings.queue_shards = shards;
+    env.queue(&settings)
+}
+
+fn share(tenant: &str) -> Share<'_> {
+    Share {
+        tenant: Some(tenant),
+        weight: 1,
+        max_in_flight: None,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn claim(queue: &Queue, n: usize) -> Claim {
+    queue.claim(WorkerId::new(), LEASE, n).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_across_shards() {
+    let env = TestEnv::new().await;
+    let queue = queue_of(&env, 3);
+    assert_eq!(queue.layout().len(), 3);
+    let (a, b, urgent) = (BatchId::new(), BatchId::new(), BatchId::new());
+    queue
+        .enqueue(a, Priority::Normal, share("acme"), &ids(100, 60))
+        .await
+        .unwrap();
+    queue
+        .enqueue(b, Priority::Normal, share("globex"), &ids(200, 60))
+        .await
+        .unwrap();
+    queue
+        .enqueue(urgent, Priority::High, share("globex"), &ids(300, 3))
+        .await
+        .unwrap();
+    let stats = queue.stats().await.unwrap();
+    assert_eq!(stats.ready, [3, 120, 0]);
+
+    // One claim connection, as a worker's claim loop has: it remembers what each shard had.
+    let mut conn = queue.claim_connection();
+    let worker = WorkerId::new();
+    let first = conn.claim(worker, LEASE, 30, None).await.unwrap();
+    let second = conn.claim(worker, LEASE, 30, None).await.unwrap();
+    assert_eq!((first.items.len(), second.items.len()), (30, 30));
+    // The first group takes every shard's urgent item before any normal one.
+    assert!(
+        first.items[..3].iter().all(|l| l.batch == urgent),
+        "{first:?}"
+    );
+    let shards_of_urgent: HashSet<ShardId> = first.items[..3].iter().map(|l| l.shard).collect();
+    assert_eq!(shards_of_urgent.len(), 3);
+    // Within a group, each shard's part is in priority order.
+    for claim in [&first, &second] {
+        for shard in claim.items.iter().map(|l| l.shard).collect::<HashSet<_>>() {
+            let ranks: Vec<u8> = claim
+                .items
+                .iter()
+                .filter(|l| l.shard == shard)
+                .map(|l| l.priority.rank())
+                .collect();
+            assert!(ranks.is_sorted(), "{ranks:?}");
+        }
+    }
+    // The two owners share what the two groups took, to within a turn on each shard.
+    let of = |batch| {
+        first
+            .items
+            .iter()
+            .chain(&second.items)
+            .filter(|l| l.batch == batch)
+            .count() as i64
+    };
+    assert!(
+        (of(a) - of(b)).abs() <= 3 * 8,
+        "acme {} globex {}",
+        of(a),
+        of(b)
+    );
+
+    // The rest: each shard held a third of each batch, and a batch's items come off each
+    // shard in position order.
+    let mut all: Vec<_> = first.items.into_iter().chain(second.items).collect();
+    loop {
+        let more = conn.claim(worker, LEASE, 50, None).await.unwrap();
+        if more.items.is_empty() {
+            break;
+        }
+        all.extend(more.items);
+    }
+    assert_eq!(all.len(), 123);
+    for shard in queue.layout() {
+        let on = |batch| {
+            all.iter()
+                .filter(|l| l.shard == *shard && l.batch == batch)
+                .count()
+        };
+        assert_eq!((on(a), on(b), on(urgent)), (20, 20, 1), "shard {shard:?}");
+        let positions: Vec<i32> = all
+            .iter()
+            .filter(|l| l.shard == *shard && l.batch == a)
+            .map(|l| l.position)
+            .collect();
+        assert!(positions.is_sorted(), "{positions:?}");
+    }
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased), ([0, 0, 0], 123));
+    let held = queue.held_counts(&[a, b, urgent]).await.unwrap();
+    assert_eq!((held[&a], held[&b], held[&urgent]), (60, 60, 3));
+
+    // Acknowledgements and retries go to the shard the item was claimed from.
+    let acks: Vec<_> = all
+        .iter()
+        .map(|l| {
+            let after = if l.batch == urgent {
+                AfterAck::Ready
+            } else {
+                AfterAck::Drop
+            };
+            (l.clone(), after)
+        })
+        .collect();
+    let acked = queue.ack(&acks, &[]).await.unwrap();
+    assert_eq!(acked.removed, 123);
+    let again = claim(&queue, 10).await;
+    let mut back: Vec<_> = again.items.iter().map(|l| (l.item, l.shard)).collect();
+    let mut before: Vec<_> = all
+        .iter()
+        .filter(|l| l.batch == urgent)
+        .map(|l| (l.item, l.shard))
+        .collect();
+    back.sort();
+    before.sort();
+    assert_eq!(back, before);
+}
+
+#[tokio::test]
+async fn every_shard_is_reaped_cancelled_and_woken_for() {
+    let env = TestEnv::new().await;
+    let queue = queue_of(&env, 3);
+    let batch = BatchId::new();
+    queue
+        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, 30))
+        .await
+        .unwrap();
+
+    // Leases of every shard expire and are taken.
+    let claim = queue
+        .claim(WorkerId::new(), Duration::from_millis(1), 12)
+        .await
+        .unwrap();
+    let shards: HashSet<ShardId> = claim.items.iter().map(|l| l.shard).collect();
+    assert!(shards.len() > 1, "one claim of 12 spans shards: {shards:?}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = queue.take_expired(100).await.unwrap();
+    assert_eq!(taken.len(), 12);
+    assert!(taken.iter().all(|t| claim.items.contains(&t.lease)));
+
+    // A cancel empties every shard of the batch.
+    queue
+        .cancel_batch(batch, Priority::Normal, &ids(1, 30))
+        .await
+        .unwrap();
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.leased), ([0, 0, 0], 0));
+
+    // An idle claim waits on the first shard's wake list; an item placed on another shard
+    // wakes it (the enqueuer wakes the first shard's list after the other shard's script).
+    let lone = loop {
+        let b = BatchId::new();
+        if queue.placement_shard(b, 0) != ShardId::FIRST {
+            break b;
+        }
+    };
+    let waiting = queue.clone();
+    let idle = tokio::spawn(async move {
+        // As a claim loop does: wait, claim, and wait again while nothing came (the first
+        // waits use up wake-ups left by the enqueue above).
+        let mut conn = waiting.claim_connection();
+        let began = Instant::now();
+        loop {
+            let claim = conn
+                .claim(WorkerId::new(), LEASE, 4, Some(Duration::from_secs(4)))
+                .await
+                .unwrap();
+            if !claim.items.is_empty() || began.elapsed() > Duration::from_secs(4) {
+                return (claim, began.elapsed());
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue
+        .enqueue(lone, Priority::Normal, Share::NO_TENANT, &ids(900, 1))
+        .await
+        .unwrap();
+    let (claim, waited) = idle.await.unwrap();
+    assert_eq!(claim.items.len(), 1, "{claim:?}");
+    assert_ne!(claim.items[0].shard, ShardId::FIRST);
+    // Enqueued 300 ms in; a claim that missed the wake-up would wait out its 4 s.
+    assert!(waited < Duration::from_secs(2), "woken after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_change_of_the_shard_count_loses_nothing() {
+    let env = TestEnv::new().await;
+    let three = queue_of(&env, 3);
+    let batch = BatchId::new();
+    three
+        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, 90))
+        .await
+        .unwrap();
+    // A retry waits on a shard the new layout does not have.
+    let claim = three.claim(WorkerId::new(), LEASE, 90).await.unwrap();
+    let off_first = claim
+        .items
+        .iter()
+        .find(|l| l.shard != ShardId::FIRST)
+        .unwrap()
+        .clone();
+    let acks: Vec<_> = claim
+        .items
+        .iter()
+        .map(|l| {
+            let after = if *l == off_first {
+                AfterAck::Delay(Duration::from_millis(200))
+            } else {
+                AfterAck::Ready
+            };
+            (l.clone(), after)
+        })
+        .collect();
+    three.ack(&acks, &[]).await.unwrap();
+
+    // The fleet now runs with one shard: the first shard is shared, the other two are only
+    // recorded. The new process claims from them until they are empty.
+    let one = queue_of(&env, 1);
+    assert_eq!(one.layout().len(), 1);
+    one.refresh_shards().await.unwrap();
+    assert_eq!(one.active_shards().len(), 3);
+    assert_eq!(
+        one.retire_empty_shards().await.unwrap(),
+        0,
+        "shards holding items stay"
+    );
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.len() < 90 && Instant::now() < deadline {
+        let got = one.claim(WorkerId::new(), LEASE, 50).await.unwrap();
+        let acks: Vec<_> = got
+            .items
+            .iter()
+            .map(|l| (l.clone(), AfterAck::Drop))
+            .collect();
+        seen.extend(got.items.iter().map(|l| l.item));
+        one.ack(&acks, &[]).await.unwrap();
+        if got.items.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(seen.len(), 90, "every item, the delayed retry too");
+    assert_eq!(one.retire_empty_shards().await.unwrap(), 2);
+    assert_eq!(one.active_shards(), one.layout().to_vec());
+
+    // A process still running with three shards records them again: nothing it places is
+    // stranded.
+    three.refresh_shards().await.unwrap();
+    one.refresh_shards().await.unwrap();
+    assert_eq!(one.active_shards().len(), 3);
+}
