@@ -4,6 +4,7 @@
 //! what it can from one shard after another until it has N, best-looking shard first.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use abridge_core::{LeaseToken, WorkerId};
@@ -35,8 +36,12 @@ pub struct ClaimConnection {
     conn: Option<pool::Connection>,
     /// Per shard, the highest priority rank its last claim left ready (3: none); a shard not
     /// yet seen counts as 0, so it is looked at early.
-    seen: HashMap<ShardId, u8>,
-    /// Turns the round's starting point among shards that look alike.
+    /// Shared with the look that follows a round, which runs beside the next one.
+    seen: Arc<Mutex<HashMap<ShardId, u8>>>,
+    /// Turns the round's starting point among shards that look alike: it moves on every
+    /// `STAY_ROUNDS` rounds, from a random start, so that fleet's claim loops are spread over
+    /// the shards and each stays on one for a while (a group of outcomes is then acknowledged
+    /// on one shard, in one call, rather than on several).
     turn: usize,
 }
 
@@ -109,7 +114,7 @@ impl ClaimConnection {
         }
         self.turn = self.turn.wrapping_add(1);
         let count = shards.len();
-        shards.rotate_left(self.turn % count);
+        shards.rotate_left(self.turn / STAY_ROUNDS % count);
         let mut asked: Vec<ShardId> = Vec::with_capacity(count);
         let mut failure = None;
         if let Some(wait) = wait {
@@ -129,7 +134,7 @@ impl ClaimConnection {
                 if claim.items.len() >= n {
                     break;
                 }
-                let seen = self.seen.get(&shard).copied().unwrap_or(0);
+                let seen = self.seen(shard).unwrap_or(0);
                 let last_pass = rank == 2 && !asked.contains(&shard);
                 if seen > rank && !last_pass {
                     continue;
@@ -150,29 +155,52 @@ impl ClaimConnection {
             }
         }
         let unasked: Vec<ShardId> = shards.into_iter().filter(|s| !asked.contains(s)).collect();
-        // Looks and wake-ups are hints: a failed one is left for the next round.
-        if !unasked.is_empty()
-            && let Ok(tops) = queue.top_ranks(&unasked).await
-        {
-            for (shard, top) in unasked.iter().zip(tops) {
-                self.seen.insert(*shard, top);
-            }
-        }
+        // The look asks only for work more urgent than the least urgent this round took.
+        let took = claim.items.iter().map(|l| l.priority.rank()).max();
+        let look = took.filter(|t| *t > 0 && !unasked.is_empty());
         // The shard that filled this claim has work left: pass the wake-up on, as the first
         // shard's script does.
-        if claim.items.len() >= n
-            && let Some(last) = claim.items.last().map(|l| l.shard)
-            && last != ShardId::FIRST
-            && self.seen.get(&last).is_some_and(|r| *r < 3)
-            && let Ok(conn) = self.conn().await
-            && let Err(e) = queue.wake_for(conn, last, 1).await
-        {
-            debug!(error = %e, "cannot pass a wake-up on");
+        let pass_on = claim.items.last().map(|l| l.shard).filter(|last| {
+            claim.items.len() >= n
+                && *last != ShardId::FIRST
+                && self.seen(*last).is_some_and(|r| r < 3)
+        });
+        // Looks and wake-ups are hints: they run beside the caller's work on the claim (and
+        // its next round), and a failed one is left to the next round.
+        if look.is_some() || pass_on.is_some() {
+            let seen = self.seen.clone();
+            tokio::spawn(async move {
+                if let Some(took) = look
+                    && let Ok(tops) = queue.top_ranks(&unasked, took).await
+                {
+                    let mut seen = seen.lock().expect("seen lock");
+                    for (shard, top) in unasked.iter().zip(tops) {
+                        seen.insert(*shard, top);
+                    }
+                }
+                if let Some(last) = pass_on
+                    && let Err(e) = async {
+                        let mut conn = queue.conn("pass a wake-up on").await?;
+                        queue.wake_for(&mut conn, last, 1).await
+                    }
+                    .await
+                {
+                    debug!(error = %e, "cannot pass a wake-up on");
+                }
+            });
         }
         match failure {
             Some(e) if claim.items.is_empty() => Err(e),
             _ => Ok(claim),
         }
+    }
+
+    fn seen(&self, shard: ShardId) -> Option<u8> {
+        self.seen.lock().expect("seen lock").get(&shard).copied()
+    }
+
+    fn note(&self, shard: ShardId, rank: u8) {
+        self.seen.lock().expect("seen lock").insert(shard, rank);
     }
 
     /// Adds one shard's part to a round's claim, or notes its failure (the first is kept).
@@ -186,14 +214,14 @@ impl ClaimConnection {
         let (part, left) = match part {
             Ok(part) => part,
             Err(e) => {
-                self.seen.insert(shard, FAILED);
+                self.note(shard, FAILED);
                 // The next call gets a fresh connection (a failover may have broken this one).
                 self.conn = None;
                 failure.get_or_insert(e);
                 return;
             }
         };
-        self.seen.insert(shard, left);
+        self.note(shard, left);
         claim.epoch_present &= part.epoch_present;
         claim.next_due = match (claim.next_due, part.next_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -202,6 +230,10 @@ impl ClaimConnection {
         claim.items.extend(part.items);
     }
 }
+
+/// Rounds a claim loop starts at the same shard (see `ClaimConnection::turn`): each shard is
+/// still first for some loop within `STAY_ROUNDS` times the shards' count of rounds.
+const STAY_ROUNDS: usize = 4;
 
 /// What a shard that failed counts as seen holding: past every rank, so it is asked again only
 /// in a round's last pass.
@@ -250,8 +282,8 @@ impl Queue {
         ClaimConnection {
             queue: self.clone(),
             conn: None,
-            seen: HashMap::new(),
-            turn: 0,
+            seen: Default::default(),
+            turn: LeaseToken::random().0 as usize,
         }
     }
 
@@ -346,21 +378,25 @@ impl Queue {
         inv
     }
 
-    /// Each shard's highest priority rank with items ready (3: none). The shards are asked
-    /// at once, each on a connection of its own (on a cluster, a pipeline may not cross
-    /// slots), so the look costs one round trip.
-    async fn top_ranks(&self, shards: &[ShardId]) -> Result<Vec<u8>> {
+    /// Each shard's highest priority rank with items ready, looking only at ranks more
+    /// urgent than `below` (a shard with none of those counts as holding rank `below`, which
+    /// a round asks it about in turn). The shards are asked at once, each on a connection of
+    /// its own (on a cluster, a pipeline may not cross slots): the look is one round trip.
+    async fn top_ranks(&self, shards: &[ShardId], below: u8) -> Result<Vec<u8>> {
         let looks = shards.iter().map(|shard| async move {
             let mut conn = self.conn("look at the shards").await?;
             let mut pipe = redis::pipe();
-            for rotation in &self.shard_keys(*shard).rotation {
+            for rotation in &self.shard_keys(*shard).rotation[..usize::from(below)] {
                 pipe.llen(rotation);
             }
             let lengths: Vec<i64> = pipe
                 .query_async(&mut conn)
                 .await
                 .context("look at the shards")?;
-            Ok(lengths.iter().position(|l| *l > 0).unwrap_or(3) as u8)
+            Ok(lengths
+                .iter()
+                .position(|l| *l > 0)
+                .map_or(below, |r| r as u8))
         });
         futures::future::try_join_all(looks).await
     }

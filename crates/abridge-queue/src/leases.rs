@@ -173,63 +173,80 @@ impl Queue {
         if acks.is_empty() && report.is_empty() {
             return Ok(acked);
         }
-        let mut conn = self.conn("acknowledge leases").await?;
         let mut groups = by_shard(acks, |(l, _)| l.shard);
         if groups.is_empty() {
             groups.push((ShardId::FIRST, Vec::new()));
         }
-        for (shard, group) in groups {
-            let keys = self.shard_keys(shard);
+        // The shards at once, each on a connection of its own (a pipeline may not cross
+        // slots on a cluster). Ready counts are summed: a batch with none ready on the shards
+        // asked may still have some elsewhere, which the caller's check in Postgres settles.
+        let each = groups.into_iter().map(|(shard, group)| {
             let group: Vec<&(LeaseRef, AfterAck)> = group.into_iter().map(|(_, a)| a).collect();
-            let chunks: Vec<&[&(LeaseRef, AfterAck)]> = if group.is_empty() {
-                vec![&[]]
-            } else {
-                group.chunks(5_000).collect()
-            };
-            let last = chunks.len() - 1;
-            for (n, chunk) in chunks.into_iter().enumerate() {
-                // Ready counts are read once per shard, after its last chunk, and summed: a
-                // batch with none ready on the shards asked may still have some elsewhere,
-                // which the caller's check in Postgres settles.
-                let reported: &[BatchId] = if n == last { report } else { &[] };
-                let mut inv = scripts::ACK.prepare_invoke();
-                inv.key(&keys.lease_deadlines)
-                    .key(&keys.lease_holders)
-                    .key(&keys.delayed)
-                    .key(&keys.delayed_places);
-                if shard == ShardId::FIRST {
-                    inv.key(&keys.wake);
-                }
-                inv.arg(&keys.prefix).arg(reported.len());
-                for b in reported {
-                    inv.arg(b.to_string());
-                }
-                let mut readied = 0;
-                for (l, after) in chunk {
-                    push_lease(&mut inv, l);
-                    if *after == AfterAck::Ready {
-                        readied += 1;
-                    }
-                    inv.arg(match after {
-                        AfterAck::Drop => -1,
-                        AfterAck::Ready => 0,
-                        AfterAck::Delay(d) => millis(*d).max(1) as i64,
-                    });
-                }
-                let reply: Vec<i64> = inv
-                    .invoke_async(&mut conn)
-                    .await
-                    .context("acknowledge leases")?;
-                acked.removed += reply.first().copied().unwrap_or(0);
-                if n == last {
-                    for (slot, v) in acked.ready.iter_mut().zip(reply.into_iter().skip(1)) {
-                        *slot += v;
-                    }
-                }
-                self.wake_for(&mut conn, shard, readied).await?;
+            self.ack_on(shard, group, report)
+        });
+        for (removed, ready) in futures::future::try_join_all(each).await? {
+            acked.removed += removed;
+            for (slot, v) in acked.ready.iter_mut().zip(ready) {
+                *slot += v;
             }
         }
         Ok(acked)
+    }
+
+    /// [`Queue::ack`] on one shard: leases removed, and the ready counts of `report`.
+    async fn ack_on(
+        &self,
+        shard: ShardId,
+        group: Vec<&(LeaseRef, AfterAck)>,
+        report: &[BatchId],
+    ) -> Result<(i64, Vec<i64>)> {
+        let mut conn = self.conn("acknowledge leases").await?;
+        let keys = self.shard_keys(shard);
+        let chunks: Vec<&[&(LeaseRef, AfterAck)]> = if group.is_empty() {
+            vec![&[]]
+        } else {
+            group.chunks(5_000).collect()
+        };
+        let last = chunks.len() - 1;
+        let (mut removed, mut ready) = (0, Vec::new());
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            // Ready counts are read once, after the last chunk.
+            let reported: &[BatchId] = if n == last { report } else { &[] };
+            let mut inv = scripts::ACK.prepare_invoke();
+            inv.key(&keys.lease_deadlines)
+                .key(&keys.lease_holders)
+                .key(&keys.delayed)
+                .key(&keys.delayed_places);
+            if shard == ShardId::FIRST {
+                inv.key(&keys.wake);
+            }
+            inv.arg(&keys.prefix).arg(reported.len());
+            for b in reported {
+                inv.arg(b.to_string());
+            }
+            let mut readied = 0;
+            for (l, after) in chunk {
+                push_lease(&mut inv, l);
+                if *after == AfterAck::Ready {
+                    readied += 1;
+                }
+                inv.arg(match after {
+                    AfterAck::Drop => -1,
+                    AfterAck::Ready => 0,
+                    AfterAck::Delay(d) => millis(*d).max(1) as i64,
+                });
+            }
+            let reply: Vec<i64> = inv
+                .invoke_async(&mut conn)
+                .await
+                .context("acknowledge leases")?;
+            removed += reply.first().copied().unwrap_or(0);
+            if n == last {
+                ready = reply.into_iter().skip(1).collect();
+            }
+            self.wake_for(&mut conn, shard, readied).await?;
+        }
+        Ok((removed, ready))
     }
 
     /// Puts items back where Postgres says they belong (ready, or delayed until `due`).
