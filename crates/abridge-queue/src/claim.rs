@@ -158,10 +158,12 @@ impl ClaimConnection {
         // The look asks only for work more urgent than the least urgent this round took.
         let took = claim.items.iter().map(|l| l.priority.rank()).max();
         let look = took.filter(|t| *t > 0 && !unasked.is_empty());
-        // The shard that filled this claim has work left: pass the wake-up on, as the first
-        // shard's script does.
+        // A loop woken from its wait that filled this claim on a shard with work left passes
+        // the wake-up on, as the first shard's script does (a busy loop's claims need not:
+        // whoever woke the idle ones left a wake-up per item, up to the limit).
         let pass_on = claim.items.last().map(|l| l.shard).filter(|last| {
-            claim.items.len() >= n
+            wait.is_some()
+                && claim.items.len() >= n
                 && *last != ShardId::FIRST
                 && self.seen(*last).is_some_and(|r| r < 3)
         });
