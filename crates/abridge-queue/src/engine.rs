@@ -7,8 +7,9 @@
 //! - `redis+sentinel://[user:pass@]host:port[,host:port...]/MASTER`: the master the sentinels
 //!   name `MASTER`, found again after a failover.
 //!
-//! A queue's keys share one hash tag, so on a cluster they live in one slot: every script
-//! runs on one node, as on a single server.
+//! A shard's keys share one hash tag, so on a cluster they live in one slot: every script
+//! runs on one node, as on a single server (a queue has one shard unless
+//! `ABRIDGE_QUEUE_SHARDS` says more; see `shards`).
 
 use std::sync::Arc;
 

@@ -142,16 +142,17 @@ impl Queue {
         priority: Priority,
         share: Share<'_>,
     ) {
-        let shards = i32::try_from(self.layout().len()).unwrap_or(1).max(1);
         inv.arg(&keys.prefix)
             .arg(priority.rank())
             .arg(share.owner())
             .arg(share.weight)
-            .arg(
-                share
-                    .max_in_flight
-                    .map_or(0, |cap| (cap + shards - 1) / shards),
-            );
+            .arg(self.shard_cap(share.max_in_flight));
+    }
+
+    /// A shard's part of a limit on items in flight (0: none): an equal part, rounded up.
+    pub(crate) fn shard_cap(&self, max_in_flight: Option<i32>) -> i32 {
+        let shards = i32::try_from(self.layout().len()).unwrap_or(1).max(1);
+        max_in_flight.map_or(0, |cap| (cap + shards - 1) / shards)
     }
 
     /// Drops a staged batch whose rows were not written.

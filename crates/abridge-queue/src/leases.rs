@@ -8,8 +8,8 @@ use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Context, Queue, QueueError, Result, ShardId, millis, parse_batch, parse_item, parse_position,
-    parse_rank, scripts,
+    Context, Keys, Queue, QueueError, Result, ShardId, millis, parse_batch, parse_item,
+    parse_position, parse_rank, scripts,
 };
 
 /// A lease a worker holds, with what Redis needs to renew, re-create or requeue it.
@@ -285,41 +285,62 @@ impl Queue {
     }
 
     /// Removes up to `max` expired leases of each shard and returns them; of several
-    /// reapers, exactly one gets each.
+    /// reapers, exactly one gets each. A shard that cannot be reached is left for the next
+    /// pass: what the others gave is returned all the same (those leases are gone from Redis).
     pub async fn take_expired(&self, max: usize) -> Result<Vec<TakenLease>> {
-        let mut conn = self.conn("take expired leases").await?;
-        let mut taken = Vec::new();
-        for shard in self.active_shards() {
-            let keys = self.shard_keys(shard);
-            let reply: Vec<String> = scripts::REAP
-                .key(&keys.lease_deadlines)
+        self.take_from_every_shard("take expired leases", |keys| {
+            let mut inv = scripts::REAP.prepare_invoke();
+            inv.key(&keys.lease_deadlines)
                 .key(&keys.lease_holders)
                 .key(&keys.taken)
-                .arg(max)
-                .invoke_async(&mut conn)
-                .await
-                .context("take expired leases")?;
-            taken.extend(parse_taken(&reply, shard, "take expired leases")?);
-        }
-        Ok(taken)
+                .arg(max);
+            inv
+        })
+        .await
     }
 
-    /// Removes every lease `worker` holds and returns them.
+    /// Removes every lease `worker` holds and returns them (as [`Queue::take_expired`], a
+    /// shard that cannot be reached is left for the next call).
     pub async fn take_worker_leases(&self, worker: WorkerId) -> Result<Vec<TakenLease>> {
-        let mut conn = self.conn("take a worker's leases").await?;
-        let mut taken = Vec::new();
-        for shard in self.active_shards() {
-            let keys = self.shard_keys(shard);
-            let reply: Vec<String> = scripts::RELEASE_WORKER
-                .key(&keys.lease_deadlines)
+        self.take_from_every_shard("take a worker's leases", |keys| {
+            let mut inv = scripts::RELEASE_WORKER.prepare_invoke();
+            inv.key(&keys.lease_deadlines)
                 .key(&keys.lease_holders)
                 .key(&keys.taken)
-                .arg(worker.to_string())
+                .arg(worker.to_string());
+            inv
+        })
+        .await
+    }
+
+    /// Runs a script that takes leases on every shard; fails only if no shard answered.
+    async fn take_from_every_shard(
+        &self,
+        context: &'static str,
+        invocation: impl Fn(&Keys) -> redis::ScriptInvocation<'static>,
+    ) -> Result<Vec<TakenLease>> {
+        let mut conn = self.conn(context).await?;
+        let mut taken = Vec::new();
+        let mut failure = None;
+        let mut answered = 0;
+        for shard in self.active_shards() {
+            let reply: Result<Vec<String>> = invocation(&self.shard_keys(shard))
                 .invoke_async(&mut conn)
                 .await
-                .context("take a worker's leases")?;
-            taken.extend(parse_taken(&reply, shard, "take a worker's leases")?);
+                .context(context);
+            match reply {
+                Ok(reply) => {
+                    answered += 1;
+                    taken.extend(parse_taken(&reply, shard, context)?);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
         }
-        Ok(taken)
+        match failure {
+            Some(e) if answered == 0 => Err(e),
+            _ => Ok(taken),
+        }
     }
 }

@@ -15,16 +15,21 @@ impl Queue {
         weight: i32,
         max_in_flight: Option<i32>,
     ) -> Result<()> {
+        self.refresh_shards().await?;
         let mut conn = self.conn("set a tenant's limits").await?;
-        scripts::LIMITS
-            .key(format!("{}weights", self.keys.prefix))
-            .key(format!("{}caps", self.keys.prefix))
-            .arg(tenant)
-            .arg(weight)
-            .arg(max_in_flight.unwrap_or(0))
-            .invoke_async::<()>(&mut conn)
-            .await
-            .context("set a tenant's limits")
+        for shard in self.active_shards() {
+            let keys = self.shard_keys(shard);
+            scripts::LIMITS
+                .key(format!("{}weights", keys.prefix))
+                .key(format!("{}caps", keys.prefix))
+                .arg(tenant)
+                .arg(weight)
+                .arg(self.shard_cap(max_in_flight))
+                .invoke_async::<()>(&mut conn)
+                .await
+                .context("set a tenant's limits")?;
+        }
+        Ok(())
     }
 
     /// Whether a server was found to refuse structured answers for a model (`what`), fleet-wide.

@@ -17,8 +17,9 @@
 //! ([`Queue::retire_empty_shards`]). Changing `n` on a live fleet is a rolling restart: the
 //! new layout's shards fill while the old ones are worked off.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use abridge_core::BatchId;
 use redis::AsyncCommands;
@@ -42,10 +43,18 @@ pub(crate) struct Shards {
     /// Where new items go: this process's `ABRIDGE_QUEUE_SHARDS` shards, the first first.
     layout: Vec<ShardId>,
     known: RwLock<Known>,
-    /// Set once this process has recorded its layout: it places nothing on a shard before
-    /// then, so that no item waits where no claimer looks.
-    recorded: AtomicBool,
+    /// When this process last recorded its layout. It records it before it places an item
+    /// outside the first shard, and again every `RECORD_EVERY` while it places items, so
+    /// that no item waits long where no claimer looks.
+    recorded_at: Mutex<Option<Instant>>,
+    /// Shards outside this layout found empty, and since when: one is retired only once it
+    /// has stayed empty for the grace the reconciler gives.
+    empty_since: Mutex<HashMap<ShardId, Instant>>,
 }
+
+/// How often a process that places items records its layout again (a reconciler that found a
+/// shard empty waits longer than this before it retires it).
+pub const RECORD_EVERY: Duration = Duration::from_secs(10);
 
 struct Known {
     /// By [`ShardId`]; only ever appended to.
@@ -67,8 +76,8 @@ impl Shards {
                 keys,
                 active: layout.clone(),
             }),
-            // One shard is the first, which every process claims from.
-            recorded: AtomicBool::new(layout.len() == 1),
+            recorded_at: Mutex::new(None),
+            empty_since: Mutex::new(HashMap::new()),
             layout,
         }
     }
@@ -160,22 +169,64 @@ impl Queue {
             .await
             .context("refresh shards")?;
         self.shards.set_recorded(&recorded);
-        self.shards.recorded.store(true, Ordering::Release);
-        Ok(())
+        *self.shards.recorded_at.lock().expect("shards lock") = Some(Instant::now());
+        self.copy_pause().await
     }
 
-    /// Records this process's layout before it first places an item outside the first shard.
+    /// Records this process's layout before it places an item outside the first shard, and
+    /// again every `RECORD_EVERY` (a reconciler may have retired a shard of it meanwhile).
     pub(crate) async fn ensure_recorded(&self) -> Result<()> {
-        if self.shards.recorded.load(Ordering::Acquire) {
+        if self.shards.layout.len() == 1 {
+            return Ok(()); // the first shard, which every process claims from
+        }
+        let last = *self.shards.recorded_at.lock().expect("shards lock");
+        if last.is_some_and(|at| at.elapsed() < RECORD_EVERY) {
             return Ok(());
         }
         self.refresh_shards().await
     }
 
-    /// Drops from the record every shard outside this process's layout that holds nothing
-    /// (no ready, delayed or leased item); returns how many. A process still running with
-    /// that shard in its layout records it again at its next refresh.
-    pub async fn retire_empty_shards(&self) -> Result<usize> {
+    /// Gives every other shard the first shard's copy of the pause, where it holds an older
+    /// one: a shard first used while the queue is paused must not hand out items.
+    async fn copy_pause(&self) -> Result<()> {
+        let others: Vec<ShardId> = self
+            .active_shards()
+            .into_iter()
+            .filter(|s| *s != ShardId::FIRST)
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn("copy the pause to every shard").await?;
+        let (paused, generation): (bool, Option<i64>) = redis::pipe()
+            .exists(&self.keys.paused)
+            .get(&self.keys.pause_generation)
+            .query_async(&mut conn)
+            .await
+            .context("copy the pause to every shard")?;
+        let Some(generation) = generation else {
+            return Ok(());
+        };
+        for shard in others {
+            let keys = self.shard_keys(shard);
+            crate::scripts::PAUSE
+                .key(&keys.paused)
+                .key(&keys.pause_generation)
+                .arg(generation)
+                .arg(i64::from(paused))
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .context("copy the pause to every shard")?;
+        }
+        Ok(())
+    }
+
+    /// Drops from the record every shard outside this process's layout that has held nothing
+    /// (no ready, delayed or leased item) at every look for at least `grace`; returns how
+    /// many. The grace covers what the looks cannot see at once (an item given back between
+    /// two reads) and a process still placing there, which records its layout again within
+    /// `RECORD_EVERY`.
+    pub async fn retire_empty_shards(&self, grace: Duration) -> Result<usize> {
         let retired: Vec<ShardId> = self
             .shards
             .active()
@@ -195,7 +246,14 @@ impl Queue {
                 .query_async(&mut conn)
                 .await
                 .context("retire empty shards")?;
-            if sizes.iter().all(|n| *n == 0) {
+            let mut empty_since = self.shards.empty_since.lock().expect("shards lock");
+            if sizes.iter().any(|n| *n > 0) {
+                empty_since.remove(&shard);
+                continue;
+            }
+            let since = *empty_since.entry(shard).or_insert_with(Instant::now);
+            if since.elapsed() >= grace {
+                empty_since.remove(&shard);
                 gone.push(keys.tag.clone());
             }
         }

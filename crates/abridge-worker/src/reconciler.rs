@@ -119,7 +119,10 @@ pub async fn reconcile_once(
             "moved entries from the key names of an older build"
         );
     }
-    let retired = worker.queue.retire_empty_shards().await?;
+    let retired = worker
+        .queue
+        .retire_empty_shards(2 * abridge_queue::RECORD_EVERY)
+        .await?;
     if retired > 0 {
         info!(
             retired,
