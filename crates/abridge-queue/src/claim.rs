@@ -11,6 +11,7 @@ use abridge_core::{LeaseToken, WorkerId};
 
 use tracing::debug;
 
+use crate::shards::wake_key;
 use crate::{
     Context, LeaseRef, Queue, QueueError, Result, ShardId, millis, parse_batch, parse_item,
     parse_position, parse_rank, pool, scripts,
@@ -368,9 +369,7 @@ impl Queue {
             .key(&keys.delayed_places)
             .key(&keys.epoch)
             .key(&keys.paused);
-        if shard == ShardId::FIRST {
-            inv.key(&keys.wake);
-        }
+        wake_key(&mut inv, &keys, shard);
         inv.arg(&keys.prefix)
             .arg(worker.to_string())
             .arg(token.0)

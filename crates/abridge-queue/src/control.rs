@@ -8,7 +8,8 @@ use abridge_core::WorkerId;
 use chrono::Utc;
 use redis::AsyncCommands;
 
-use crate::{Context, Queue, Result, ShardId, millis, scripts};
+use crate::shards::wake_key;
+use crate::{Context, Queue, Result, millis, scripts};
 
 /// What the last reconcile pass found, as it recorded it for the fleet gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -34,9 +35,7 @@ impl Queue {
             let keys = self.shard_keys(shard);
             let mut inv = scripts::PAUSE.prepare_invoke();
             inv.key(&keys.paused).key(&keys.pause_generation);
-            if shard == ShardId::FIRST {
-                inv.key(&keys.wake);
-            }
+            wake_key(&mut inv, &keys, shard);
             let written: i64 = inv
                 .arg(generation)
                 .arg(i64::from(paused))

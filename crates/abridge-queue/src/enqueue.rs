@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use abridge_core::{BatchId, ItemId, Priority};
 
+use crate::shards::wake_key;
 use crate::{Context, Keys, Queue, Result, ShardId, Share, millis, scripts};
 
 /// A staged batch lives this long without being activated. Far longer than writing any batch
@@ -52,9 +53,7 @@ impl Queue {
                 inv.key(keys.rotation_for(priority))
                     .key(keys.ready(batch))
                     .key(keys.cancelled(batch));
-                if shard == ShardId::FIRST {
-                    inv.key(&keys.wake);
-                }
+                wake_key(&mut inv, &keys, shard);
                 inv.arg(batch.to_string());
                 self.share_args(&mut inv, &keys, priority, share);
                 for (position, id) in chunk {
@@ -116,9 +115,7 @@ impl Queue {
                 .key(keys.ready(batch))
                 .key(keys.cancelled(batch))
                 .key(keys.staged(batch));
-            if shard == ShardId::FIRST {
-                inv.key(&keys.wake);
-            }
+            wake_key(&mut inv, &keys, shard);
             inv.arg(batch.to_string());
             self.share_args(&mut inv, &keys, priority, share);
             let n: i64 = inv

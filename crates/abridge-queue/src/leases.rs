@@ -7,6 +7,7 @@ use std::time::Duration;
 use abridge_core::{BatchId, ItemId, LeaseToken, Priority, WorkerId};
 use chrono::{DateTime, Utc};
 
+use crate::shards::wake_key;
 use crate::{
     Context, Keys, Queue, QueueError, Result, ShardId, millis, parse_batch, parse_item,
     parse_position, parse_rank, scripts,
@@ -217,9 +218,7 @@ impl Queue {
                 .key(&keys.lease_holders)
                 .key(&keys.delayed)
                 .key(&keys.delayed_places);
-            if shard == ShardId::FIRST {
-                inv.key(&keys.wake);
-            }
+            wake_key(&mut inv, &keys, shard);
             inv.arg(&keys.prefix).arg(reported.len());
             for b in reported {
                 inv.arg(b.to_string());
@@ -262,9 +261,7 @@ impl Queue {
                 inv.key(&keys.lease_deadlines)
                     .key(&keys.delayed)
                     .key(&keys.delayed_places);
-                if shard == ShardId::FIRST {
-                    inv.key(&keys.wake);
-                }
+                wake_key(&mut inv, &keys, shard);
                 inv.arg(&keys.prefix);
                 for (_, p) in chunk {
                     inv.arg(p.item.0)

@@ -113,6 +113,14 @@ impl Shards {
     }
 }
 
+/// Gives a script on `shard` the wake list as its last key: only the first shard holds it,
+/// and the other shards' scripts go without (`wake` in `lua/lib.lua`).
+pub(crate) fn wake_key(inv: &mut redis::ScriptInvocation<'_>, keys: &Keys, shard: ShardId) {
+    if shard == ShardId::FIRST {
+        inv.key(&keys.wake);
+    }
+}
+
 impl Queue {
     /// This queue spread over `n` shards (at least one): see the module's text.
     pub fn with_shards(mut self, n: usize) -> Self {

@@ -138,20 +138,15 @@ async fn a_fleet_rides_out_a_cluster_master_dying() {
     until_succeeded(&worker, done.batch_id, 300, "some done").await;
 
     // SIGKILL the master that holds the queue's slot; its replica is promoted.
-    let dead = cluster.master_of(&slot_key).expect("a master");
-    let open = 2000 - succeeded(&worker, done.batch_id).await;
-    cluster.kill(dead);
-    eventually(Duration::from_secs(30), "the replica promoted", || async {
-        cluster.master_of(&slot_key).is_some_and(|p| p != dead)
-    })
+    kill_master_mid_batch(
+        &mut cluster,
+        &worker,
+        done.batch_id,
+        running,
+        &slot_key,
+        "cluster failover",
+    )
     .await;
-    let resumed = time_to_resume(&worker, done.batch_id).await;
-    let report = every_item_once(&worker, done.batch_id, running, open).await;
-    eprintln!(
-        "cluster failover: claims resumed {resumed:?} after the promotion; {} refused; the reconciler restored {} items",
-        report.fenced, report.restored
-    );
-    assert!(resumed < Duration::from_secs(10), "{resumed:?}");
 }
 
 #[tokio::test]
@@ -231,18 +226,39 @@ async fn a_queue_over_three_shards_works_every_master_and_rides_out_one_dying() 
     }
 
     // SIGKILL the master of a shard other than the first; its replica is promoted.
-    let victim = shard_key(layout[1]);
-    let dead = cluster.master_of(&victim).expect("a master");
-    let open = 2000 - succeeded(&worker, done.batch_id).await;
+    kill_master_mid_batch(
+        &mut cluster,
+        &worker,
+        done.batch_id,
+        running,
+        &shard_key(layout[1]),
+        "sharded cluster failover",
+    )
+    .await;
+}
+
+/// SIGKILLs the master that holds `key`'s slot while `batch` runs, waits for its replica's
+/// promotion, and runs the batch to its end: claims resume within 10 s of the promotion and
+/// every item ends once. Prints the figures under `what`.
+async fn kill_master_mid_batch(
+    cluster: &mut LocalRedisCluster,
+    worker: &Worker,
+    batch: abridge_core::BatchId,
+    running: Running,
+    key: &str,
+    what: &str,
+) {
+    let dead = cluster.master_of(key).expect("a master");
+    let open = 2000 - succeeded(worker, batch).await;
     cluster.kill(dead);
     eventually(Duration::from_secs(30), "the replica promoted", || async {
-        cluster.master_of(&victim).is_some_and(|p| p != dead)
+        cluster.master_of(key).is_some_and(|p| p != dead)
     })
     .await;
-    let resumed = time_to_resume(&worker, done.batch_id).await;
-    let report = every_item_once(&worker, done.batch_id, running, open).await;
+    let resumed = time_to_resume(worker, batch).await;
+    let report = every_item_once(worker, batch, running, open).await;
     eprintln!(
-        "sharded cluster failover: claims resumed {resumed:?} after the promotion; {} refused; the reconciler restored {} items",
+        "{what}: claims resumed {resumed:?} after the promotion; {} refused; the reconciler restored {} items",
         report.fenced, report.restored
     );
     assert!(resumed < Duration::from_secs(10), "{resumed:?}");
