@@ -149,7 +149,8 @@ impl Queue {
     /// A shard's part of a limit on items in flight (0: none): an equal part, rounded up.
     pub(crate) fn shard_cap(&self, max_in_flight: Option<i32>) -> i32 {
         let shards = i32::try_from(self.layout().len()).unwrap_or(1).max(1);
-        max_in_flight.map_or(0, |cap| (cap + shards - 1) / shards)
+        // Rounded up without `cap + shards - 1`, which a cap near i32::MAX would overflow.
+        max_in_flight.map_or(0, |cap| cap / shards + i32::from(cap % shards > 0))
     }
 
     /// Drops a staged batch whose rows were not written.
@@ -163,5 +164,26 @@ impl Queue {
                 .context("unstage items")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use abridge_core::settings::Secret;
+
+    #[test]
+    fn a_shards_part_of_a_cap_is_rounded_up_and_never_overflows() {
+        let queue = |n| {
+            Queue::connect(&Secret::new("redis://127.0.0.1:1/"), "t", "q", 1)
+                .unwrap()
+                .with_shards(n)
+        };
+        assert_eq!(queue(1).shard_cap(Some(i32::MAX)), i32::MAX);
+        assert_eq!(queue(3).shard_cap(Some(i32::MAX)), i32::MAX / 3 + 1);
+        assert_eq!(queue(3).shard_cap(Some(3)), 1);
+        assert_eq!(queue(3).shard_cap(Some(4)), 2);
+        assert_eq!(queue(3).shard_cap(Some(1)), 1);
+        assert_eq!(queue(3).shard_cap(None), 0);
     }
 }
