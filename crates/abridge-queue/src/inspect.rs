@@ -103,7 +103,7 @@ impl Queue {
 
     /// Leases held per worker: the items each worker has in hand right now.
     pub async fn leases_by_worker(&self) -> Result<HashMap<WorkerId, i64>> {
-        self.refresh_shards().await?;
+        self.refresh_shards_if_stale().await?;
         let mut conn = self.conn("count leases per worker").await?;
         let mut counts = HashMap::new();
         for shard in self.active_shards() {
@@ -145,7 +145,7 @@ impl Queue {
 
     /// Queue depth over every shard.
     pub async fn stats(&self) -> Result<QueueStats> {
-        self.refresh_shards().await?;
+        self.refresh_shards_if_stale().await?;
         let mut conn = self.conn("read queue stats").await?;
         let mut stats = QueueStats::default();
         for shard in self.active_shards() {

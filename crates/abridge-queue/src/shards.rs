@@ -187,6 +187,12 @@ impl Queue {
         if self.shards.layout.len() == 1 {
             return Ok(()); // the first shard, which every process claims from
         }
+        self.refresh_shards_if_stale().await
+    }
+
+    /// [`Queue::refresh_shards`], unless this process did it within `RECORD_EVERY`: for the
+    /// figures, which a dashboard reads every second.
+    pub(crate) async fn refresh_shards_if_stale(&self) -> Result<()> {
         let last = *self.shards.recorded_at.lock().expect("shards lock");
         if last.is_some_and(|at| at.elapsed() < RECORD_EVERY) {
             return Ok(());
