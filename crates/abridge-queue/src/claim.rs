@@ -56,32 +56,18 @@ impl ClaimConnection {
 
     /// As [`Queue::claim`]; with `wait`, it first waits up to that long for a wake-up, in the
     /// same round trip (see `Queue::wait_then_claim_on`).
+    ///
+    /// On a queue of several shards this is a round. An idle loop's wait (and the claim
+    /// behind it) is on the first shard, which holds the wake list. Then rank by rank, most
+    /// urgent first, each shard that had work of that rank at the last look gives what it has
+    /// of it, until `n` are taken; the least urgent rank's pass asks every shard not yet asked
+    /// (it promotes each one's due retries), so a round that comes back short has looked
+    /// everywhere. A round that fills early looks at the shards it did not ask, so the next
+    /// round knows where the most urgent work is: priorities hold across shards to within
+    /// one claim. A shard that fails (its master is away: a failover) is skipped for the
+    /// round; the round fails only if it took nothing, and never after it took items (their
+    /// leases would be left to expire). After an error the next call takes a fresh connection.
     pub async fn claim(
-        &mut self,
-        worker: WorkerId,
-        lease: Duration,
-        n: usize,
-        wait: Option<Duration>,
-    ) -> Result<Claim> {
-        let result = self.round(worker, lease, n, wait).await;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
-    }
-
-    /// One claim over the shards (see [`Queue::claim`] for one shard): an idle loop's wait
-    /// (and the claim behind it) is on the first shard, which holds the wake list. Then rank
-    /// by rank, most urgent first, each shard that had work of that rank at the last look
-    /// gives what it has of it, taking turns among shards, until `n` are taken; the least
-    /// urgent rank's pass asks every shard not yet asked (it promotes each one's due
-    /// retries), so a round that comes back short has looked everywhere. A round that fills
-    /// early looks at the shards it did not ask (a pipelined peek), so the next round knows
-    /// where the most urgent work is: priorities hold across shards to within one claim.
-    /// A shard that fails (its master is away: a failover) is skipped for the round; the
-    /// round fails only if it took nothing, and never after it took items (their leases would
-    /// be left to expire).
-    async fn round(
         &mut self,
         worker: WorkerId,
         lease: Duration,
@@ -99,19 +85,22 @@ impl ClaimConnection {
         let mut shards = queue.active_shards();
         if shards.len() == 1 {
             let conn = self.conn().await?;
-            let (part, _) = match wait {
+            let part = match wait {
                 Some(wait) => {
                     queue
                         .wait_then_claim_on(conn, shards[0], worker, token, lease, n, wait)
-                        .await?
+                        .await
                 }
                 None => {
                     queue
                         .claim_on(conn, shards[0], worker, token, lease, n, 2)
-                        .await?
+                        .await
                 }
             };
-            return Ok(part);
+            if part.is_err() {
+                self.conn = None;
+            }
+            return part.map(|(part, _)| part);
         }
         self.turn = self.turn.wrapping_add(1);
         let count = shards.len();
