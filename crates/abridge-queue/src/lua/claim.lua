@@ -1,6 +1,6 @@
 -- claim: lease up to N ready items to one worker, strictly by priority; within a priority,
--- shared out across owners (tenants) by weight, then round-robin across each owner's batches,
--- and in position order within a batch. Promotes due retries first.
+-- shared out across owners (tenants) in turns by weight, then round-robin across each owner's
+-- batches, and in position order within a batch. Promotes due retries first.
 --
 -- KEYS[1..3] rotation lists of owners for ranks 0 (high), 1 (normal), 2 (low)
 -- KEYS[4] lease deadlines (ZSET item -> deadline ms)
@@ -24,7 +24,10 @@
 
 local prefix, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms, max_n, max_rank = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local MIN_SHARE = 8
+-- Items an owner gives per turn, per unit of its weight.
+local QUANTUM = 32
+-- The fewest items a visit to one of an owner's batches takes (while the turn has room).
+local BATCH_SHARE = 8
 local OWNER_TTL_S = 2592000
 local now = now_ms()
 
@@ -81,7 +84,9 @@ local function take(rank, owner, list, batch, want)
   return got
 end
 
--- Takes up to `want` items from `owner`'s batches at `rank`, an equal share from each in turn.
+-- Takes up to `want` items from `owner`'s batches at `rank`, an equal share from each in turn,
+-- and at least BATCH_SHARE from one (an owner with many batches and little room gives a few of
+-- them a visit, and the rotation carries the visits on to its next turn).
 local function take_from_owner(rank, owner, want)
   local list = prefix .. 'batches:' .. rank .. ':' .. owner
   local got = 0
@@ -92,7 +97,7 @@ local function take_from_owner(rank, owner, want)
       redis.call('LREM', prefix .. 'owners:' .. rank, 0, owner)
       break
     end
-    local share = math.ceil((want - got) / batches)
+    local share = math.max(math.ceil((want - got) / batches), BATCH_SHARE)
     for _ = 1, batches do
       if got >= want then
         break
@@ -104,62 +109,71 @@ local function take_from_owner(rank, owner, want)
   return got
 end
 
--- Weights other than 1 are listed in the weights hash; without any, every owner's share is
--- equal and no weight is read.
+-- Owners take turns (deficit round-robin): the owner at the head of the rank's rotation gives
+-- QUANTUM items per unit of its weight, then goes to the back. A turn that a claim filled up
+-- before its end goes on in the next claim (the rank's "turn" hash keeps what is left of it),
+-- so weights hold however small the claims are, and a turn's cost is spread over its items.
 local weighted = redis.call('HLEN', prefix .. 'weights') > 0
 local capped = redis.call('HLEN', prefix .. 'caps') > 0
 for rank = 0, max_rank do
   local rr = KEYS[1 + rank]
+  local turn_key = prefix .. 'turn:' .. rank
+  local saved = redis.call('HMGET', turn_key, 'owner', 'left')
+  -- Whether the kept turn is used up or stale by the end of this claim.
+  local drop = false
+  -- Owners in a row whose turn gave nothing (out of items at this rank, or at their cap).
+  local idle = 0
   while n < max_n do
     local owners = redis.call('LLEN', rr)
-    if owners == 0 then
+    if owners == 0 or idle >= owners then
       break
     end
-    local before = n
-    -- One pass over the owners, each taking its weight's share of what is left, and at least
-    -- MIN_SHARE: with many owners and little room, an owner's turn still carries a few items
-    -- (the rotation carries the turns on across claims).
-    local weight, total = {}, owners
-    if weighted then
-      local names = redis.call('LRANGE', rr, 0, -1)
-      local ws = call_gathered('HMGET', prefix .. 'weights', names)
-      total = 0
-      for i = 1, #names do
-        weight[names[i]] = tonumber(ws[i]) or 1
-        total = total + weight[names[i]]
-      end
+    local owner = redis.call('LINDEX', rr, 0)
+    local left
+    if saved[1] then
+      drop = true
     end
-    local left = max_n - n
-    for _ = 1, owners do
-      if n >= max_n then
-        break
-      end
-      local owner = redis.call('LMOVE', rr, rr, 'LEFT', 'RIGHT')
-      if not owner then
-        break
-      end
-      local w = weight[owner] or 1
-      local share = math.max(math.min(MIN_SHARE, left), math.ceil(left * w / total))
-      share = math.min(share, max_n - n)
-      local limit = capped and room(prefix, owner, now)
+    if saved[1] == owner then
+      left = tonumber(saved[2])
+    else
+      local w = weighted and tonumber(redis.call('HGET', prefix .. 'weights', owner)) or 1
+      left = QUANTUM * w
+    end
+    saved = {}
+    -- An owner alone at this rank need not stop for anyone: its turn runs to the claim's end.
+    local ask = owners == 1 and max_n - n or math.min(left, max_n - n)
+    local limit = capped and room(prefix, owner, now)
+    if limit then
+      ask = math.min(ask, limit)
+    end
+    local got = 0
+    if ask > 0 then
+      local first = #out + 1
+      got = take_from_owner(rank, owner, ask)
+      n = n + got
       if limit then
-        share = math.min(share, limit)
-      end
-      if share > 0 then
-        local first = #out + 1
-        n = n + take_from_owner(rank, owner, share)
-        if limit then
-          local key = prefix .. 'inflight:' .. owner
-          for j = first, #out, 4 do
-            redis.call('ZADD', key, deadline, out[j])
-          end
+        local key = prefix .. 'inflight:' .. owner
+        for j = first, #out, 4 do
+          redis.call('ZADD', key, deadline, out[j])
         end
       end
     end
-    -- Every owner left is at its cap: nothing more at this rank.
-    if n == before then
+    left = left - got
+    if n >= max_n and got == ask and left > 0 then
+      -- The claim is full in the middle of the turn: the next claim goes on with it.
+      redis.call('HSET', turn_key, 'owner', owner, 'left', left)
+      drop = false
       break
     end
+    -- The turn is over: the owner gave its quantum, ran out at this rank, or is at its cap.
+    idle = got == 0 and idle + 1 or 0
+    -- (An owner that ran out has left the rotation already.)
+    if redis.call('LINDEX', rr, 0) == owner then
+      redis.call('LMOVE', rr, rr, 'LEFT', 'RIGHT')
+    end
+  end
+  if drop then
+    redis.call('DEL', turn_key)
   end
 end
 if n > 0 then

@@ -8,6 +8,9 @@
 --                                   (an owner is a tenant's name, or "~" for batches of none)
 --   PREFIX.."batches:"..rank..":"..owner
 --                             LIST  the owner's batch ids in round-robin rotation at that rank
+--   PREFIX.."turn:"..rank     HASH  owner, left: the turn a claim filled up before its end (the
+--                                   owner at the head of "owners:"..rank, and what it has
+--                                   left to give); the next claim goes on with it
 --   PREFIX.."owner:"..batch   STRING the batch's owner (expires; "~" when missing)
 --   PREFIX.."weights"         HASH  owner -> its share of the queue against the others', for
 --                                   weights other than 1 (an owner not listed weighs 1)

@@ -40,14 +40,13 @@ async fn a_claim_takes_higher_priorities_first_then_shares_by_owner_in_batch_ord
     assert_eq!(claim.items.len(), 40);
     assert!(claim.items[..3].iter().all(|l| l.batch == urgent));
     assert!(claim.items.iter().all(|l| l.token == claim.token));
-    // The rest of the claim is shared between the two owners (to within one turn).
-    let of = |batch| claim.items.iter().filter(|l| l.batch == batch).count() as i64;
-    assert!(
-        (of(a) - of(b)).abs() <= 8,
-        "acme {} globex {}",
-        of(a),
-        of(b)
-    );
+    // Then the owners take turns of 32 items: acme's turn (it was first in the rotation),
+    // then globex's, which the claim fills up before its end.
+    let of = |claim: &abridge_queue::Claim, batch| {
+        claim.items.iter().filter(|l| l.batch == batch).count()
+    };
+    assert_eq!((of(&claim, a), of(&claim, b)), (32, 5));
+    assert!(claim.items[3..35].iter().all(|l| l.batch == a));
     // Each batch's items come in input order, from its first position.
     for batch in [a, b] {
         let positions: Vec<i32> = claim
@@ -60,4 +59,12 @@ async fn a_claim_takes_higher_priorities_first_then_shares_by_owner_in_batch_ord
     }
     let stats = queue.stats().await.unwrap();
     assert_eq!((stats.ready, stats.leased), ([0, 43, 0], 40));
+
+    // The next claim goes on with globex's turn (27 more), then acme's last 8 items.
+    let next = queue
+        .claim(WorkerId::new(), Duration::from_secs(30), 40)
+        .await
+        .unwrap();
+    assert!(next.items[..27].iter().all(|l| l.batch == b), "{next:?}");
+    assert_eq!((of(&next, a), of(&next, b)), (8, 32));
 }

@@ -40,11 +40,11 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
     assert_eq!(queue.layout().len(), 3);
     let (a, b, urgent) = (BatchId::new(), BatchId::new(), BatchId::new());
     queue
-        .enqueue(a, Priority::Normal, share("acme"), &ids(100, 60))
+        .enqueue(a, Priority::Normal, share("acme"), &ids(1000, 300))
         .await
         .unwrap();
     queue
-        .enqueue(b, Priority::Normal, share("globex"), &ids(200, 60))
+        .enqueue(b, Priority::Normal, share("globex"), &ids(2000, 300))
         .await
         .unwrap();
     queue
@@ -52,7 +52,7 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         .await
         .unwrap();
     let stats = queue.stats().await.unwrap();
-    assert_eq!(stats.ready, [3, 120, 0]);
+    assert_eq!(stats.ready, [3, 600, 0]);
 
     // One claim connection, as a worker's claim loop has: it remembers what each shard had.
     let mut conn = queue.claim_connection();
@@ -79,40 +79,34 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
             assert!(ranks.is_sorted(), "{ranks:?}");
         }
     }
-    // The two owners share what the two groups took, to within a turn on each shard.
-    let of = |batch| {
-        first
-            .items
-            .iter()
-            .chain(&second.items)
-            .filter(|l| l.batch == batch)
-            .count() as i64
-    };
-    assert!(
-        (of(a) - of(b)).abs() <= 3 * 8,
-        "acme {} globex {}",
-        of(a),
-        of(b)
-    );
-
-    // The rest: each shard held a third of each batch, and a batch's items come off each
-    // shard in position order.
+    // The rest: the two owners share what is taken, to within a turn (32 items) on each
+    // shard; each shard held a third of each batch, and a batch's items come off each shard
+    // in position order.
     let mut all: Vec<_> = first.items.into_iter().chain(second.items).collect();
     loop {
+        let of = |batch| all.iter().filter(|l| l.batch == batch).count() as i64;
+        if (250..350).contains(&all.len()) {
+            assert!(
+                (of(a) - of(b)).abs() <= 3 * 32,
+                "acme {} globex {}",
+                of(a),
+                of(b)
+            );
+        }
         let more = conn.claim(worker, LEASE, 50, None).await.unwrap();
         if more.items.is_empty() {
             break;
         }
         all.extend(more.items);
     }
-    assert_eq!(all.len(), 123);
+    assert_eq!(all.len(), 603);
     for shard in queue.layout() {
         let on = |batch| {
             all.iter()
                 .filter(|l| l.shard == *shard && l.batch == batch)
                 .count()
         };
-        assert_eq!((on(a), on(b), on(urgent)), (20, 20, 1), "shard {shard:?}");
+        assert_eq!((on(a), on(b), on(urgent)), (100, 100, 1), "shard {shard:?}");
         let positions: Vec<i32> = all
             .iter()
             .filter(|l| l.shard == *shard && l.batch == a)
@@ -121,9 +115,9 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         assert!(positions.is_sorted(), "{positions:?}");
     }
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.ready, stats.leased), ([0, 0, 0], 123));
+    assert_eq!((stats.ready, stats.leased), ([0, 0, 0], 603));
     let held = queue.held_counts(&[a, b, urgent]).await.unwrap();
-    assert_eq!((held[&a], held[&b], held[&urgent]), (60, 60, 3));
+    assert_eq!((held[&a], held[&b], held[&urgent]), (300, 300, 3));
 
     // Acknowledgements and retries go to the shard the item was claimed from.
     let acks: Vec<_> = all
@@ -138,7 +132,7 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         })
         .collect();
     let acked = queue.ack(&acks, &[]).await.unwrap();
-    assert_eq!(acked.removed, 123);
+    assert_eq!(acked.removed, 603);
     let again = claim(&queue, 10).await;
     let mut back: Vec<_> = again.items.iter().map(|l| (l.item, l.shard)).collect();
     let mut before: Vec<_> = all
