@@ -24,7 +24,7 @@
 
 local prefix, worker, token = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms, max_n, max_rank = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
--- Items an owner gives per turn, per unit of its weight.
+-- Items an owner gives per turn (when the waiting owners' weights differ, the heaviest's).
 local QUANTUM = 32
 -- The fewest items a visit to one of an owner's batches takes (while the turn has room).
 local BATCH_SHARE = 8
@@ -110,18 +110,42 @@ local function take_from_owner(rank, owner, want)
 end
 
 -- Owners take turns (deficit round-robin): the owner at the head of the rank's rotation gives
--- QUANTUM items per unit of its weight, then goes to the back. A turn that a claim filled up
--- before its end goes on in the next claim (the rank's "turn" hash keeps what is left of it),
--- so weights hold however small the claims are, and a turn's cost is spread over its items.
+-- its turn's items, then goes to the back. A turn that a claim filled up before its end goes
+-- on in the next claim (the rank's "turn" hash keeps what is left of it), so weights hold
+-- however small the claims are, and a turn's cost is spread over its items.
+-- A turn is QUANTUM items when every waiting owner weighs the same. Otherwise the heaviest
+-- owner's turn is QUANTUM, or its weight over the lightest's when that is more, and the
+-- others' are in proportion (at least 1 item): weights of 1000 and 1 give turns of 1000 and
+-- 1, so the light owner never waits for more than the heavy one's share of one item.
 local weighted = redis.call('HLEN', prefix .. 'weights') > 0
 local capped = redis.call('HLEN', prefix .. 'caps') > 0
 for rank = 0, max_rank do
   local rr = KEYS[1 + rank]
+  -- Each waiting owner's turn, when their weights differ (nil: QUANTUM for everyone).
+  local turns = nil
+  if weighted and n < max_n then
+    local names = redis.call('LRANGE', rr, 0, -1)
+    if #names > 0 then
+      local ws = call_gathered('HMGET', prefix .. 'weights', names)
+      local lo, hi = math.huge, 0
+      for i = 1, #ws do
+        ws[i] = tonumber(ws[i]) or 1
+        lo, hi = math.min(lo, ws[i]), math.max(hi, ws[i])
+      end
+      if hi > lo then
+        local top = math.max(QUANTUM, math.ceil(hi / lo))
+        turns = {}
+        for i = 1, #names do
+          turns[names[i]] = math.max(1, math.floor(top * ws[i] / hi + 0.5))
+        end
+      end
+    end
+  end
   local turn_key = prefix .. 'turn:' .. rank
   local saved = redis.call('HMGET', turn_key, 'owner', 'left')
   -- Whether the kept turn is used up or stale by the end of this claim.
   local drop = false
-  -- Owners in a row whose turn gave nothing (out of items at this rank, or at their cap).
+  -- Owners in a row whose turn gave nothing (at their cap, or out of items but still listed).
   local idle = 0
   while n < max_n do
     local owners = redis.call('LLEN', rr)
@@ -129,16 +153,12 @@ for rank = 0, max_rank do
       break
     end
     local owner = redis.call('LINDEX', rr, 0)
-    local left
     if saved[1] then
       drop = true
     end
-    if saved[1] == owner then
-      left = tonumber(saved[2])
-    else
-      local w = weighted and tonumber(redis.call('HGET', prefix .. 'weights', owner)) or 1
-      left = QUANTUM * w
-    end
+    local turn = turns and turns[owner] or QUANTUM
+    -- A kept turn is held to the owner's turn now: an operator's lower weight applies at once.
+    local left = saved[1] == owner and math.min(tonumber(saved[2]), turn) or turn
     saved = {}
     -- An owner alone at this rank need not stop for anyone: its turn runs to the claim's end.
     local ask = owners == 1 and max_n - n or math.min(left, max_n - n)
@@ -159,16 +179,21 @@ for rank = 0, max_rank do
       end
     end
     left = left - got
-    if n >= max_n and got == ask and left > 0 then
+    -- An owner that ran out of items has left the rotation already.
+    local listed = redis.call('LINDEX', rr, 0) == owner
+    if listed and n >= max_n and got == ask and left > 0 then
       -- The claim is full in the middle of the turn: the next claim goes on with it.
       redis.call('HSET', turn_key, 'owner', owner, 'left', left)
       drop = false
       break
     end
-    -- The turn is over: the owner gave its quantum, ran out at this rank, or is at its cap.
-    idle = got == 0 and idle + 1 or 0
-    -- (An owner that ran out has left the rotation already.)
-    if redis.call('LINDEX', rr, 0) == owner then
+    -- The turn is over: the owner gave its turn, ran out at this rank, or is at its cap.
+    if got > 0 then
+      idle = 0
+    elseif listed then
+      idle = idle + 1
+    end
+    if listed then
       redis.call('LMOVE', rr, rr, 'LEFT', 'RIGHT')
     end
   end

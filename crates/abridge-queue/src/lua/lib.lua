@@ -9,8 +9,9 @@
 --   PREFIX.."batches:"..rank..":"..owner
 --                             LIST  the owner's batch ids in round-robin rotation at that rank
 --   PREFIX.."turn:"..rank     HASH  owner, left: the turn a claim filled up before its end (the
---                                   owner at the head of "owners:"..rank, and what it has
---                                   left to give); the next claim goes on with it
+--                                   owner then at the head of "owners:"..rank, and what it
+--                                   has left to give); the next claim goes on with it if that
+--                                   owner is still at the head
 --   PREFIX.."owner:"..batch   STRING the batch's owner (expires; "~" when missing)
 --   PREFIX.."weights"         HASH  owner -> its share of the queue against the others', for
 --                                   weights other than 1 (an owner not listed weighs 1)
@@ -117,7 +118,8 @@ end
 local function rotate_out(prefix, rank, batch, owner)
   owner = owner or owner_of(prefix, batch)
   local list = prefix .. 'batches:' .. rank .. ':' .. owner
-  redis.call('LREM', list, 0, batch)
+  -- From the tail: a claim has just moved the batch there (a batch is listed once).
+  redis.call('LREM', list, -1, batch)
   if redis.call('EXISTS', list) == 0 then
     redis.call('LREM', prefix .. 'owners:' .. rank, 0, owner)
   end

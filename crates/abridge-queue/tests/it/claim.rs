@@ -68,3 +68,123 @@ async fn a_claim_takes_higher_priorities_first_then_shares_by_owner_in_batch_ord
     assert!(next.items[..27].iter().all(|l| l.batch == b), "{next:?}");
     assert_eq!((of(&next, a), of(&next, b)), (8, 32));
 }
+
+fn weighs(tenant: &str, weight: i32, max_in_flight: Option<i32>) -> Share<'_> {
+    Share {
+        tenant: Some(tenant),
+        weight,
+        max_in_flight,
+    }
+}
+
+#[tokio::test]
+async fn a_heavy_owner_holds_a_light_one_off_for_no_more_than_its_weight_and_a_new_weight_applies_at_once()
+ {
+    let env = TestEnv::new().await;
+    let queue = env.queue(&env.settings(&[]));
+    let (heavy, light) = (BatchId::new(), BatchId::new());
+    queue
+        .enqueue(
+            heavy,
+            Priority::Normal,
+            weighs("heavy", 1000, None),
+            &ids(1, 5000),
+        )
+        .await
+        .unwrap();
+    queue
+        .enqueue(
+            light,
+            Priority::Normal,
+            weighs("light", 1, None),
+            &ids(10_000, 100),
+        )
+        .await
+        .unwrap();
+    let me = WorkerId::new();
+    let lease = Duration::from_secs(30);
+
+    // Weights of 1000 and 1: the light owner's turn is 1 item per 1000 of the heavy one's
+    // (not 32 per 32,000, which would starve it here).
+    let mut heavy_before = 0;
+    loop {
+        let claim = queue.claim(me, lease, 64).await.unwrap();
+        assert!(
+            !claim.items.is_empty(),
+            "ran dry before the light owner's turn"
+        );
+        if let Some(i) = claim.items.iter().position(|l| l.batch == light) {
+            heavy_before += i;
+            break;
+        }
+        heavy_before += claim.items.len();
+    }
+    assert!(
+        heavy_before <= 1000,
+        "light waited for {heavy_before} items"
+    );
+
+    // The heavy owner is in the middle of its next turn of 1000; its weight falls to 1, and
+    // the next claims share by the new weights at once.
+    queue.claim(me, lease, 64).await.unwrap();
+    queue.set_limits("heavy", 1, None).await.unwrap();
+    let claim = queue.claim(me, lease, 64).await.unwrap();
+    let light_now = claim.items.iter().filter(|l| l.batch == light).count();
+    assert!(
+        light_now >= 30,
+        "light took {light_now} of 64 after the change"
+    );
+}
+
+#[tokio::test]
+async fn owners_at_their_cap_or_gone_do_not_end_a_claim_while_another_has_work() {
+    let env = TestEnv::new().await;
+    let queue = env.queue(&env.settings(&[]));
+    let (capped, lost, busy) = (BatchId::new(), BatchId::new(), BatchId::new());
+    let me = WorkerId::new();
+    let lease = Duration::from_secs(30);
+    // The capped owner holds its one item in flight.
+    queue
+        .enqueue(
+            capped,
+            Priority::Normal,
+            weighs("capped", 1, Some(1)),
+            &ids(1, 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queue.claim(me, lease, 1).await.unwrap().items.len(), 1);
+    // An owner still listed whose ready set is gone (a partial loss of Redis's data).
+    queue
+        .enqueue(
+            lost,
+            Priority::Normal,
+            weighs("lost", 1, None),
+            &ids(100, 1),
+        )
+        .await
+        .unwrap();
+    queue
+        .enqueue(
+            busy,
+            Priority::Normal,
+            weighs("busy", 1, None),
+            &ids(200, 50),
+        )
+        .await
+        .unwrap();
+    let mut r = redis::Client::open(env.redis_url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("DEL")
+        .arg(queue.keys().ready(lost))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+
+    let claim = queue.claim(me, lease, 10).await.unwrap();
+    assert_eq!(claim.items.len(), 10, "{claim:?}");
+    assert!(claim.items.iter().all(|l| l.batch == busy));
+}

@@ -54,9 +54,9 @@ async fn priorities_are_strict_batches_share_round_robin_items_keep_input_order(
     assert!(order[..4].iter().all(|l| l.batch == high));
     assert!(order[order.len() - 3..].iter().all(|l| l.batch == low));
 
-    // Round-robin, at least 8 items a visit: the 5-item batch, enqueued after the 10,000-item
-    // one, waits for one visit to it (the claim of 8 that reaches normal priority), and is
-    // done within the next claim.
+    // Round-robin, at least 8 items a visit (or what the claim has room for): the 5-item
+    // batch, enqueued after the 10,000-item one, waits for one visit to the big one (the
+    // first claim that reaches normal priority), and is done within the next claim.
     let first_normal = claims
         .iter()
         .position(|c| c.iter().any(|l| l.priority == Priority::Normal))
