@@ -193,6 +193,16 @@ impl TestEnv {
             .with_shards(settings.queue_shards)
     }
 
+    /// A plain connection to the test's Redis, for what a test does behind the queue's back
+    /// (a lost key, a killed subscriber, an older build's names).
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.expose())
+            .expect("test redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis")
+    }
+
     /// The test settings, changed in code: a misspelt field does not compile, where a
     /// misspelt variable in [`TestEnv::settings`] fails at run time.
     pub fn settings_with(&self, change: impl FnOnce(&mut Settings)) -> Settings {

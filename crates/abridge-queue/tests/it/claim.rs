@@ -173,11 +173,7 @@ async fn owners_at_their_cap_or_gone_do_not_end_a_claim_while_another_has_work()
         )
         .await
         .unwrap();
-    let mut r = redis::Client::open(env.redis_url.expose())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut r = env.redis().await;
     let () = redis::cmd("DEL")
         .arg(queue.keys().ready(lost))
         .query_async(&mut r)

@@ -41,8 +41,7 @@ async fn a_dropped_subscription_comes_back_and_says_so() {
 
     // Redis drops every subscriber (as a restart or a failover would). Under `cargo test`
     // nothing else subscribes while this binary runs.
-    let client = redis::Client::open(env.redis_url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = env.redis().await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "pubsub"])
         .query_async(&mut conn)

@@ -43,11 +43,7 @@ async fn items_under_the_old_key_names_keep_their_places() {
         .unwrap();
 
     // Put that state under the names the older build used.
-    let mut r = redis::Client::open(env.redis_url.expose())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut r = env.redis().await;
     let p = &keys.prefix;
     let renamed = [
         (keys.rotation[1].clone(), format!("{p}rr:1")),

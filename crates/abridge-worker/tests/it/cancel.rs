@@ -107,11 +107,7 @@ async fn cancel_costs_the_batchs_items_not_every_delayed_retry() {
         .batch_id;
     let items = w.store.items_of(batch, None, 0, 10).await.unwrap();
     let keys = w.queue.keys().clone();
-    let mut r = redis::Client::open(env.redis_url.expose())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut r = env.redis().await;
     // Two of the batch's items wait to retry; another batch has 20,000 waiting.
     let mut pipe = redis::pipe();
     for item in &items[..2] {

@@ -134,8 +134,7 @@ async fn every_key_lives_under_the_prefix_and_the_queue_hash_tag() {
         .unwrap();
     w.queue.mark_epoch().await.unwrap();
 
-    let client = redis::Client::open(env.redis_url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = env.redis().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*", env.redis_prefix))
         .query_async(&mut conn)

@@ -9,8 +9,7 @@ use abridge_worker::reconciler::{Suspects, reconcile_once};
 use crate::support::*;
 
 async fn wipe_redis(env: &abridge_testkit::TestEnv) {
-    let client = redis::Client::open(env.redis_url.expose()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = env.redis().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:*", env.redis_prefix))
         .query_async(&mut conn)

@@ -15,11 +15,6 @@ use crate::support::*;
 
 const LARGE: usize = 2_500;
 
-async fn redis(env: &abridge_testkit::TestEnv) -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(env.redis_url.expose()).unwrap();
-    client.get_multiplexed_async_connection().await.unwrap()
-}
-
 /// Writes a batch's rows with ids drawn beforehand, as the enqueuer does for a large batch.
 async fn create_rows(w: &abridge_worker::Worker, id: BatchId, ids: &[abridge_core::ItemId]) {
     let input = BatchInput::from_lines(&video_lines('s', ids.len()));
@@ -55,7 +50,7 @@ async fn staged_items_are_out_of_sight_until_the_batch_is_activated() {
     let staged = w.queue.keys().staged(id);
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&staged)
-        .query_async(&mut redis(&env).await)
+        .query_async(&mut env.redis().await)
         .await
         .unwrap();
     assert!(ttl > 0, "a staged set expires if nobody activates it");
@@ -78,13 +73,13 @@ async fn staged_items_are_out_of_sight_until_the_batch_is_activated() {
     assert_eq!(claim.items[0].item, ids[0]);
     let exists: i64 = redis::cmd("EXISTS")
         .arg(&staged)
-        .query_async(&mut redis(&env).await)
+        .query_async(&mut env.redis().await)
         .await
         .unwrap();
     assert_eq!(exists, 0, "activation moves the staged set into place");
     let ttl: i64 = redis::cmd("PTTL")
         .arg(w.queue.keys().ready(id))
-        .query_async(&mut redis(&env).await)
+        .query_async(&mut env.redis().await)
         .await
         .unwrap();
     assert_eq!(ttl, -1, "a ready set never expires");
@@ -145,7 +140,7 @@ async fn activation_merges_with_what_the_reconciler_queued_and_skips_a_cancelled
     );
     let exists: i64 = redis::cmd("EXISTS")
         .arg(w.queue.keys().staged(id))
-        .query_async(&mut redis(&env).await)
+        .query_async(&mut env.redis().await)
         .await
         .unwrap();
     assert_eq!(exists, 0);
@@ -162,7 +157,7 @@ async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_non
     w.queue.stage(id, &ids).await.unwrap();
     let _: () = redis::cmd("DEL")
         .arg(w.queue.keys().staged(id))
-        .query_async(&mut redis(&env).await)
+        .query_async(&mut env.redis().await)
         .await
         .unwrap();
     assert_eq!(
@@ -219,7 +214,7 @@ async fn a_lost_staging_is_made_good_by_enqueueing_and_a_failed_batch_leaves_non
     assert_eq!(w.queue.stats().await.unwrap().ready[1], LARGE as i64);
     let staged: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}staged:*", w.queue.keys().prefix))
-        .query_async(&mut redis(&env).await)
+        .query_async(&mut env.redis().await)
         .await
         .unwrap();
     assert!(staged.is_empty(), "left staged: {staged:?}");
