@@ -120,10 +120,13 @@ end
 local weighted = redis.call('HLEN', prefix .. 'weights') > 0
 local capped = redis.call('HLEN', prefix .. 'caps') > 0
 for rank = 0, max_rank do
+  if n >= max_n then
+    break
+  end
   local rr = KEYS[1 + rank]
   -- Each waiting owner's turn, when their weights differ (nil: QUANTUM for everyone).
   local turns = nil
-  if weighted and n < max_n then
+  if weighted then
     local names = redis.call('LRANGE', rr, 0, -1)
     if #names > 0 then
       local ws = call_gathered('HMGET', prefix .. 'weights', names)
@@ -142,7 +145,8 @@ for rank = 0, max_rank do
     end
   end
   local turn_key = prefix .. 'turn:' .. rank
-  local saved = redis.call('HMGET', turn_key, 'owner', 'left')
+  -- The kept turn, read when the rank has an owner to serve.
+  local saved = nil
   -- Whether the kept turn is used up or stale by the end of this claim.
   local drop = false
   -- Owners in a row whose turn gave nothing (at their cap, or out of items but still listed).
@@ -153,6 +157,7 @@ for rank = 0, max_rank do
       break
     end
     local owner = redis.call('LINDEX', rr, 0)
+    saved = saved or redis.call('HMGET', turn_key, 'owner', 'left')
     if saved[1] then
       drop = true
     end
