@@ -41,7 +41,7 @@ pub use inspect::QueueStats;
 pub use keys::Keys;
 pub use leases::{Acked, AfterAck, LeaseRef, Placement, Renewal, TakenLease};
 pub use notices::{Subscribed, resubscribing};
-pub use shards::{RECORD_EVERY, ShardId};
+pub use shards::{PLACEMENT_BLOCK, RECORD_EVERY, ShardId};
 pub use tooling::ServerStats;
 
 #[derive(Debug, thiserror::Error)]

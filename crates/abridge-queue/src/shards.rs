@@ -4,9 +4,9 @@
 //! Each shard is a whole queue in miniature (rotations, ready sets, leases, delays) under its
 //! own hash tag, and every script runs on one shard. An item's shard is chosen when it is
 //! placed, from its batch and position ([`Queue::placement_shard`]), so each batch is dealt
-//! out evenly across the shards and each shard holds the same mix of priorities, tenants and
-//! batches: the rules a claim applies on one shard (strict priority, fair share) then hold
-//! across shards to within one claim group. A lease remembers the shard it was claimed from,
+//! out evenly across the shards, in blocks of [`PLACEMENT_BLOCK`] positions, and each shard
+//! holds the same mix of priorities, tenants and batches: the rules a claim applies on one
+//! shard (strict priority, fair share) then hold across shards to within one claim group. A lease remembers the shard it was claimed from,
 //! and its renewal, acknowledgement and retry go there.
 //!
 //! A process places items on the shards of its own layout (`n` tags, [`shard_tags`]), but
@@ -55,6 +55,12 @@ pub(crate) struct Shards {
 /// How often a process that places items records its layout again (a reconciler that found a
 /// shard empty waits longer than this before it retires it).
 pub const RECORD_EVERY: Duration = Duration::from_secs(10);
+
+/// Consecutive positions of a batch that go to one shard. Dealing single items would make a
+/// claim's items every Nth row of the batch, and Postgres would touch N times the pages to
+/// start and finish them; a block keeps them neighbours while a batch of a few blocks still
+/// spreads over every shard.
+pub const PLACEMENT_BLOCK: u64 = 64;
 
 struct Known {
     /// By [`ShardId`]; only ever appended to.
@@ -146,8 +152,9 @@ impl Queue {
         self.shards.keys(shard)
     }
 
-    /// The shard an item goes to: its batch's items are dealt out in turn, from a shard
-    /// chosen by the batch id, so small batches spread too.
+    /// The shard an item goes to: its batch's items are dealt out in blocks of
+    /// [`PLACEMENT_BLOCK`] positions, in turn, from a shard chosen by the batch id, so that
+    /// small batches spread too.
     pub fn placement_shard(&self, batch: BatchId, position: i32) -> ShardId {
         let layout = &self.shards.layout;
         if layout.len() == 1 {
@@ -155,7 +162,8 @@ impl Queue {
         }
         let n = layout.len() as u64;
         let start = batch.0.as_u64_pair().0 % n;
-        layout[((start + u64::from(position.unsigned_abs())) % n) as usize]
+        let block = u64::from(position.unsigned_abs()) / PLACEMENT_BLOCK;
+        layout[((start + block) % n) as usize]
     }
 
     /// Records this process's layout among the shards that may hold items, and learns the

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use abridge_core::{BatchId, ItemId, Priority, WorkerId};
-use abridge_queue::{AfterAck, Claim, Queue, ShardId, Share};
+use abridge_queue::{AfterAck, Claim, PLACEMENT_BLOCK, Queue, ShardId, Share};
 use abridge_testkit::TestEnv;
 
 fn ids(from: i64, n: i64) -> Vec<ItemId> {
@@ -33,26 +33,47 @@ async fn claim(queue: &Queue, n: usize) -> Claim {
     queue.claim(WorkerId::new(), LEASE, n).await.unwrap()
 }
 
+/// A batch whose first item goes to `shard`.
+fn batch_starting_on(queue: &Queue, shard: ShardId) -> BatchId {
+    loop {
+        let b = BatchId::new();
+        if queue.placement_shard(b, 0) == shard {
+            return b;
+        }
+    }
+}
+
+/// Items in two blocks per shard of three.
+const SIX_BLOCKS: i64 = 6 * PLACEMENT_BLOCK as i64;
+
 #[tokio::test]
 async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_across_shards() {
     let env = TestEnv::new().await;
     let queue = queue_of(&env, 3);
     assert_eq!(queue.layout().len(), 3);
-    let (a, b, urgent) = (BatchId::new(), BatchId::new(), BatchId::new());
+    let (a, b) = (BatchId::new(), BatchId::new());
     queue
-        .enqueue(a, Priority::Normal, share("acme"), &ids(1000, 300))
+        .enqueue(a, Priority::Normal, share("acme"), &ids(1000, SIX_BLOCKS))
         .await
         .unwrap();
     queue
-        .enqueue(b, Priority::Normal, share("globex"), &ids(2000, 300))
+        .enqueue(b, Priority::Normal, share("globex"), &ids(2000, SIX_BLOCKS))
         .await
         .unwrap();
-    queue
-        .enqueue(urgent, Priority::High, share("globex"), &ids(300, 3))
-        .await
-        .unwrap();
+    // A 1-item batch lands on one shard: one urgent item on each.
+    let urgent: Vec<BatchId> = queue
+        .layout()
+        .iter()
+        .map(|s| batch_starting_on(&queue, *s))
+        .collect();
+    for (n, u) in urgent.iter().enumerate() {
+        queue
+            .enqueue(*u, Priority::High, share("globex"), &ids(300 + n as i64, 1))
+            .await
+            .unwrap();
+    }
     let stats = queue.stats().await.unwrap();
-    assert_eq!(stats.ready, [3, 600, 0]);
+    assert_eq!(stats.ready, [3, 2 * SIX_BLOCKS, 0]);
 
     // One claim connection, as a worker's claim loop has: it remembers what each shard had.
     let mut conn = queue.claim_connection();
@@ -62,7 +83,7 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
     assert_eq!((first.items.len(), second.items.len()), (30, 30));
     // The first group takes every shard's urgent item before any normal one.
     assert!(
-        first.items[..3].iter().all(|l| l.batch == urgent),
+        first.items[..3].iter().all(|l| urgent.contains(&l.batch)),
         "{first:?}"
     );
     let shards_of_urgent: HashSet<ShardId> = first.items[..3].iter().map(|l| l.shard).collect();
@@ -80,12 +101,12 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         }
     }
     // The rest: the two owners share what is taken, to within a turn (32 items) on each
-    // shard; each shard held a third of each batch, and a batch's items come off each shard
-    // in position order.
+    // shard; each shard held a third of each batch, in whole blocks, and a batch's items come
+    // off each shard in position order.
     let mut all: Vec<_> = first.items.into_iter().chain(second.items).collect();
     loop {
         let of = |batch| all.iter().filter(|l| l.batch == batch).count() as i64;
-        if (250..350).contains(&all.len()) {
+        if (300..450).contains(&all.len()) {
             assert!(
                 (of(a) - of(b)).abs() <= 3 * 32,
                 "acme {} globex {}",
@@ -99,31 +120,42 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         }
         all.extend(more.items);
     }
-    assert_eq!(all.len(), 603);
+    let total = 2 * SIX_BLOCKS as usize + 3;
+    assert_eq!(all.len(), total);
+    let third = SIX_BLOCKS as usize / 3;
     for shard in queue.layout() {
         let on = |batch| {
             all.iter()
                 .filter(|l| l.shard == *shard && l.batch == batch)
                 .count()
         };
-        assert_eq!((on(a), on(b), on(urgent)), (100, 100, 1), "shard {shard:?}");
+        assert_eq!((on(a), on(b)), (third, third), "shard {shard:?}");
         let positions: Vec<i32> = all
             .iter()
             .filter(|l| l.shard == *shard && l.batch == a)
             .map(|l| l.position)
             .collect();
         assert!(positions.is_sorted(), "{positions:?}");
+        // Whole blocks: a claim's items are neighbours in the batch.
+        let blocks: HashSet<i32> = positions
+            .iter()
+            .map(|p| p / PLACEMENT_BLOCK as i32)
+            .collect();
+        assert_eq!(blocks.len(), 2, "shard {shard:?}: {blocks:?}");
     }
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.ready, stats.leased), ([0, 0, 0], 603));
-    let held = queue.held_counts(&[a, b, urgent]).await.unwrap();
-    assert_eq!((held[&a], held[&b], held[&urgent]), (300, 300, 3));
+    assert_eq!((stats.ready, stats.leased), ([0, 0, 0], total as i64));
+    let held = queue.held_counts(&[a, b, urgent[1]]).await.unwrap();
+    assert_eq!(
+        (held[&a], held[&b], held[&urgent[1]]),
+        (SIX_BLOCKS, SIX_BLOCKS, 1)
+    );
 
     // Acknowledgements and retries go to the shard the item was claimed from.
     let acks: Vec<_> = all
         .iter()
         .map(|l| {
-            let after = if l.batch == urgent {
+            let after = if urgent.contains(&l.batch) {
                 AfterAck::Ready
             } else {
                 AfterAck::Drop
@@ -132,12 +164,12 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         })
         .collect();
     let acked = queue.ack(&acks, &[]).await.unwrap();
-    assert_eq!(acked.removed, 603);
+    assert_eq!(acked.removed, total as i64);
     let again = claim(&queue, 10).await;
     let mut back: Vec<_> = again.items.iter().map(|l| (l.item, l.shard)).collect();
     let mut before: Vec<_> = all
         .iter()
-        .filter(|l| l.batch == urgent)
+        .filter(|l| urgent.contains(&l.batch))
         .map(|l| (l.item, l.shard))
         .collect();
     back.sort();
@@ -151,25 +183,30 @@ async fn every_shard_is_reaped_cancelled_and_woken_for() {
     let queue = queue_of(&env, 3);
     let batch = BatchId::new();
     queue
-        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, 30))
+        .enqueue(
+            batch,
+            Priority::Normal,
+            Share::NO_TENANT,
+            &ids(1, SIX_BLOCKS),
+        )
         .await
         .unwrap();
 
     // Leases of every shard expire and are taken.
     let claim = queue
-        .claim(WorkerId::new(), Duration::from_millis(1), 12)
+        .claim(WorkerId::new(), Duration::from_millis(1), 300)
         .await
         .unwrap();
     let shards: HashSet<ShardId> = claim.items.iter().map(|l| l.shard).collect();
-    assert!(shards.len() > 1, "one claim of 12 spans shards: {shards:?}");
+    assert_eq!(shards.len(), 3, "one claim of 300 spans shards");
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let taken = queue.take_expired(100).await.unwrap();
-    assert_eq!(taken.len(), 12);
+    let taken = queue.take_expired(1_000).await.unwrap();
+    assert_eq!(taken.len(), 300);
     assert!(taken.iter().all(|t| claim.items.contains(&t.lease)));
 
     // A cancel empties every shard of the batch.
     queue
-        .cancel_batch(batch, Priority::Normal, &ids(1, 30))
+        .cancel_batch(batch, Priority::Normal, &ids(1, SIX_BLOCKS))
         .await
         .unwrap();
     let stats = queue.stats().await.unwrap();
@@ -177,12 +214,7 @@ async fn every_shard_is_reaped_cancelled_and_woken_for() {
 
     // An idle claim waits on the first shard's wake list; an item placed on another shard
     // wakes it (the enqueuer wakes the first shard's list after the other shard's script).
-    let lone = loop {
-        let b = BatchId::new();
-        if queue.placement_shard(b, 0) != ShardId::FIRST {
-            break b;
-        }
-    };
+    let lone = batch_starting_on(&queue, ShardId(1));
     let waiting = queue.clone();
     let idle = tokio::spawn(async move {
         // As a claim loop does: wait, claim, and wait again while nothing came (the first
@@ -217,11 +249,11 @@ async fn a_change_of_the_shard_count_loses_nothing() {
     let three = queue_of(&env, 3);
     let batch = BatchId::new();
     three
-        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, 90))
+        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, SIX_BLOCKS))
         .await
         .unwrap();
     // A retry waits on a shard the new layout does not have.
-    let claim = three.claim(WorkerId::new(), LEASE, 90).await.unwrap();
+    let claim = three.claim(WorkerId::new(), LEASE, 1_000).await.unwrap();
     let off_first = claim
         .items
         .iter()
@@ -255,8 +287,8 @@ async fn a_change_of_the_shard_count_loses_nothing() {
     );
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < 90 && Instant::now() < deadline {
-        let got = one.claim(WorkerId::new(), LEASE, 50).await.unwrap();
+    while seen.len() < SIX_BLOCKS as usize && Instant::now() < deadline {
+        let got = one.claim(WorkerId::new(), LEASE, 200).await.unwrap();
         let acks: Vec<_> = got
             .items
             .iter()
@@ -268,7 +300,7 @@ async fn a_change_of_the_shard_count_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert_eq!(seen.len(), 90, "every item, the delayed retry too");
+    assert_eq!(seen.len(), SIX_BLOCKS as usize, "every item, the delayed retry too");
     // Empty, but not yet for the grace: an item given back between two reads, or a process
     // still placing there, would show within it.
     assert_eq!(
@@ -298,13 +330,21 @@ async fn a_tenants_limits_and_the_pause_reach_every_shard() {
         max_in_flight: Some(3),
     };
     queue
-        .enqueue(BatchId::new(), Priority::Normal, capped, &ids(1, 30))
+        .enqueue(
+            BatchId::new(),
+            Priority::Normal,
+            capped,
+            &ids(1, SIX_BLOCKS),
+        )
         .await
         .unwrap();
     assert_eq!(claim(&queue, 30).await.items.len(), 3);
     // The operator lifts the cap: every shard hears of it, not only the first.
     queue.set_limits("acme", 1, None).await.unwrap();
-    assert_eq!(claim(&queue, 30).await.items.len(), 27);
+    assert_eq!(
+        claim(&queue, 1_000).await.items.len(),
+        SIX_BLOCKS as usize - 3
+    );
 
     // A queue paused while it had one shard: a process with three places items on two new
     // shards, which get the pause before anything is claimed from them.
