@@ -44,6 +44,8 @@ pub struct ClaimConnection {
     /// the shards and each stays on one for a while (a group of outcomes is then acknowledged
     /// on one shard, in one call, rather than on several).
     turn: usize,
+    /// The generation of the shards' notices this loop has applied to `seen`.
+    heard: u64,
 }
 
 impl ClaimConnection {
@@ -64,7 +66,8 @@ impl ClaimConnection {
     /// (it promotes each one's due retries), so a round that comes back short has looked
     /// everywhere. A round that fills early looks at the shards it did not ask, so the next
     /// round knows where the most urgent work is: priorities hold across shards to within
-    /// one claim. A shard that fails (its master is away: a failover) is skipped for the
+    /// one claim. Shards whose notices the process hears ([`Queue::hear_ready_ranks`]) are
+    /// not looked at: a round starts from what they said since the last. A shard that fails (its master is away: a failover) is skipped for the
     /// round; the round fails only if it took nothing, and never after it took items (their
     /// leases would be left to expire). After an error the next call takes a fresh connection.
     pub async fn claim(
@@ -103,6 +106,10 @@ impl ClaimConnection {
             return part.map(|(part, _)| part);
         }
         self.turn = self.turn.wrapping_add(1);
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            self.heard = queue.shards.heard.apply(self.heard, &mut seen);
+        }
         let count = shards.len();
         shards.rotate_left(self.turn / STAY_ROUNDS % count);
         let mut asked: Vec<ShardId> = Vec::with_capacity(count);
@@ -144,7 +151,12 @@ impl ClaimConnection {
                 }
             }
         }
-        let unasked: Vec<ShardId> = shards.into_iter().filter(|s| !asked.contains(s)).collect();
+        // Shards whose notices are heard say when they get urgent work: no need to look.
+        let covered = queue.shards.heard.covered();
+        let unasked: Vec<ShardId> = shards
+            .into_iter()
+            .filter(|s| !asked.contains(s) && !covered.contains(s))
+            .collect();
         // The look asks only for work more urgent than the least urgent this round took.
         let took = claim.items.iter().map(|l| l.priority.rank()).max();
         let look = took.filter(|t| *t > 0 && !unasked.is_empty());
@@ -276,6 +288,7 @@ impl Queue {
             conn: None,
             seen: Default::default(),
             turn: LeaseToken::random().0 as usize,
+            heard: 0,
         }
     }
 

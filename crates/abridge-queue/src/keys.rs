@@ -38,6 +38,10 @@ pub struct Keys {
     /// Pub/sub channel for "these batches changed" notices, which the API turns into progress
     /// events. Separate from `events` so workers are not sent every progress notice.
     pub progress: String,
+    /// Pub/sub channel on which the shard says that a priority rank it had no work of got
+    /// some (`rotate_in` in `lua/lib.lua`): claim loops working other shards hear of urgent
+    /// work here instead of polling every shard (`Queue::hear_ready_ranks`).
+    pub ranks: String,
     /// The hash tags of every shard that may hold items (first shard only): the shards of
     /// each layout a process runs with, until a shard outside them all is found empty.
     pub shards: String,
@@ -63,6 +67,7 @@ impl Keys {
             reconciled: k("reconciled"),
             events: k("events"),
             progress: k("progress"),
+            ranks: k("ranks"),
             shards: k("shards"),
             prefix,
             tag: tag.to_owned(),

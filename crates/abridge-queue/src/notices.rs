@@ -1,5 +1,6 @@
-//! Pub/sub: progress notices to API processes, and cancel notices to workers, and the one
-//! re-subscribing loop both listeners use ([`resubscribing`]).
+//! Pub/sub: progress notices to API processes, cancel notices to workers, and the one
+//! re-subscribing loop both listeners use ([`resubscribing`]); and the shards' notices of
+//! urgent work to a worker's claim loops ([`Queue::hear_ready_ranks`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use abridge_core::backoff::Doubling;
 use futures::{Stream, StreamExt};
 use tracing::{debug, warn};
 
-use crate::{Context, Queue, Result};
+use crate::{Context, Queue, Result, ShardId};
 
 /// What a [`resubscribing`] stream yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,9 +112,9 @@ impl Queue {
     /// subscribed. Ends when the connection drops; the caller re-subscribes and re-reads.
     pub async fn progress_notices(&self) -> Result<impl Stream<Item = Vec<BatchId>> + use<>> {
         let payloads = self
-            .subscribe(&self.keys.progress, "subscribe to progress")
+            .subscribe(&[&self.keys.progress], "subscribe to progress")
             .await?;
-        Ok(payloads.map(|payload| {
+        Ok(payloads.map(|(_, payload)| {
             payload
                 .split_ascii_whitespace()
                 .filter_map(|id| id.parse().ok())
@@ -125,19 +126,87 @@ impl Queue {
     /// connection drops; the caller re-subscribes (renewals catch what was missed).
     pub async fn cancellations(&self) -> Result<impl Stream<Item = BatchId> + use<>> {
         let payloads = self
-            .subscribe(&self.keys.events, "subscribe to cancellations")
+            .subscribe(&[&self.keys.events], "subscribe to cancellations")
             .await?;
-        Ok(payloads
-            .filter_map(|payload| async move { payload.strip_prefix("cancel ")?.parse().ok() }))
+        Ok(payloads.filter_map(|(_, payload)| async move {
+            payload.strip_prefix("cancel ")?.parse().ok()
+        }))
     }
 
-    /// The text payloads published on `channel`, on a connection of their own (through a
-    /// node that answers, on a cluster).
+    /// Hears every shard's `ranks` notices for this process's claim loops, until dropped: a
+    /// round then asks a shard it was told has urgent work, and does not look at the shards
+    /// it did not ask (one LLEN each, every round). While it is not subscribed (Redis away, a
+    /// failover, one shard), the rounds look as before; it subscribes again when the shards
+    /// change.
+    pub async fn hear_ready_ranks(&self) {
+        let heard = &self.shards.heard;
+        let mut waits = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            let shards = self.active_shards();
+            if shards.len() > 1 {
+                let channels: Vec<String> = shards
+                    .iter()
+                    .map(|s| self.shard_keys(*s).ranks.clone())
+                    .collect();
+                let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+                match self.subscribe(&names, "subscribe to ready ranks").await {
+                    Ok(notices) => {
+                        waits.reset();
+                        let _covering = heard.cover(shards.clone());
+                        self.hear(&shards, &channels, notices).await;
+                    }
+                    Err(e) => debug!(error = %e, "cannot subscribe to ready ranks; claims look"),
+                }
+            }
+            tokio::time::sleep(waits.next_wait()).await;
+        }
+    }
+
+    /// The shards whose notices of urgent work this process hears now.
+    pub fn heard_shards(&self) -> Vec<ShardId> {
+        self.shards.heard.covered()
+    }
+
+    /// How many notices of urgent work this process has heard (or assumed, on subscribing).
+    pub fn notices_heard(&self) -> u64 {
+        self.shards.heard.generation()
+    }
+
+    /// Applies `notices` (on `channels`, one per shard of `shards`) until the subscription
+    /// drops or the shards change.
+    async fn hear(
+        &self,
+        shards: &[ShardId],
+        channels: &[String],
+        notices: impl Stream<Item = (String, String)>,
+    ) {
+        let mut notices = std::pin::pin!(notices);
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                notice = notices.next() => {
+                    let Some((channel, rank)) = notice else { return };
+                    let shard = channels.iter().position(|c| *c == channel).map(|i| shards[i]);
+                    if let (Some(shard), Ok(rank)) = (shard, rank.parse::<u8>()) {
+                        self.shards.heard.notice(shard, rank);
+                    }
+                }
+                _ = check.tick() => {
+                    if self.active_shards() != shards {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The (channel, text payload) of each message published on `channels`, on a connection
+    /// of its own (through a node that answers, on a cluster).
     async fn subscribe(
         &self,
-        channel: &str,
+        channels: &[&str],
         context: &'static str,
-    ) -> Result<impl Stream<Item = String> + use<>> {
+    ) -> Result<impl Stream<Item = (String, String)> + use<>> {
         let mut pubsub = self
             .connector
             .client()
@@ -146,9 +215,10 @@ impl Queue {
             .get_async_pubsub()
             .await
             .context(context)?;
-        pubsub.subscribe(channel).await.context(context)?;
-        Ok(pubsub
-            .into_on_message()
-            .filter_map(|msg| async move { msg.get_payload::<String>().ok() }))
+        pubsub.subscribe(channels).await.context(context)?;
+        Ok(pubsub.into_on_message().filter_map(|msg| async move {
+            let payload = msg.get_payload::<String>().ok()?;
+            Some((msg.get_channel_name().to_owned(), payload))
+        }))
     }
 }

@@ -18,6 +18,7 @@
 //! new layout's shards fill while the old ones are worked off.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,75 @@ pub(crate) struct Shards {
     /// Shards outside this layout found empty, and since when: one is retired only once it
     /// has stayed empty for the grace the reconciler gives.
     empty_since: Mutex<HashMap<ShardId, Instant>>,
+    pub(crate) heard: Heard,
+}
+
+/// What the shards' `ranks` notices said ([`Queue::hear_ready_ranks`]): a claim loop applies
+/// them at the start of each round, and skips its look at the shards they cover.
+#[derive(Default)]
+pub(crate) struct Heard {
+    /// Bumped by every notice, so that a claim loop applies each one once.
+    generation: AtomicU64,
+    /// Per shard: the most urgent rank its notices named, and the generation of the last.
+    /// The rank is only ever lowered: a loop that missed a notice of rank 0 between two
+    /// rounds must not see only a later one of rank 1. A stale rank costs a claim call that
+    /// finds nothing of it and corrects the loop's view.
+    ranks: Mutex<HashMap<ShardId, (u8, u64)>>,
+    /// The shards whose notices are heard now (none while no listener is subscribed).
+    covered: RwLock<Vec<ShardId>>,
+}
+
+impl Heard {
+    pub(crate) fn notice(&self, shard: ShardId, rank: u8) {
+        let mut ranks = self.ranks.lock().expect("heard lock");
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let entry = ranks.entry(shard).or_insert((rank, generation));
+        *entry = (entry.0.min(rank), generation);
+    }
+
+    /// Lowers `seen` to what notices since generation `since` named; returns the generation
+    /// now applied.
+    pub(crate) fn apply(&self, since: u64, seen: &mut HashMap<ShardId, u8>) -> u64 {
+        if self.generation.load(Ordering::Acquire) == since {
+            return since;
+        }
+        let ranks = self.ranks.lock().expect("heard lock");
+        for (shard, (rank, generation)) in ranks.iter() {
+            if *generation > since {
+                let at = seen.entry(*shard).or_insert(*rank);
+                *at = (*at).min(*rank);
+            }
+        }
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn covered(&self) -> Vec<ShardId> {
+        self.covered.read().expect("heard lock").clone()
+    }
+
+    /// From now on the notices of `shards` are heard, until the guard is dropped. What they
+    /// said before is unknown: each counts as having urgent work until a claim asks it.
+    pub(crate) fn cover(&self, shards: Vec<ShardId>) -> Covering<'_> {
+        for shard in &shards {
+            self.notice(*shard, 0);
+        }
+        *self.covered.write().expect("heard lock") = shards;
+        Covering(self)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Shards heard while it lives: a listener that stops (its subscription dropped, its task
+/// cancelled) leaves the claim loops looking again.
+pub(crate) struct Covering<'a>(&'a Heard);
+
+impl Drop for Covering<'_> {
+    fn drop(&mut self) {
+        self.0.covered.write().expect("heard lock").clear();
+    }
 }
 
 /// How often a process that places items records its layout again (a reconciler that found a
@@ -84,6 +154,7 @@ impl Shards {
             }),
             recorded_at: Mutex::new(None),
             empty_since: Mutex::new(HashMap::new()),
+            heard: Heard::default(),
             layout,
         }
     }

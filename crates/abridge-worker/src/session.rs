@@ -174,6 +174,15 @@ async fn run_session(
         holdings.clone(),
         background_stop.clone(),
     ));
+    // The shards' notices of urgent work, for the claim loop's rounds (a queue of one shard:
+    // nothing to hear).
+    let (queue, listening) = (worker.queue.clone(), background_stop.clone());
+    background.spawn(async move {
+        tokio::select! {
+            _ = queue.hear_ready_ranks() => {}
+            _ = listening.cancelled() => {}
+        }
+    });
     let finish_rx = Arc::new(Mutex::new(finish_rx));
     let finish_stop = CancellationToken::new();
     let finishers = TaskTracker::new();

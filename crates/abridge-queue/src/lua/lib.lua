@@ -49,8 +49,10 @@
 --   PREFIX.."text-only:"..h   STRING present (a day) while the LLM server and model hashed as h
 --                                   refuse structured answers (set and read outside scripts)
 --   PREFIX.."breaker:"..name  HASH  a fleet-wide circuit breaker: failures, open_until, probe_until
--- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers) and
--- PREFIX.."progress" (batch ids whose items changed state, to API processes).
+-- Pub/sub channels (not keys): PREFIX.."events" (cancel notices, to workers),
+-- PREFIX.."progress" (batch ids whose items changed state, to API processes) and
+-- PREFIX.."ranks" (a rank more urgent than the least that had no owner on the shard got one:
+-- the rank, to the claim loops of workers that may be working other shards).
 -- Invariant: a batch id is in its owner's rotation list exactly when its "q:" set is
 -- non-empty, and an owner is in "owners:" exactly when its own list is non-empty.
 -- Per-batch keys are built from PREFIX inside scripts; they share the queue's hash slot.
@@ -103,12 +105,16 @@ local function owner_of(prefix, batch)
 end
 
 -- Puts `batch` (whose ready set just became non-empty) in its owner's rotation at `rank`, and
--- the owner in the rank's rotation if it had no batch there.
+-- the owner in the rank's rotation if it had no batch there. A rank of urgent work (0 or 1)
+-- that had no owner on this shard says so on the "ranks" channel.
 local function rotate_in(prefix, rank, batch)
   local owner = owner_of(prefix, batch)
   local list = prefix .. 'batches:' .. rank .. ':' .. owner
   if redis.call('EXISTS', list) == 0 then
-    redis.call('RPUSH', prefix .. 'owners:' .. rank, owner)
+    local owners = redis.call('RPUSH', prefix .. 'owners:' .. rank, owner)
+    if owners == 1 and tonumber(rank) < 2 then
+      redis.call('PUBLISH', prefix .. 'ranks', rank)
+    end
   end
   redis.call('RPUSH', list, batch)
 end

@@ -249,7 +249,12 @@ async fn a_change_of_the_shard_count_loses_nothing() {
     let three = queue_of(&env, 3);
     let batch = BatchId::new();
     three
-        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, SIX_BLOCKS))
+        .enqueue(
+            batch,
+            Priority::Normal,
+            Share::NO_TENANT,
+            &ids(1, SIX_BLOCKS),
+        )
         .await
         .unwrap();
     // A retry waits on a shard the new layout does not have.
@@ -300,7 +305,11 @@ async fn a_change_of_the_shard_count_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert_eq!(seen.len(), SIX_BLOCKS as usize, "every item, the delayed retry too");
+    assert_eq!(
+        seen.len(),
+        SIX_BLOCKS as usize,
+        "every item, the delayed retry too"
+    );
     // Empty, but not yet for the grace: an item given back between two reads, or a process
     // still placing there, would show within it.
     assert_eq!(
@@ -368,4 +377,62 @@ async fn a_tenants_limits_and_the_pause_reach_every_shard() {
     );
     assert!(three.set_paused(false, 8).await.unwrap());
     assert_eq!(claim(&three, 30).await.items.len(), 30);
+}
+
+#[tokio::test]
+async fn a_loop_working_one_shard_hears_of_urgent_work_on_another() {
+    let env = TestEnv::new().await;
+    let queue = queue_of(&env, 3);
+    queue
+        .enqueue(
+            BatchId::new(),
+            Priority::Normal,
+            Share::NO_TENANT,
+            &ids(1, SIX_BLOCKS),
+        )
+        .await
+        .unwrap();
+    let listener = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.hear_ready_ranks().await }
+    });
+    let began = Instant::now();
+    while queue.heard_shards().len() < 3 {
+        assert!(began.elapsed() < Duration::from_secs(5), "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Rounds of a loop that does not look at the shards it did not ask (they are heard): an
+    // urgent item placed on another shard than the one it works is the first of its next.
+    let mut conn = queue.claim_connection();
+    let worker = WorkerId::new();
+    for round in 0..6 {
+        let claim = conn.claim(worker, LEASE, 10, None).await.unwrap();
+        assert_eq!(claim.items.len(), 10);
+        let on = claim.items.last().unwrap().shard;
+        let elsewhere = *queue.layout().iter().find(|s| **s != on).unwrap();
+        let urgent = batch_starting_on(&queue, elsewhere);
+        let heard = queue.notices_heard();
+        queue
+            .enqueue(
+                urgent,
+                Priority::High,
+                Share::NO_TENANT,
+                &ids(5000 + round, 1),
+            )
+            .await
+            .unwrap();
+        let began = Instant::now();
+        while queue.notices_heard() == heard {
+            assert!(began.elapsed() < Duration::from_secs(5), "no notice heard");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let next = conn.claim(worker, LEASE, 10, None).await.unwrap();
+        assert_eq!(next.items[0].batch, urgent, "round {round}: {next:?}");
+    }
+
+    // A listener that stops leaves the loops looking again.
+    listener.abort();
+    let _ = listener.await;
+    assert!(queue.heard_shards().is_empty());
 }
