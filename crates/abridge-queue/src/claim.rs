@@ -106,10 +106,6 @@ impl ClaimConnection {
             return part.map(|(part, _)| part);
         }
         self.turn = self.turn.wrapping_add(1);
-        {
-            let mut seen = self.seen.lock().expect("seen lock");
-            self.heard = queue.shards.heard.apply(self.heard, &mut seen);
-        }
         let count = shards.len();
         shards.rotate_left(self.turn / STAY_ROUNDS % count);
         let mut asked: Vec<ShardId> = Vec::with_capacity(count);
@@ -125,6 +121,11 @@ impl ClaimConnection {
             };
             self.absorb(&mut claim, ShardId::FIRST, part, &mut failure);
             asked.push(ShardId::FIRST);
+        }
+        // After the wait: what the shards said while this loop waited counts for this round.
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            self.heard = queue.shards.heard.apply(self.heard, &mut seen);
         }
         for rank in 0..=2u8 {
             for &shard in &shards {
@@ -151,11 +152,15 @@ impl ClaimConnection {
                 }
             }
         }
-        // Shards whose notices are heard say when they get urgent work: no need to look.
+        // Shards whose notices are heard say when they get urgent work: no need to look, unless
+        // the shard failed (its master came back, or a replica took over, with work listed
+        // and nothing to say).
         let covered = queue.shards.heard.covered();
         let unasked: Vec<ShardId> = shards
             .into_iter()
-            .filter(|s| !asked.contains(s) && !covered.contains(s))
+            .filter(|s| {
+                !asked.contains(s) && (!covered.contains(s) || self.seen(*s) == Some(FAILED))
+            })
             .collect();
         // The look asks only for work more urgent than the least urgent this round took.
         let took = claim.items.iter().map(|l| l.priority.rank()).max();
@@ -174,12 +179,16 @@ impl ClaimConnection {
         if look.is_some() || pass_on.is_some() {
             let seen = self.seen.clone();
             tokio::spawn(async move {
+                let heard = queue.shards.heard.generation();
                 if let Some(took) = look
                     && let Ok(tops) = queue.top_ranks(&unasked, took).await
                 {
+                    // A notice applied meanwhile is newer than the look: the look only lowers.
+                    let newer = queue.shards.heard.generation() != heard;
                     let mut seen = seen.lock().expect("seen lock");
                     for (shard, top) in unasked.iter().zip(tops) {
-                        seen.insert(*shard, top);
+                        let at = seen.entry(*shard).or_insert(top);
+                        *at = if newer { (*at).min(top) } else { top };
                     }
                 }
                 if let Some(last) = pass_on

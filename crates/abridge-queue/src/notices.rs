@@ -76,6 +76,10 @@ where
     })
 }
 
+/// How often the ready-ranks listener checks that its subscription answers, and how long it
+/// waits for the answer.
+const HEARING_CHECK: Duration = Duration::from_secs(1);
+
 impl Queue {
     /// [`Queue::publish_progress`] for callers that carry on whatever happens: a lost notice
     /// only delays a progress event (listeners re-read now and then).
@@ -112,9 +116,9 @@ impl Queue {
     /// subscribed. Ends when the connection drops; the caller re-subscribes and re-reads.
     pub async fn progress_notices(&self) -> Result<impl Stream<Item = Vec<BatchId>> + use<>> {
         let payloads = self
-            .subscribe(&[&self.keys.progress], "subscribe to progress")
+            .subscribe(&self.keys.progress, "subscribe to progress")
             .await?;
-        Ok(payloads.map(|(_, payload)| {
+        Ok(payloads.map(|payload| {
             payload
                 .split_ascii_whitespace()
                 .filter_map(|id| id.parse().ok())
@@ -126,18 +130,18 @@ impl Queue {
     /// connection drops; the caller re-subscribes (renewals catch what was missed).
     pub async fn cancellations(&self) -> Result<impl Stream<Item = BatchId> + use<>> {
         let payloads = self
-            .subscribe(&[&self.keys.events], "subscribe to cancellations")
+            .subscribe(&self.keys.events, "subscribe to cancellations")
             .await?;
-        Ok(payloads.filter_map(|(_, payload)| async move {
-            payload.strip_prefix("cancel ")?.parse().ok()
-        }))
+        Ok(payloads
+            .filter_map(|payload| async move { payload.strip_prefix("cancel ")?.parse().ok() }))
     }
 
     /// Hears every shard's `ranks` notices for this process's claim loops, until dropped: a
     /// round then asks a shard it was told has urgent work, and does not look at the shards
     /// it did not ask (one LLEN each, every round). While it is not subscribed (Redis away, a
     /// failover, one shard), the rounds look as before; it subscribes again when the shards
-    /// change.
+    /// change, or when its connection does not answer a PING within `HEARING_CHECK` (a dead
+    /// peer that sent no reset would otherwise leave the shards covered and unheard).
     pub async fn hear_ready_ranks(&self) {
         let heard = &self.shards.heard;
         let mut waits = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -148,18 +152,35 @@ impl Queue {
                     .iter()
                     .map(|s| self.shard_keys(*s).ranks.clone())
                     .collect();
-                let names: Vec<&str> = channels.iter().map(String::as_str).collect();
-                match self.subscribe(&names, "subscribe to ready ranks").await {
-                    Ok(notices) => {
+                match self.subscribe_ranks(&channels).await {
+                    Ok((sink, notices)) => {
                         waits.reset();
                         let _covering = heard.cover(shards.clone());
-                        self.hear(&shards, &channels, notices).await;
+                        self.hear(&shards, &channels, sink, notices).await;
                     }
                     Err(e) => debug!(error = %e, "cannot subscribe to ready ranks; claims look"),
                 }
             }
             tokio::time::sleep(waits.next_wait()).await;
         }
+    }
+
+    async fn subscribe_ranks(
+        &self,
+        channels: &[String],
+    ) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+        const CONTEXT: &str = "subscribe to ready ranks";
+        let (mut sink, stream) = self
+            .connector
+            .client()
+            .await
+            .context(CONTEXT)?
+            .get_async_pubsub()
+            .await
+            .context(CONTEXT)?
+            .split();
+        sink.subscribe(channels).await.context(CONTEXT)?;
+        Ok((sink, stream))
     }
 
     /// The shards whose notices of urgent work this process hears now.
@@ -173,21 +194,23 @@ impl Queue {
     }
 
     /// Applies `notices` (on `channels`, one per shard of `shards`) until the subscription
-    /// drops or the shards change.
+    /// drops, stops answering, or the shards change.
     async fn hear(
         &self,
         shards: &[ShardId],
         channels: &[String],
-        notices: impl Stream<Item = (String, String)>,
+        mut sink: redis::aio::PubSubSink,
+        mut notices: redis::aio::PubSubStream,
     ) {
-        let mut notices = std::pin::pin!(notices);
-        let mut check = tokio::time::interval(Duration::from_secs(1));
+        let mut check = tokio::time::interval(HEARING_CHECK);
         loop {
             tokio::select! {
                 notice = notices.next() => {
-                    let Some((channel, rank)) = notice else { return };
-                    let shard = channels.iter().position(|c| *c == channel).map(|i| shards[i]);
-                    if let (Some(shard), Ok(rank)) = (shard, rank.parse::<u8>()) {
+                    let Some(msg) = notice else { return };
+                    let channel = msg.get_channel_name();
+                    let shard = channels.iter().position(|c| c == channel).map(|i| shards[i]);
+                    let rank = msg.get_payload::<String>().ok().and_then(|r| r.parse::<u8>().ok());
+                    if let (Some(shard), Some(rank)) = (shard, rank) {
                         self.shards.heard.notice(shard, rank);
                     }
                 }
@@ -195,18 +218,23 @@ impl Queue {
                     if self.active_shards() != shards {
                         return;
                     }
+                    let ping = tokio::time::timeout(HEARING_CHECK, sink.ping::<redis::Value>());
+                    if !matches!(ping.await, Ok(Ok(_))) {
+                        warn!("ready ranks: the subscription does not answer; subscribing again");
+                        return;
+                    }
                 }
             }
         }
     }
 
-    /// The (channel, text payload) of each message published on `channels`, on a connection
-    /// of its own (through a node that answers, on a cluster).
+    /// The text payloads published on `channel`, on a connection of their own (through a
+    /// node that answers, on a cluster).
     async fn subscribe(
         &self,
-        channels: &[&str],
+        channel: &str,
         context: &'static str,
-    ) -> Result<impl Stream<Item = (String, String)> + use<>> {
+    ) -> Result<impl Stream<Item = String> + use<>> {
         let mut pubsub = self
             .connector
             .client()
@@ -215,10 +243,9 @@ impl Queue {
             .get_async_pubsub()
             .await
             .context(context)?;
-        pubsub.subscribe(channels).await.context(context)?;
-        Ok(pubsub.into_on_message().filter_map(|msg| async move {
-            let payload = msg.get_payload::<String>().ok()?;
-            Some((msg.get_channel_name().to_owned(), payload))
-        }))
+        pubsub.subscribe(channel).await.context(context)?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|msg| async move { msg.get_payload::<String>().ok() }))
     }
 }

@@ -4,9 +4,10 @@
 //! Each shard is a whole queue in miniature (rotations, ready sets, leases, delays) under its
 //! own hash tag, and every script runs on one shard. An item's shard is chosen when it is
 //! placed, from its batch and position ([`Queue::placement_shard`]), so each batch is dealt
-//! out evenly across the shards, in blocks of [`PLACEMENT_BLOCK`] positions, and each shard
-//! holds the same mix of priorities, tenants and batches: the rules a claim applies on one
-//! shard (strict priority, fair share) then hold across shards to within one claim group. A lease remembers the shard it was claimed from,
+//! out evenly across the shards (single items first, then growing blocks, up to
+//! [`PLACEMENT_BLOCK`] positions) and each shard holds the same mix of priorities, tenants and
+//! batches: the rules a claim applies on one shard (strict priority, fair share) then hold
+//! across shards to within one claim group. A lease remembers the shard it was claimed from,
 //! and its renewal, acknowledgement and retry go there.
 //!
 //! A process places items on the shards of its own layout (`n` tags, [`shard_tags`]), but
@@ -17,7 +18,7 @@
 //! ([`Queue::retire_empty_shards`]). Changing `n` on a live fleet is a rolling restart: the
 //! new layout's shards fill while the old ones are worked off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -58,39 +59,44 @@ pub(crate) struct Shards {
 /// them at the start of each round, and skips its look at the shards they cover.
 #[derive(Default)]
 pub(crate) struct Heard {
-    /// Bumped by every notice, so that a claim loop applies each one once.
+    /// The number of notices so far: a claim loop applies those after the last it applied.
     generation: AtomicU64,
-    /// Per shard: the most urgent rank its notices named, and the generation of the last.
-    /// The rank is only ever lowered: a loop that missed a notice of rank 0 between two
-    /// rounds must not see only a later one of rank 1. A stale rank costs a claim call that
-    /// finds nothing of it and corrects the loop's view.
-    ranks: Mutex<HashMap<ShardId, (u8, u64)>>,
+    /// The latest notices (generation, shard, rank), oldest first, at most `KEPT_NOTICES`.
+    log: Mutex<VecDeque<(u64, ShardId, u8)>>,
     /// The shards whose notices are heard now (none while no listener is subscribed).
     covered: RwLock<Vec<ShardId>>,
 }
 
+/// Notices kept for claim loops that have not applied them yet. A loop further behind (a
+/// burst of notices between two of its rounds) takes every shard for urgent until asked.
+const KEPT_NOTICES: usize = 256;
+
 impl Heard {
     pub(crate) fn notice(&self, shard: ShardId, rank: u8) {
-        let mut ranks = self.ranks.lock().expect("heard lock");
+        let mut log = self.log.lock().expect("heard lock");
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let entry = ranks.entry(shard).or_insert((rank, generation));
-        *entry = (entry.0.min(rank), generation);
+        log.push_back((generation, shard, rank));
+        if log.len() > KEPT_NOTICES {
+            log.pop_front();
+        }
     }
 
-    /// Lowers `seen` to what notices since generation `since` named; returns the generation
-    /// now applied.
+    /// Lowers `seen` to what the notices after generation `since` named; returns the
+    /// generation now applied.
     pub(crate) fn apply(&self, since: u64, seen: &mut HashMap<ShardId, u8>) -> u64 {
-        if self.generation.load(Ordering::Acquire) == since {
+        if self.generation() == since {
             return since;
         }
-        let ranks = self.ranks.lock().expect("heard lock");
-        for (shard, (rank, generation)) in ranks.iter() {
-            if *generation > since {
-                let at = seen.entry(*shard).or_insert(*rank);
-                *at = (*at).min(*rank);
-            }
+        let log = self.log.lock().expect("heard lock");
+        if log.front().is_some_and(|(first, ..)| *first > since + 1) {
+            // Some were dropped unread: any shard may have urgent work.
+            seen.values_mut().for_each(|rank| *rank = 0);
         }
-        self.generation.load(Ordering::Acquire)
+        for (_, shard, rank) in log.iter().filter(|(g, ..)| *g > since) {
+            let at = seen.entry(*shard).or_insert(*rank);
+            *at = (*at).min(*rank);
+        }
+        self.generation()
     }
 
     pub(crate) fn covered(&self) -> Vec<ShardId> {
@@ -126,11 +132,24 @@ impl Drop for Covering<'_> {
 /// shard empty waits longer than this before it retires it).
 pub const RECORD_EVERY: Duration = Duration::from_secs(10);
 
-/// Consecutive positions of a batch that go to one shard. Dealing single items would make a
-/// claim's items every Nth row of the batch, and Postgres would touch N times the pages to
-/// start and finish them; a block keeps them neighbours while a batch of a few blocks still
-/// spreads over every shard.
+/// Most consecutive positions of a batch that go to one shard. Dealing single items would make
+/// a claim's items every Nth row of a big batch, and Postgres would touch N times the pages to
+/// start and finish them; blocks keep them neighbours.
 pub const PLACEMENT_BLOCK: u64 = 64;
+
+/// The block (counted from the batch's first shard) that `position` is in, over `shards`
+/// shards: one item to each shard, then two to each, four, ... up to [`PLACEMENT_BLOCK`]. A
+/// batch of a few items is on as many shards as it has items, so its tenant's cap (split over
+/// the shards) and share are whole for it; a big one is in blocks of `PLACEMENT_BLOCK`.
+fn placement_block(position: u64, shards: u64) -> u64 {
+    let (mut rest, mut size, mut block) = (position, 1, 0);
+    while size < PLACEMENT_BLOCK && rest >= size * shards {
+        rest -= size * shards;
+        block += shards;
+        size *= 2;
+    }
+    block + rest / size
+}
 
 struct Known {
     /// By [`ShardId`]; only ever appended to.
@@ -223,9 +242,9 @@ impl Queue {
         self.shards.keys(shard)
     }
 
-    /// The shard an item goes to: its batch's items are dealt out in blocks of
-    /// [`PLACEMENT_BLOCK`] positions, in turn, from a shard chosen by the batch id, so that
-    /// small batches spread too.
+    /// The shard an item goes to: its batch's items are dealt out in turn, in growing blocks
+    /// (`placement_block`), from a shard chosen by the batch id, so that small batches spread
+    /// too.
     pub fn placement_shard(&self, batch: BatchId, position: i32) -> ShardId {
         let layout = &self.shards.layout;
         if layout.len() == 1 {
@@ -233,7 +252,7 @@ impl Queue {
         }
         let n = layout.len() as u64;
         let start = batch.0.as_u64_pair().0 % n;
-        let block = u64::from(position.unsigned_abs()) / PLACEMENT_BLOCK;
+        let block = placement_block(u64::from(position.unsigned_abs()), n);
         layout[((start + block) % n) as usize]
     }
 

@@ -32,7 +32,7 @@ for rank = 0, 2 do
       redis.call('DEL', from)
     end
     if redis.call('EXISTS', to) == 1 and not redis.call('LPOS', new, owner) then
-      redis.call('RPUSH', new, owner)
+      list_owner(prefix, rank, owner)
     end
   end
   redis.call('DEL', old)

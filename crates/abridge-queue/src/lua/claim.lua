@@ -45,6 +45,14 @@ end
 
 local out = { redis.call('EXISTS', KEYS[8]), -1, 3 }
 if redis.call('EXISTS', KEYS[9]) == 1 then
+  -- Paused: nothing is taken, but the top rank left stays true (a resume publishes nothing,
+  -- and a loop that took this shard for empty would not ask it for urgent work).
+  for r = 0, 2 do
+    if redis.call('LLEN', KEYS[1 + r]) > 0 then
+      out[3] = r
+      break
+    end
+  end
   return out
 end
 local n = 0

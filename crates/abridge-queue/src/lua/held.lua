@@ -29,7 +29,7 @@ end
 -- An owner with batches at this rank is in the rank's rotation (a partial loss can drop it).
 if redis.call('EXISTS', prefix .. 'batches:' .. rank .. ':' .. owner) == 1
     and not redis.call('LPOS', KEYS[1], owner) then
-  redis.call('RPUSH', KEYS[1], owner)
+  list_owner(prefix, rank, owner)
 end
 local out = {}
 for i = 7, #ARGV do

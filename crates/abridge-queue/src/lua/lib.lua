@@ -104,17 +104,23 @@ local function owner_of(prefix, batch)
   return redis.call('GET', prefix .. 'owner:' .. batch) or '~'
 end
 
+-- Puts `owner` at the back of the rank's rotation. A rank of urgent work (0 or 1) that had no
+-- owner on this shard says so on the "ranks" channel: claim loops working other shards do not
+-- look here each round (claim.rs), so every way an owner enters a rank goes through here.
+local function list_owner(prefix, rank, owner)
+  local owners = redis.call('RPUSH', prefix .. 'owners:' .. rank, owner)
+  if owners == 1 and tonumber(rank) < 2 then
+    redis.call('PUBLISH', prefix .. 'ranks', rank)
+  end
+end
+
 -- Puts `batch` (whose ready set just became non-empty) in its owner's rotation at `rank`, and
--- the owner in the rank's rotation if it had no batch there. A rank of urgent work (0 or 1)
--- that had no owner on this shard says so on the "ranks" channel.
+-- the owner in the rank's rotation if it had no batch there.
 local function rotate_in(prefix, rank, batch)
   local owner = owner_of(prefix, batch)
   local list = prefix .. 'batches:' .. rank .. ':' .. owner
   if redis.call('EXISTS', list) == 0 then
-    local owners = redis.call('RPUSH', prefix .. 'owners:' .. rank, owner)
-    if owners == 1 and tonumber(rank) < 2 then
-      redis.call('PUBLISH', prefix .. 'ranks', rank)
-    end
+    list_owner(prefix, rank, owner)
   end
   redis.call('RPUSH', list, batch)
 end

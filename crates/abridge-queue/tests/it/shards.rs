@@ -43,8 +43,10 @@ fn batch_starting_on(queue: &Queue, shard: ShardId) -> BatchId {
     }
 }
 
-/// Items in two blocks per shard of three.
-const SIX_BLOCKS: i64 = 6 * PLACEMENT_BLOCK as i64;
+/// Positions dealt out in growing blocks over three shards (1, 2, 4, ... 32 to each).
+const GROWING: i64 = 63 * 3;
+/// A batch even over three shards: the growing blocks, then two whole blocks to each.
+const BATCH: i64 = GROWING + 6 * PLACEMENT_BLOCK as i64;
 
 #[tokio::test]
 async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_across_shards() {
@@ -53,27 +55,21 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
     assert_eq!(queue.layout().len(), 3);
     let (a, b) = (BatchId::new(), BatchId::new());
     queue
-        .enqueue(a, Priority::Normal, share("acme"), &ids(1000, SIX_BLOCKS))
+        .enqueue(a, Priority::Normal, share("acme"), &ids(1000, BATCH))
         .await
         .unwrap();
     queue
-        .enqueue(b, Priority::Normal, share("globex"), &ids(2000, SIX_BLOCKS))
+        .enqueue(b, Priority::Normal, share("globex"), &ids(2000, BATCH))
         .await
         .unwrap();
-    // A 1-item batch lands on one shard: one urgent item on each.
-    let urgent: Vec<BatchId> = queue
-        .layout()
-        .iter()
-        .map(|s| batch_starting_on(&queue, *s))
-        .collect();
-    for (n, u) in urgent.iter().enumerate() {
-        queue
-            .enqueue(*u, Priority::High, share("globex"), &ids(300 + n as i64, 1))
-            .await
-            .unwrap();
-    }
+    // A batch of three items is on three shards.
+    let urgent = BatchId::new();
+    queue
+        .enqueue(urgent, Priority::High, share("globex"), &ids(300, 3))
+        .await
+        .unwrap();
     let stats = queue.stats().await.unwrap();
-    assert_eq!(stats.ready, [3, 2 * SIX_BLOCKS, 0]);
+    assert_eq!(stats.ready, [3, 2 * BATCH, 0]);
 
     // One claim connection, as a worker's claim loop has: it remembers what each shard had.
     let mut conn = queue.claim_connection();
@@ -83,7 +79,7 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
     assert_eq!((first.items.len(), second.items.len()), (30, 30));
     // The first group takes every shard's urgent item before any normal one.
     assert!(
-        first.items[..3].iter().all(|l| urgent.contains(&l.batch)),
+        first.items[..3].iter().all(|l| l.batch == urgent),
         "{first:?}"
     );
     let shards_of_urgent: HashSet<ShardId> = first.items[..3].iter().map(|l| l.shard).collect();
@@ -120,42 +116,44 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
         }
         all.extend(more.items);
     }
-    let total = 2 * SIX_BLOCKS as usize + 3;
+    let total = 2 * BATCH as usize + 3;
     assert_eq!(all.len(), total);
-    let third = SIX_BLOCKS as usize / 3;
+    let third = BATCH as usize / 3;
     for shard in queue.layout() {
         let on = |batch| {
             all.iter()
                 .filter(|l| l.shard == *shard && l.batch == batch)
                 .count()
         };
-        assert_eq!((on(a), on(b)), (third, third), "shard {shard:?}");
+        assert_eq!(
+            (on(a), on(b), on(urgent)),
+            (third, third, 1),
+            "shard {shard:?}"
+        );
         let positions: Vec<i32> = all
             .iter()
             .filter(|l| l.shard == *shard && l.batch == a)
             .map(|l| l.position)
             .collect();
         assert!(positions.is_sorted(), "{positions:?}");
-        // Whole blocks: a claim's items are neighbours in the batch.
-        let blocks: HashSet<i32> = positions
+        // Past the growing blocks, whole blocks: a claim's items are neighbours in the batch.
+        let blocks: HashSet<i64> = positions
             .iter()
-            .map(|p| p / PLACEMENT_BLOCK as i32)
+            .filter(|p| i64::from(**p) >= GROWING)
+            .map(|p| (i64::from(*p) - GROWING) / PLACEMENT_BLOCK as i64)
             .collect();
         assert_eq!(blocks.len(), 2, "shard {shard:?}: {blocks:?}");
     }
     let stats = queue.stats().await.unwrap();
     assert_eq!((stats.ready, stats.leased), ([0, 0, 0], total as i64));
-    let held = queue.held_counts(&[a, b, urgent[1]]).await.unwrap();
-    assert_eq!(
-        (held[&a], held[&b], held[&urgent[1]]),
-        (SIX_BLOCKS, SIX_BLOCKS, 1)
-    );
+    let held = queue.held_counts(&[a, b, urgent]).await.unwrap();
+    assert_eq!((held[&a], held[&b], held[&urgent]), (BATCH, BATCH, 3));
 
     // Acknowledgements and retries go to the shard the item was claimed from.
     let acks: Vec<_> = all
         .iter()
         .map(|l| {
-            let after = if urgent.contains(&l.batch) {
+            let after = if l.batch == urgent {
                 AfterAck::Ready
             } else {
                 AfterAck::Drop
@@ -169,7 +167,7 @@ async fn a_batch_is_dealt_out_evenly_and_the_claim_keeps_priority_and_share_acro
     let mut back: Vec<_> = again.items.iter().map(|l| (l.item, l.shard)).collect();
     let mut before: Vec<_> = all
         .iter()
-        .filter(|l| urgent.contains(&l.batch))
+        .filter(|l| l.batch == urgent)
         .map(|l| (l.item, l.shard))
         .collect();
     back.sort();
@@ -183,30 +181,25 @@ async fn every_shard_is_reaped_cancelled_and_woken_for() {
     let queue = queue_of(&env, 3);
     let batch = BatchId::new();
     queue
-        .enqueue(
-            batch,
-            Priority::Normal,
-            Share::NO_TENANT,
-            &ids(1, SIX_BLOCKS),
-        )
+        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, BATCH))
         .await
         .unwrap();
 
     // Leases of every shard expire and are taken.
     let claim = queue
-        .claim(WorkerId::new(), Duration::from_millis(1), 300)
+        .claim(WorkerId::new(), Duration::from_millis(1), 500)
         .await
         .unwrap();
     let shards: HashSet<ShardId> = claim.items.iter().map(|l| l.shard).collect();
-    assert_eq!(shards.len(), 3, "one claim of 300 spans shards");
+    assert_eq!(shards.len(), 3, "one claim of 500 spans shards");
     tokio::time::sleep(Duration::from_millis(20)).await;
     let taken = queue.take_expired(1_000).await.unwrap();
-    assert_eq!(taken.len(), 300);
+    assert_eq!(taken.len(), 500);
     assert!(taken.iter().all(|t| claim.items.contains(&t.lease)));
 
     // A cancel empties every shard of the batch.
     queue
-        .cancel_batch(batch, Priority::Normal, &ids(1, SIX_BLOCKS))
+        .cancel_batch(batch, Priority::Normal, &ids(1, BATCH))
         .await
         .unwrap();
     let stats = queue.stats().await.unwrap();
@@ -249,12 +242,7 @@ async fn a_change_of_the_shard_count_loses_nothing() {
     let three = queue_of(&env, 3);
     let batch = BatchId::new();
     three
-        .enqueue(
-            batch,
-            Priority::Normal,
-            Share::NO_TENANT,
-            &ids(1, SIX_BLOCKS),
-        )
+        .enqueue(batch, Priority::Normal, Share::NO_TENANT, &ids(1, BATCH))
         .await
         .unwrap();
     // A retry waits on a shard the new layout does not have.
@@ -292,7 +280,7 @@ async fn a_change_of_the_shard_count_loses_nothing() {
     );
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.len() < SIX_BLOCKS as usize && Instant::now() < deadline {
+    while seen.len() < BATCH as usize && Instant::now() < deadline {
         let got = one.claim(WorkerId::new(), LEASE, 200).await.unwrap();
         let acks: Vec<_> = got
             .items
@@ -307,7 +295,7 @@ async fn a_change_of_the_shard_count_loses_nothing() {
     }
     assert_eq!(
         seen.len(),
-        SIX_BLOCKS as usize,
+        BATCH as usize,
         "every item, the delayed retry too"
     );
     // Empty, but not yet for the grace: an item given back between two reads, or a process
@@ -339,21 +327,13 @@ async fn a_tenants_limits_and_the_pause_reach_every_shard() {
         max_in_flight: Some(3),
     };
     queue
-        .enqueue(
-            BatchId::new(),
-            Priority::Normal,
-            capped,
-            &ids(1, SIX_BLOCKS),
-        )
+        .enqueue(BatchId::new(), Priority::Normal, capped, &ids(1, 30))
         .await
         .unwrap();
     assert_eq!(claim(&queue, 30).await.items.len(), 3);
     // The operator lifts the cap: every shard hears of it, not only the first.
     queue.set_limits("acme", 1, None).await.unwrap();
-    assert_eq!(
-        claim(&queue, 1_000).await.items.len(),
-        SIX_BLOCKS as usize - 3
-    );
+    assert_eq!(claim(&queue, 30).await.items.len(), 27);
 
     // A queue paused while it had one shard: a process with three places items on two new
     // shards, which get the pause before anything is claimed from them.
@@ -388,7 +368,7 @@ async fn a_loop_working_one_shard_hears_of_urgent_work_on_another() {
             BatchId::new(),
             Priority::Normal,
             Share::NO_TENANT,
-            &ids(1, SIX_BLOCKS),
+            &ids(1, BATCH),
         )
         .await
         .unwrap();
@@ -429,6 +409,31 @@ async fn a_loop_working_one_shard_hears_of_urgent_work_on_another() {
         }
         let next = conn.claim(worker, LEASE, 10, None).await.unwrap();
         assert_eq!(next.items[0].batch, urgent, "round {round}: {next:?}");
+    }
+
+    // Urgent work placed while the queue is paused is taken first once it resumes: a paused
+    // shard's claim still says what it holds (the resume publishes nothing).
+    for round in 0..3 {
+        let claim = conn.claim(worker, LEASE, 10, None).await.unwrap();
+        let on = claim.items.last().unwrap().shard;
+        assert!(queue.set_paused(true, 10 + 2 * round).await.unwrap());
+        let elsewhere = *queue.layout().iter().find(|s| **s != on).unwrap();
+        let urgent = batch_starting_on(&queue, elsewhere);
+        let heard = queue.notices_heard();
+        queue
+            .enqueue(urgent, Priority::High, Share::NO_TENANT, &ids(6000 + round, 1))
+            .await
+            .unwrap();
+        let began = Instant::now();
+        while queue.notices_heard() == heard {
+            assert!(began.elapsed() < Duration::from_secs(5), "no notice heard");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let paused = conn.claim(worker, LEASE, 10, None).await.unwrap();
+        assert!(paused.items.is_empty());
+        assert!(queue.set_paused(false, 11 + 2 * round).await.unwrap());
+        let next = conn.claim(worker, LEASE, 10, None).await.unwrap();
+        assert_eq!(next.items[0].batch, urgent, "after pause {round}: {next:?}");
     }
 
     // A listener that stops leaves the loops looking again.
