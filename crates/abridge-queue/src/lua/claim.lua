@@ -43,16 +43,21 @@ for _, item in ipairs(due) do
   end
 end
 
+-- The most urgent rank with work ready here (3: none).
+local function top_rank()
+  for rank = 0, 2 do
+    if redis.call('LLEN', KEYS[1 + rank]) > 0 then
+      return rank
+    end
+  end
+  return 3
+end
+
 local out = { redis.call('EXISTS', KEYS[8]), -1, 3 }
 if redis.call('EXISTS', KEYS[9]) == 1 then
   -- Paused: nothing is taken, but the top rank left stays true (a resume publishes nothing,
   -- and a loop that took this shard for empty would not ask it for urgent work).
-  for r = 0, 2 do
-    if redis.call('LLEN', KEYS[1 + r]) > 0 then
-      out[3] = r
-      break
-    end
-  end
+  out[3] = top_rank()
   return out
 end
 local n = 0
@@ -218,12 +223,7 @@ if n > 0 then
   call_chunked('ZADD', KEYS[4], zargs, 2)
   call_chunked('HSET', KEYS[5], hargs, 2)
 end
-for rank = 0, 2 do
-  if redis.call('LLEN', KEYS[1 + rank]) > 0 then
-    out[3] = rank
-    break
-  end
-end
+out[3] = top_rank()
 -- This worker took all it could carry and work is left: pass the wake-up on to the next one.
 if n >= max_n and out[3] < 3 then
   wake(KEYS[10], 1, 1)

@@ -359,6 +359,20 @@ async fn a_tenants_limits_and_the_pause_reach_every_shard() {
     assert_eq!(claim(&three, 30).await.items.len(), 30);
 }
 
+/// Enqueues `batch` as one urgent item, and waits until this process hears of it.
+async fn enqueue_urgent_and_hear(queue: &Queue, batch: BatchId, item: i64) {
+    let heard = queue.notices_heard();
+    queue
+        .enqueue(batch, Priority::High, Share::NO_TENANT, &ids(item, 1))
+        .await
+        .unwrap();
+    let began = Instant::now();
+    while queue.notices_heard() == heard {
+        assert!(began.elapsed() < Duration::from_secs(5), "no notice heard");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_loop_working_one_shard_hears_of_urgent_work_on_another() {
     let env = TestEnv::new().await;
@@ -392,21 +406,7 @@ async fn a_loop_working_one_shard_hears_of_urgent_work_on_another() {
         let on = claim.items.last().unwrap().shard;
         let elsewhere = *queue.layout().iter().find(|s| **s != on).unwrap();
         let urgent = batch_starting_on(&queue, elsewhere);
-        let heard = queue.notices_heard();
-        queue
-            .enqueue(
-                urgent,
-                Priority::High,
-                Share::NO_TENANT,
-                &ids(5000 + round, 1),
-            )
-            .await
-            .unwrap();
-        let began = Instant::now();
-        while queue.notices_heard() == heard {
-            assert!(began.elapsed() < Duration::from_secs(5), "no notice heard");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        enqueue_urgent_and_hear(&queue, urgent, 5000 + round).await;
         let next = conn.claim(worker, LEASE, 10, None).await.unwrap();
         assert_eq!(next.items[0].batch, urgent, "round {round}: {next:?}");
     }
@@ -419,16 +419,7 @@ async fn a_loop_working_one_shard_hears_of_urgent_work_on_another() {
         assert!(queue.set_paused(true, 10 + 2 * round).await.unwrap());
         let elsewhere = *queue.layout().iter().find(|s| **s != on).unwrap();
         let urgent = batch_starting_on(&queue, elsewhere);
-        let heard = queue.notices_heard();
-        queue
-            .enqueue(urgent, Priority::High, Share::NO_TENANT, &ids(6000 + round, 1))
-            .await
-            .unwrap();
-        let began = Instant::now();
-        while queue.notices_heard() == heard {
-            assert!(began.elapsed() < Duration::from_secs(5), "no notice heard");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        enqueue_urgent_and_hear(&queue, urgent, 6000 + round).await;
         let paused = conn.claim(worker, LEASE, 10, None).await.unwrap();
         assert!(paused.items.is_empty());
         assert!(queue.set_paused(false, 11 + 2 * round).await.unwrap());
