@@ -67,9 +67,10 @@ impl ClaimConnection {
     /// everywhere. A round that fills early looks at the shards it did not ask, so the next
     /// round knows where the most urgent work is: priorities hold across shards to within
     /// one claim. Shards whose notices the process hears ([`Queue::hear_ready_ranks`]) are
-    /// not looked at: a round starts from what they said since the last. A shard that fails (its master is away: a failover) is skipped for the
-    /// round; the round fails only if it took nothing, and never after it took items (their
-    /// leases would be left to expire). After an error the next call takes a fresh connection.
+    /// not looked at unless their last claim failed: a round goes by what they said since the
+    /// last (applied after the wait). A shard that fails (its master is away: a failover) is
+    /// skipped for the round; the round fails only if it took nothing, and never after it
+    /// took items (their leases would be left to expire). After an error the next call takes a fresh connection.
     pub async fn claim(
         &mut self,
         worker: WorkerId,

@@ -141,7 +141,9 @@ impl Queue {
     /// it did not ask (one LLEN each, every round). While it is not subscribed (Redis away, a
     /// failover, one shard), the rounds look as before; it subscribes again when the shards
     /// change, or when its connection does not answer a PING within `HEARING_CHECK` (a dead
-    /// peer that sent no reset would otherwise leave the shards covered and unheard).
+    /// peer that sent no reset would otherwise leave the shards covered and unheard). After
+    /// each PING every shard counts as having urgent work until a claim asks it, so a notice
+    /// lost on the way costs at most `HEARING_CHECK`.
     pub async fn hear_ready_ranks(&self) {
         let heard = &self.shards.heard;
         let mut waits = Doubling::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -152,13 +154,18 @@ impl Queue {
                     .iter()
                     .map(|s| self.shard_keys(*s).ranks.clone())
                     .collect();
-                match self.subscribe_ranks(&channels).await {
-                    Ok((sink, notices)) => {
+                let subscribed =
+                    tokio::time::timeout(HEARING_CHECK * 5, self.subscribe_ranks(&channels));
+                match subscribed.await {
+                    Ok(Ok((sink, notices))) => {
                         waits.reset();
                         let _covering = heard.cover(shards.clone());
                         self.hear(&shards, &channels, sink, notices).await;
                     }
-                    Err(e) => debug!(error = %e, "cannot subscribe to ready ranks; claims look"),
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "cannot subscribe to ready ranks; claims look")
+                    }
+                    Err(_) => debug!("subscribing to ready ranks timed out; claims look"),
                 }
             }
             tokio::time::sleep(waits.next_wait()).await;
@@ -223,6 +230,10 @@ impl Queue {
                         warn!("ready ranks: the subscription does not answer; subscribing again");
                         return;
                     }
+                    // On a cluster a shard's notice reaches this node over the cluster bus,
+                    // which may drop one while this connection answers: a missed notice
+                    // costs at most this check's period.
+                    self.shards.heard.doubt(shards);
                 }
             }
         }

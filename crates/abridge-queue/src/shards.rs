@@ -56,7 +56,7 @@ pub(crate) struct Shards {
 }
 
 /// What the shards' `ranks` notices said ([`Queue::hear_ready_ranks`]): a claim loop applies
-/// them at the start of each round, and skips its look at the shards they cover.
+/// them in each round (after its idle wait), and skips its look at the shards they cover.
 #[derive(Default)]
 pub(crate) struct Heard {
     /// The number of notices so far: a claim loop applies those after the last it applied.
@@ -92,9 +92,11 @@ impl Heard {
             // Some were dropped unread: any shard may have urgent work.
             seen.values_mut().for_each(|rank| *rank = 0);
         }
+        // A shard the loop has no view of counts as holding rank 0 already.
         for (_, shard, rank) in log.iter().filter(|(g, ..)| *g > since) {
-            let at = seen.entry(*shard).or_insert(*rank);
-            *at = (*at).min(*rank);
+            if let Some(at) = seen.get_mut(shard) {
+                *at = (*at).min(*rank);
+            }
         }
         self.generation()
     }
@@ -106,11 +108,17 @@ impl Heard {
     /// From now on the notices of `shards` are heard, until the guard is dropped. What they
     /// said before is unknown: each counts as having urgent work until a claim asks it.
     pub(crate) fn cover(&self, shards: Vec<ShardId>) -> Covering<'_> {
-        for shard in &shards {
-            self.notice(*shard, 0);
-        }
+        self.doubt(&shards);
         *self.covered.write().expect("heard lock") = shards;
         Covering(self)
+    }
+
+    /// Takes every one of `shards` for having urgent work until a claim asks it: what a
+    /// notice that never arrived would have said.
+    pub(crate) fn doubt(&self, shards: &[ShardId]) {
+        for shard in shards {
+            self.notice(*shard, 0);
+        }
     }
 
     pub(crate) fn generation(&self) -> u64 {
