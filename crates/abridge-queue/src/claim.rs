@@ -70,7 +70,8 @@ impl ClaimConnection {
     /// not looked at unless their last claim failed: a round goes by what they said since the
     /// last (applied after the wait). A shard that fails (its master is away: a failover) is
     /// skipped for the round; the round fails only if it took nothing, and never after it
-    /// took items (their leases would be left to expire). After an error the next call takes a fresh connection.
+    /// took items (their leases would be left to expire). After an error the next call takes
+    /// a fresh connection.
     pub async fn claim(
         &mut self,
         worker: WorkerId,

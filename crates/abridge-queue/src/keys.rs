@@ -39,7 +39,7 @@ pub struct Keys {
     /// events. Separate from `events` so workers are not sent every progress notice.
     pub progress: String,
     /// Pub/sub channel on which the shard says that a priority rank it had no work of got
-    /// some (`rotate_in` in `lua/lib.lua`): claim loops working other shards hear of urgent
+    /// some (`list_owner` in `lua/lib.lua`): claim loops working other shards hear of urgent
     /// work here instead of polling every shard (`Queue::hear_ready_ranks`).
     pub ranks: String,
     /// The hash tags of every shard that may hold items (first shard only): the shards of

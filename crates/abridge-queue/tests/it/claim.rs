@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use abridge_core::{BatchId, ItemId, Priority, WorkerId};
-use abridge_queue::Share;
+use abridge_queue::{Queue, Share};
 use abridge_testkit::TestEnv;
 
 fn ids(from: i64, n: i64) -> Vec<ItemId> {
@@ -69,12 +69,24 @@ async fn a_claim_takes_higher_priorities_first_then_shares_by_owner_in_batch_ord
     assert_eq!((of(&next, a), of(&next, b)), (8, 32));
 }
 
-fn weighs(tenant: &str, weight: i32, max_in_flight: Option<i32>) -> Share<'_> {
-    Share {
+/// Enqueues `items` as one normal batch of `tenant`, with its weight and cap.
+async fn enqueue_as(
+    queue: &Queue,
+    batch: BatchId,
+    tenant: &str,
+    weight: i32,
+    max_in_flight: Option<i32>,
+    items: &[ItemId],
+) {
+    let share = Share {
         tenant: Some(tenant),
         weight,
         max_in_flight,
-    }
+    };
+    queue
+        .enqueue(batch, Priority::Normal, share, items)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -83,24 +95,8 @@ async fn a_heavy_owner_holds_a_light_one_off_for_no_more_than_its_weight_and_a_n
     let env = TestEnv::new().await;
     let queue = env.queue(&env.settings(&[]));
     let (heavy, light) = (BatchId::new(), BatchId::new());
-    queue
-        .enqueue(
-            heavy,
-            Priority::Normal,
-            weighs("heavy", 1000, None),
-            &ids(1, 5000),
-        )
-        .await
-        .unwrap();
-    queue
-        .enqueue(
-            light,
-            Priority::Normal,
-            weighs("light", 1, None),
-            &ids(10_000, 100),
-        )
-        .await
-        .unwrap();
+    enqueue_as(&queue, heavy, "heavy", 1000, None, &ids(1, 5000)).await;
+    enqueue_as(&queue, light, "light", 1, None, &ids(10_000, 100)).await;
     let me = WorkerId::new();
     let lease = Duration::from_secs(30);
 
@@ -144,35 +140,11 @@ async fn owners_at_their_cap_or_gone_do_not_end_a_claim_while_another_has_work()
     let me = WorkerId::new();
     let lease = Duration::from_secs(30);
     // The capped owner holds its one item in flight.
-    queue
-        .enqueue(
-            capped,
-            Priority::Normal,
-            weighs("capped", 1, Some(1)),
-            &ids(1, 2),
-        )
-        .await
-        .unwrap();
+    enqueue_as(&queue, capped, "capped", 1, Some(1), &ids(1, 2)).await;
     assert_eq!(queue.claim(me, lease, 1).await.unwrap().items.len(), 1);
     // An owner still listed whose ready set is gone (a partial loss of Redis's data).
-    queue
-        .enqueue(
-            lost,
-            Priority::Normal,
-            weighs("lost", 1, None),
-            &ids(100, 1),
-        )
-        .await
-        .unwrap();
-    queue
-        .enqueue(
-            busy,
-            Priority::Normal,
-            weighs("busy", 1, None),
-            &ids(200, 50),
-        )
-        .await
-        .unwrap();
+    enqueue_as(&queue, lost, "lost", 1, None, &ids(100, 1)).await;
+    enqueue_as(&queue, busy, "busy", 1, None, &ids(200, 50)).await;
     let mut r = env.redis().await;
     let () = redis::cmd("DEL")
         .arg(queue.keys().ready(lost))
